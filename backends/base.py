@@ -1,0 +1,168 @@
+"""What an engine must offer, as typing Protocols, and the plain data that crosses the seam.
+
+Two kinds of loaded model:
+
+- ``EncoderModel`` (embeddings now; classification and rerank later): tokenize on any thread,
+  then run a padded batch on the model's worker thread.
+- ``GenerationModel``: step-wise generation. The daemon's continuous-batching scheduler
+  (``hfd.daemon.scheduler.generation``) calls ``add``/``cancel`` between steps and ``step``
+  in a loop on the model's worker thread. An engine with its own continuous batching
+  (OpenVINO GenAI's ContinuousBatchingPipeline) implements the same three calls over it; an
+  engine without one (torch) implements them over its own batched KV cache.
+
+All calls on one loaded model are made from one worker thread, except ``tokenize``,
+``encode_prompt``, ``apply_chat_template`` and ``decode``, which must be thread-safe (the
+daemon tokenizes the next batch while the current one computes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+Task = Literal["generate", "embed"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load one model. Built by the model manager from the model's config."""
+
+    path: Path  # a local snapshot directory in Hugging Face layout (config.json, weights, tokenizer)
+    task: Task
+    device: str = "cpu"  # "cpu", "cuda:0", "mps", "GPU", "NPU" ...
+    threads: int = 0  # 0: the engine's default for the device
+    dtype: str | None = None  # "float32", "float16", "bfloat16"; None: the engine's default
+    weight_format: str | None = None  # OpenVINO: "fp32" | "fp16" | "int8"
+    trust_remote_code: bool = False
+    max_running: int = 32  # generation: most sequences in one decoding step
+    max_batched_tokens: int = 4096  # generation: most prompt tokens prefilled in one step
+    cache_dir: Path | None = None  # where derived artifacts (exports) live
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    # Stop strings are matched by the scheduler on decoded text, not by engines.
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """Token ids of several texts, unpadded. Engines pad as they need."""
+
+    ids: list[list[int]]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.ids]
+
+
+@dataclass
+class StepOutput:
+    """What one decoding step produced for one sequence."""
+
+    seq_id: int
+    token_ids: list[int]  # usually one; an engine may emit several (speculative, multi-step)
+    finished: FinishReason | None = None  # set on the sequence's last output (eos: "stop")
+
+
+@runtime_checkable
+class EncoderModel(Protocol):
+    name: str  # the engine's name: "torch", "openvino", "onnxruntime"
+    device: str
+    max_length: int  # most tokens per input, after which inputs are truncated
+    dimensions: int
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        """Thread-safe. Truncates each text to ``max_length`` tokens (special tokens included)."""
+        ...
+
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        """Pooled (and normalised when the model says so) float32 array, shape (n, dimensions)."""
+        ...
+
+    def memory_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class GenerationModel(Protocol):
+    name: str
+    device: str
+    context_length: int  # prompt + generated tokens may not exceed this
+    eos_token_ids: frozenset[int]
+
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        """Thread-safe. The prompt ids for a chat, with the generation prompt appended."""
+        ...
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Thread-safe. Prompt ids for a plain completion (the tokenizer's BOS rules apply)."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Thread-safe. Text of ids, special tokens skipped."""
+        ...
+
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        """Queue a sequence; it joins the running batch at the next ``step``."""
+        ...
+
+    def cancel(self, seq_id: int) -> None:
+        """Drop a sequence (finished by a stop string, cancelled, or disconnected). It frees
+        its slot and cache at once and produces no more output. Unknown ids are ignored."""
+        ...
+
+    def step(self) -> list[StepOutput]:
+        """Run one step: prefill sequences that joined, decode one token for every running
+        one. Returns the tokens produced; a sequence whose output has ``finished`` set is
+        gone from the engine afterwards."""
+        ...
+
+    def has_work(self) -> bool: ...
+
+    def memory_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """An engine: knows whether it can run here, and loads models for a task."""
+
+    name: str
+    tasks: frozenset[Task]
+
+    def available(self) -> tuple[bool, str]:
+        """(usable, why not). Must not raise when the engine's library or driver is missing."""
+        ...
+
+    def devices(self) -> list[str]: ...
+
+    def load_encoder(self, opts: LoadOptions) -> EncoderModel: ...
+
+    def load_generator(self, opts: LoadOptions) -> GenerationModel: ...
+
+
+def estimate_weights_bytes(path: Path) -> int:
+    """Bytes of the weight files of a snapshot: a cheap lower bound of a model's memory."""
+    total = 0
+    for pattern in ("*.safetensors", "*.bin", "*.onnx", "*.xml"):
+        for f in path.glob(pattern):
+            total += f.stat().st_size
+    return total

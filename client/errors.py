@@ -1,0 +1,208 @@
+"""The one error tree, shared by the daemon and the client.
+
+Every error has a stable machine-readable ``code`` (what clients branch on), an HTTP status
+(what the HTTP door answers with) and an OpenAI error ``type``. Transports map errors in one
+place each: ``hfd.daemon.http.errors`` and ``hfd.daemon.zmq.server``; the client rebuilds the
+same class from the code it receives, so ``except ModelNotFound`` works on both sides.
+
+    HfdError
+    ├── InvalidRequest            400 invalid_request
+    │   ├── InvalidJSON           400 invalid_json
+    │   ├── ProtocolError         400 protocol_error
+    │   ├── UnknownOperation      400 unknown_operation
+    │   └── ContextLengthExceeded 400 context_length_exceeded
+    ├── ValidationFailed          422 validation_error
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── Unauthorized              401 unauthorized
+    ├── Forbidden                 403 forbidden
+    ├── NotFound                  404 not_found
+    │   └── ModelNotFound         404 model_not_found
+    ├── Overloaded                429 overloaded          (queue full; has retry_after)
+    ├── RateLimited               429 rate_limited        (per-key limit; has retry_after)
+    ├── ModelUnavailable          503 model_unavailable   (breaker open / cannot load; retry_after)
+    ├── InsufficientMemory        507 insufficient_memory
+    ├── FetchError                502 fetch_failed
+    │   └── VerificationFailed    502 verification_failed
+    ├── Cancelled                 499 cancelled
+    ├── Timeout                   504 timeout
+    ├── DaemonUnavailable         503 daemon_unavailable  (client side: nothing listening)
+    └── InternalError             500 internal_error
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class HfdError(Exception):
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as the OpenAI envelope's inner object (also the IPC error body)."""
+        body: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "code": self.code,
+            "param": self.param,
+        }
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class InvalidRequest(HfdError):
+    code = "invalid_request"
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+
+
+class ProtocolError(InvalidRequest):
+    code = "protocol_error"
+
+
+class UnknownOperation(InvalidRequest):
+    code = "unknown_operation"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ValidationFailed(HfdError):
+    code = "validation_error"
+    status = 422
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(HfdError):
+    code = "payload_too_large"
+    status = 413
+    type = "invalid_request_error"
+
+
+class Unauthorized(HfdError):
+    code = "unauthorized"
+    status = 401
+    type = "authentication_error"
+
+
+class Forbidden(HfdError):
+    code = "forbidden"
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(HfdError):
+    code = "not_found"
+    status = 404
+    type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Overloaded(HfdError):
+    code = "overloaded"
+    status = 429
+    type = "rate_limit_error"
+
+
+class RateLimited(HfdError):
+    code = "rate_limited"
+    status = 429
+    type = "rate_limit_error"
+
+
+class ModelUnavailable(HfdError):
+    code = "model_unavailable"
+    status = 503
+    type = "server_error"
+
+
+class InsufficientMemory(HfdError):
+    code = "insufficient_memory"
+    status = 507
+    type = "server_error"
+
+
+class FetchError(HfdError):
+    code = "fetch_failed"
+    status = 502
+    type = "server_error"
+
+
+class VerificationFailed(FetchError):
+    code = "verification_failed"
+
+
+class Cancelled(HfdError):
+    code = "cancelled"
+    status = 499
+    type = "invalid_request_error"
+
+
+class Timeout(HfdError):
+    code = "timeout"
+    status = 504
+    type = "server_error"
+
+
+class DaemonUnavailable(HfdError):
+    code = "daemon_unavailable"
+    status = 503
+    type = "server_error"
+
+
+class InternalError(HfdError):
+    code = "internal_error"
+    status = 500
+    type = "server_error"
+
+
+def _all_subclasses(cls: type[HfdError]) -> list[type[HfdError]]:
+    out: list[type[HfdError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[HfdError]] = {c.code: c for c in [HfdError, *_all_subclasses(HfdError)]}
+
+
+def error_from_dict(body: dict[str, Any]) -> HfdError:
+    """Rebuild the error a peer sent (IPC error body or the OpenAI envelope's inner object)."""
+    cls = ERRORS_BY_CODE.get(str(body.get("code")), HfdError)
+    err = cls(
+        str(body.get("message", "unknown error")),
+        param=body.get("param"),
+        retry_after=body.get("retry_after"),
+        details=body.get("details") or None,
+    )
+    return err

@@ -1,0 +1,1 @@
+"""The daemon process: settings, lifecycle, the core service, transports, store, CLI."""

@@ -1,0 +1,392 @@
+"""Every setting of the daemon, read in this one module.
+
+Precedence: CLI flag > ``HFD_*`` environment variable > config file (TOML) > default.
+
+Each setting is a field of ``Settings`` with a section and a help text in its metadata. The
+same name is used everywhere: the field ``http_port`` is ``port`` under ``[http]`` in the
+config file, ``HFD_HTTP_PORT`` in the environment and ``--http-port`` on the command line.
+``docs/settings.md`` is generated from these fields (``python -m hfd.daemon.settings``), and
+a test fails when it is out of date.
+
+Paths come from platformdirs for a user daemon and from the systemd/FHS directories
+(``STATE_DIRECTORY``, ``CACHE_DIRECTORY``, ``RUNTIME_DIRECTORY``, ``CONFIGURATION_DIRECTORY``,
+as systemd sets them, or /var/lib/hfd, /var/cache/hfd, /run/hfd, /etc/hfd when
+``HFD_SYSTEM=1``) for the system service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import platformdirs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "HFD_"
+DEFAULT_HTTP_PORT = 11535
+APP_NAME = "hfd"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or out of range."""
+
+
+def _setting(default: Any, section: str, help: str, *, factory: Any = None) -> Any:
+    meta = {"section": section, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model the daemon serves, from ``[[models]]`` in the config file.
+
+    ``ref`` is a local directory, ``org/name[@revision]`` (looked up in the store and the local
+    Hugging Face cache) or ``ipfs://<cid>``. Clients use ``name`` (the alias), or ``ref`` when
+    no alias is given.
+    """
+
+    ref: str
+    name: str = ""
+    task: str | None = None  # "generate" | "embed"; None: from the model's config
+    engine: str | None = None  # pin an engine: "torch" | "openvino" | "onnxruntime"
+    device: str | None = None  # pin a device: "cpu", "cuda:0", "GPU", "NPU", "mps"
+    keep_alive: float | None = None  # seconds; None: the daemon default; <0: forever; 0: unload after use
+    preload: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    weight_format: str | None = None  # "fp32" | "fp16" | "int8"
+    threads: int | None = None
+    max_running: int | None = None
+    cid: str | None = None  # IPFS CID of the published snapshot, when known
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def public_name(self) -> str:
+        return self.name or self.ref
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- paths
+    config_file: Path | None = _setting(None, "paths", "Config file (TOML). Default: <config dir>/config.toml when it exists.")
+    state_dir: Path = _setting(None, "paths", "Persistent state: the model store and its catalog, keys, usage log.")
+    cache_dir: Path = _setting(None, "paths", "Derived, re-creatable data: engine exports, the response cache.")
+    runtime_dir: Path = _setting(None, "paths", "Sockets and the pid file.")
+    hf_cache_dir: Path | None = _setting(None, "paths", "An existing Hugging Face hub cache to read models from as is (default: the one huggingface_hub uses, when present).")
+
+    # -- ipc
+    ipc_path: Path | None = _setting(None, "ipc", "ZeroMQ IPC socket path. Default: <runtime_dir>/hfd.sock.")
+    ipc_mode: int = _setting(0o600, "ipc", "File mode of the IPC socket (octal in the config file, e.g. 0o660).")
+    ipc_group: str | None = _setting(None, "ipc", "Group that owns the IPC socket (the system service uses 'hfd').")
+
+    # -- http
+    http_enabled: bool = _setting(True, "http", "Serve the OpenAI-compatible HTTP API.")
+    http_host: str = _setting("127.0.0.1", "http", "HTTP bind address. Binding beyond loopback requires API keys.")
+    http_port: int = _setting(DEFAULT_HTTP_PORT, "http", "HTTP port (0: pick a free port, printed when ready).")
+    http_unix_socket: Path | None = _setting(None, "http", "Serve HTTP on this unix socket instead of host:port.")
+    http_max_body_bytes: int = _setting(16 * 1024 * 1024, "http", "Largest request body accepted (413 beyond).")
+    http_cors_origins: tuple[str, ...] = _setting((), "http", "Origins allowed by CORS (empty: no CORS headers).")
+
+    # -- lifecycle
+    grace_period: float = _setting(10.0, "daemon", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.")
+    log_level: str = _setting("info", "daemon", "debug | info | warning | error.")
+    log_format: str = _setting("auto", "daemon", "json | text | auto (json when not on a terminal).")
+
+    # -- models
+    models: tuple[ModelSpec, ...] = _setting(None, "models", "Models to serve: [[models]] tables, or HFD_MODELS='alias=ref,ref2'.", factory=tuple)
+    default_keep_alive: float = _setting(300.0, "models", "Seconds an idle model stays loaded (<0: forever, 0: unload after each request).")
+    allow_pull: bool = _setting(False, "models", "A request for a model not in the store may pull it.")
+    engine: str | None = _setting(None, "models", "Pin every model to this engine (torch | openvino | onnxruntime).")
+    device: str | None = _setting(None, "models", "Pin every model to this device.")
+    threads: int = _setting(0, "models", "Threads per model engine (0: physical cores minus one for the event loop, at least 1).")
+
+    # -- batching
+    max_running: int = _setting(64, "batching", "Generation: most sequences decoded together in one step.")
+    max_batched_tokens: int = _setting(4096, "batching", "Generation: most prompt tokens prefilled in one step.")
+    max_queue: int = _setting(256, "batching", "Most requests waiting per model before new ones get 'overloaded' (HTTP 429).")
+    encoder_max_batch: int = _setting(32, "batching", "Embeddings: most inputs in one batch.")
+    encoder_batch_tokens: int = _setting(8192, "batching", "Embeddings: most (padded) tokens in one batch.")
+    encoder_batch_wait_ms: float = _setting(2.0, "batching", "Embeddings: longest wait for more inputs before a partial batch runs.")
+    max_inputs_per_request: int = _setting(2048, "batching", "Embeddings: most inputs in one request (400 beyond).")
+
+    # -- memory
+    memory_budget_bytes: int = _setting(0, "memory", "RAM the loaded models may use (0: 75% of what detection found).")
+    gpu_memory_budget_bytes: int = _setting(0, "memory", "GPU memory the loaded models may use (0: 90% of the device).")
+
+    def ipc_socket(self) -> Path:
+        return self.ipc_path or (self.runtime_dir / "hfd.sock")
+
+    def ipc_endpoint(self) -> str:
+        return f"ipc://{self.ipc_socket()}"
+
+    def model(self, name: str) -> ModelSpec | None:
+        for spec in self.models:
+            if name in (spec.public_name, spec.ref):
+                return spec
+        return None
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _default_paths(environ: Mapping[str, str]) -> dict[str, Path]:
+    """systemd's directories when set (the system service), else platformdirs (a user daemon)."""
+
+    def sd(var: str) -> Path | None:
+        value = environ.get(var)
+        return Path(value.split(":")[0]) if value else None
+
+    system = environ.get("HFD_SYSTEM", "") in ("1", "true", "yes")
+    if system:
+        return {
+            "state_dir": sd("STATE_DIRECTORY") or Path("/var/lib/hfd"),
+            "cache_dir": sd("CACHE_DIRECTORY") or Path("/var/cache/hfd"),
+            "runtime_dir": sd("RUNTIME_DIRECTORY") or Path("/run/hfd"),
+            "config_dir": sd("CONFIGURATION_DIRECTORY") or Path("/etc/hfd"),
+        }
+    runtime = sd("RUNTIME_DIRECTORY")
+    if runtime is None:
+        try:
+            runtime = Path(platformdirs.user_runtime_dir(APP_NAME, appauthor=False))
+        except Exception:  # no XDG_RUNTIME_DIR and no fallback on this platform
+            runtime = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "run"
+    return {
+        "state_dir": sd("STATE_DIRECTORY") or Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
+        "cache_dir": sd("CACHE_DIRECTORY") or Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
+        "runtime_dir": runtime,
+        "config_dir": sd("CONFIGURATION_DIRECTORY") or Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
+    }
+
+
+def _field_types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Turn a TOML/env/CLI value into the field's type, or raise SettingsError naming the field."""
+    text = str(typ)
+    try:
+        if value is None:
+            return None
+        if "ModelSpec" in text:
+            return parse_models(value)
+        if typ is bool or text in ("bool", "bool | None"):
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if "tuple[str" in text:
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        if "Path" in text:
+            if isinstance(value, str) and value == "":
+                return None
+            return Path(os.path.expanduser(str(value)))
+        if typ is int or text.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            if isinstance(value, str):
+                return int(value, 0)  # accepts 0o660 / 0x...
+            return int(value)
+        if typ is float or text.startswith("float"):
+            return float(value)
+        if typ is str or text.startswith("str"):
+            if isinstance(value, (dict, list)):
+                raise ValueError("expected a string")
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name!r}: {exc}") from exc
+    return value
+
+
+def parse_models(value: Any) -> tuple[ModelSpec, ...]:
+    """Models from TOML ([[models]] tables) or the env/CLI form ``alias=ref,ref2``."""
+    specs: list[ModelSpec] = []
+    if isinstance(value, str):
+        value = [v for v in (p.strip() for p in value.split(",")) if v]
+    if isinstance(value, (ModelSpec, dict)):
+        value = [value]
+    known = {f.name for f in fields(ModelSpec)}
+    for item in value:
+        if isinstance(item, ModelSpec):
+            specs.append(item)
+        elif isinstance(item, str):
+            alias, sep, ref = item.partition("=")
+            specs.append(ModelSpec(ref=ref if sep else alias, name=alias if sep else ""))
+        elif isinstance(item, dict):
+            unknown = set(item) - known - {"path", "alias"}
+            if unknown:
+                raise SettingsError(f"[[models]] has unknown keys: {', '.join(sorted(unknown))}")
+            data = dict(item)
+            if "path" in data:
+                data.setdefault("ref", str(data.pop("path")))
+            if "alias" in data:
+                data.setdefault("name", data.pop("alias"))
+            if "ref" not in data:
+                raise SettingsError("[[models]] entry needs 'ref' (a path, org/name[@rev] or ipfs://cid)")
+            specs.append(ModelSpec(**data))
+        else:
+            raise SettingsError(f"cannot read a model from {item!r}")
+    names = [s.public_name for s in specs]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise SettingsError(f"model names must be unique; repeated: {', '.join(sorted(dupes))}")
+    return tuple(specs)
+
+
+def _flatten_toml(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``[http] port = 1`` -> ``{"http_port": 1}``; ``[paths] state_dir`` -> ``state_dir``."""
+    names = {f.name: f for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "models":
+            out["models"] = value
+        elif isinstance(value, dict):
+            for sub, subval in value.items():
+                if f"{key}_{sub}" in names:
+                    out[f"{key}_{sub}"] = subval
+                elif sub in names and names[sub].metadata.get("section") == key:
+                    out[sub] = subval
+                else:
+                    raise SettingsError(f"unknown setting [{key}] {sub}")
+        elif key in names:
+            out[key] = value
+        else:
+            raise SettingsError(f"unknown setting {key!r}")
+    return out
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build the settings once. ``cli`` holds only the flags the user gave (None = not given)."""
+    environ = os.environ if environ is None else environ
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    types = _field_types()
+    names = [f.name for f in fields(Settings)]
+
+    env_values: dict[str, Any] = {}
+    for name in names:
+        var = ENV_PREFIX + name.upper()
+        if var in environ:
+            env_values[name] = environ[var]
+
+    defaults = _default_paths(environ)
+    path = cli.get("config_file") or env_values.get("config_file") or config_file
+    if path is None:
+        candidate = defaults["config_dir"] / "config.toml"
+        path = candidate if candidate.is_file() else None
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                file_values = _flatten_toml(tomllib.load(fh))
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from exc
+
+    merged: dict[str, Any] = {}
+    for source in (file_values, env_values, cli):
+        for key, value in source.items():
+            merged[key] = _coerce(key, value, types[key])
+    merged["config_file"] = path
+    for key in ("state_dir", "cache_dir", "runtime_dir"):
+        if merged.get(key) is None:
+            merged[key] = defaults[key]
+    settings = Settings(**merged)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not (0 <= s.http_port <= 65535):
+        raise SettingsError(f"http_port {s.http_port} is not a port number")
+    for name in ("max_running", "max_batched_tokens", "max_queue", "encoder_max_batch", "encoder_batch_tokens"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"{name} must be at least 1")
+    if s.log_format not in ("json", "text", "auto"):
+        raise SettingsError("log_format must be json, text or auto")
+    if s.grace_period < 0:
+        raise SettingsError("grace_period must not be negative")
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)
+
+
+# ----------------------------------------------------------------------------- docs
+
+def settings_markdown() -> str:
+    """The settings reference (docs/settings.md), generated from the fields above."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting of the daemon. Precedence: CLI flag > `HFD_*` environment variable > config",
+        "file (TOML) > default. This page is generated by `python -m hfd.daemon.settings`; a test",
+        "fails when it is out of date.",
+        "",
+        "| config file | environment | CLI flag | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for f in fields(Settings):
+        section = f.metadata["section"]
+        prefix = f"{section}_"
+        key = f.name[len(prefix):] if f.name.startswith(prefix) else f.name
+        toml = "[[models]]" if f.name == "models" else f"[{section}] {key}"
+        if f.default is not dataclasses.MISSING and f.default is not None:
+            default = oct(f.default) if f.name.endswith("_mode") else repr(f.default)
+        elif f.name in ("state_dir", "cache_dir", "runtime_dir"):
+            default = "platformdirs / systemd"
+        else:
+            default = "—"
+        flag = f"--{f.name.replace('_', '-')}"
+        lines.append(f"| `{toml}` | `{ENV_PREFIX}{f.name.upper()}` | `{flag}` | `{default}` | {f.metadata['help']} |")
+    lines += [
+        "",
+        "## `[[models]]`",
+        "",
+        "| key | meaning |",
+        "| --- | --- |",
+    ]
+    model_help = {
+        "ref": "A local directory, `org/name[@revision]` or `ipfs://<cid>` (`path` is accepted too).",
+        "name": "The name clients use (`alias` is accepted too). Default: `ref`.",
+        "task": "`generate` or `embed`. Default: from the model's config.",
+        "engine": "Pin an engine: `torch`, `openvino` or `onnxruntime`.",
+        "device": "Pin a device: `cpu`, `cuda:0`, `GPU`, `NPU`, `mps`.",
+        "keep_alive": "Seconds this model stays loaded when idle (<0 forever, 0 unload after use).",
+        "preload": "Load at start-up instead of on first use.",
+        "allow_pickle": "Allow pickled weights (`*.bin`, `*.pt`, `*.pkl`) for this model.",
+        "trust_remote_code": "Allow the model's own Python code to run.",
+        "weight_format": "OpenVINO weight format: `fp32`, `fp16` or `int8`.",
+        "threads": "Engine threads for this model.",
+        "max_running": "Generation: most sequences in one step, for this model.",
+        "cid": "IPFS CID of the published snapshot.",
+        "options": "Engine-specific options (a table).",
+    }
+    for f in fields(ModelSpec):
+        lines.append(f"| `{f.name}` | {model_help.get(f.name, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(settings_markdown())

@@ -1,0 +1,3 @@
+from hfd.daemon.cli import main
+
+raise SystemExit(main())

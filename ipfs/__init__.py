@@ -1,0 +1,1 @@
+"""IPFS: a Kubo RPC client, the model manifest, fetch and publish, bundles."""
