@@ -193,7 +193,8 @@ def _all_subclasses(cls: type[HfdError]) -> list[type[HfdError]]:
     return out
 
 
-ERRORS_BY_CODE: dict[str, type[HfdError]] = {c.code: c for c in [HfdError, *_all_subclasses(HfdError)]}
+_KNOWN: list[type[HfdError]] = [HfdError, *_all_subclasses(HfdError)]
+ERRORS_BY_CODE: dict[str, type[HfdError]] = {c.code: c for c in _KNOWN}
 
 
 def error_from_dict(body: dict[str, Any]) -> HfdError:

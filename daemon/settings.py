@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -124,6 +125,24 @@ class Settings:
     memory_budget_bytes: int = _setting(0, "memory", "RAM the loaded models may use (0: 75% of what detection found).")
     gpu_memory_budget_bytes: int = _setting(0, "memory", "GPU memory the loaded models may use (0: 90% of the device).")
 
+    # -- store
+    store_use_hf_cache: bool = _setting(True, "store", "Also read models from an existing Hugging Face cache (hf_cache_dir), as is, without copying.")
+    store_lock_timeout: float = _setting(600.0, "store", "Seconds a pull waits for another process pulling the same model before giving up.")
+
+    # -- ipfs
+    ipfs_enabled: bool = _setting(True, "ipfs", "Fetch models through the IPFS node when a CID is known for them.")
+    ipfs_api: str = _setting("/ip4/127.0.0.1/tcp/5001", "ipfs", "The IPFS node's RPC API (Kubo-compatible): a multiaddr or an http(s) URL.")
+    ipfs_auth: str | None = _setting(None, "ipfs", "Authorization header value for the RPC API, e.g. 'Basic dXNlcjpwYXNz' or 'Bearer <token>'.")
+    ipfs_timeout: float = _setting(60.0, "ipfs", "Seconds an RPC call may wait for data before it fails.")
+    ipfs_connect_timeout: float = _setting(2.0, "ipfs", "Seconds to connect to the RPC API; an unreachable node falls back to the Hub after this.")
+    ipfs_share: bool = _setting(False, "ipfs", "Add models pulled from the Hub to the IPFS node and pin them, so other boxes can fetch them.")
+    ipfs_index: Path | None = _setting(None, "ipfs", "A text file of 'org/name[@revision] <cid>' lines: CIDs to try before the Hub. 'hfd publish' adds to it.")
+
+    # -- hub
+    hub_endpoint: str | None = _setting(None, "hub", "Hugging Face Hub endpoint (default: HF_ENDPOINT, else https://huggingface.co).")
+    hub_offline: bool = _setting(False, "hub", "Never contact the Hub (also on when HF_HUB_OFFLINE=1).")
+    hub_timeout: float = _setting(30.0, "hub", "Seconds a Hub request may wait for data before it fails.")
+
     def ipc_socket(self) -> Path:
         return self.ipc_path or (self.runtime_dir / "hfd.sock")
 
@@ -157,7 +176,10 @@ def _default_paths(environ: Mapping[str, str]) -> dict[str, Path]:
     runtime = sd("RUNTIME_DIRECTORY")
     if runtime is None:
         try:
-            runtime = Path(platformdirs.user_runtime_dir(APP_NAME, appauthor=False))
+            with warnings.catch_warnings():
+                # No XDG_RUNTIME_DIR (containers, su): platformdirs falls back to /tmp/runtime-UID.
+                warnings.simplefilter("ignore")
+                runtime = Path(platformdirs.user_runtime_dir(APP_NAME, appauthor=False))
         except Exception:  # no XDG_RUNTIME_DIR and no fallback on this platform
             runtime = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "run"
     return {
@@ -327,6 +349,9 @@ def _validate(s: Settings) -> None:
         raise SettingsError("log_format must be json, text or auto")
     if s.grace_period < 0:
         raise SettingsError("grace_period must not be negative")
+    for name in ("ipfs_timeout", "ipfs_connect_timeout", "hub_timeout", "store_lock_timeout"):
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"{name} must be positive")
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -1,0 +1,134 @@
+"""The daemon's lifecycle: build the core once, start both doors in one task group, say
+"ready" only when both listen, and shut down gracefully on SIGTERM/SIGINT.
+
+Shutdown order: stop accepting on both doors; in-flight requests get ``grace_period``
+seconds to finish (the doors' ``serve()`` return when they are done); then models unload
+and the IPC socket file is removed. Exit status 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from hfd import __version__
+from hfd.daemon.manager import ModelManager
+from hfd.daemon.notify import Notifier, watchdog_interval
+from hfd.daemon.service import Service
+from hfd.daemon.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def prepare_dirs(settings: Settings) -> None:
+    for path, mode in ((settings.state_dir, 0o750), (settings.cache_dir, 0o750), (settings.runtime_dir, 0o700)):
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    settings.ipc_socket().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+class Daemon:
+    """One daemon process. ``run()`` returns when the daemon has shut down."""
+
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.manager = ModelManager(settings, resolve=_store_resolver(settings))
+        self.service = Service(settings, self.manager)
+        self.addresses: dict[str, str] = {}
+        self._stop = anyio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        from hfd.daemon.http.server import HttpServer
+        from hfd.daemon.zmq.server import IpcServer
+
+        s = self.settings
+        prepare_dirs(s)
+        servers: list[tuple[Any, anyio.Event]] = []
+
+        async def door(server: Any, *, task_status: anyio.abc.TaskStatus[str]) -> None:
+            finished = anyio.Event()
+            servers.append((server, finished))
+            try:
+                await server.serve(task_status=task_status)
+            finally:
+                finished.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._signals, tg.cancel_scope)
+            await tg.start(self.manager.run)
+            self.addresses["ipc"] = await tg.start(door, IpcServer(self.service, s))
+            if s.http_enabled:
+                self.addresses["http"] = await tg.start(door, HttpServer(self.service, s))
+            await self.manager.preload()
+            self._announce_ready()
+            interval = watchdog_interval()
+            if interval:
+                tg.start_soon(self._watchdog, interval)
+
+            await self._stop.wait()
+            log.info("shutting down", extra={"grace_period": s.grace_period})
+            self.notifier.stopping()
+            for server, _ in servers:
+                server.shutdown()
+            # The doors return once in-flight work finished or the grace period ran out;
+            # a second bound keeps a stuck door from holding the process forever.
+            with anyio.move_on_after(s.grace_period + 5.0):
+                for _, finished in servers:
+                    await finished.wait()
+            await self.manager.aclose(grace=0.0)
+            tg.cancel_scope.cancel()
+        _remove(s.ipc_socket())
+        log.info("stopped")
+
+    def _announce_ready(self) -> None:
+        parts = " ".join(f"{k}={v}" for k, v in sorted(self.addresses.items()))
+        # The ready line on stdout is what scripts and tests wait for.
+        sys.stdout.write(f"hfd ready {parts}\n")
+        sys.stdout.flush()
+        log.info("ready", extra={"version": __version__, "pid": os.getpid(), **self.addresses})
+        self.notifier.ready(f"serving {parts}")
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self._stop.is_set():
+                    log.warning("second signal: stopping now", extra={"signal": signum})
+                    scope.cancel()
+                    return
+                log.info("signal received", extra={"signal": signal.Signals(signum).name})
+                self._stop.set()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await anyio.sleep(interval)
+
+
+def _store_resolver(settings: Settings) -> Any:
+    """The store resolves model references when it is available; plain paths otherwise."""
+    try:
+        from hfd.daemon.store import resolver
+    except ImportError:
+        return None
+    return resolver(settings)
+
+
+def _remove(path: os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def serve(settings: Settings) -> int:
+    daemon = Daemon(settings)
+    anyio.run(daemon.run, backend="asyncio")
+    return 0

@@ -1,0 +1,26 @@
+"""``hfd serve``: run the daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hfd.daemon.settings import Settings
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the daemon in the foreground (both doors)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from hfd.daemon.app import serve
+    from hfd.daemon.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return serve(settings)
+    except OSError as exc:
+        print(f"hfd: cannot start: {exc}", file=sys.stderr)
+        return 1

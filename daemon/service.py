@@ -1,0 +1,238 @@
+"""The core service: what both doors call. Transports translate; all model logic is here
+and below (manager -> scheduler -> engine).
+
+``chat``/``complete`` validate everything that can fail before the first token (unknown
+model, wrong task, prompt too long, queue full), so a transport can still answer with a
+proper status even for a streamed request; they return a ``Generation`` to iterate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+
+from hfd import __version__
+from hfd.backends.base import GenerationModel, SamplingParams
+from hfd.client.errors import ContextLengthExceeded, InvalidRequest
+from hfd.daemon.manager import LoadedModel, ModelManager
+from hfd.daemon.schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    parse_keep_alive,
+)
+from hfd.daemon.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# OpenAI's default when a request gives no temperature.
+DEFAULT_TEMPERATURE = 1.0
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    model: str
+    vectors: np.ndarray  # float32 (n, d)
+    prompt_tokens: int
+
+
+class Generation:
+    """One running generation: iterate its chunks, read usage at the end.
+
+    Holds the model (it cannot be unloaded) until closed; closing before the end cancels the
+    sequence, which leaves the batch at the next step.
+    """
+
+    def __init__(self, *, kind: str, model: str, stream: Any, stack: AsyncExitStack) -> None:
+        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.kind = kind
+        self.model = model
+        self.created = int(time.time())
+        self._stream = stream
+        self._stack = stack
+        self._closed = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self._stream.prompt_tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        return int(self._stream.completion_tokens)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._stream.finish_reason  # type: ignore[no-any-return]
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        finally:
+            await self.aclose()
+
+    async def text(self) -> str:
+        parts = [chunk.text async for chunk in self]
+        return "".join(parts)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self._stream.aclose()
+            await self._stack.aclose()
+
+    async def __aenter__(self) -> Generation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Service:
+    def __init__(self, settings: Settings, manager: ModelManager) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ models
+
+    def models(self) -> list[dict[str, Any]]:
+        loaded = {lm.name: lm for lm in self.manager.loaded()}
+        out = []
+        for spec in self.manager.specs():
+            lm = loaded.get(spec.public_name)
+            out.append(
+                {
+                    "id": spec.public_name,
+                    "object": "model",
+                    "created": int(self.started_at),
+                    "owned_by": "hfd",
+                    "ref": spec.ref,
+                    "task": lm.task if lm else spec.task,
+                    "loaded": lm is not None,
+                }
+            )
+        return out
+
+    def ps(self) -> list[dict[str, Any]]:
+        now = self.manager._clock()
+        return [lm.info(now) for lm in self.manager.loaded()]
+
+    async def load(self, name: str) -> dict[str, Any]:
+        lm = await self.manager.load(name)
+        return lm.info(self.manager._clock())
+
+    async def unload(self, name: str) -> bool:
+        return await self.manager.unload(name)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "uptime": round(time.time() - self.started_at, 3)}
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResult:
+        texts = req.texts()
+        if len(texts) > self.settings.max_inputs_per_request:
+            raise InvalidRequest(
+                f"{len(texts)} inputs exceed the limit of {self.settings.max_inputs_per_request} per request",
+                param="input",
+            )
+        async with self.manager.acquire(req.model, parse_keep_alive(req.keep_alive)) as lm:
+            if lm.task != "embed":
+                raise InvalidRequest(f"model {lm.name!r} is a {lm.task} model, not an embedding model", param="model")
+            result = await lm.scheduler.embed(texts)
+        vectors = result.vectors
+        if req.dimensions is not None:
+            vectors = _shorten(vectors, req.dimensions)
+        return EmbeddingResult(model=lm.name, vectors=vectors, prompt_tokens=result.prompt_tokens)
+
+    # ------------------------------------------------------------------ generation
+
+    async def chat(self, req: ChatCompletionRequest) -> Generation:
+        req.check_supported()
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+
+        async def prompt(lm: LoadedModel) -> list[int]:
+            model: GenerationModel = lm.model  # type: ignore[assignment]
+            return await anyio.to_thread.run_sync(model.apply_chat_template, messages)
+
+        return await self._generate("chat", req, prompt)
+
+    async def complete(self, req: CompletionRequest) -> Generation:
+        req.check_supported()
+        value = req.prompt_value()
+
+        async def prompt(lm: LoadedModel) -> list[int]:
+            if isinstance(value, list):
+                return value
+            model: GenerationModel = lm.model  # type: ignore[assignment]
+            return await anyio.to_thread.run_sync(model.encode_prompt, value)
+
+        return await self._generate("completion", req, prompt)
+
+    async def _generate(self, kind: str, req: ChatCompletionRequest | CompletionRequest, prompt: Any) -> Generation:
+        stack = AsyncExitStack()
+        try:
+            lm = await stack.enter_async_context(self.manager.acquire(req.model, parse_keep_alive(req.keep_alive)))
+            if lm.task != "generate":
+                raise InvalidRequest(f"model {lm.name!r} is an embedding model; use /v1/embeddings", param="model")
+            ids = await prompt(lm)
+            params = sampling_params(req, len(ids), lm.model.context_length)  # type: ignore[union-attr]
+            stream = lm.scheduler.submit(ids, params)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return Generation(kind=kind, model=lm.name, stream=stream, stack=stack)
+
+
+def sampling_params(req: ChatCompletionRequest | CompletionRequest, prompt_len: int, context: int) -> SamplingParams:
+    """Per-request sampling; refuses prompts (plus the asked-for output) beyond the context."""
+    if prompt_len == 0:
+        raise InvalidRequest("the prompt is empty", param="prompt")
+    room = context - prompt_len
+    limit = req.token_limit()
+    if room < 1 or (limit is not None and limit > room):
+        asked = f" and {limit} for the completion" if limit is not None else ""
+        raise ContextLengthExceeded(
+            f"this model's maximum context length is {context} tokens; the request has {prompt_len} "
+            f"tokens in the prompt{asked}. Shorten the prompt or lower max_tokens.",
+            param="messages" if isinstance(req, ChatCompletionRequest) else "prompt",
+        )
+    temperature = DEFAULT_TEMPERATURE if req.temperature is None else req.temperature
+    return SamplingParams(
+        max_tokens=limit if limit is not None else room,
+        temperature=temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        seed=req.seed,
+        ignore_eos=req.ignore_eos,
+        min_tokens=min(req.min_tokens, limit if limit is not None else room),
+        stop=req.stop_list(),
+    )
+
+
+def _shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Matryoshka-style truncation, re-normalised; refuses growing the vector."""
+    if dimensions > vectors.shape[1]:
+        raise InvalidRequest(
+            f"dimensions={dimensions} exceeds the model's {vectors.shape[1]}", param="dimensions"
+        )
+    cut = np.ascontiguousarray(vectors[:, :dimensions])
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return (cut / np.maximum(norms, 1e-12)).astype(np.float32)
