@@ -1,0 +1,457 @@
+"""Continuous batching over a step-wise ``GenerationModel``.
+
+One worker thread per model owns every engine call except the thread-safe tokenizer ones. It
+loops: apply cancellations, admit waiting sequences (up to ``max_running`` rows; the engine
+limits prefill tokens per step itself), ``engine.step()``, then decode each new token
+incrementally, match stop strings, enforce ``max_tokens`` and hand the pieces to each request's
+stream on its event loop. Sequences join and leave between any two steps. With nothing to do the
+thread sleeps on a condition.
+
+Back-pressure is on admission only: ``submit`` raises ``Overloaded`` when ``max_queue``
+requests are already waiting for a row. Output buffers are unbounded (a request's output is
+bounded by its ``max_tokens``), so a slow reader never stalls the batch.
+
+How a stream ends:
+
+- normally, with a last chunk whose ``finish_reason`` is "stop" (eos or a stop string) or
+  "length";
+- ``cancel()``/``aclose()`` by its reader: a last chunk with ``finish_reason`` "cancelled";
+- the scheduler closing (model unloaded, daemon stopping): iteration raises ``Cancelled``;
+- an engine failure: iteration raises ``InternalError``; the scheduler keeps serving others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from hfd.backends.base import GenerationModel, SamplingParams, StepOutput
+from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
+from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    text: str  # new text since the previous chunk ("" when a token completes no character)
+    token_ids: list[int]
+    finish_reason: str | None  # "stop" | "length" | "cancelled" | None; set on the last chunk only
+
+
+class GenerationStream:
+    """The output of one request: an async iterator of ``TokenChunk`` and a context manager.
+
+    Chunks are appended by the scheduler's worker through ``loop.call_soon_threadsafe``; all
+    fields are read and written on the event loop only.
+    """
+
+    def __init__(self, scheduler: GenerationScheduler, request_id: int, prompt_tokens: int) -> None:
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self._scheduler = scheduler
+        self._loop = asyncio.get_running_loop()
+        self._buffer: collections.deque[TokenChunk | HfdError] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False  # the last item was put in the buffer
+        self._closed = False  # the reader closed the stream
+
+    # ----------------------------------------------------------------- worker side (on the loop)
+
+    def _put(self, item: TokenChunk | HfdError) -> None:
+        if self._ended:
+            return
+        if isinstance(item, TokenChunk):
+            self.completion_tokens += len(item.token_ids)
+            if item.finish_reason is not None:
+                self.finish_reason = item.finish_reason
+                self._ended = True
+        else:
+            self.finish_reason = "cancelled" if isinstance(item, Cancelled) else "error"
+            self._ended = True
+        if self._closed:
+            return
+        self._buffer.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # ----------------------------------------------------------------- reader side
+
+    @property
+    def finished(self) -> bool:
+        return self._ended
+
+    def cancel(self) -> None:
+        """Thread-safe. The sequence leaves the batch at the next step."""
+        self._scheduler._cancel(self.request_id)
+
+    async def aclose(self) -> None:
+        """Cancel if not finished; idempotent."""
+        if not self._ended:
+            self.cancel()
+            # Whatever the worker still sends is dropped: the reader's view ends here.
+            self._ended = True
+            self.finish_reason = "cancelled"
+        self._closed = True
+        self._buffer.clear()
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> TokenChunk:
+        while not self._buffer:
+            if self._ended or self._closed:
+                raise StopAsyncIteration
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                # The reader went away (client disconnected, task cancelled): free the row.
+                if not self._ended:
+                    self.cancel()
+                raise
+            finally:
+                self._waiter = None
+        item = self._buffer.popleft()
+        if isinstance(item, HfdError):
+            raise item
+        return item
+
+    async def __aenter__(self) -> GenerationStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class _Seq:
+    """A request as the worker thread sees it."""
+
+    __slots__ = ("detok", "generated", "params", "prompt_ids", "seq_id", "stop", "stream", "submitted")
+
+    def __init__(
+        self,
+        seq_id: int,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        stream: GenerationStream,
+        detok: IncrementalDetokenizer,
+    ) -> None:
+        self.seq_id = seq_id
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.stream = stream
+        self.detok = detok
+        self.stop = StopMatcher(params.stop)
+        self.generated = 0
+        self.submitted = time.perf_counter()
+
+
+class GenerationScheduler:
+    def __init__(self, model: GenerationModel, *, name: str, max_queue: int, max_running: int) -> None:
+        if max_queue < 1 or max_running < 1:
+            raise ValueError("max_queue and max_running must be at least 1")
+        self.model = model
+        self.name = name
+        self.max_queue = max_queue
+        self.max_running = max_running
+        self._cond = threading.Condition()
+        # Guarded by _cond: requests not yet admitted, cancellations to apply, the stop flag.
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._cancels: set[int] = set()
+        self._stopping = False
+        self._active = 0
+        # Worker thread only.
+        self._running: dict[int, _Seq] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Counters for stats(); written by the worker, read anywhere (ints: atomic enough).
+        self._steps = 0
+        self._rows = 0
+        self._tokens = 0
+        self._finished = 0
+        self._rejected = 0
+        self._errors = 0
+        self._step_seconds = 0.0
+        self._ema_request_seconds = 0.0
+
+    # ----------------------------------------------------------------- public API
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"hfd-gen-{self.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
+        """Queue a request; call on the event loop. Raises ``Overloaded`` when the queue is full."""
+        if not prompt_ids:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if params.max_tokens < 1:
+            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+        if self._closed:
+            raise ModelUnavailable(f"model {self.name!r} is unloading", retry_after=1.0)
+        request_id = next(_ids)
+        stream = GenerationStream(self, request_id, len(prompt_ids))
+        seq = _Seq(
+            request_id,
+            list(prompt_ids),
+            params,
+            stream,
+            IncrementalDetokenizer(self.model.decode, prompt_ids),
+        )
+        with self._cond:
+            if len(self._waiting) >= self.max_queue:
+                self._rejected += 1
+                raise Overloaded(
+                    f"model {self.name!r} has {len(self._waiting)} requests waiting; retry later",
+                    retry_after=self._retry_after(),
+                )
+            self._waiting.append(seq)
+            self._active += 1
+            self._cond.notify()
+        return stream
+
+    @property
+    def active(self) -> int:
+        """Waiting plus running requests."""
+        return self._active
+
+    def stats(self) -> dict[str, Any]:
+        steps = self._steps
+        return {
+            "kind": "generation",
+            "waiting": len(self._waiting),
+            "running": len(self._running),
+            "active": self._active,
+            "max_running": self.max_running,
+            "max_queue": self.max_queue,
+            "steps": steps,
+            "tokens_generated": self._tokens,
+            "requests_finished": self._finished,
+            "requests_rejected": self._rejected,
+            "errors": self._errors,
+            "mean_batch_size": round(self._rows / steps, 3) if steps else 0.0,
+            "mean_step_ms": round(1000 * self._step_seconds / steps, 3) if steps else 0.0,
+        }
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Let running work finish for up to ``grace`` seconds, cancel the rest, stop the thread."""
+        self._closed = True
+        if grace > 0:
+            await anyio.to_thread.run_sync(self._wait_idle, grace)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        thread = self._thread
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join)
+            self._thread = None
+        else:
+            self._abort_all()
+
+    def _wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active == 0, timeout)
+
+    # ----------------------------------------------------------------- cancellation
+
+    def _cancel(self, request_id: int) -> None:
+        with self._cond:
+            for seq in self._waiting:
+                if seq.seq_id == request_id:
+                    # Never reached the engine: finish it here, without waking the worker.
+                    self._waiting.remove(seq)
+                    self._active -= 1
+                    self._deliver([(seq.stream, TokenChunk("", [], "cancelled"))])
+                    return
+            self._cancels.add(request_id)
+            self._cond.notify()
+
+    # ----------------------------------------------------------------- worker thread
+
+    def _run(self) -> None:
+        log.debug("generation worker started", extra={"model": self.name})
+        try:
+            while True:
+                with self._cond:
+                    while not (self._stopping or self._waiting or self._cancels or self._running):
+                        self._cond.wait()
+                    if self._stopping:
+                        break
+                    cancels, self._cancels = self._cancels, set()
+                    room = self.max_running - (len(self._running) - len(cancels & self._running.keys()))
+                    admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                out: list[tuple[GenerationStream, TokenChunk | HfdError]] = []
+                for seq_id in cancels:
+                    gone = self._running.get(seq_id)
+                    if gone is not None:
+                        self._engine_cancel(seq_id)
+                        self._finish(gone, out, TokenChunk(self._flush(gone), [], "cancelled"))
+                for seq in admitted:
+                    self._admit(seq, out)
+                if self._running:
+                    self._step(out)
+                self._deliver(out)
+        except BaseException:  # a bug here must not leave readers waiting forever
+            log.exception("generation worker crashed", extra={"model": self.name})
+            raise
+        finally:
+            self._abort_all()
+            log.debug("generation worker stopped", extra={"model": self.name})
+
+    def _admit(self, seq: _Seq, out: list[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
+        try:
+            self.model.add(seq.seq_id, seq.prompt_ids, seq.params)
+        except Exception as exc:
+            log.exception("engine refused a sequence", extra={"model": self.name, "seq": seq.seq_id})
+            self._errors += 1
+            self._engine_cancel(seq.seq_id)
+            self._finish(seq, out, _engine_error(exc))
+            return
+        self._running[seq.seq_id] = seq
+
+    def _step(self, out: list[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
+        started = time.perf_counter()
+        rows = len(self._running)
+        try:
+            outputs = self.model.step()
+        except Exception as exc:
+            # The batch's state is unknown: fail what ran, free it, go on with new requests.
+            log.exception("engine step failed", extra={"model": self.name, "running": rows})
+            self._errors += 1
+            for seq in list(self._running.values()):
+                self._engine_cancel(seq.seq_id)
+                self._finish(seq, out, _engine_error(exc))
+            return
+        self._steps += 1
+        self._rows += rows
+        self._step_seconds += time.perf_counter() - started
+        for output in outputs:
+            owner = self._running.get(output.seq_id)
+            if owner is not None:  # None: cancelled meanwhile, its output is dropped
+                self._on_output(owner, output, out)
+
+    def _on_output(
+        self, seq: _Seq, output: StepOutput, out: list[tuple[GenerationStream, TokenChunk | HfdError]]
+    ) -> None:
+        if output.finished == "error":
+            self._errors += 1
+            self._finish(seq, out, InternalError(f"the engine failed sequence {seq.seq_id}"))
+            return
+        tokens = list(output.token_ids)
+        room = seq.params.max_tokens - seq.generated
+        if len(tokens) > room:  # an engine emitting several tokens per step may overshoot
+            tokens = tokens[:room]
+        seq.generated += len(tokens)
+        self._tokens += len(tokens)
+        capped = output.finished is None and seq.generated >= seq.params.max_tokens
+        piece = seq.detok.push(tokens)
+        if output.finished is not None or capped:
+            piece += seq.detok.flush()
+        text = seq.stop.push(piece, match=seq.generated >= seq.params.min_tokens)
+        finish: str | None
+        if seq.stop.stopped:
+            finish = "stop"
+        elif output.finished is not None:
+            finish = output.finished
+        elif capped:
+            finish = "length"
+        else:
+            out.append((seq.stream, TokenChunk(text, tokens, None)))
+            return
+        if output.finished is None:  # the engine still holds it: a stop string or our length cap
+            self._engine_cancel(seq.seq_id)
+        self._finish(seq, out, TokenChunk(text + seq.stop.flush(), tokens, finish))
+
+    def _flush(self, seq: _Seq) -> str:
+        return seq.stop.push(seq.detok.flush(), match=False) + seq.stop.flush()
+
+    def _finish(
+        self,
+        seq: _Seq,
+        out: list[tuple[GenerationStream, TokenChunk | HfdError]],
+        last: TokenChunk | HfdError,
+    ) -> None:
+        self._running.pop(seq.seq_id, None)
+        out.append((seq.stream, last))
+        self._finished += 1
+        seconds = time.perf_counter() - seq.submitted
+        self._ema_request_seconds = (
+            seconds if not self._ema_request_seconds else 0.9 * self._ema_request_seconds + 0.1 * seconds
+        )
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                self._cond.notify_all()  # aclose() may be waiting for idle
+
+    def _engine_cancel(self, seq_id: int) -> None:
+        try:
+            self.model.cancel(seq_id)
+        except Exception:
+            log.exception("engine cancel failed", extra={"model": self.name, "seq": seq_id})
+
+    def _abort_all(self) -> None:
+        """Stopping: end every request still here with ``Cancelled``."""
+        out: list[tuple[GenerationStream, TokenChunk | HfdError]] = []
+        for seq in list(self._running.values()):
+            self._engine_cancel(seq.seq_id)
+            self._finish(seq, out, Cancelled(f"model {self.name!r} was unloaded before the request finished"))
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            self._active -= len(waiting)
+        for seq in waiting:
+            out.append(
+                (seq.stream, Cancelled(f"model {self.name!r} was unloaded before the request started"))
+            )
+        self._deliver(out)
+
+    def _retry_after(self) -> float:
+        """A guess of when a row frees up: a typical request's time spread over the rows."""
+        per_row = self._ema_request_seconds / max(1, self.max_running) if self._ema_request_seconds else 1.0
+        return round(min(60.0, max(0.1, per_row * max(1, len(self._waiting)))), 3)
+
+    @staticmethod
+    def _deliver(items: Sequence[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
+        """Hand a step's chunks to their event loops: one wake-up per loop per step."""
+        if not items:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationStream, TokenChunk | HfdError]]] = {}
+        for stream, item in items:
+            by_loop.setdefault(stream._loop, []).append((stream, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, batch)
+            except RuntimeError:  # the loop is closed: nobody is reading any more
+                pass
+
+
+def _put_all(batch: list[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
+    for stream, item in batch:
+        stream._put(item)
+
+
+def _engine_error(exc: BaseException) -> HfdError:
+    """The error a request fails with: the engine's own when it speaks ours (a prompt it refuses),
+    else ``InternalError``."""
+    if isinstance(exc, HfdError):
+        return exc
+    err = InternalError(f"the engine failed: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
