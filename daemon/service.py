@@ -22,6 +22,8 @@ import numpy as np
 from hfd import __version__
 from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
+from hfd.daemon import cache as rcache
+from hfd.daemon.cache import RecordingStream, ReplayStream, ResponseCache
 from hfd.daemon.manager import LoadedModel, ModelManager
 from hfd.daemon.schema import (
     ChatCompletionRequest,
@@ -42,6 +44,7 @@ class EmbeddingResult:
     model: str
     vectors: np.ndarray  # float32 (n, d)
     prompt_tokens: int
+    cached: bool = False  # served from the response cache
 
 
 class Generation:
@@ -72,6 +75,11 @@ class Generation:
     def finish_reason(self) -> str | None:
         return self._stream.finish_reason  # type: ignore[no-any-return]
 
+    @property
+    def cached(self) -> bool:
+        """Served from the response cache (replayed chunks, no model involved)."""
+        return bool(getattr(self._stream, "cached", False))
+
     def usage(self) -> dict[str, int]:
         return {
             "prompt_tokens": self.prompt_tokens,
@@ -83,6 +91,10 @@ class Generation:
         try:
             async for chunk in self._stream:
                 yield chunk
+        except Exception as exc:
+            # The model's lease sees the failure: its circuit breaker counts engine errors.
+            await self.aclose(exc)
+            raise
         finally:
             await self.aclose()
 
@@ -90,13 +102,16 @@ class Generation:
         parts = [chunk.text async for chunk in self]
         return "".join(parts)
 
-    async def aclose(self) -> None:
+    async def aclose(self, error: BaseException | None = None) -> None:
         if self._closed:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self._stream.aclose()
-            await self._stack.aclose()
+            if error is None:
+                await self._stack.aclose()
+            else:
+                await self._stack.__aexit__(type(error), error, error.__traceback__)
 
     async def __aenter__(self) -> Generation:
         return self
@@ -106,9 +121,12 @@ class Generation:
 
 
 class Service:
-    def __init__(self, settings: Settings, manager: ModelManager) -> None:
+    def __init__(
+        self, settings: Settings, manager: ModelManager, *, cache: ResponseCache | None = None
+    ) -> None:
         self.settings = settings
         self.manager = manager
+        self.cache = cache if cache is not None else ResponseCache.from_settings(settings)
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ models
@@ -132,12 +150,19 @@ class Service:
         return out
 
     def ps(self) -> list[dict[str, Any]]:
-        now = self.manager._clock()
+        now = self.manager.now()
         return [lm.info(now) for lm in self.manager.loaded()]
 
-    async def load(self, name: str) -> dict[str, Any]:
-        lm = await self.manager.load(name)
-        return lm.info(self.manager._clock())
+    def stats(self) -> dict[str, Any]:
+        """Response cache and model manager counters, memory budgets and their use."""
+        return {
+            "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
+            "models": self.manager.stats(),
+        }
+
+    async def load(self, name: str, keep_alive: float | None = None) -> dict[str, Any]:
+        lm = await self.manager.load(name, keep_alive)
+        return lm.info(self.manager.now())
 
     async def unload(self, name: str) -> bool:
         return await self.manager.unload(name)
@@ -154,13 +179,29 @@ class Service:
                 f"{len(texts)} inputs exceed the limit of {self.settings.max_inputs_per_request} per request",
                 param="input",
             )
-        async with self.manager.acquire(req.model, parse_keep_alive(req.keep_alive)) as lm:
+        keep_alive = parse_keep_alive(req.keep_alive)
+        cache = self.cache if req.cache else None
+        identity = self.manager.identity(req.model) if cache is not None else None
+        if cache is not None and identity is not None:
+            hit = await _embedding_hit(cache, identity, req, self.manager.spec(req.model).public_name)
+            if hit is not None:
+                return hit
+        async with self.manager.acquire(req.model, keep_alive) as lm:
             if lm.task != "embed":
-                raise InvalidRequest(f"model {lm.name!r} is a {lm.task} model, not an embedding model", param="model")
+                raise InvalidRequest(
+                    f"model {lm.name!r} is a {lm.task} model, not an embedding model", param="model"
+                )
+            if cache is not None and lm.identity != identity:
+                hit = await _embedding_hit(cache, lm.identity, req, lm.name)
+                if hit is not None:
+                    return hit
             result = await lm.scheduler.embed(texts)
         vectors = result.vectors
         if req.dimensions is not None:
             vectors = _shorten(vectors, req.dimensions)
+        if cache is not None:
+            key = rcache.request_key("embed", lm.identity, req)
+            await cache.aput(key, rcache.encode_embedding(vectors, result.prompt_tokens))
         return EmbeddingResult(model=lm.name, vectors=vectors, prompt_tokens=result.prompt_tokens)
 
     # ------------------------------------------------------------------ generation
@@ -187,22 +228,65 @@ class Service:
 
         return await self._generate("completion", req, prompt)
 
-    async def _generate(self, kind: str, req: ChatCompletionRequest | CompletionRequest, prompt: Any) -> Generation:
+    async def _generate(
+        self, kind: str, req: ChatCompletionRequest | CompletionRequest, prompt: Any
+    ) -> Generation:
+        keep_alive = parse_keep_alive(req.keep_alive)
+        cacheable = req.cache and rcache.generation_cacheable(req.temperature, req.seed)
+        cache = self.cache if cacheable else None
+        identity = self.manager.identity(req.model) if cache is not None else None
+        if cache is not None and identity is not None:
+            hit = await _generation_hit(cache, kind, identity, req, self.manager.spec(req.model).public_name)
+            if hit is not None:
+                return hit
         stack = AsyncExitStack()
         try:
-            lm = await stack.enter_async_context(self.manager.acquire(req.model, parse_keep_alive(req.keep_alive)))
+            lm = await stack.enter_async_context(self.manager.acquire(req.model, keep_alive))
             if lm.task != "generate":
-                raise InvalidRequest(f"model {lm.name!r} is an embedding model; use /v1/embeddings", param="model")
+                raise InvalidRequest(
+                    f"model {lm.name!r} is an embedding model; use /v1/embeddings", param="model"
+                )
+            if cache is not None and lm.identity != identity:
+                hit = await _generation_hit(cache, kind, lm.identity, req, lm.name)
+                if hit is not None:
+                    await stack.aclose()
+                    return hit
             ids = await prompt(lm)
             params = sampling_params(req, len(ids), lm.model.context_length)  # type: ignore[union-attr]
-            stream = lm.scheduler.submit(ids, params)
+            stream: Any = lm.scheduler.submit(ids, params)
+            if cache is not None:
+                stream = RecordingStream(stream, cache, rcache.request_key(kind, lm.identity, req))
         except BaseException:
             await stack.aclose()
             raise
         return Generation(kind=kind, model=lm.name, stream=stream, stack=stack)
 
 
-def sampling_params(req: ChatCompletionRequest | CompletionRequest, prompt_len: int, context: int) -> SamplingParams:
+async def _embedding_hit(
+    cache: ResponseCache, identity: str, req: EmbeddingRequest, model: str
+) -> EmbeddingResult | None:
+    value = await cache.aget(rcache.request_key("embed", identity, req))
+    if value is None:
+        return None
+    vectors, prompt_tokens = rcache.decode_embedding(value)
+    return EmbeddingResult(model=model, vectors=vectors, prompt_tokens=prompt_tokens, cached=True)
+
+
+async def _generation_hit(
+    cache: ResponseCache, kind: str, identity: str, req: ChatCompletionRequest | CompletionRequest, model: str
+) -> Generation | None:
+    value = await cache.aget(rcache.request_key(kind, identity, req))
+    if value is None:
+        return None
+    chunks, prompt_tokens = rcache.decode_generation(value)
+    return Generation(
+        kind=kind, model=model, stream=ReplayStream(chunks, prompt_tokens), stack=AsyncExitStack()
+    )
+
+
+def sampling_params(
+    req: ChatCompletionRequest | CompletionRequest, prompt_len: int, context: int
+) -> SamplingParams:
     """Per-request sampling; refuses prompts (plus the asked-for output) beyond the context."""
     if prompt_len == 0:
         raise InvalidRequest("the prompt is empty", param="prompt")

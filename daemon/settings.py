@@ -124,6 +124,19 @@ class Settings:
     # -- memory
     memory_budget_bytes: int = _setting(0, "memory", "RAM the loaded models may use (0: 75% of what detection found).")
     gpu_memory_budget_bytes: int = _setting(0, "memory", "GPU memory the loaded models may use (0: 90% of the device).")
+    memory_wait_timeout: float = _setting(30.0, "memory", "Seconds a load waits for busy models to become idle so one can be unloaded to make room; then 'model_unavailable' (503, Retry-After).")
+    memory_context_tokens: int = _setting(0, "memory", "Tokens per sequence assumed when estimating a generation model's KV cache (0: the model's full context). See docs/models.md.")
+
+    # -- response cache
+    cache_enabled: bool = _setting(True, "cache", "Serve repeated deterministic requests (embeddings; generation at temperature 0 or with a seed) from the response cache.")
+    cache_max_bytes: int = _setting(64 * 1024 * 1024, "cache", "Most bytes the response cache holds; least recently used entries go first.")
+    cache_ttl: float = _setting(3600.0, "cache", "Seconds a cached response stays valid (<=0: no expiry).")
+    cache_persist: bool = _setting(False, "cache", "Keep cached responses in <cache_dir>/responses across restarts.")
+    prefix_caching: bool = _setting(True, "cache", "Reuse the KV cache of shared prompt prefixes where the engine supports it (OpenVINO GenAI).")
+
+    # -- circuit breaker
+    breaker_failures: int = _setting(3, "breaker", "Consecutive load or inference failures of a model (per engine) that open its circuit breaker.")
+    breaker_cooldown: float = _setting(30.0, "breaker", "Seconds an open breaker answers 'model_unavailable' (503) at once before one probe request is let through.")
 
     # -- store
     store_use_hf_cache: bool = _setting(True, "store", "Also read models from an existing Hugging Face cache (hf_cache_dir), as is, without copying.")
