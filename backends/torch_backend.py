@@ -1,0 +1,324 @@
+"""The PyTorch/transformers engine: embeddings and continuously batched generation, any device
+torch supports (CPU, CUDA, MPS).
+
+Loading is strict: local files only, safetensors unless pickle is allowed for the model, remote
+code only when allowed. torch and transformers are imported when a model is loaded, never when
+this module is (``available()`` must answer on a box without torch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from hfd.backends import _hf
+from hfd.backends.base import LoadOptions, SamplingParams, StepOutput, Task
+from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+    from hfd.backends.torch_encoder import TorchEncoder
+    from hfd.backends.torch_generator import MaskPlan
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+
+
+class TorchBackend:
+    name = "torch"
+    tasks: frozenset[Task] = frozenset({"generate", "embed"})
+
+    def available(self) -> tuple[bool, str]:
+        for module in ("torch", "transformers"):
+            if importlib.util.find_spec(module) is None:
+                return False, f"{module} is not installed"
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except Exception as exc:  # a broken install must not take the daemon down
+            return False, f"cannot import the torch engine's libraries: {exc}"
+        return True, ""
+
+    def devices(self) -> list[str]:
+        try:
+            import torch
+        except Exception:
+            return []
+        found = ["cpu"]
+        try:
+            if torch.cuda.is_available():
+                found.extend(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+            if torch.backends.mps.is_available():
+                found.append("mps")
+        except Exception as exc:  # a driver problem hides the device, it does not fail the daemon
+            log.warning("accelerator probe failed", extra={"error": str(exc)})
+        return found
+
+    def load_encoder(self, opts: LoadOptions) -> TorchEncoder:
+        from transformers import AutoModel
+
+        from hfd.backends.torch_encoder import TorchEncoder
+
+        config = _hf.require_model_dir(opts.path)
+        pooling = _hf.read_pooling_config(opts.path)
+        device, dtype = _prepare(opts)
+        model = _from_pretrained(AutoModel, opts, device, dtype, config)
+        hf_tokenizer = _load_tokenizer(opts)
+        max_length = _encoder_max_length(pooling, hf_tokenizer, model.config)
+        tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=max_length)
+        hidden = int(pooling.word_embedding_dimension or model.config.hidden_size)
+        pad = hf_tokenizer.pad_token_id
+        encoder = TorchEncoder(
+            model,
+            tokenizer,
+            device=device,
+            pooling=pooling,
+            max_length=max_length,
+            dimensions=hidden * pooling.dimensions_factor,
+            pad_token_id=int(pad if pad is not None else 0),
+            uses_token_types="token_type_ids" in inspect.signature(model.forward).parameters,
+        )
+        log.info(
+            "encoder loaded",
+            extra={"model_path": str(opts.path), "device": str(device), "dtype": str(dtype),
+                   "pooling": ",".join(pooling.modes), "normalize": pooling.normalize},
+        )  # fmt: skip
+        return encoder
+
+    def load_generator(self, opts: LoadOptions) -> TorchGenerator:
+        from transformers import AutoModelForCausalLM
+
+        config = _hf.require_model_dir(opts.path)
+        device, dtype = _prepare(opts)
+        model = _from_pretrained(AutoModelForCausalLM, opts, device, dtype, config)
+        hf_tokenizer = _load_tokenizer(opts)
+        generator = TorchGenerator(model, hf_tokenizer, opts, device, _hf.eos_token_ids(opts.path, config))
+        log.info(
+            "generator loaded",
+            extra={"model_path": str(opts.path), "device": str(device), "dtype": str(dtype),
+                   "context_length": generator.context_length, "max_running": opts.max_running},
+        )  # fmt: skip
+        return generator
+
+
+class TorchGenerator:
+    """A ``GenerationModel`` over ``ContinuousBatcher``, plus the tokenizer-facing calls."""
+
+    name = "torch"
+
+    def __init__(
+        self, model: Any, hf_tokenizer: Any, opts: LoadOptions, device: torch.device, eos_ids: set[int]
+    ) -> None:
+        from hfd.backends.torch_generator import ContinuousBatcher
+
+        self.model = model
+        self.device = str(device)
+        self._hf_tokenizer = hf_tokenizer
+        self._tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=None)
+        text_config = model.config.get_text_config(decoder=True)
+        self.context_length = int(getattr(text_config, "max_position_embeddings", 0) or 0) or int(
+            hf_tokenizer.model_max_length if hf_tokenizer.model_max_length < 10**7 else 2048
+        )
+        if hf_tokenizer.eos_token_id is not None:
+            eos_ids = eos_ids | {int(hf_tokenizer.eos_token_id)}
+        self.eos_token_ids: frozenset[int] = frozenset(eos_ids)
+        pad = hf_tokenizer.pad_token_id
+        if pad is None:
+            pad = min(eos_ids) if eos_ids else 0
+        self._batcher = ContinuousBatcher(
+            model,
+            device=device,
+            context_length=self.context_length,
+            eos_token_ids=self.eos_token_ids,
+            pad_token_id=int(pad),
+            max_running=opts.max_running,
+            max_batched_tokens=opts.max_batched_tokens,
+            mask_plan=_mask_plan(model),
+            num_layers=int(text_config.num_hidden_layers),
+            logits_to_keep="logits_to_keep" in inspect.signature(model.forward).parameters,
+        )
+
+    # Thread-safe: the frozen tokenizer is only read; chat templates render with no shared state.
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        if not getattr(self._hf_tokenizer, "chat_template", None):
+            raise InvalidRequest("this model has no chat template; use a plain completion instead")
+        try:
+            text = self._hf_tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # jinja2 errors, including the template's own raise_exception()
+            raise InvalidRequest(
+                f"the chat template rejected these messages: {exc}", param="messages"
+            ) from exc
+        # The rendered template carries its own special tokens (bos and turn markers).
+        return list(self._tokenizer.encode(str(text), add_special_tokens=False).ids)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    # Worker thread only.
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        vocab = int(self.model.config.get_text_config(decoder=True).vocab_size)
+        if any(not 0 <= int(t) < vocab for t in prompt_ids):
+            raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        self._batcher.add(seq_id, prompt_ids, params)
+
+    def cancel(self, seq_id: int) -> None:
+        self._batcher.cancel(seq_id)
+
+    def step(self) -> list[StepOutput]:
+        return self._batcher.step()
+
+    def has_work(self) -> bool:
+        return self._batcher.has_work()
+
+    def memory_bytes(self) -> int:
+        from hfd.backends.torch_encoder import module_bytes
+
+        return module_bytes(self.model) + self._batcher.cache_bytes()
+
+    def close(self) -> None:
+        self._batcher.close()
+        self.model = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def _prepare(opts: LoadOptions) -> tuple[torch.device, torch.dtype]:
+    """Device, dtype and thread count for a load; a clear error for a device not present."""
+    import torch
+
+    try:
+        device = torch.device(opts.device)
+    except (RuntimeError, ValueError) as exc:
+        raise InvalidRequest(f"unknown torch device {opts.device!r}", param="device") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable(f"device {opts.device} requested but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ModelUnavailable(
+            f"device {opts.device} requested but there are {torch.cuda.device_count()} CUDA devices"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelUnavailable("device mps requested but MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidRequest(f"the torch engine does not run on {opts.device!r}", param="device")
+
+    if opts.dtype is None:
+        # Half precision is the norm on accelerators; on CPUs fp32 is both exact and fastest.
+        dtype = torch.float32 if device.type == "cpu" else torch.float16
+    else:
+        name = _DTYPES.get(opts.dtype.lower())
+        if name is None:
+            raise InvalidRequest(
+                f"unknown dtype {opts.dtype!r}; use float32, float16 or bfloat16", param="dtype"
+            )
+        dtype = getattr(torch, name)
+
+    if opts.threads > 0 and device.type == "cpu":
+        # Process-wide in torch: the last loaded model's setting wins.
+        torch.set_num_threads(opts.threads)
+    return device, dtype
+
+
+def _from_pretrained(
+    auto: Any, opts: LoadOptions, device: torch.device, dtype: torch.dtype, config: dict[str, Any]
+) -> Any:
+    use_safetensors = _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "local_files_only": True,
+        "use_safetensors": use_safetensors,
+        "trust_remote_code": opts.trust_remote_code,
+    }
+    try:
+        try:
+            model = auto.from_pretrained(opts.path, attn_implementation="sdpa", **kwargs)
+        except ValueError as exc:
+            if "sdpa" not in str(exc).lower():
+                raise
+            model = auto.from_pretrained(opts.path, attn_implementation="eager", **kwargs)
+        model = model.to(device).eval()
+    except HfdError:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot load {opts.path} with transformers: {exc}") from exc
+    return model
+
+
+def _load_tokenizer(opts: LoadOptions) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            opts.path, local_files_only=True, trust_remote_code=opts.trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot load the tokenizer of {opts.path}: {exc}") from exc
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ModelUnavailable(
+            f"{opts.path} has no fast tokenizer (tokenizer.json); the torch engine needs one"
+        )
+    return tokenizer
+
+
+def _frozen_tokenizer(hf_tokenizer: Any, *, truncate_to: int | None) -> Any:
+    """A private copy of the Rust tokenizer, configured once and then only read.
+
+    transformers' wrapper re-configures truncation and padding on the shared Rust object on
+    calls, which races between threads; a copy that nobody configures again does not.
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tok.no_padding()
+    if truncate_to is None:
+        tok.no_truncation()
+    else:
+        tok.enable_truncation(max_length=truncate_to)
+    return tok
+
+
+def _encoder_max_length(pooling: _hf.PoolingConfig, hf_tokenizer: Any, model_config: Any) -> int:
+    limits = [int(getattr(model_config, "max_position_embeddings", 0) or 0)]
+    if pooling.max_seq_length:
+        limits.append(pooling.max_seq_length)
+    elif 0 < hf_tokenizer.model_max_length < 10**7:
+        limits.append(int(hf_tokenizer.model_max_length))
+    limits = [x for x in limits if x > 0]
+    return min(limits) if limits else 512
+
+
+def _mask_plan(model: Any) -> MaskPlan:
+    from hfd.backends.torch_generator import MaskPlan
+
+    text_config = model.config.get_text_config(decoder=True)
+    boolean = getattr(model.config, "_attn_implementation", "sdpa") == "sdpa"
+    window = getattr(text_config, "sliding_window", None)
+    window = int(window) if isinstance(window, int) and window > 0 else None
+    layer_types = getattr(text_config, "layer_types", None)
+    if layer_types:
+        kinds = set(layer_types)
+        unsupported = kinds - {"full_attention", "sliding_attention"}
+        if unsupported:
+            raise ModelUnavailable(
+                f"the torch engine cannot batch layers of type {', '.join(sorted(unsupported))}"
+            )
+        if kinds == {"full_attention"}:
+            return MaskPlan(window=None, layer_windows=None, boolean=boolean)
+        windows = {k: (window if k == "sliding_attention" else None) for k in kinds}
+        return MaskPlan(window=None, layer_windows=windows, boolean=boolean)
+    return MaskPlan(window=window, layer_windows=None, boolean=boolean)

@@ -1,0 +1,125 @@
+"""Sentence embeddings with a transformers encoder, pooled as sentence-transformers would."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from hfd.backends._hf import PoolingConfig
+from hfd.backends.base import TokenizedBatch
+from hfd.client.errors import InvalidRequest
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, config: PoolingConfig) -> torch.Tensor:
+    """Token embeddings ``[batch, tokens, dim]`` and a 0/1 mask ``[batch, tokens]`` (right padding)
+    to sentence embeddings ``[batch, dim * len(modes)]``, then L2-normalised if the config says so."""
+    hidden = hidden.float()
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    counts = weights.sum(dim=1).clamp(min=1e-9)
+    parts: list[torch.Tensor] = []
+    for mode in config.modes:
+        if mode == "cls":
+            parts.append(hidden[:, 0])
+        elif mode == "mean":
+            parts.append((hidden * weights).sum(dim=1) / counts)
+        elif mode == "mean_sqrt_len":
+            parts.append((hidden * weights).sum(dim=1) / counts.sqrt())
+        elif mode == "max":
+            parts.append(hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values)
+        elif mode == "weightedmean":
+            ramp = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)
+            w = weights * ramp.view(1, -1, 1)
+            parts.append((hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9))
+        elif mode == "lasttoken":
+            last = mask.long().sum(dim=1) - 1
+            parts.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+        else:  # pragma: no cover - read_pooling_config only yields known modes
+            raise InvalidRequest(f"unknown pooling mode {mode!r}")
+    pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    if config.normalize:
+        pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+    return pooled
+
+
+class TorchEncoder:
+    """An ``EncoderModel``: tokenize on any thread, ``embed`` on the model's worker thread."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: torch.device,
+        pooling: PoolingConfig,
+        max_length: int,
+        dimensions: int,
+        pad_token_id: int,
+        uses_token_types: bool,
+    ) -> None:
+        self.model = model
+        self.device = str(device)
+        self._device = device
+        self._tokenizer = tokenizer  # a `tokenizers.Tokenizer` set to truncate, never mutated again
+        self._pooling = pooling
+        self.max_length = max_length
+        self.dimensions = dimensions
+        self._pad = pad_token_id
+        self._token_types = uses_token_types
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        items = list(texts)
+        for i, text in enumerate(items):
+            if not isinstance(text, str):
+                raise InvalidRequest(f"input {i} is not a string", param="input")
+        # `encode_batch` only reads the tokenizer (truncation was set once at load), so
+        # concurrent calls from several threads are safe.
+        encodings = self._tokenizer.encode_batch(items, add_special_tokens=True)
+        return TokenizedBatch(ids=[list(e.ids) for e in encodings])
+
+    @torch.inference_mode()
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        if not batch.ids:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        lengths = batch.lengths
+        for i, n in enumerate(lengths):
+            if n == 0:
+                raise InvalidRequest(f"input {i} is empty", param="input")
+            if n > self.max_length:
+                raise InvalidRequest(
+                    f"input {i} has {n} tokens; the most is {self.max_length}", param="input"
+                )
+        width = max(lengths)
+        ids = torch.full((len(lengths), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(lengths), width), dtype=torch.long)
+        for i, row in enumerate(batch.ids):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
+        if self._token_types:
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+        hidden = self.model(**inputs).last_hidden_state
+        pooled = pool(hidden, mask, self._pooling)
+        return pooled.to("cpu", torch.float32).numpy()
+
+    def memory_bytes(self) -> int:
+        return module_bytes(self.model)
+
+    def close(self) -> None:
+        self.model = None
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def module_bytes(model: Any) -> int:
+    if model is None:
+        return 0
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        total += t.numel() * t.element_size()
+    return int(total)

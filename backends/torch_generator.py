@@ -1,0 +1,339 @@
+"""Step-wise continuous batching for a transformers causal LM.
+
+One running batch shares a ``BatchKVCache``. ``step()``:
+
+1. prefills queued sequences together (left-padded, up to ``max_batched_tokens`` padded prompt
+   tokens and ``max_running`` rows in all) and samples each one's first token;
+2. moves the survivors' cache rows into the running batch, right-aligned;
+3. decodes one token for every running row in a single forward pass.
+
+Every row's tokens are contiguous and end at the shared column ``length``; row ``r`` starts at
+column ``start[r]`` and the token in column ``j`` has position ``j - start[r]``. So a row computes
+exactly what it would alone (same positions, padding masked), whatever joins or leaves around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hfd.backends.base import FinishReason, SamplingParams, StepOutput
+from hfd.backends.torch_cache import BatchKVCache
+from hfd.backends.torch_sampling import RowSampling, make_generator, sample
+from hfd.client.errors import ContextLengthExceeded, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+# Trim the all-padding columns on the left once they are this many (and a quarter of the cache):
+# often enough to bound memory, rarely enough that the copy is amortised.
+_TRIM_MIN_COLUMNS = 32
+
+
+@dataclass
+class _Sequence:
+    seq_id: int
+    prompt: list[int]
+    params: SamplingParams
+    generator: torch.Generator | None
+    generated: int = 0
+    last_token: int = -1
+    tokens: list[int] = field(default_factory=list)  # produced in the current step
+
+    def sampling(self) -> RowSampling:
+        return RowSampling(
+            temperature=self.params.temperature,
+            top_p=self.params.top_p,
+            generator=self.generator,
+            mask_eos=self.generated < self.params.min_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class MaskPlan:
+    """How this model wants its attention mask: one tensor, or one per layer type."""
+
+    window: int | None  # sliding window for a single-tensor mask
+    layer_windows: dict[str, int | None] | None  # layer type -> window, for hybrid models
+    boolean: bool  # SDPA takes a boolean mask; eager attention an additive float one
+
+
+class ContinuousBatcher:
+    """The engine-independent half of ``TorchGenerator``: the batch, the cache and the steps."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: torch.device,
+        context_length: int,
+        eos_token_ids: frozenset[int],
+        pad_token_id: int,
+        max_running: int,
+        max_batched_tokens: int,
+        mask_plan: MaskPlan,
+        num_layers: int,
+        logits_to_keep: bool,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.context_length = context_length
+        self.eos_token_ids = eos_token_ids
+        self.pad_token_id = pad_token_id
+        self.max_running = max(1, max_running)
+        self.max_batched_tokens = max(1, max_batched_tokens)
+        self._mask_plan = mask_plan
+        self._num_layers = num_layers
+        self._logits_to_keep = logits_to_keep
+        self._eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
+        self._queue: deque[_Sequence] = deque()
+        self._rows: list[_Sequence] = []  # running rows, in cache row order
+        self._start = torch.zeros(0, dtype=torch.long, device=device)  # per row: first column
+        self._cache = BatchKVCache(num_layers)
+        self._known: set[int] = set()
+
+    # -- the GenerationModel calls -------------------------------------------------------------
+
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        if seq_id in self._known:
+            raise InvalidRequest(f"sequence {seq_id} is already running")
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise InvalidRequest("the prompt is empty: at least one token is needed", param="prompt")
+        if len(prompt) >= self.context_length:
+            raise ContextLengthExceeded(
+                f"the prompt has {len(prompt)} tokens; this model's context is {self.context_length} "
+                "tokens, prompt and completion together",
+                param="prompt",
+                details={"prompt_tokens": len(prompt), "context_length": self.context_length},
+            )
+        if params.max_tokens < 1:
+            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+        if not 0.0 < params.top_p <= 1.0:
+            raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
+        generator = None if params.greedy else make_generator(params.seed)
+        self._queue.append(_Sequence(seq_id, prompt, params, generator))
+        self._known.add(seq_id)
+
+    @torch.inference_mode()  # the cache and row tensors are inference tensors
+    def cancel(self, seq_id: int) -> None:
+        if seq_id not in self._known:
+            return
+        self._known.discard(seq_id)
+        for seq in self._queue:
+            if seq.seq_id == seq_id:
+                self._queue.remove(seq)
+                return
+        for row, seq in enumerate(self._rows):
+            if seq.seq_id == seq_id:
+                self._remove_rows([row])
+                self._maybe_trim()
+                return
+
+    def has_work(self) -> bool:
+        return bool(self._queue or self._rows)
+
+    def cache_bytes(self) -> int:
+        return self._cache.nbytes()
+
+    def close(self) -> None:
+        self._queue.clear()
+        self._rows.clear()
+        self._known.clear()
+        self._cache = BatchKVCache(self._num_layers)
+        self._start = self._start[:0]
+
+    @torch.inference_mode()
+    def step(self) -> list[StepOutput]:
+        out: dict[int, StepOutput] = {}
+        if self._queue and len(self._rows) < self.max_running:
+            self._prefill(out)
+        if self._rows:
+            self._decode(out)
+        self._maybe_trim()
+        return list(out.values())
+
+    # -- prefill ---------------------------------------------------------------------------------
+
+    def _admit(self) -> list[_Sequence]:
+        """Queued sequences for this step's prefill: FIFO, within the row and token budgets."""
+        room = self.max_running - len(self._rows)
+        batch: list[_Sequence] = []
+        longest = 0
+        while self._queue and len(batch) < room:
+            nxt = self._queue[0]
+            longest_if = max(longest, len(nxt.prompt))
+            # The padded batch is what gets computed; always admit one so a long prompt runs.
+            if batch and longest_if * (len(batch) + 1) > self.max_batched_tokens:
+                break
+            batch.append(self._queue.popleft())
+            longest = longest_if
+        return batch
+
+    def _prefill(self, out: dict[int, StepOutput]) -> None:
+        batch = self._admit()
+        if not batch:
+            return
+        n, width = len(batch), max(len(s.prompt) for s in batch)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        starts = torch.empty(n, dtype=torch.long)
+        for i, seq in enumerate(batch):
+            ids[i, width - len(seq.prompt) :] = torch.tensor(seq.prompt, dtype=torch.long)
+            starts[i] = width - len(seq.prompt)
+        ids, starts = ids.to(self.device), starts.to(self.device)
+        cols = torch.arange(width, device=self.device)
+        positions = (cols.unsqueeze(0) - starts.unsqueeze(1)).clamp_(min=0)
+
+        cache = BatchKVCache(self._num_layers)
+        cache.rows = n
+        mask = self._prefill_mask(starts, width)
+        logits = self._forward(ids, positions, mask, cache)
+        cache.advance(width)
+
+        tokens = sample(logits, [s.sampling() for s in batch], self._eos)
+        keep: list[int] = []
+        for i, (seq, token) in enumerate(zip(batch, tokens, strict=True)):
+            finished = self._accept(seq, token)
+            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished)
+            if finished is None:
+                keep.append(i)
+            else:
+                self._known.discard(seq.seq_id)
+        if keep:
+            self._merge(cache, batch, starts, keep)
+
+    def _merge(
+        self, cache: BatchKVCache, batch: list[_Sequence], starts: torch.Tensor, keep: list[int]
+    ) -> None:
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+        new_starts = starts.index_select(0, rows)
+        if not self._rows:
+            # Nothing running: the prefilled cache becomes the running one, no copy.
+            cache.keep_rows(rows)
+            self._cache = cache
+            self._start = new_starts
+        else:
+            if cache.length > self._cache.length:
+                shift = cache.length - self._cache.length
+                self._cache.shift_right(shift)
+                self._start = self._start + shift
+            offset = self._cache.length - cache.length
+            self._cache.append_rows(cache, rows)
+            self._start = torch.cat([self._start, new_starts + offset])
+        self._rows.extend(batch[i] for i in keep)
+
+    # -- decode ----------------------------------------------------------------------------------
+
+    def _decode(self, out: dict[int, StepOutput]) -> None:
+        rows = self._rows
+        ids = torch.tensor([[s.last_token] for s in rows], dtype=torch.long).to(self.device)
+        length = self._cache.length
+        positions = (length - self._start).unsqueeze(1)
+        mask = self._decode_mask(length + 1)
+        self._cache.rows = len(rows)
+        logits = self._forward(ids, positions, mask, self._cache)
+        self._cache.advance(1)
+
+        tokens = sample(logits, [s.sampling() for s in rows], self._eos)
+        done: list[int] = []
+        for row, (seq, token) in enumerate(zip(rows, tokens, strict=True)):
+            finished = self._accept(seq, token)
+            prev = out.get(seq.seq_id)
+            if prev is not None:  # joined this step: its prefill token comes first
+                prev.token_ids.append(token)
+                prev.finished = finished
+            else:
+                out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished)
+            if finished is not None:
+                done.append(row)
+                self._known.discard(seq.seq_id)
+        if done:
+            self._remove_rows(done)
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, mask: Any, cache: BatchKVCache
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "past_key_values": cache,
+            "use_cache": True,
+        }
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        result = self.model(**kwargs)
+        logits: torch.Tensor = result.logits[:, -1, :]
+        return logits
+
+    def _accept(self, seq: _Sequence, token: int) -> FinishReason | None:
+        """Record a produced token; the finish reason when it ends the sequence."""
+        seq.generated += 1
+        seq.last_token = token
+        p = seq.params
+        if token in self.eos_token_ids and not p.ignore_eos and seq.generated > p.min_tokens:
+            return "stop"
+        if seq.generated >= p.max_tokens:
+            return "length"
+        if len(seq.prompt) + seq.generated >= self.context_length:
+            return "length"
+        return None
+
+    def _remove_rows(self, rows: list[int]) -> None:
+        # Descending order: every row still to remove lies before the current last row.
+        for row in sorted(rows, reverse=True):
+            moved = self._cache.remove_row(row)
+            if moved is not None:
+                self._rows[row] = self._rows[moved]
+                self._start[row] = self._start[moved]
+            self._rows.pop()
+            self._start = self._start[: len(self._rows)]
+
+    def _maybe_trim(self) -> None:
+        if not self._rows:
+            self._cache.reset()
+            return
+        pad = int(self._start.min())
+        if pad >= _TRIM_MIN_COLUMNS and pad * 4 >= self._cache.length:
+            self._cache.trim_left(pad)
+            self._start = self._start - pad
+
+    # -- masks -----------------------------------------------------------------------------------
+
+    def _prefill_mask(self, starts: torch.Tensor, width: int) -> Any:
+        cols = torch.arange(width, device=self.device)
+        causal = cols.unsqueeze(0) <= cols.unsqueeze(1)  # [query, key]
+        valid = cols.unsqueeze(0) >= starts.unsqueeze(1)  # [row, key]
+        # A padding query attends to itself only: never a fully masked row (NaN in SDPA), and
+        # the K/V it leaves in padding columns stay finite.
+        diagonal = torch.eye(width, dtype=torch.bool, device=self.device)
+        allowed = causal.unsqueeze(0) & (valid.unsqueeze(1) | diagonal.unsqueeze(0))
+        distance = cols.unsqueeze(1) - cols.unsqueeze(0)  # query - key
+        return self._finish_mask(allowed.unsqueeze(1), distance)
+
+    def _decode_mask(self, width: int) -> Any:
+        cols = torch.arange(width, device=self.device)
+        allowed = cols.unsqueeze(0) >= self._start.unsqueeze(1)  # [row, key]
+        distance = (width - 1 - cols).unsqueeze(0)  # [1 query, key]
+        return self._finish_mask(allowed[:, None, None, :], distance)
+
+    def _finish_mask(self, allowed: torch.Tensor, distance: torch.Tensor) -> Any:
+        plan = self._mask_plan
+        if plan.layer_windows is not None:
+            return {kind: self._encode_mask(allowed, distance, w) for kind, w in plan.layer_windows.items()}
+        return self._encode_mask(allowed, distance, plan.window)
+
+    def _encode_mask(self, allowed: torch.Tensor, distance: torch.Tensor, window: int | None) -> torch.Tensor:
+        if window is not None:
+            allowed = allowed & (distance < window)
+        if self._mask_plan.boolean:
+            return allowed
+        dtype = next(self.model.parameters()).dtype
+        zero = torch.zeros((), dtype=dtype, device=self.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
