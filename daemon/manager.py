@@ -278,12 +278,12 @@ class ModelManager:
                         err.message, param=err.param, retry_after=err.retry_after, details=err.details
                     )
                 slot.attempts += 1
+                slot.error = None  # waiters only share the error of the attempt they waited for
                 try:
                     slot.loaded = await self._load(spec)
                 except HfdError as exc:
                     slot.error = exc
                     raise
-                slot.error = None
                 self._arm(slot.loaded)
         lm = slot.loaded
         if keep_alive is not None:
