@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from hfd.client.errors import ModelUnavailable
+from hfd.daemon.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,9 @@ class Breakers:
         self, *, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         if threshold < 1:
-            raise ValueError("breaker_failures must be at least 1")
+            raise SettingsError("breaker_failures must be at least 1")
         if cooldown < 0:
-            raise ValueError("breaker_cooldown must not be negative")
+            raise SettingsError("breaker_cooldown must not be negative")
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock

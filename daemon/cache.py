@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from hfd.daemon.scheduler.generation import TokenChunk
+from hfd.daemon.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class ResponseCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_bytes < 0:
-            raise ValueError("cache_max_bytes must not be negative")
+            raise SettingsError("cache_max_bytes must not be negative")
         self.max_bytes = max_bytes
         self.ttl = ttl
         self.directory = directory

@@ -6,6 +6,7 @@ import pytest
 
 from hfd.client.errors import ModelUnavailable
 from hfd.daemon.breaker import Breakers, CircuitBreaker
+from hfd.daemon.settings import SettingsError
 
 
 class Clock:
@@ -99,7 +100,7 @@ def test_breakers_are_per_model_and_engine() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="breaker_failures"):
         Breakers(threshold=0, cooldown=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="breaker_cooldown"):
         Breakers(threshold=1, cooldown=-1.0)
