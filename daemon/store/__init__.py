@@ -1,0 +1,35 @@
+"""The local model store: Hugging Face cache layout, DuckDB catalog, pulls from IPFS or the Hub.
+
+The names below are imported lazily, so ``import hfd.daemon.store.<module>`` stays cheap and
+``hfd.ipfs`` can use the store's small helpers without an import cycle. The async pull is
+``await store.apull(ref, progress)`` or ``hfd.daemon.store.pull.pull(store, ref, progress)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hfd.daemon.store.model_store import ModelStore, PublishResult, Removed
+    from hfd.daemon.store.pull import PullProgress
+    from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
+
+__all__ = ["ModelStore", "PublishResult", "PullProgress", "Removed", "Snapshot", "SnapshotInfo"]
+
+_WHERE = {
+    "ModelStore": "model_store",
+    "PublishResult": "model_store",
+    "Removed": "model_store",
+    "PullProgress": "pull",
+    "Snapshot": "snapshot",
+    "SnapshotInfo": "snapshot",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{module}"), name)

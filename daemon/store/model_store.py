@@ -1,0 +1,636 @@
+"""The model store: find a model locally, or pull it from IPFS or the Hub into the store.
+
+``ModelStore(settings).resolve(ref, allow_pull=...)`` is what the model manager calls (from a
+worker thread). It returns a ``Snapshot`` whose ``path`` a backend loads from; a local
+directory resolves to itself, a stored model to ``<state_dir>/models/models--org--name/
+snapshots/<commit>``, a model in an existing Hugging Face cache to its snapshot there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Final, TypeVar
+
+from hfd.client.errors import FetchError, HfdError, InvalidRequest, ModelNotFound, ValidationFailed
+from hfd.daemon.settings import ModelSpec, Settings
+from hfd.daemon.store.bundle import import_bundle, read_bundle_manifest, write_bundle
+from hfd.daemon.store.catalog import Catalog, PublishedRow, SnapshotRow, utcnow
+from hfd.daemon.store.digests import is_sha256, sha256_file
+from hfd.daemon.store.fetch import Attempt, Fetched, Flight, SingleFlight, failure
+from hfd.daemon.store.hub import HubFetcher, hub_endpoint, hub_offline
+from hfd.daemon.store.ipfs_source import IpfsFetcher
+from hfd.daemon.store.layout import CacheLayout, RepoDir, default_hf_cache
+from hfd.daemon.store.locks import FileLock, lock_path
+from hfd.daemon.store.pull import DONE, PLACING, RESOLVING, WAITING, ProgressCallback, ProgressMeter
+from hfd.daemon.store.refs import ModelRef, parse_ref
+from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
+from hfd.daemon.store.task import guess_task
+from hfd.daemon.store.writer import PlacedFile
+from hfd.ipfs.client import UNREACHABLE
+from hfd.ipfs.index import lookup, read_index, update_index
+from hfd.ipfs.manifest import MANIFEST_NAME, Manifest, ManifestFile, content_commit
+from hfd.ipfs.publish import IMPORT_OPTIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+TOUCH_EVERY: Final = 60.0  # seconds: last-used times are for eviction, not auditing
+
+
+@dataclass(frozen=True)
+class Removed:
+    repo: str
+    commits: tuple[str, ...]
+    freed: int  # bytes of blobs deleted
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    cid: str
+    repo: str
+    revision: str | None
+    commit: str
+    files: int
+    size: int
+
+
+class ModelStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.state_dir / "models"
+        self.layout = CacheLayout(self.root)
+        self.catalog = Catalog(settings.state_dir / "catalog.duckdb")
+        self.locks_dir = settings.state_dir / "locks"
+        hf = (settings.hf_cache_dir or default_hf_cache()) if settings.store_use_hf_cache else None
+        self.hf_layout = CacheLayout(hf) if hf is not None and hf.resolve() != self.root.resolve() else None
+        self.hub = HubFetcher(hub_endpoint(settings.hub_endpoint), timeout=settings.hub_timeout)
+        self.ipfs = IpfsFetcher(settings)
+        self._flights: SingleFlight[Snapshot] = SingleFlight()
+        self._touched: dict[tuple[str, str], float] = {}
+        self._touch_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lookup
+
+    def parse(self, ref: str | ModelSpec) -> ModelRef:
+        return parse_ref(ref, self.settings)
+
+    def find(self, ref: ModelRef | ModelSpec | str) -> Snapshot | None:
+        """The snapshot if it is here already (store, HF cache or local directory); never fetches."""
+        mref = ref if isinstance(ref, ModelRef) else self.parse(ref)
+        if mref.kind == "path":
+            assert mref.path is not None
+            if mref.path.is_dir():
+                return Snapshot(mref.path, str(mref.path), None, None, "local")
+            return None
+        if mref.kind == "ipfs":
+            assert mref.cid is not None
+            row = self._catalog_call(lambda: self.catalog.by_cid(mref.cid or ""), None)
+            if row is not None and self.layout.repo(row.repo).snapshot(row.commit).is_dir():
+                return Snapshot(
+                    self.layout.repo(row.repo).snapshot(row.commit),
+                    row.repo,
+                    row.revision,
+                    row.commit,
+                    row.source,
+                )
+            return None
+        assert mref.repo is not None
+        repo_dir = self.layout.repo(mref.repo)
+        commit = repo_dir.commit_for(mref.revision)
+        if commit is not None:
+            row = self._catalog_call(lambda: self.catalog.snapshot(mref.repo or "", commit), None)
+            return Snapshot(
+                repo_dir.snapshot(commit), mref.repo, mref.revision, commit, row.source if row else "store"
+            )
+        if self.hf_layout is not None:
+            hf_dir = self.hf_layout.repo(mref.repo)
+            commit = hf_dir.commit_for(mref.revision)
+            if commit is not None and any(hf_dir.snapshot(commit).iterdir()):
+                return Snapshot(hf_dir.snapshot(commit), mref.repo, mref.revision, commit, "hf-cache")
+        return None
+
+    def resolve(
+        self,
+        ref: str | ModelSpec,
+        *,
+        allow_pull: bool,
+        allow_pickle: bool | None = None,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Snapshot:
+        """The snapshot for ``ref``; pulls it when it is not here and ``allow_pull`` is true.
+
+        Raises ModelNotFound naming every place it looked when the model is nowhere.
+        """
+        mref = self.parse(ref)
+        found = self.find(mref)
+        if found is not None:
+            return found
+        if mref.kind == "path":
+            raise ModelNotFound(
+                f"model directory {mref.path} does not exist", details={"looked_in": [str(mref.path)]}
+            )
+        if not allow_pull:
+            attempts = [
+                *self._local_attempts(mref),
+                Attempt(
+                    "IPFS and the Hub",
+                    f"not tried: pulling is off (allow_pull = false); `hfd pull {mref.text}` fetches it",
+                ),
+            ]
+            raise failure(str(mref), attempts)
+        return self._pull(mref, allow_pickle=allow_pickle, progress=progress, should_stop=should_stop)
+
+    def pull(
+        self,
+        ref: str | ModelSpec,
+        *,
+        allow_pickle: bool | None = None,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Snapshot:
+        """``hfd pull``: the store first, then IPFS when a CID is known, then the Hub."""
+        return self.resolve(
+            ref, allow_pull=True, allow_pickle=allow_pickle, progress=progress, should_stop=should_stop
+        )
+
+    async def apull(
+        self, ref: str, progress: ProgressCallback | None = None, *, allow_pickle: bool | None = None
+    ) -> Snapshot:
+        from hfd.daemon.store.pull import pull
+
+        return await pull(self, ref, progress, allow_pickle=allow_pickle)
+
+    def touch(self, snapshot: Snapshot) -> None:
+        """Record that a model was used now (at most once a minute per snapshot)."""
+        if snapshot.commit is None or snapshot.source in ("local", "hf-cache"):
+            return
+        key = (snapshot.repo, snapshot.commit)
+        now = time.monotonic()
+        with self._touch_lock:
+            if now - self._touched.get(key, -TOUCH_EVERY) < TOUCH_EVERY:
+                return
+            self._touched[key] = now
+        self._catalog_call(lambda: self.catalog.touch(snapshot.repo, snapshot.commit or ""), None)
+
+    # ------------------------------------------------------------------ pulling
+
+    def _pull(
+        self,
+        mref: ModelRef,
+        *,
+        allow_pickle: bool | None,
+        progress: ProgressCallback | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> Snapshot:
+        pickle_ok = mref.allow_pickle if allow_pickle is None else allow_pickle
+
+        def work(flight: Flight) -> Snapshot:
+            meter = ProgressMeter(str(mref), flight.emit)
+            meter.status(RESOLVING)
+            if mref.kind == "ipfs":
+                snap = self._pull_cid(mref, meter, pickle_ok, flight.should_stop)
+            else:
+                snap = self._pull_repo(mref, meter, pickle_ok, flight.should_stop)
+            meter.status(DONE, source=snap.source)
+            return snap
+
+        return self._flights.run(mref.key, work, progress=progress, should_stop=should_stop)
+
+    @contextmanager
+    def repo_lock(
+        self, repo: str, meter: ProgressMeter | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[RepoDir]:
+        """Exclusive write access to one repository folder, across threads and processes."""
+        on_wait = (lambda: meter.status(WAITING)) if meter is not None else None
+        with FileLock(
+            lock_path(self.locks_dir, f"repo:{repo}"),
+            timeout=self.settings.store_lock_timeout,
+            should_stop=should_stop,
+            on_wait=on_wait,
+        ):
+            repo_dir = self.layout.repo(repo)
+            repo_dir.clean_staging()
+            yield repo_dir
+
+    def _pull_repo(
+        self, mref: ModelRef, meter: ProgressMeter, allow_pickle: bool, should_stop: Callable[[], bool]
+    ) -> Snapshot:
+        assert mref.repo is not None
+        attempts = self._local_attempts(mref)
+        with self.repo_lock(mref.repo, meter, should_stop) as repo_dir:
+            found = self.find(mref)  # another pull may have finished while this one waited
+            if found is not None:
+                return found
+            for cid, attempt in self._ipfs_candidates(mref, attempts):
+                try:
+                    manifest = self.ipfs.read_manifest(cid)
+                    if manifest.repo != mref.repo or (
+                        len(mref.revision) == 40 and manifest.commit != mref.revision
+                    ):
+                        raise FetchError(
+                            f"ipfs://{cid} holds {manifest.repo}@{manifest.commit[:12]}, not {mref}"
+                        )
+                    fetched = self.ipfs.fetch(
+                        cid, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=should_stop
+                    )
+                    return self.place(
+                        Fetched(fetched.repo, mref.revision, fetched.commit, fetched.files, "ipfs", cid),
+                        meter,
+                        allow_pickle,
+                    )
+                except HfdError as exc:
+                    if not isinstance(exc, FetchError) and not isinstance(exc, ModelNotFound):
+                        raise
+                    attempts.append(Attempt(attempt, exc.message, exc))
+                    unreachable = exc.details.get("reason") == UNREACHABLE
+                    log.warning(
+                        "IPFS fetch failed, trying the next source",
+                        extra={
+                            "ref": str(mref),
+                            "cid": cid,
+                            "error": exc.message,
+                            "unreachable": unreachable,
+                        },
+                    )
+                    if unreachable:
+                        break
+            hub_place = f"Hub ({self.hub.endpoint})"
+            if hub_offline(self.settings.hub_offline):
+                attempts.append(Attempt(hub_place, "not tried: offline (hub_offline / HF_HUB_OFFLINE)"))
+            else:
+                try:
+                    fetched = self.hub.fetch(
+                        repo_dir, mref.revision, meter, allow_pickle=allow_pickle, should_stop=should_stop
+                    )
+                except (FetchError, ModelNotFound) as exc:
+                    attempts.append(Attempt(hub_place, exc.message, exc))
+                else:
+                    snap = self.place(fetched, meter, allow_pickle)
+                    if self.settings.ipfs_share and self.settings.ipfs_enabled:
+                        self._share(snap, meter)
+                    return snap
+        raise failure(str(mref), attempts)
+
+    def _pull_cid(
+        self, mref: ModelRef, meter: ProgressMeter, allow_pickle: bool, should_stop: Callable[[], bool]
+    ) -> Snapshot:
+        assert mref.cid is not None
+        place = f"IPFS ({self.settings.ipfs_api}) ipfs://{mref.cid}"
+        if not self.settings.ipfs_enabled:
+            raise failure(str(mref), [Attempt(place, "not tried: ipfs_enabled = false")])
+        try:
+            manifest = self.ipfs.read_manifest(mref.cid)
+        except FetchError as exc:
+            raise failure(
+                str(mref), [Attempt("store", "no snapshot with this CID"), Attempt(place, exc.message, exc)]
+            ) from exc
+        with self.repo_lock(manifest.repo, meter, should_stop) as repo_dir:
+            fetched = self.ipfs.fetch(
+                mref.cid, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=should_stop
+            )
+            return self.place(fetched, meter, allow_pickle)
+
+    def _ipfs_candidates(self, mref: ModelRef, attempts: list[Attempt]) -> Iterator[tuple[str, str]]:
+        """The CIDs known for a repo reference, in order; records why IPFS was skipped."""
+        assert mref.repo is not None
+        base = f"IPFS ({self.settings.ipfs_api})"
+        if not self.settings.ipfs_enabled:
+            attempts.append(Attempt(base, "not tried: ipfs_enabled = false"))
+            return
+        cids: list[str] = []
+        if mref.cid:
+            cids.append(mref.cid)
+        if self.settings.ipfs_index is not None:
+            cid = lookup(read_index(self.settings.ipfs_index), mref.repo, mref.revision)
+            if cid:
+                cids.append(cid)
+        cids += self._catalog_call(lambda: self.catalog.published_cids(mref.repo or "", mref.revision), [])
+        cids = list(dict.fromkeys(cids))
+        if not cids:
+            attempts.append(
+                Attempt(base, "no CID known for it ([[models]] cid, ipfs_index, earlier publish)")
+            )
+            return
+        for cid in cids:
+            yield cid, f"{base} ipfs://{cid}"
+
+    def place(self, fetched: Fetched, meter: ProgressMeter | None, allow_pickle: bool = False) -> Snapshot:
+        """Link verified blobs into a snapshot, then its ref, then the catalog rows (call with the repo lock)."""
+        if meter is not None:
+            meter.status(PLACING)
+        repo_dir = self.layout.repo(fetched.repo)
+        path = repo_dir.link_snapshot(fetched.commit, {f.path: f.blob for f in fetched.files})
+        if fetched.revision and fetched.revision != fetched.commit:
+            repo_dir.write_ref(fetched.revision, fetched.commit)
+        self._catalog_call(
+            lambda: self.catalog.record_snapshot(
+                repo=fetched.repo,
+                commit=fetched.commit,
+                revision=fetched.revision,
+                source=fetched.source,
+                files=fetched.files,
+                cid=fetched.cid,
+                task=guess_task(path),
+                allow_pickle=allow_pickle,
+            ),
+            None,
+        )
+        log.info(
+            "snapshot stored",
+            extra={
+                "repo": fetched.repo,
+                "commit": fetched.commit,
+                "source": fetched.source,
+                "files": len(fetched.files),
+            },
+        )
+        return Snapshot(
+            path, fetched.repo, fetched.revision or fetched.commit, fetched.commit, fetched.source
+        )
+
+    def _share(self, snap: Snapshot, meter: ProgressMeter) -> None:
+        meter.status("sharing", source="ipfs")
+        try:
+            self.publish(snap)
+        except HfdError as exc:
+            log.warning("could not share the model on IPFS", extra={"repo": snap.repo, "error": exc.message})
+
+    def _local_attempts(self, mref: ModelRef) -> list[Attempt]:
+        out = [Attempt(f"store ({self.root})", "not there")]
+        if self.hf_layout is not None:
+            out.append(Attempt(f"Hugging Face cache ({self.hf_layout.root})", "not there"))
+        else:
+            out.append(Attempt("Hugging Face cache", "not used (store_use_hf_cache = false)"))
+        return out
+
+    def _catalog_call(self, fn: Callable[[], T], default: D) -> T | D:
+        # The files on disk are the truth; a catalog that cannot be opened only costs metadata.
+        try:
+            return fn()
+        except HfdError as exc:
+            log.warning("catalog unavailable", extra={"path": str(self.catalog.path), "error": exc.message})
+            return default
+
+    # ------------------------------------------------------------------ listing
+
+    def _info(self, snap: Snapshot, repo_dir: RepoDir | None, *, with_files: bool) -> SnapshotInfo:
+        row: SnapshotRow | None = None
+        files: tuple[PlacedFile, ...] = ()
+        if repo_dir is not None and snap.commit is not None:
+            row = self._catalog_call(lambda: self.catalog.snapshot(snap.repo, snap.commit or ""), None)
+            refs = tuple(sorted(r for r, c in repo_dir.refs_map().items() if c == snap.commit))
+            links = repo_dir.snapshot_files(snap.commit)
+            sizes = {p: _size(snap.path / p) for p in links}
+            if with_files:
+                known = {
+                    f.path: f
+                    for f in self._catalog_call(lambda: self.catalog.files(snap.repo, snap.commit or ""), [])
+                }
+                files = tuple(
+                    known.get(p)
+                    or PlacedFile(p, sizes[p], b if is_sha256(b) else sha256_file(snap.path / p), b or "")
+                    for p, b in sorted(links.items())
+                )
+        else:
+            refs = ()
+            sizes = {str(p.relative_to(snap.path)): p.stat().st_size for p in _walk(snap.path)}
+            if with_files:
+                files = tuple(
+                    PlacedFile(p, s, sha256_file(snap.path / p), "") for p, s in sorted(sizes.items())
+                )
+        return SnapshotInfo(
+            snapshot=snap,
+            refs=refs,
+            size=sum(sizes.values()),
+            file_count=len(sizes),
+            task=(row.task if row and row.task else guess_task(snap.path)),
+            cid=row.cid if row else None,
+            pulled_at=row.pulled_at if row else None,
+            last_used=row.last_used if row else None,
+            files=files,
+        )
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot in the store, then those of the Hugging Face cache (source ``hf-cache``)."""
+        out: list[SnapshotInfo] = []
+        rows = {(r.repo, r.commit): r for r in self._catalog_call(self.catalog.snapshots, [])}
+        layouts = [(self.layout, "store")] + ([(self.hf_layout, "hf-cache")] if self.hf_layout else [])
+        for layout, kind in layouts:
+            for repo_dir in layout.repos():
+                for commit in repo_dir.commits():
+                    row = rows.get((repo_dir.repo, commit)) if kind == "store" else None
+                    source = row.source if row else kind
+                    revision = row.revision if row else None
+                    snap = Snapshot(repo_dir.snapshot(commit), repo_dir.repo, revision, commit, source)
+                    out.append(self._info(snap, repo_dir, with_files=False))
+        return out
+
+    def show(self, ref: str) -> SnapshotInfo:
+        snap = self.find(ref)
+        if snap is None:
+            raise failure(ref, self._local_attempts(self.parse(ref)))
+        return self._info(snap, self._repo_dir_of(snap), with_files=True)
+
+    def _repo_dir_of(self, snap: Snapshot) -> RepoDir | None:
+        if snap.source == "local" or snap.commit is None:
+            return None
+        layout = self.hf_layout if snap.source == "hf-cache" and self.hf_layout else self.layout
+        return layout.repo(snap.repo)
+
+    # ------------------------------------------------------------------ removing
+
+    def remove(self, ref: str) -> Removed:
+        """Delete a snapshot (``org/name@rev``) or every snapshot of a repo (``org/name``), and the
+        blobs no remaining snapshot uses. Only the store is touched, never an HF cache or a local dir."""
+        mref = self.parse(ref)
+        if mref.kind == "path":
+            raise InvalidRequest(f"{ref} is a local directory; hfd does not delete it")
+        if mref.kind == "ipfs":
+            snap = self.find(mref)
+            if snap is None:
+                raise ModelNotFound(f"no stored snapshot has CID {mref.cid}")
+            repo, commits = snap.repo, [snap.commit or ""]
+        else:
+            assert mref.repo is not None
+            repo = mref.repo
+            repo_dir = self.layout.repo(repo)
+            if mref.explicit_revision:
+                commit = repo_dir.commit_for(mref.revision)
+                commits = [commit] if commit else []
+            else:
+                commits = repo_dir.commits()
+            if not commits:
+                raise failure(
+                    str(mref),
+                    [
+                        Attempt(
+                            f"store ({self.root})", "not there (hfd rm never touches the Hugging Face cache)"
+                        )
+                    ],
+                )
+        with self.repo_lock(repo) as repo_dir:
+            for commit in commits:
+                target = repo_dir.snapshot(commit)
+                if target.is_dir():
+                    # Rename first: a crash mid-delete leaves a staging dir (cleaned later), not half a snapshot.
+                    trash = repo_dir.snapshots / f".staging-rm-{commit}-{uuid.uuid4().hex[:8]}"
+                    os.rename(target, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                for revision, c in repo_dir.refs_map().items():
+                    if c == commit:
+                        (repo_dir.refs / revision).unlink(missing_ok=True)
+                self._catalog_call(partial(self.catalog.forget, repo, commit), None)
+            freed = repo_dir.drop_unused_blobs(incomplete=not repo_dir.commits())
+            if not repo_dir.commits():
+                shutil.rmtree(repo_dir.root, ignore_errors=True)
+        log.info("snapshots removed", extra={"repo": repo, "commits": commits, "freed": freed})
+        return Removed(repo, tuple(commits), freed)
+
+    # ------------------------------------------------------------------ publishing, bundles
+
+    def snapshot_manifest(
+        self, snap: Snapshot, *, repo: str | None = None
+    ) -> tuple[Manifest, list[tuple[str, Path]]]:
+        """The manifest of a snapshot, and ``(path, file)`` for each of its files."""
+        repo_dir = self._repo_dir_of(snap)
+        if repo_dir is not None and snap.commit is not None:
+            info = self._info(snap, repo_dir, with_files=True)
+            entries = [
+                ManifestFile(f.path, f.size, f.sha256, f.blob or f.sha256)
+                for f in info.files
+                if f.path != MANIFEST_NAME
+            ]
+            manifest = Manifest(
+                snap.repo, snap.revision, snap.commit, tuple(entries), IMPORT_OPTIONS.to_dict()
+            )
+        else:
+            entries = []
+            for file in _walk(snap.path):
+                rel = file.relative_to(snap.path).as_posix()
+                if rel != MANIFEST_NAME:
+                    digest = sha256_file(file)
+                    entries.append(ManifestFile(rel, file.stat().st_size, digest, digest))
+            name = repo or _local_repo_name(snap.path)
+            manifest = Manifest(
+                name, "main", content_commit(entries), tuple(entries), IMPORT_OPTIONS.to_dict()
+            )
+        return manifest, [(f.path, snap.path / f.path) for f in manifest.files]
+
+    def publish(self, ref: str | Snapshot, *, repo: str | None = None) -> PublishResult:
+        """Add a stored (or local) snapshot and its manifest to the IPFS node, pinned; return the CID."""
+        snap = ref if isinstance(ref, Snapshot) else self.find(ref)
+        if snap is None:
+            raise failure(str(ref), self._local_attempts(self.parse(str(ref))))
+        manifest, files = self.snapshot_manifest(snap, repo=repo)
+        published = self.ipfs.publish(manifest, files)
+        self._catalog_call(
+            lambda: self.catalog.record_published(
+                PublishedRow(
+                    published.cid,
+                    manifest.repo,
+                    manifest.revision,
+                    manifest.commit,
+                    published.options.cid_version,
+                    published.options.raw_leaves,
+                    published.options.chunker,
+                    published.options.hash,
+                    utcnow(),
+                )
+            ),
+            None,
+        )
+        if snap.source not in ("local", "hf-cache"):
+            self._catalog_call(
+                lambda: self.catalog.set_cids(
+                    manifest.repo, manifest.commit, published.cid, published.file_cids
+                ),
+                None,
+            )
+        if self.settings.ipfs_index is not None:
+            keys = {f"{manifest.repo}@{manifest.commit}": published.cid}
+            if manifest.revision:
+                keys[f"{manifest.repo}@{manifest.revision}"] = published.cid
+            update_index(self.settings.ipfs_index, keys)
+        log.info(
+            "snapshot published",
+            extra={"repo": manifest.repo, "commit": manifest.commit, "cid": published.cid},
+        )
+        return PublishResult(
+            published.cid,
+            manifest.repo,
+            manifest.revision,
+            manifest.commit,
+            len(manifest.files),
+            manifest.total_size,
+        )
+
+    def export(self, ref: str, out: Path, *, repo: str | None = None) -> tuple[Manifest, int]:
+        snap = self.find(ref)
+        if snap is None:
+            raise failure(ref, self._local_attempts(self.parse(ref)))
+        manifest, files = self.snapshot_manifest(snap, repo=repo)
+        return manifest, write_bundle(manifest, files, out)
+
+    def import_bundle(
+        self,
+        path: Path,
+        *,
+        allow_pickle: bool = False,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Snapshot:
+        if not path.is_file():
+            raise ValidationFailed(f"bundle {path} does not exist")
+        meter = ProgressMeter(str(path), progress)
+        stop = should_stop or (lambda: False)
+        manifest = read_bundle_manifest(path)
+        with self.repo_lock(manifest.repo, meter, stop) as repo_dir:
+            try:
+                fetched = import_bundle(
+                    path, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=stop
+                )
+            except BaseException:
+                # A bundle is local, so nothing is worth keeping for a retry.
+                repo_dir.drop_unused_blobs(incomplete=True)
+                raise
+            snap = self.place(fetched, meter, allow_pickle)
+        meter.status(DONE, source="bundle")
+        return snap
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Regular files of a local model directory, skipping hidden entries (.git, .cache)."""
+    for dirpath, dirnames, names in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith("."):
+                path = Path(dirpath) / name
+                if path.is_file():
+                    yield path
+
+
+def _local_repo_name(path: Path) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("-.") or "model"
+    return f"local/{name}"

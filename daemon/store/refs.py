@@ -1,0 +1,119 @@
+"""Model references: what a user or a config file names a model with.
+
+    org/name            a Hub repository at its default branch (main)
+    org/name@revision   a branch, tag or 40-hex commit
+    ipfs://<cid>        a snapshot published to IPFS (its manifest says which repo and commit)
+    /a/path, ./a/path   a local model directory, used in place
+    alias               a name from [[models]] in the settings, standing for its ``ref``
+
+A bare ``name/other`` that is not an explicit path is taken as a repository id, not as a
+relative directory, so the meaning of a reference does not depend on the daemon's working
+directory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final, Literal
+
+from hfd.client.errors import InvalidRequest, ValidationFailed
+from hfd.daemon.settings import ModelSpec, Settings
+from hfd.daemon.store.safety import check_repo, check_revision
+
+DEFAULT_REVISION: Final = "main"
+IPFS_SCHEME: Final = "ipfs://"
+# CIDv0 (base58 "Qm...") or CIDv1 in any multibase (base32 "b...", base58 "z...", ...).
+CID_RE: Final = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|[bBzfFkKmuU][0-9A-Za-z]{20,200})$")
+
+RefKind = Literal["repo", "ipfs", "path"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: RefKind
+    text: str  # what the user wrote (the alias, when one was used)
+    repo: str | None = None
+    revision: str = DEFAULT_REVISION
+    cid: str | None = None  # the CID of an ipfs:// ref, or a CID configured for this model
+    path: Path | None = None
+    allow_pickle: bool = False
+    explicit_revision: bool = False  # "@revision" was written (hfd rm then removes only that snapshot)
+
+    @property
+    def key(self) -> str:
+        """What concurrent pulls of the same model agree on."""
+        if self.repo:
+            return self.repo
+        if self.cid:
+            return f"ipfs:{self.cid}"
+        return str(self.path)
+
+    def __str__(self) -> str:
+        if self.kind == "repo":
+            return f"{self.repo}@{self.revision}"
+        if self.kind == "ipfs":
+            return f"{IPFS_SCHEME}{self.cid}"
+        return str(self.path)
+
+
+def check_cid(cid: str) -> str:
+    if not CID_RE.match(cid):
+        raise ValidationFailed(f"{cid!r} is not a CID")
+    return cid
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~", "file://")) or text in (".", "..")
+
+
+def parse_ref(text: str | ModelSpec, settings: Settings | None = None) -> ModelRef:
+    """Parse a reference, expanding an alias from ``settings.models`` (or taken from a ModelSpec)."""
+    if isinstance(text, ModelSpec):
+        return replace(_parse(text.ref.strip(), text), text=text.public_name)
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("a model reference must be a non-empty string", param="model")
+    text = text.strip()
+    spec = settings.model(text) if settings is not None else None
+    if spec is not None:
+        ref = _parse(spec.ref, spec)
+        return replace(ref, text=text)
+    return _parse(text, None)
+
+
+def _parse(text: str, spec: ModelSpec | None) -> ModelRef:
+    allow_pickle = bool(spec and spec.allow_pickle)
+    known_cid = check_cid(spec.cid) if spec and spec.cid else None
+    if text.startswith(IPFS_SCHEME):
+        cid = text[len(IPFS_SCHEME) :].strip("/")
+        try:
+            check_cid(cid)
+        except ValidationFailed as exc:
+            raise InvalidRequest(f"{text!r}: {exc.message}", param="model") from exc
+        return ModelRef("ipfs", text, cid=cid, allow_pickle=allow_pickle)
+    if _looks_like_path(text):
+        raw = text[len("file://") :] if text.startswith("file://") else text
+        return ModelRef("path", text, path=Path(raw).expanduser().resolve(), allow_pickle=allow_pickle)
+    repo, sep, revision = text.partition("@")
+    try:
+        check_repo(repo)
+        if sep:
+            check_revision(revision)
+    except ValidationFailed as exc:
+        if Path(text).expanduser().is_dir():
+            return ModelRef("path", text, path=Path(text).expanduser().resolve(), allow_pickle=allow_pickle)
+        raise InvalidRequest(
+            f"{text!r} is not a model reference: use org/name[@revision], ipfs://<cid>, a directory path "
+            f"or a configured alias ({exc.message})",
+            param="model",
+        ) from exc
+    return ModelRef(
+        "repo",
+        text,
+        repo=repo,
+        revision=revision if sep else DEFAULT_REVISION,
+        cid=known_cid,
+        allow_pickle=allow_pickle,
+        explicit_revision=bool(sep),
+    )
