@@ -90,6 +90,13 @@ class Settings:
     ipc_path: Path | None = _setting(None, "ipc", "ZeroMQ IPC socket path. Default: <runtime_dir>/hfd.sock.")
     ipc_mode: int = _setting(0o600, "ipc", "File mode of the IPC socket (octal in the config file, e.g. 0o660).")
     ipc_group: str | None = _setting(None, "ipc", "Group that owns the IPC socket (the system service uses 'hfd').")
+    ipc_peer_check: bool = _setting(True, "ipc", "Check every IPC peer's uid/gid (kernel peer credentials) before it may send anything: root, the daemon's own user and ipc_allowed_users/ipc_allowed_groups get in.")
+    ipc_allowed_users: tuple[str, ...] = _setting((), "ipc", "Users (names or uids) allowed on the IPC socket besides root and the daemon's own user.")
+    ipc_allowed_groups: tuple[str, ...] = _setting((), "ipc", "Groups (names or gids) whose members may use the IPC socket (default: ipc_group, when set).")
+    ipc_tcp: str | None = _setting(None, "ipc", "Also serve the IPC protocol on this TCP endpoint for the LAN, e.g. 'tcp://0.0.0.0:5555'. Requires CURVE: ipc_curve_secret_key and ipc_curve_clients_dir.")
+    ipc_curve_secret_key: Path | None = _setting(None, "ipc", "The daemon's CURVE secret key file for ipc_tcp (a ZeroMQ certificate; 'hfd keys curve' makes one).")
+    ipc_curve_clients_dir: Path | None = _setting(None, "ipc", "Directory of the CURVE public keys ('*.key' certificates) of the clients allowed on ipc_tcp; re-read when it changes.")
+    ipc_tcp_scopes: tuple[str, ...] = _setting(("inference",), "ipc", "Scopes CURVE clients on ipc_tcp get: inference, models, admin.")
 
     # -- http
     http_enabled: bool = _setting(True, "http", "Serve the OpenAI-compatible HTTP API.")
@@ -98,6 +105,20 @@ class Settings:
     http_unix_socket: Path | None = _setting(None, "http", "Serve HTTP on this unix socket instead of host:port.")
     http_max_body_bytes: int = _setting(16 * 1024 * 1024, "http", "Largest request body accepted (413 beyond).")
     http_cors_origins: tuple[str, ...] = _setting((), "http", "Origins allowed by CORS (empty: no CORS headers).")
+
+    # -- auth
+    auth_required: str = _setting("auto", "auth", "API keys on the HTTP door: auto (required when http_host is not loopback), true or false. A daemon that requires keys and has none refuses to start.")
+
+    # -- metrics
+    metrics_enabled: bool = _setting(True, "metrics", "Serve Prometheus metrics at GET /metrics.")
+    metrics_public: bool = _setting(False, "metrics", "Serve /metrics without a key even where keys are required (otherwise it needs the admin scope).")
+
+    # -- usage
+    usage_enabled: bool = _setting(True, "usage", "Keep the usage log (<state_dir>/usage.duckdb): one row per request; 'hfd stats' reads it.")
+    usage_flush_records: int = _setting(512, "usage", "Write queued usage records once this many are waiting.")
+    usage_flush_seconds: float = _setting(5.0, "usage", "Write queued usage records at least this often (seconds), and on shutdown.")
+    usage_queue_max: int = _setting(65536, "usage", "Most usage records waiting to be written; beyond, records are dropped (counted in hfd_usage_records_dropped_total) instead of slowing requests.")
+    usage_retention_days: float = _setting(90.0, "usage", "Days usage records are kept (0: forever).")
 
     # -- lifecycle
     grace_period: float = _setting(10.0, "daemon", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.")
@@ -353,6 +374,17 @@ def load_settings(
 
 
 def _validate(s: Settings) -> None:
+    if s.auth_required.strip().lower() not in ("auto", "true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise SettingsError("auth_required must be auto, true or false")
+    if s.ipc_tcp and not (s.ipc_curve_secret_key and s.ipc_curve_clients_dir):
+        raise SettingsError("ipc_tcp needs CURVE: set ipc_curve_secret_key and ipc_curve_clients_dir ('hfd keys curve' makes keys)")
+    if s.ipc_tcp and not s.ipc_tcp.startswith("tcp://"):
+        raise SettingsError("ipc_tcp must be a tcp:// endpoint, e.g. tcp://0.0.0.0:5555")
+    for name in ("usage_flush_records", "usage_queue_max"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"{name} must be at least 1")
+    if s.usage_flush_seconds <= 0:
+        raise SettingsError("usage_flush_seconds must be positive")
     if not (0 <= s.http_port <= 65535):
         raise SettingsError(f"http_port {s.http_port} is not a port number")
     for name in ("max_running", "max_batched_tokens", "max_queue", "encoder_max_batch", "encoder_batch_tokens"):

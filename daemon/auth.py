@@ -1,0 +1,226 @@
+"""Who may use what.
+
+A request is made by a :class:`Principal`:
+
+- an API key (HTTP ``Authorization: Bearer hfd-...``): the key's scopes, model allow-list and
+  rate limits;
+- a local user on the IPC socket (``uid:<n>``, vouched for by the kernel through the peer
+  check in :mod:`hfd.daemon.zap`): every scope, like a user who may open the socket file;
+- a CURVE client on the IPC door's TCP endpoint: the scopes in ``ipc_tcp_scopes``;
+- anonymous: HTTP without a key where keys are not required (loopback by default).
+
+The loopback rule: ``auth_required = "auto"`` requires a key when the HTTP door binds beyond
+loopback (then also for clients on the same box: a local reverse proxy must not open the door
+to the network), and lets loopback clients in without one. A daemon that requires keys but
+has none refuses to start: nobody could use it, which is a configuration mistake.
+
+Scopes: ``inference`` (embeddings, chat, completions, listing models), ``models`` (load,
+unload, pull), ``admin`` (keys, stats, metrics when keys are required). What is not listed
+needs ``admin``, so a new route is closed until it is classified here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import pwd
+from dataclasses import dataclass, field
+
+from hfd.client import protocol as p
+from hfd.client.errors import Forbidden, Unauthorized
+from hfd.daemon.keys import (
+    ALL_SCOPES,
+    KEY_PREFIX,
+    SCOPE_ADMIN,
+    SCOPE_INFERENCE,
+    SCOPE_MODELS,
+    ApiKey,
+    KeyStore,
+    parse_scopes,
+)
+from hfd.daemon.ratelimit import Limits
+from hfd.daemon.settings import Settings, SettingsError
+from hfd.daemon.zap import USER_CURVE_PREFIX, USER_UID_PREFIX
+
+OPEN = None  # a route anyone may call
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "key" | "local" | "curve" | "anonymous"
+    name: str
+    scopes: frozenset[str]
+    models: frozenset[str] | None = None  # None: every model
+    key_id: str | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def label(self) -> str:
+        """How the usage log and ``hfd stats --by key`` name this principal."""
+        return self.name if self.kind in ("key", "anonymous") else f"{self.kind}:{self.name}"
+
+    @property
+    def limited(self) -> bool:
+        return self.key_id is not None and (self.limits.rpm > 0 or self.limits.tpm > 0)
+
+    def require(self, scope: str | None, model: str | None = None) -> None:
+        """Raise Forbidden unless this principal may use ``scope`` (and ``model``)."""
+        if scope is not None and scope not in self.scopes:
+            raise Forbidden(
+                f"this {'key' if self.kind == 'key' else 'client'} lacks the {scope!r} scope",
+                details={"scope": scope},
+            )
+        if model and self.models is not None and model not in self.models:
+            raise Forbidden(f"this key may not use model {model!r}", param="model", details={"model": model})
+
+    @classmethod
+    def from_key(cls, key: ApiKey) -> Principal:
+        return cls(
+            kind="key",
+            name=key.name,
+            scopes=key.scopes,
+            models=key.models,
+            key_id=key.id,
+            limits=Limits(rpm=key.rpm, tpm=key.tpm),
+        )
+
+
+ANONYMOUS = Principal(kind="anonymous", name="anonymous", scopes=ALL_SCOPES)
+
+
+# ----------------------------------------------------------------------------- scopes
+
+_HTTP_OPEN = frozenset({"/health", "/ready"})
+_HTTP_INFERENCE_EXACT = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/api/ps",
+        "/api/version",
+        "/api/hardware",
+    }
+)
+_HTTP_MODELS_PREFIXES = ("/api/load", "/api/unload", "/api/pull", "/api/delete", "/api/publish")
+# Paths used as metrics labels even when a request was refused before routing.
+KNOWN_PATHS = _HTTP_OPEN | _HTTP_INFERENCE_EXACT | {"/metrics", *_HTTP_MODELS_PREFIXES}
+
+
+def scope_for_http(method: str, path: str, *, metrics_public: bool = False) -> str | None:
+    """The scope an HTTP route needs (None: open to anyone)."""
+    if method == "OPTIONS" or path in _HTTP_OPEN:
+        return OPEN
+    if path == "/metrics":
+        return OPEN if metrics_public else SCOPE_ADMIN
+    if path in _HTTP_INFERENCE_EXACT or path.startswith("/v1/models/"):
+        return SCOPE_INFERENCE
+    if path.startswith(_HTTP_MODELS_PREFIXES):
+        return SCOPE_MODELS
+    return SCOPE_ADMIN
+
+
+_IPC_SCOPES: dict[str, str | None] = {
+    p.OP_HEALTH: OPEN,
+    p.OP_CANCEL: OPEN,  # a client can only cancel its own requests
+    p.OP_MODELS_LIST: SCOPE_INFERENCE,
+    p.OP_MODELS_PS: SCOPE_INFERENCE,
+    p.OP_HARDWARE: SCOPE_INFERENCE,
+    p.OP_EMBEDDINGS: SCOPE_INFERENCE,
+    p.OP_CHAT: SCOPE_INFERENCE,
+    p.OP_COMPLETIONS: SCOPE_INFERENCE,
+    p.OP_MODELS_LOAD: SCOPE_MODELS,
+    p.OP_MODELS_UNLOAD: SCOPE_MODELS,
+    p.OP_PULL: SCOPE_MODELS,
+}
+
+
+def scope_for_ipc(op: str) -> str | None:
+    return _IPC_SCOPES.get(op, SCOPE_ADMIN)
+
+
+# ----------------------------------------------------------------------------- loopback rule
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def keys_required(settings: Settings) -> bool:
+    """Whether the HTTP door requires an API key on every request but the open ones."""
+    mode = settings.auth_required.strip().lower()
+    if mode in ("true", "yes", "1", "on"):
+        return True
+    if mode in ("false", "no", "0", "off"):
+        return False
+    if settings.http_unix_socket is not None:
+        return False  # reachable only through the file system, like the IPC socket
+    return not is_loopback(settings.http_host)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, keys: KeyStore) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.required = keys_required(settings)
+        self.tcp_scopes = parse_scopes(settings.ipc_tcp_scopes) if settings.ipc_tcp_scopes else frozenset()
+
+    def check_startup(self) -> None:
+        """Refuse to serve HTTP with keys required but none to use."""
+        if not (self.settings.http_enabled and self.required):
+            return
+        self.keys.refresh(force=True)
+        if self.keys.active_count() == 0:
+            raise SettingsError(
+                f"the HTTP door on {self.settings.http_host} requires API keys and there are none: "
+                "create one with 'hfd keys create --name NAME', or set auth_required = \"false\" "
+                "(only behind a proxy that authenticates)"
+            )
+
+    def http(self, authorization: str | None) -> Principal:
+        """The principal of an HTTP request (keys must be fresh: see KeyStore.refresh)."""
+        token = bearer_token(authorization)
+        # Without required keys, OpenAI SDKs still send some placeholder key ("sk-no-key"):
+        # only what looks like one of ours is checked, so a revoked hfd key fails everywhere.
+        if token is None or (not self.required and not token.startswith(KEY_PREFIX)):
+            if self.required:
+                raise Unauthorized(
+                    "this daemon requires an API key: send 'Authorization: Bearer <key>' "
+                    "(create one with 'hfd keys create')"
+                )
+            return ANONYMOUS
+        key = self.keys.lookup(token)
+        if key is None:
+            raise Unauthorized("invalid or revoked API key")
+        return Principal.from_key(key)
+
+    def ipc(self, user_id: str | None) -> Principal:
+        """The principal of an IPC message, from the User-Id the ZAP handler gave it."""
+        if user_id and user_id.startswith(USER_UID_PREFIX):
+            uid = user_id[len(USER_UID_PREFIX) :]
+            return Principal(kind="local", name=_user_name(uid), scopes=ALL_SCOPES)
+        if user_id and user_id.startswith(USER_CURVE_PREFIX):
+            public = user_id[len(USER_CURVE_PREFIX) :]
+            return Principal(kind="curve", name=public, scopes=self.tcp_scopes)
+        # No ZAP verdict (peer checks off): the socket file's mode was the only gate.
+        return Principal(kind="local", name=user_id or "unverified", scopes=ALL_SCOPES)
+
+
+def _user_name(uid: str) -> str:
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ValueError):
+        return uid

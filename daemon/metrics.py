@@ -1,0 +1,308 @@
+"""Prometheus metrics (``GET /metrics``).
+
+Two kinds:
+
+- events, recorded as they happen through the ``record_*`` functions below (requests,
+  latency, time to first token, tokens, batch sizes, bytes fetched by source).
+  Any module may call them; they cost a dictionary lookup and an addition.
+- state, read at scrape time from the service (loaded models and their memory, queue depth,
+  running sequences, scheduler counters, breaker states, response cache hits), so nothing has
+  to keep it current.
+
+Model labels come from client input; to keep the number of series bounded, a name that is not
+one of the daemon's models is recorded as ``"unknown"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNKNOWN_MODEL = "unknown"
+
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    float("inf"),
+)
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, float("inf"))
+
+
+class Metrics:
+    """The daemon's metrics, in their own registry (not the process-global default one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "hfd_requests",
+            "Requests answered, by door, route, model and status.",
+            ["door", "route", "model", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "hfd_request_duration_seconds",
+            "Time from request to the end of the reply.",
+            ["door", "route", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "hfd_time_to_first_token_seconds",
+            "Streamed generation: time from request to the first token.",
+            ["door", "model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "hfd_tokens",
+            "Tokens processed: direction=in (prompt/input) or out (generated).",
+            ["model", "direction"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "hfd_batch_size",
+            "Inputs per encoder batch or sequences per generation step.",
+            ["model", "kind"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.fetched = Counter(
+            "hfd_fetch_bytes", "Model bytes fetched, by source (ipfs, hub, local).", ["source"], registry=r
+        )
+        self.rate_limited = Counter(
+            "hfd_rate_limited", "Requests refused by a key's rate limit.", ["door"], registry=r
+        )
+        self.auth_failures = Counter(
+            "hfd_auth_failures",
+            "Requests refused: unauthorized (401) or forbidden (403).",
+            ["door", "reason"],
+            registry=r,
+        )
+        self.ipc_refused = Counter(
+            "hfd_ipc_connections_refused",
+            "IPC/TCP connections refused by the peer check or CURVE.",
+            registry=r,
+        )
+        self.usage_dropped = Counter(
+            "hfd_usage_records_dropped", "Usage records dropped because the usage queue was full.", registry=r
+        )
+        self.in_flight = Gauge("hfd_requests_in_flight", "Requests being answered now.", ["door"], registry=r)
+        self._known: Callable[[], Iterable[str]] | None = None
+        self._state: _ServiceCollector | None = None
+
+    # ------------------------------------------------------------------ wiring
+
+    def bind_service(self, service: Any) -> None:
+        """Read model state from this service at scrape time (replaces an earlier one)."""
+        if self._state is not None:
+            self.registry.unregister(self._state)
+        manager = getattr(service, "manager", None)
+        if manager is None:
+            return
+        self._state = _ServiceCollector(service)
+        self.registry.register(self._state)
+        self._known = lambda: [s.public_name for s in manager.specs()]
+
+    def model_label(self, model: str | None) -> str:
+        if not model:
+            return ""
+        if self._known is None:
+            return model
+        try:
+            known = set(self._known())
+        except Exception:  # a failing model list must not fail the request being recorded
+            return UNKNOWN_MODEL
+        return model if model in known else UNKNOWN_MODEL
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # ------------------------------------------------------------------ events
+
+    def record_request(self, door: str, route: str, model: str | None, status: int, seconds: float) -> None:
+        label = self.model_label(model)
+        self.requests.labels(door, route, label, str(status)).inc()
+        self.latency.labels(door, route, label).observe(seconds)
+
+    def record_ttft(self, door: str, model: str | None, seconds: float) -> None:
+        self.ttft.labels(door, self.model_label(model)).observe(seconds)
+
+    def record_tokens(self, model: str | None, prompt: int, completion: int) -> None:
+        label = self.model_label(model)
+        if prompt:
+            self.tokens.labels(label, "in").inc(prompt)
+        if completion:
+            self.tokens.labels(label, "out").inc(completion)
+
+    def record_batch(self, model: str, kind: str, size: int) -> None:
+        self.batch_size.labels(self.model_label(model), kind).observe(size)
+
+    def record_fetch(self, source: str, nbytes: int) -> None:
+        if nbytes > 0:
+            self.fetched.labels(source).inc(nbytes)
+
+
+class _ServiceCollector(Collector):
+    """Model and scheduler state, read from the service when Prometheus scrapes."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        manager = self.service.manager
+        loaded = GaugeMetricFamily(
+            "hfd_model_loaded", "1 for each loaded model.", labels=["model", "task", "engine", "device"]
+        )
+        memory = GaugeMetricFamily(
+            "hfd_model_memory_bytes", "Memory a loaded model's weights use.", labels=["model", "device"]
+        )
+        in_use = GaugeMetricFamily("hfd_model_in_use", "Requests holding a model now.", labels=["model"])
+        queue = GaugeMetricFamily(
+            "hfd_queue_depth",
+            "Requests (generation) or inputs (encoders) waiting per model.",
+            labels=["model"],
+        )
+        running = GaugeMetricFamily(
+            "hfd_running_sequences", "Generation: sequences in the running batch.", labels=["model"]
+        )
+        batches = CounterMetricFamily(
+            "hfd_scheduler_batches", "Encoder batches or generation steps run.", labels=["model", "kind"]
+        )
+        rows = CounterMetricFamily(
+            "hfd_scheduler_rows",
+            "Inputs batched (encoders) or tokens generated (generation).",
+            labels=["model", "kind"],
+        )
+        rejected = CounterMetricFamily(
+            "hfd_scheduler_rejected", "Requests refused because the queue was full.", labels=["model"]
+        )
+        try:
+            models = list(manager.loaded())
+        except Exception:
+            log.exception("metrics: cannot list loaded models")
+            models = []
+        for lm in models:
+            name = str(lm.name)
+            loaded.add_metric([name, str(lm.task), str(lm.engine), str(lm.device)], 1)
+            in_use.add_metric([name], lm.in_use)
+            try:
+                memory.add_metric([name, str(lm.device)], float(lm.model.memory_bytes()))
+            except Exception:
+                pass
+            stats = _stats(lm.scheduler)
+            kind = str(stats.get("kind", ""))
+            if kind == "generation":
+                queue.add_metric([name], stats.get("waiting", 0))
+                running.add_metric([name], stats.get("running", 0))
+                batches.add_metric([name, kind], stats.get("steps", 0))
+                rows.add_metric([name, kind], stats.get("tokens_generated", 0))
+            elif kind == "encoder":
+                queue.add_metric([name], stats.get("pending_inputs", 0))
+                batches.add_metric([name, kind], stats.get("batches", 0))
+                rows.add_metric([name, kind], stats.get("inputs", 0))
+            rejected.add_metric([name], stats.get("requests_rejected", 0))
+        yield from (loaded, memory, in_use, queue, running, batches, rows, rejected)
+        yield from _breakers(manager)
+        yield from _cache(getattr(self.service, "cache", None))
+
+
+def _stats(scheduler: Any) -> dict[str, Any]:
+    try:
+        stats = scheduler.stats()
+    except Exception:
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
+def _cache(cache: Any) -> Iterator[Metric]:
+    """The response cache's own counters (it counts hits and misses as it answers)."""
+    if cache is None:
+        return
+    try:
+        stats = cache.stats()
+    except Exception:
+        return
+    lookups = CounterMetricFamily(
+        "hfd_cache_requests", "Response cache lookups by result (hit or miss).", labels=["result"]
+    )
+    lookups.add_metric(["hit"], stats.get("hits", 0))
+    lookups.add_metric(["miss"], stats.get("misses", 0))
+    size = GaugeMetricFamily("hfd_cache_bytes", "Bytes the response cache holds.")
+    size.add_metric([], stats.get("bytes", 0))
+    yield lookups
+    yield size
+
+
+_BREAKER_STATES = ("closed", "half_open", "open")
+
+
+def _breakers(manager: Any) -> Iterator[Metric]:
+    """Circuit breaker per (model, engine) that has seen traffic: 1 for its current state."""
+    breakers = getattr(manager, "breakers", None)
+    if breakers is None or not hasattr(breakers, "of"):
+        return
+    family = GaugeMetricFamily(
+        "hfd_breaker_state",
+        "Circuit breaker per model and engine: 1 for its current state.",
+        labels=["model", "engine", "state"],
+    )
+    try:
+        for spec in manager.specs():
+            for breaker in breakers.of(spec.public_name):
+                for candidate in _BREAKER_STATES:
+                    family.add_metric(
+                        [spec.public_name, str(breaker.engine), candidate],
+                        1 if breaker.state == candidate else 0,
+                    )
+    except Exception:
+        log.exception("metrics: cannot read breaker states")
+    yield family
+
+
+# The daemon's one instance, and functions for the modules that record events.
+METRICS = Metrics()
+
+
+def record_request(door: str, route: str, model: str | None, status: int, seconds: float) -> None:
+    METRICS.record_request(door, route, model, status, seconds)
+
+
+def record_ttft(door: str, model: str | None, seconds: float) -> None:
+    METRICS.record_ttft(door, model, seconds)
+
+
+def record_tokens(model: str | None, prompt: int, completion: int) -> None:
+    METRICS.record_tokens(model, prompt, completion)
+
+
+def record_batch(model: str, kind: str, size: int) -> None:
+    METRICS.record_batch(model, kind, size)
+
+
+def record_fetch(source: str, nbytes: int) -> None:
+    METRICS.record_fetch(source, nbytes)
