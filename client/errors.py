@@ -17,6 +17,7 @@ same class from the code it receives, so ``except ModelNotFound`` works on both 
     ├── Forbidden                 403 forbidden
     ├── NotFound                  404 not_found
     │   └── ModelNotFound         404 model_not_found
+    ├── MethodNotAllowed          405 method_not_allowed
     ├── Overloaded                429 overloaded          (queue full; has retry_after)
     ├── RateLimited               429 rate_limited        (per-key limit; has retry_after)
     ├── ModelUnavailable          503 model_unavailable   (breaker open / cannot load; retry_after)
@@ -26,6 +27,7 @@ same class from the code it receives, so ``except ModelNotFound`` works on both 
     ├── Cancelled                 499 cancelled
     ├── Timeout                   504 timeout
     ├── DaemonUnavailable         503 daemon_unavailable  (client side: nothing listening)
+    ├── NotSupported              501 not_supported       (a feature this build or box lacks)
     └── InternalError             500 internal_error
 """
 
@@ -127,6 +129,12 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class MethodNotAllowed(HfdError):
+    code = "method_not_allowed"
+    status = 405
+    type = "invalid_request_error"
+
+
 class Overloaded(HfdError):
     code = "overloaded"
     status = 429
@@ -176,6 +184,12 @@ class Timeout(HfdError):
 class DaemonUnavailable(HfdError):
     code = "daemon_unavailable"
     status = 503
+    type = "server_error"
+
+
+class NotSupported(HfdError):
+    code = "not_supported"
+    status = 501
     type = "server_error"
 
 

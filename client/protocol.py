@@ -92,7 +92,8 @@ def unpackb(data: bytes) -> Any:
     if len(data) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(data)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES)
+        # The size is checked above; unpackb has no buffer limit of its own (Unpacker does).
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ProtocolError(f"malformed msgpack: {exc}") from exc
 

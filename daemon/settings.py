@@ -90,6 +90,8 @@ class Settings:
     ipc_path: Path | None = _setting(None, "ipc", "ZeroMQ IPC socket path. Default: <runtime_dir>/hfd.sock.")
     ipc_mode: int = _setting(0o600, "ipc", "File mode of the IPC socket (octal in the config file, e.g. 0o660).")
     ipc_group: str | None = _setting(None, "ipc", "Group that owns the IPC socket (the system service uses 'hfd').")
+    ipc_max_message_bytes: int = _setting(16 * 1024 * 1024, "ipc", "Largest request message accepted on the IPC socket; a client that sends a larger one is disconnected.")
+    ipc_stall_timeout: float = _setting(30.0, "ipc", "Seconds a reply may wait for a client that stopped reading its stream; then the request is cancelled.")
     ipc_peer_check: bool = _setting(True, "ipc", "Check every IPC peer's uid/gid (kernel peer credentials) before it may send anything: root, the daemon's own user and ipc_allowed_users/ipc_allowed_groups get in.")
     ipc_allowed_users: tuple[str, ...] = _setting((), "ipc", "Users (names or uids) allowed on the IPC socket besides root and the daemon's own user.")
     ipc_allowed_groups: tuple[str, ...] = _setting((), "ipc", "Groups (names or gids) whose members may use the IPC socket (default: ipc_group, when set).")

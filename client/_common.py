@@ -1,0 +1,117 @@
+"""What the sync and async clients share: request bodies, request ids, the reachability probe."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hfd.client.errors import DaemonUnavailable, HfdError, ProtocolError, error_from_dict
+from hfd.client.paths import socket_path
+from hfd.client.protocol import KIND_ERROR, Reply
+
+DEFAULT_TIMEOUT = 60.0
+# How long the first request waits for the daemon to answer `health` before giving up with
+# DaemonUnavailable: long enough for a busy daemon, short enough not to look like a hang.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+_START_HINT = "start it with `hfd serve` (or `systemctl start hfd`)"
+
+
+class RequestIds:
+    """Request ids unique for one client socket: a per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = f"{os.getpid():x}.{os.urandom(3).hex()}"
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            n = next(self._counter)
+        return f"{self._prefix}.{n}"
+
+
+def probe_socket(endpoint: str) -> None:
+    """Fail at once, with a useful message, when nothing can be listening at ``endpoint``.
+
+    ZeroMQ connects lazily and retries for ever, so without this a missing daemon would show
+    up as a request timeout. A plain unix-socket connect tells the cases apart instantly.
+    """
+    path = socket_path(endpoint)
+    if path is None:
+        return
+    if not path.exists():
+        raise DaemonUnavailable(
+            f"no daemon is listening on {endpoint} (the socket does not exist); {_START_HINT}",
+            details={"endpoint": endpoint},
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except PermissionError as exc:
+        raise DaemonUnavailable(
+            f"permission denied on {path}: join the group that owns it (often 'hfd')",
+            details={"endpoint": endpoint},
+        ) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+            raise DaemonUnavailable(
+                f"no daemon is listening on {endpoint} (a stale socket file); {_START_HINT}",
+                details={"endpoint": endpoint},
+            ) from exc
+        raise DaemonUnavailable(
+            f"cannot connect to {endpoint}: {exc}", details={"endpoint": endpoint}
+        ) from exc
+    finally:
+        probe.close()
+
+
+def not_answering(endpoint: str, seconds: float) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"the daemon at {endpoint} did not answer within {seconds:g}s; is it running? {_START_HINT}",
+        details={"endpoint": endpoint},
+    )
+
+
+def raise_for_error(reply: Reply) -> Reply:
+    if reply.kind == KIND_ERROR:
+        raise error_from_dict(reply.body)
+    return reply
+
+
+def expect_kind(reply: Reply, *kinds: str) -> Reply:
+    raise_for_error(reply)
+    if reply.kind not in kinds:
+        raise ProtocolError(f"unexpected reply kind {reply.kind!r}; expected {' or '.join(kinds)}")
+    return reply
+
+
+def clean(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A request body: parameters left at None are not sent (the daemon applies its defaults)."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def chat_body(
+    model: str, messages: Iterable[Mapping[str, Any]], stream: bool, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    return clean({"model": model, "messages": [dict(m) for m in messages], "stream": stream, **params})
+
+
+def completion_body(model: str, prompt: Any, stream: bool, params: Mapping[str, Any]) -> dict[str, Any]:
+    return clean({"model": model, "prompt": prompt, "stream": stream, **params})
+
+
+def embeddings_body(model: str, input: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(input, tuple):
+        input = list(input)
+    return clean({"model": model, "input": input, **params})
+
+
+def wrap_unexpected(exc: Exception, what: str) -> HfdError:
+    return ProtocolError(f"{what}: {exc}")

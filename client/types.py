@@ -1,0 +1,300 @@
+"""Response objects, shaped like the OpenAI SDK's so code moves between the two unchanged.
+
+They are plain dataclasses built from the daemon's reply bodies (the same JSON objects the HTTP
+door sends). Unknown keys are ignored, so a newer daemon can add fields. Embeddings are numpy
+float32 arrays when numpy is installed, lists of floats otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+try:  # numpy is optional for the client
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised only where numpy is absent
+    np = None  # type: ignore[assignment]
+
+
+def _get(body: dict[str, Any], key: str, default: Any = None) -> Any:
+    value = body.get(key, default)
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any] | None) -> Usage | None:
+        if not body:
+            return None
+        return cls(
+            prompt_tokens=int(_get(body, "prompt_tokens", 0)),
+            completion_tokens=int(_get(body, "completion_tokens", 0)),
+            total_tokens=int(_get(body, "total_tokens", 0)),
+        )
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "hfd"
+    task: str | None = None
+    loaded: bool = False
+    ref: str | None = None
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Model:
+        return cls(
+            id=str(body["id"]),
+            object=str(_get(body, "object", "model")),
+            created=int(_get(body, "created", 0)),
+            owned_by=str(_get(body, "owned_by", "hfd")),
+            task=body.get("task"),
+            loaded=bool(body.get("loaded", False)),
+            ref=body.get("ref"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelList:
+    data: list[Model]
+    object: str = "list"
+
+    def __iter__(self) -> Any:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ModelList:
+        return cls(data=[Model.from_dict(m) for m in _get(body, "data", [])])
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """One loaded model, as ``hfd ps`` shows it."""
+
+    name: str
+    task: str
+    engine: str
+    device: str
+    memory_bytes: int = 0
+    in_use: int = 0
+    keep_alive: float | None = None
+    expires_in: float | None = None  # None while in use or kept forever
+    load_seconds: float = 0.0
+    path: str | None = None
+    scheduler: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> RunningModel:
+        return cls(
+            name=str(body["name"]),
+            task=str(_get(body, "task", "")),
+            engine=str(_get(body, "engine", "")),
+            device=str(_get(body, "device", "")),
+            memory_bytes=int(_get(body, "memory_bytes", 0)),
+            in_use=int(_get(body, "in_use", 0)),
+            keep_alive=body.get("keep_alive"),
+            expires_in=body.get("expires_in"),
+            load_seconds=float(_get(body, "load_seconds", 0.0)),
+            path=body.get("path"),
+            scheduler=dict(_get(body, "scheduler", {})),
+        )
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def vectors_from_frame(frame: bytes, shape: tuple[int, int]) -> Any:
+    """Little-endian float32 rows -> an (n, d) numpy array (a list of lists without numpy)."""
+    n, d = shape
+    if len(frame) != n * d * 4:
+        from hfd.client.errors import ProtocolError
+
+        raise ProtocolError(f"embedding frame has {len(frame)} bytes, expected {n * d * 4} for shape {shape}")
+    if np is not None:
+        return np.frombuffer(frame, dtype="<f4").reshape(n, d).astype(np.float32, copy=False)
+    values = array("f")
+    values.frombytes(frame)
+    if sys.byteorder == "big":  # pragma: no cover
+        values.byteswap()
+    flat = values.tolist()
+    return [flat[i * d : (i + 1) * d] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Embedding:
+    embedding: Any  # numpy float32 (d,) array, or list[float] without numpy
+    index: int
+    object: str = "embedding"
+
+
+@dataclass(frozen=True)
+class EmbeddingResponse:
+    data: list[Embedding]
+    model: str
+    usage: Usage | None
+    embeddings: Any  # all vectors at once: numpy float32 (n, d), or list of lists
+    object: str = "list"
+
+    @classmethod
+    def from_reply(cls, body: dict[str, Any], frames: list[bytes]) -> EmbeddingResponse:
+        from hfd.client.errors import ProtocolError
+
+        shape = body.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(x, int) for x in shape)):
+            raise ProtocolError(f"embedding reply has no valid 'shape': {shape!r}")
+        if len(frames) != 1:
+            raise ProtocolError(f"embedding reply has {len(frames)} data frames, expected 1")
+        vectors = vectors_from_frame(frames[0], (shape[0], shape[1]))
+        data = [Embedding(embedding=vectors[i], index=i) for i in range(shape[0])]
+        return cls(
+            data=data,
+            model=str(body.get("model", "")),
+            usage=Usage.from_dict(body.get("usage")),
+            embeddings=vectors,
+        )
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+@dataclass(frozen=True)
+class ChatCompletionMessage:
+    role: str
+    content: str | None
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class ChatCompletion:
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None
+    object: str = "chat.completion"
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ChatCompletion:
+        choices = [
+            Choice(
+                index=int(_get(c, "index", 0)),
+                message=ChatCompletionMessage(
+                    role=str(_get(c.get("message") or {}, "role", "assistant")),
+                    content=(c.get("message") or {}).get("content"),
+                ),
+                finish_reason=c.get("finish_reason"),
+            )
+            for c in _get(body, "choices", [])
+        ]
+        return cls(
+            id=str(_get(body, "id", "")),
+            created=int(_get(body, "created", 0)),
+            model=str(_get(body, "model", "")),
+            choices=choices,
+            usage=Usage.from_dict(body.get("usage")),
+        )
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    role: str | None = None
+    content: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkChoice:
+    index: int
+    delta: ChoiceDelta
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class ChatCompletionChunk:
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    object: str = "chat.completion.chunk"
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ChatCompletionChunk:
+        choices = [
+            ChunkChoice(
+                index=int(_get(c, "index", 0)),
+                delta=ChoiceDelta(
+                    role=(c.get("delta") or {}).get("role"),
+                    content=(c.get("delta") or {}).get("content"),
+                ),
+                finish_reason=c.get("finish_reason"),
+            )
+            for c in _get(body, "choices", [])
+        ]
+        return cls(
+            id=str(_get(body, "id", "")),
+            created=int(_get(body, "created", 0)),
+            model=str(_get(body, "model", "")),
+            choices=choices,
+            usage=Usage.from_dict(body.get("usage")),
+        )
+
+
+# ----------------------------------------------------------------------------- completions
+
+
+@dataclass(frozen=True)
+class CompletionChoice:
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A completion, and (as in the OpenAI SDK) also each chunk of a streamed one."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None
+    object: str = "text_completion"
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Completion:
+        choices = [
+            CompletionChoice(
+                index=int(_get(c, "index", 0)),
+                text=str(_get(c, "text", "")),
+                finish_reason=c.get("finish_reason"),
+            )
+            for c in _get(body, "choices", [])
+        ]
+        return cls(
+            id=str(_get(body, "id", "")),
+            created=int(_get(body, "created", 0)),
+            model=str(_get(body, "model", "")),
+            choices=choices,
+            usage=Usage.from_dict(body.get("usage")),
+        )

@@ -1,0 +1,215 @@
+"""Commands that talk to a running daemon over its IPC socket: ps, embed, run, load, unload.
+
+They use ``hfd.client`` like any other application does, at the endpoint the settings give
+(``--ipc-path``/``--runtime-dir``/``HFD_IPC_PATH``, as for ``hfd serve``). Every failure is one
+line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hfd.client import Client
+from hfd.client.errors import HfdError, InvalidRequest
+from hfd.client.types import RunningModel
+from hfd.daemon.settings import Settings
+
+# Loading a large model on first use can take minutes; a stream waits this long per chunk.
+DEFAULT_TIMEOUT = 600.0
+EMBED_PREVIEW = 6
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("ps", help="list the models the daemon has loaded")
+    _common(p)
+    p.set_defaults(handler=_guard(cmd_ps))
+
+    p = sub.add_parser("embed", help="embed texts with a model of the running daemon")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument(
+        "-m", dest="embed_model", metavar="MODEL", help="the embedding model (default: the first one served)"
+    )
+    p.add_argument("--json", dest="as_json", action="store_true", help="print every vector as JSON")
+    _common(p)
+    p.set_defaults(handler=_guard(cmd_embed))
+
+    p = sub.add_parser("run", help="chat with a model; the reply streams to the terminal")
+    p.add_argument("run_model", metavar="MODEL")
+    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument("--system", help="a system message to put first")
+    p.add_argument("--max-tokens", type=int, help="most tokens to generate")
+    p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    p.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
+    _common(p)
+    p.set_defaults(handler=_guard(cmd_run))
+
+    p = sub.add_parser("load", help="load a model now (instead of on first use)")
+    p.add_argument("load_model", metavar="MODEL")
+    _common(p)
+    p.set_defaults(handler=_guard(cmd_load))
+
+    p = sub.add_parser("unload", help="unload a model now")
+    p.add_argument("unload_model", metavar="MODEL")
+    _common(p)
+    p.set_defaults(handler=_guard(cmd_unload))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the daemon")
+
+
+def _guard(handler: Handler) -> Handler:
+    """Turn every error into one line on stderr and status 1."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return handler(args, settings)
+        except HfdError as exc:
+            print(f"hfd: {exc.message}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:  # `hfd embed ... | head`
+            return 0
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> Client:
+    return Client(settings.ipc_endpoint(), timeout=args.timeout)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def expires(model: RunningModel) -> str:
+    if model.in_use:
+        return "in use"
+    if model.keep_alive is not None and model.keep_alive < 0:
+        return "never"
+    if model.expires_in is None:
+        return "-"
+    return f"in {human_duration(model.expires_in)}"
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def ps_table(models: Sequence[RunningModel]) -> str:
+    rows = [["NAME", "TASK", "ENGINE", "DEVICE", "MEMORY", "IN USE", "EXPIRES"]]
+    for m in models:
+        rows.append(
+            [m.name, m.task, m.engine, m.device, human_bytes(m.memory_bytes), str(m.in_use), expires(m)]
+        )
+    return table(rows)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        models = client.ps()
+    if not models:
+        print("no models loaded")
+        return 0
+    print(ps_table(models))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        model = args.embed_model or _default_embed_model(client)
+        result = client.embeddings.create(model=model, input=list(args.texts))
+    if args.as_json:
+        data = [{"index": e.index, "embedding": [float(x) for x in e.embedding]} for e in result.data]
+        print(json.dumps({"model": result.model, "data": data}))
+        return 0
+    for text, item in zip(args.texts, result.data, strict=True):
+        values = " ".join(f"{float(x):+.4f}" for x in item.embedding[:EMBED_PREVIEW])
+        print(f"{item.index}: dims={len(item.embedding)} [{values} ...]  {_shorten(text)}")
+    return 0
+
+
+def _default_embed_model(client: Client) -> str:
+    models = client.models.list().data
+    for m in models:
+        if m.task == "embed":
+            return m.id
+    raise InvalidRequest("no embedding model is known to be served here; name one with -m MODEL")
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": args.prompt})
+    with _client(args, settings) as client:
+        stream = client.chat.completions.create(
+            model=args.run_model,
+            messages=messages,
+            stream=True,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+        try:
+            for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        sys.stdout.write(choice.delta.content)
+                        sys.stdout.flush()
+        except KeyboardInterrupt:
+            stream.close()  # cancels the generation in the daemon
+            sys.stdout.write("\n")
+            return 130
+        finally:
+            stream.close()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        m = client.load(args.load_model)
+    print(
+        f"loaded {m.name}: {m.task} on {m.engine}/{m.device}, {human_bytes(m.memory_bytes)}, in {m.load_seconds:.1f}s"
+    )
+    return 0
+
+
+def cmd_unload(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(args, settings) as client:
+        unloaded = client.unload(args.unload_model)
+    print(f"unloaded {args.unload_model}" if unloaded else f"{args.unload_model} was not loaded")
+    return 0

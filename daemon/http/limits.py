@@ -1,0 +1,81 @@
+"""The request body size limit, as ASGI middleware.
+
+A declared ``Content-Length`` over the limit is refused without buffering the body; a body
+without one (chunked) is counted as it arrives and refused as soon as it passes the limit, so a
+client cannot make the daemon hold more than ``max_bytes`` either way.
+
+Before answering 413, the rest of the body is read and thrown away (up to ``DRAIN_FACTOR``
+times the limit): a server that closes a connection with unread data makes the kernel reset
+it, and the client then loses the 413 it was about to read. Beyond that bound the connection
+is closed regardless, so a client cannot keep the daemon reading for ever.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hfd.client.errors import InvalidRequest, PayloadTooLarge
+from hfd.daemon.http.errors import error_response
+
+DRAIN_FACTOR = 4
+
+
+async def drain(receive: Receive, budget: int) -> bool:
+    """Read and discard the rest of a request body; False when it is longer than ``budget``."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False  # the client went away
+        budget -= len(message.get("body", b""))
+        if budget < 0:
+            return False
+        if not message.get("more_body", False):
+            return True
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: int | None) -> PayloadTooLarge:
+        got = f" ({size} bytes)" if size is not None else ""
+        return PayloadTooLarge(f"request body{got} exceeds the limit of {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                break
+        if declared is not None and (declared < 0 or declared > self.max_bytes):
+            exc = (
+                InvalidRequest("invalid Content-Length header") if declared < 0 else self._too_large(declared)
+            )
+            response = error_response(exc)
+            # The unread body makes the connection unusable for another request.
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
+
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await drain(receive, self.max_bytes * DRAIN_FACTOR - received)
+                    # Raised inside the endpoint's body read, where the error mapping answers it.
+                    raise self._too_large(None)
+            return message
+
+        await self.app(scope, counting_receive, send)

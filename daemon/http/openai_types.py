@@ -1,0 +1,154 @@
+"""Response bodies in the OpenAI API's shapes, built from the service's results.
+
+Both doors send these same objects: the HTTP door as JSON (and SSE ``data:`` events), the IPC
+door as msgpack bodies of ``result``/``chunk`` messages. The chunk generators here are the one
+definition of how a stream is cut into chunks (a first chunk with the assistant role, content
+deltas, a last chunk with ``finish_reason``, then, when asked, a usage chunk with no choices).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import numpy as np
+
+from hfd.daemon.service import EmbeddingResult, Generation
+
+
+def model_list(models: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": models}
+
+
+def _finish_reason(gen: Generation) -> str | None:
+    return gen.finish_reason
+
+
+def chat_completion(gen: Generation, text: str) -> dict[str, Any]:
+    return {
+        "id": gen.id,
+        "object": "chat.completion",
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": _finish_reason(gen),
+            }
+        ],
+        "usage": gen.usage(),
+    }
+
+
+def completion(gen: Generation, text: str) -> dict[str, Any]:
+    return {
+        "id": gen.id,
+        "object": "text_completion",
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": _finish_reason(gen)}],
+        "usage": gen.usage(),
+    }
+
+
+def _chat_chunk(
+    gen: Generation, delta: dict[str, Any], finish_reason: str | None, with_usage: bool
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": gen.id,
+        "object": "chat.completion.chunk",
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if with_usage:
+        # With include_usage, every chunk carries "usage": null except the last one.
+        chunk["usage"] = None
+    return chunk
+
+
+def _completion_chunk(
+    gen: Generation, text: str, finish_reason: str | None, with_usage: bool
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": gen.id,
+        "object": "text_completion",
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if with_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def _usage_chunk(gen: Generation, obj: str) -> dict[str, Any]:
+    return {
+        "id": gen.id,
+        "object": obj,
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [],
+        "usage": gen.usage(),
+    }
+
+
+async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+    """The chunks of a streamed chat completion. Iterating consumes (and finally closes) ``gen``."""
+    yield _chat_chunk(gen, {"role": "assistant", "content": ""}, None, include_usage)
+    async for piece in gen:
+        if piece.text:
+            yield _chat_chunk(gen, {"content": piece.text}, None, include_usage)
+    yield _chat_chunk(gen, {}, _finish_reason(gen), include_usage)
+    if include_usage:
+        yield _usage_chunk(gen, "chat.completion.chunk")
+
+
+async def completion_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+    """The chunks of a streamed completion. Iterating consumes (and finally closes) ``gen``."""
+    async for piece in gen:
+        if piece.text:
+            yield _completion_chunk(gen, piece.text, None, include_usage)
+    yield _completion_chunk(gen, "", _finish_reason(gen), include_usage)
+    if include_usage:
+        yield _usage_chunk(gen, "text_completion")
+
+
+def stream_end(gen: Generation) -> dict[str, Any]:
+    """The body of the IPC ``end`` message that closes a stream."""
+    return {"usage": gen.usage(), "finish_reason": _finish_reason(gen)}
+
+
+def embeddings(result: EmbeddingResult, encoding_format: str) -> dict[str, Any]:
+    vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
+    data = []
+    for i, row in enumerate(vectors):
+        value: Any
+        if encoding_format == "base64":
+            # Little-endian float32 bytes, as the openai package decodes them.
+            value = base64.b64encode(row.tobytes()).decode("ascii")
+        else:
+            value = row.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {
+        "object": "list",
+        "data": data,
+        "model": result.model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+
+
+def embeddings_header(result: EmbeddingResult) -> tuple[dict[str, Any], bytes]:
+    """The IPC reply: a small body and the vectors as one little-endian float32 frame."""
+    vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
+    body = {
+        "object": "list",
+        "model": result.model,
+        "shape": [int(vectors.shape[0]), int(vectors.shape[1])],
+        "dtype": "float32",
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+    return body, vectors.tobytes()

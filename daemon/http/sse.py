@@ -1,0 +1,104 @@
+"""Server-sent events for streamed completions, with disconnect detection.
+
+The response watches the connection while it streams: when the client goes away, the stream
+is cancelled at once and its generation closed, so the sequence leaves the batch at the next
+step instead of decoding to the end for nobody. This does not rely on a failed ``send`` (which
+only happens at the next token) or on garbage collection of the generator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from hfd.daemon.http.errors import sse_error_event
+
+log = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+
+
+def encode_event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    """Returns when the client has disconnected (the request body was already read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class EventStream(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[dict[str, Any]], close: Callable[[], Awaitable[None]]) -> None:
+        # As Starlette's StreamingResponse: no body, so no Content-Length header.
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._events = events
+        self._close = close
+        self.client_gone = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    await wait_disconnect(receive)
+                    self.client_gone = True
+                    log.info("client disconnected; stream cancelled", extra={"path": scope.get("path")})
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                try:
+                    await self._pump(send)
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self._events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await self._close()
+
+    async def _pump(self, send: Send) -> None:
+        async def emit(message: Message) -> None:
+            try:
+                await send(message)
+            except Exception as exc:
+                raise _SendFailed(exc) from exc
+
+        try:
+            await emit(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            try:
+                async for event in self._events:
+                    await emit({"type": "http.response.body", "body": encode_event(event), "more_body": True})
+                tail = DONE
+            except _SendFailed:
+                raise
+            except Exception as exc:  # the stream already started: say so in-band
+                tail = sse_error_event(exc)
+            await emit({"type": "http.response.body", "body": tail, "more_body": True})
+            await emit({"type": "http.response.body", "body": b"", "more_body": False})
+        except _SendFailed as failed:
+            # ASGI servers raise OSError from send() once the client is gone.
+            self.client_gone = True
+            if not isinstance(failed.__cause__, OSError):
+                log.warning(
+                    "stream aborted: the server refused a write", extra={"error": repr(failed.__cause__)}
+                )
+
+
+class _SendFailed(Exception):
+    """Writing to the client failed: it is gone, or the connection is unusable."""

@@ -1,0 +1,416 @@
+"""The IPC door: a ZeroMQ ROUTER speaking the msgpack protocol of ``hfd.client.protocol``.
+
+Each request runs in its own task, so one client can have many requests in flight and a slow
+one never holds up another. All sends happen on the event loop's thread and never block
+(``DONTWAIT``), which keeps the one socket's multipart messages whole without a lock.
+
+Bad input never takes the door down: a message whose header cannot be read is logged and
+dropped; one whose id can be read gets an ``error`` reply with a stable code.
+
+A client that goes away is noticed in two ways. ZeroMQ does not tell a ROUTER about
+disconnects, but with ``ROUTER_MANDATORY`` a send to a peer that is gone fails with
+``EHOSTUNREACH``; a send to a peer that stopped reading fails with ``EAGAIN`` once its queue
+(``SNDHWM``) is full, and after ``ipc_stall_timeout`` of that the request is cancelled. Well-
+behaved clients also send ``cancel`` when they drop a stream.
+
+Shutdown: new requests are answered with ``model_unavailable`` (``cancel`` still works), those
+in flight get ``grace_period`` seconds, the rest are cancelled, then the socket file goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import socket
+import stat
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import zmq
+import zmq.asyncio
+
+from hfd.client.errors import (
+    Cancelled,
+    HfdError,
+    InternalError,
+    ModelUnavailable,
+    ProtocolError,
+    UnknownOperation,
+)
+from hfd.client.protocol import (
+    KIND_CHUNK,
+    KIND_END,
+    KIND_ERROR,
+    KIND_RESULT,
+    OP_CANCEL,
+    OP_CHAT,
+    OP_COMPLETIONS,
+    OP_EMBEDDINGS,
+    OP_HARDWARE,
+    OP_HEALTH,
+    OP_MODELS_LIST,
+    OP_MODELS_LOAD,
+    OP_MODELS_PS,
+    OP_MODELS_UNLOAD,
+    Reply,
+    Request,
+    decode_request,
+    encode_reply,
+)
+from hfd.daemon import reqctx
+from hfd.daemon.http import admin, openai_types
+from hfd.daemon.ops import ops_for
+from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelRequest, parse
+from hfd.daemon.service import Generation, Service
+from hfd.daemon.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Messages queued per client before sends to it report EAGAIN (a stream is one message per
+# chunk: this is how far a client may fall behind before it counts as stalled).
+SEND_HWM = 1000
+# Seconds shutdown waits for final replies to leave the socket.
+CLOSE_LINGER_MS = 1000
+
+Key = tuple[bytes, str]  # (client identity, request id): ids are only unique per client
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """Who sent a message: the user id the peer check gave its connection (None without one)."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return user if isinstance(user, str) and user else None
+
+
+class PeerGone(Exception):
+    """The client of a request disconnected or stopped reading."""
+
+
+def _claim_socket_path(path: Path) -> None:
+    """Make room for binding at ``path``: remove a stale socket, refuse a live one."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing a stale IPC socket", extra={"path": str(path)})
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"another daemon is listening on {path}")
+
+
+class IpcServer:
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.endpoint = settings.ipc_endpoint()
+        self._path = settings.ipc_socket()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._inflight: dict[Key, anyio.CancelScope] = {}
+        self._stopping = anyio.Event()
+        self._idle = anyio.Event()
+        self._access = ops_for(service)  # peer checks, scopes, metrics, usage (hfd.daemon.ops)
+        self._ops: dict[str, Callable[[bytes, Request], Awaitable[None]]] = {
+            OP_HEALTH: self._health,
+            OP_MODELS_LIST: self._models_list,
+            OP_MODELS_PS: self._models_ps,
+            OP_MODELS_LOAD: self._models_load,
+            OP_MODELS_UNLOAD: self._models_unload,
+            OP_EMBEDDINGS: self._embeddings,
+            OP_CHAT: self._chat,
+            OP_COMPLETIONS: self._completions,
+            OP_HARDWARE: self._hardware,
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _bind(self, ctx: zmq.asyncio.Context) -> zmq.asyncio.Socket:
+        path = self._path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _claim_socket_path(path)
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.ipc_max_message_bytes)
+        sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        self._access.secure_ipc(sock)  # the peer check (ZAP) for every connection
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise OSError(exc.errno, f"cannot bind the IPC socket {self.endpoint}: {exc}") from exc
+        try:
+            # The socket file exists with the umask's mode for this instant only; the runtime
+            # directory (0700, or the service's RuntimeDirectory) keeps others out meanwhile.
+            os.chmod(path, self.settings.ipc_mode)
+            if self.settings.ipc_group:
+                shutil.chown(path, group=self.settings.ipc_group)
+        except (OSError, LookupError) as exc:
+            sock.close(linger=0)
+            path.unlink(missing_ok=True)
+            raise OSError(f"cannot set the owner or mode of {path}: {exc}") from exc
+        try:
+            self._access.bind_tcp(sock)  # the optional CURVE-only TCP endpoint (ipc_tcp)
+        except BaseException:
+            sock.close(linger=0)
+            path.unlink(missing_ok=True)
+            raise
+        return sock
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        ctx = zmq.asyncio.Context()
+        try:
+            sock = self._bind(ctx)
+        except BaseException:
+            # destroy(), not term(): a socket a failed setup left open would make term() wait.
+            ctx.destroy(linger=0)
+            raise
+        self._sock = sock
+        bound_inode = self._path.stat().st_ino
+        log.info("ipc listening", extra={"endpoint": self.endpoint})
+        try:
+            async with anyio.create_task_group() as requests:
+                async with anyio.create_task_group() as control:
+                    control.start_soon(self._receive_loop, sock, requests)
+                    task_status.started(self.endpoint)
+                    await self._stopping.wait()
+                    with anyio.move_on_after(self.settings.grace_period):
+                        while self._inflight:
+                            self._idle = anyio.Event()
+                            await self._idle.wait()
+                    control.cancel_scope.cancel()
+                for scope in list(self._inflight.values()):
+                    scope.cancel()
+        finally:
+            self._sock = None
+            sock.close(linger=CLOSE_LINGER_MS)
+            # term() waits (up to the linger) for final replies to leave: off the event loop,
+            # so the HTTP door's own shutdown is not held up meanwhile.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(ctx.term)
+            with contextlib.suppress(OSError):
+                # Only our own file: a new daemon may already have bound the path again.
+                if self._path.stat().st_ino == bound_inode:
+                    self._path.unlink()
+            log.info("ipc closed", extra={"endpoint": self.endpoint})
+
+    def shutdown(self) -> None:
+        """Stop taking requests; in-flight ones get the grace period; then ``serve()`` returns."""
+        self._stopping.set()
+
+    # ----------------------------------------------------------------- receiving
+
+    async def _receive_loop(self, sock: zmq.asyncio.Socket, requests: anyio.abc.TaskGroup) -> None:
+        while True:
+            parts: list[zmq.Frame] = await sock.recv_multipart(copy=False)
+            if len(parts) < 2:
+                continue  # an identity with nothing after it
+            ident, message = parts[0].bytes, [p.bytes for p in parts[1:]]
+            user = _user_id(parts[1])
+            try:
+                req = decode_request(message)
+            except ProtocolError as exc:
+                rid = exc.details.get("id")
+                if isinstance(rid, str) and rid:
+                    requests.start_soon(self._send_error, ident, rid, exc)
+                else:
+                    log.warning(
+                        "dropping an unreadable IPC message",
+                        extra={"error": exc.message, "frames": len(message)},
+                    )
+                continue
+            except Exception:
+                log.exception("dropping an IPC message that failed to decode")
+                continue
+            if req.op == OP_CANCEL:
+                self._cancel(ident, req)
+                continue
+            key = (ident, req.id)
+            if self._stopping.is_set():
+                err = ModelUnavailable("the daemon is shutting down", retry_after=1.0)
+                requests.start_soon(self._send_error, ident, req.id, err)
+                continue
+            if key in self._inflight:
+                requests.start_soon(
+                    self._send_error,
+                    ident,
+                    req.id,
+                    ProtocolError(f"request id {req.id!r} is already in flight"),
+                )
+                continue
+            # The scope exists before the task starts, so a cancel that arrives at once finds it.
+            scope = anyio.CancelScope()
+            self._inflight[key] = scope
+            requests.start_soon(self._handle, ident, req, scope, user)
+
+    def _cancel(self, ident: bytes, req: Request) -> None:
+        target = req.body.get("id")
+        if not isinstance(target, str):
+            log.warning("ignoring a cancel without a request id", extra={"id": req.id})
+            return
+        scope = self._inflight.get((ident, target))
+        if scope is not None:
+            log.info("request cancelled by its client", extra={"id": target})
+            scope.cancel()
+
+    async def _handle(
+        self, ident: bytes, req: Request, scope: anyio.CancelScope, user: str | None = None
+    ) -> None:
+        key = (ident, req.id)
+        rctx = self._access.begin("ipc", req.op, request_id=req.id)
+        status = 200
+        try:
+            with scope, reqctx.bind(rctx):
+                self._access.authorize_ipc(rctx, user, req.op, req.body)
+                handler = self._ops.get(req.op)
+                if handler is None:
+                    raise UnknownOperation(
+                        f"unknown operation {req.op!r}; known: {', '.join(sorted(self._ops))}"
+                    )
+                await handler(ident, req)
+            if scope.cancelled_caught:
+                status = Cancelled.status
+                await self._send_error(ident, req.id, Cancelled("the request was cancelled"))
+        except PeerGone as exc:
+            status = Cancelled.status
+            log.info(
+                "client went away; request cancelled", extra={"id": req.id, "op": req.op, "why": str(exc)}
+            )
+        except Exception as exc:
+            status = exc.status if isinstance(exc, HfdError) else 500
+            await self._send_error(ident, req.id, exc, op=req.op)
+        finally:
+            self._access.finish(rctx, status)
+            self._inflight.pop(key, None)
+            if not self._inflight:
+                self._idle.set()
+
+    # ----------------------------------------------------------------- sending
+
+    async def _send(self, ident: bytes, reply: Reply) -> None:
+        sock = self._sock
+        if sock is None:
+            raise PeerGone("the socket is closed")
+        frames = [ident, *encode_reply(reply)]
+        delay = 0.001
+        deadline: float | None = None
+        while True:
+            try:
+                await sock.send_multipart(frames, flags=zmq.DONTWAIT)
+                return
+            except zmq.Again:
+                now = anyio.current_time()
+                if deadline is None:
+                    deadline = now + max(0.0, self.settings.ipc_stall_timeout)
+                if now >= deadline:
+                    raise PeerGone(
+                        f"the client read nothing for {self.settings.ipc_stall_timeout:g}s"
+                    ) from None
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    raise PeerGone("the client disconnected") from None
+                raise
+
+    async def _send_error(self, ident: bytes, rid: str, exc: BaseException, *, op: str = "") -> None:
+        if isinstance(exc, HfdError):
+            err = exc
+        else:
+            log.error(
+                "unexpected error while serving an IPC request",
+                exc_info=(type(exc), exc, exc.__traceback__),
+                extra={"id": rid, "op": op},
+            )
+            err = InternalError("internal error; the daemon's log has the details")
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await self._send(ident, Reply(id=rid, kind=KIND_ERROR, body=err.to_dict()))
+        except PeerGone:
+            pass
+        except zmq.ZMQError as send_exc:
+            log.warning("could not send an IPC error reply", extra={"id": rid, "error": str(send_exc)})
+
+    async def _result(
+        self, ident: bytes, req: Request, body: dict[str, Any], frames: list[bytes] | None = None
+    ) -> None:
+        await self._send(ident, Reply(id=req.id, kind=KIND_RESULT, body=body, frames=frames or []))
+
+    # ----------------------------------------------------------------- operations
+
+    async def _health(self, ident: bytes, req: Request) -> None:
+        await self._result(ident, req, self.service.health())
+
+    async def _models_list(self, ident: bytes, req: Request) -> None:
+        await self._result(ident, req, openai_types.model_list(self.service.models()))
+
+    async def _models_ps(self, ident: bytes, req: Request) -> None:
+        await self._result(ident, req, {"models": self.service.ps()})
+
+    async def _models_load(self, ident: bytes, req: Request) -> None:
+        body = parse(ModelRequest, req.body)
+        await self._result(ident, req, await self.service.load(body.model))
+
+    async def _models_unload(self, ident: bytes, req: Request) -> None:
+        body = parse(ModelRequest, req.body)
+        await self._result(
+            ident, req, {"model": body.model, "unloaded": await self.service.unload(body.model)}
+        )
+
+    async def _hardware(self, ident: bytes, req: Request) -> None:
+        await self._result(ident, req, await admin.hardware())
+
+    async def _embeddings(self, ident: bytes, req: Request) -> None:
+        result = await self.service.embed(parse(EmbeddingRequest, req.body))
+        body, frame = openai_types.embeddings_header(result)
+        await self._result(ident, req, body, [frame])
+
+    async def _chat(self, ident: bytes, req: Request) -> None:
+        request = parse(ChatCompletionRequest, req.body)
+        gen = await self.service.chat(request)
+        if request.stream:
+            usage = bool(request.stream_options and request.stream_options.include_usage)
+            await self._stream(ident, req, gen, openai_types.chat_chunks(gen, include_usage=usage))
+        else:
+            async with gen:
+                text = await gen.text()
+            await self._result(ident, req, openai_types.chat_completion(gen, text))
+
+    async def _completions(self, ident: bytes, req: Request) -> None:
+        request = parse(CompletionRequest, req.body)
+        gen = await self.service.complete(request)
+        if request.stream:
+            usage = bool(request.stream_options and request.stream_options.include_usage)
+            await self._stream(ident, req, gen, openai_types.completion_chunks(gen, include_usage=usage))
+        else:
+            async with gen:
+                text = await gen.text()
+            await self._result(ident, req, openai_types.completion(gen, text))
+
+    async def _stream(
+        self, ident: bytes, req: Request, gen: Generation, chunks: AsyncGenerator[dict[str, Any], None]
+    ) -> None:
+        """Send each chunk as a ``chunk`` message, then ``end`` with the usage."""
+        try:
+            async for chunk in chunks:
+                await self._send(ident, Reply(id=req.id, kind=KIND_CHUNK, body=chunk))
+            await self._send(ident, Reply(id=req.id, kind=KIND_END, body=openai_types.stream_end(gen)))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await gen.aclose()

@@ -1,0 +1,77 @@
+"""A real ``hfd serve`` subprocess per test module, with the tiny test models and the real
+all-MiniLM-L6-v2, on a temporary IPC socket and a free HTTP port read from its ready line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from support.daemon import Daemon, start_daemon
+from support.models import minilm, tiny_bert, tiny_llama
+
+
+@dataclass
+class Doors:
+    """The running daemon's two doors, what it serves, and what the tests read from it.
+
+    Test modules reach these through the ``doors`` fixture (``doors.CHAT`` ...), not by
+    importing this module.
+    """
+
+    CHAT: ClassVar[str] = "chat"  # tiny Llama: context 256 tokens
+    EMBED: ClassVar[str] = "emb"  # tiny BERT: 32 dimensions, normalised
+    MINILM: ClassVar[str] = "minilm"  # the real all-MiniLM-L6-v2: 384 dimensions
+    CONTEXT: ClassVar[int] = 256
+    BODY_LIMIT: ClassVar[int] = 64 * 1024
+
+    daemon: Daemon
+    http: str
+    ipc: str
+
+    @property
+    def base_url(self) -> str:
+        return self.http + "/v1"
+
+    def ps(self) -> dict[str, dict[str, Any]]:
+        models = httpx.get(self.http + "/api/ps", timeout=30).json()["models"]
+        return {m["name"]: m for m in models}
+
+    def scheduler(self, model: str) -> dict[str, Any]:
+        return self.ps()[model]["scheduler"]  # type: ignore[no-any-return]
+
+    def wait_idle(self, model: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The model's scheduler counters once nothing runs or waits on it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.scheduler(model)
+            if stats.get("active", 0) == 0 or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
+
+    def logged(self, message: str) -> bool:
+        return any(message in line for line in self.daemon.output)
+
+    def wait_logged(self, message: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.logged(message):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+@pytest.fixture(scope="module")
+def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
+    models = {Doors.CHAT: tiny_llama(), Doors.EMBED: tiny_bert(), Doors.MINILM: minilm()}
+    # The doors are under test, not the engines: torch loads these models fastest.
+    args = ["--engine", "torch", "--http-max-body-bytes", str(Doors.BODY_LIMIT)]
+    daemon = start_daemon(tmp_path_factory.mktemp("daemon"), models, args=args)
+    try:
+        yield Doors(daemon=daemon, http=daemon.http, ipc=daemon.ipc)
+    finally:
+        code = daemon.stop()
+        assert code == 0, "\n".join(daemon.output[-40:])
