@@ -50,7 +50,7 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
         }
     )
     models = (ModelSpec(ref=str(tmp_path / "absent"), name="chat", task="generate"),)
-    return with_overrides(base, models=models, grace_period=2.0, **changes)
+    return with_overrides(base, **{"models": models, "grace_period": 2.0, **changes})
 
 
 @contextmanager
@@ -283,4 +283,39 @@ def test_an_unknown_group_stops_the_start(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, ipc_group="no-such-group-hfd")
     with pytest.raises((OSError, HfdError), match="no-such-group-hfd"), running(settings):
         pass
+    assert not settings.ipc_socket().exists()
+
+
+class SlowLoads(Service):
+    """The real service, with loads that take as long as the model name says (in seconds)."""
+
+    async def load(self, name: str) -> dict[str, Any]:
+        await anyio.sleep(float(name))
+        return {"name": name}
+
+
+def test_shutdown_refuses_new_requests_and_gives_in_flight_ones_the_grace_period(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, grace_period=1.0)
+    with anyio.from_thread.start_blocking_portal() as portal:
+
+        async def build() -> IpcServer:
+            return IpcServer(SlowLoads(settings, ModelManager(settings)), settings)
+
+        server = portal.call(build)
+        future, endpoint = portal.start_task(server.serve)
+        peer = Peer(endpoint)
+        try:
+            peer.request("quick", "models.load", {"model": "0.3"})
+            peer.request("slow", "models.load", {"model": "60"})
+            assert_serving(peer)  # both loads are in flight now
+            portal.call(server.shutdown)
+            peer.request("late", "health")
+            replies = {r.id: r for r in (peer.reply(), peer.reply(), peer.reply())}
+            future.result(timeout=15)
+        finally:
+            peer.close()
+    assert replies["late"].kind == "error" and replies["late"].body["code"] == "model_unavailable"
+    assert replies["late"].body["retry_after"] > 0
+    assert replies["quick"].kind == "result" and replies["quick"].body == {"name": "0.3"}
+    assert replies["slow"].kind == "error" and replies["slow"].body["code"] == "cancelled"
     assert not settings.ipc_socket().exists()
