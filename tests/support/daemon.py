@@ -1,0 +1,127 @@
+"""Run a real `hfd serve` subprocess for end-to-end tests: temporary dirs, socket and port,
+and the addresses read from its ready line."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY = re.compile(r"^hfd ready (.*)$")
+
+
+def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> Path:
+    lines = []
+    for name, ref in models.items():
+        lines += ["[[models]]", f"name = {name!r}", f"ref = {str(ref)!r}", ""]
+    path.write_text(extra + "\n" + "\n".join(lines))
+    return path
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    http: str
+    ipc: str
+    workdir: Path
+    output: list[str] = field(default_factory=list)
+    _drainer: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._drainer = threading.Thread(target=self.drain, daemon=True)
+        self._drainer.start()
+
+    @property
+    def base_url(self) -> str:
+        return self.http + "/v1"
+
+    @property
+    def ipc_path(self) -> Path:
+        return Path(self.ipc.removeprefix("ipc://"))
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def drain(self) -> None:
+        """Keep reading the daemon's output so a full pipe never blocks it."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout=timeout)
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
+        return code
+
+    def stop(self) -> int:
+        try:
+            if self.proc.poll() is None:
+                self.signal(signal.SIGTERM)
+                try:
+                    return self.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    return self.wait(10)
+            return self.proc.returncode
+        finally:
+            shutil.rmtree(self.ipc_path.parent, ignore_errors=True)
+
+
+def start_daemon(
+    workdir: Path,
+    models: dict[str, Path | str],
+    *,
+    extra_config: str = "",
+    args: Iterable[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Daemon:
+    """Start `hfd serve` on a free port and a socket under ``workdir``; wait for its ready line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_config(workdir / "config.toml", models, extra_config)
+    # ipc socket paths are limited to ~100 bytes: keep the runtime dir short.
+    runtime = Path(os.environ.get("TMPDIR", "/tmp")) / f"hfd-t{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    cmd = [
+        sys.executable, "-m", "hfd", "serve",
+        "--config", str(config),
+        "--state-dir", str(workdir / "state"),
+        "--cache-dir", str(workdir / "cache"),
+        "--runtime-dir", str(runtime),
+        "--http-port", "0",
+        "--log-format", "json",
+        *args,
+    ]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=0.5):
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        m = READY.match(line.strip())
+        if m:
+            addrs = dict(part.split("=", 1) for part in m.group(1).split())
+            return Daemon(proc=proc, http=addrs.get("http", ""), ipc=addrs["ipc"], workdir=workdir, output=lines)
+    proc.kill()
+    shutil.rmtree(runtime, ignore_errors=True)
+    rest = proc.communicate(timeout=10)[0] or ""
+    raise RuntimeError("hfd serve did not become ready:\n" + "\n".join(lines) + rest)
