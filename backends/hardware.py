@@ -1,0 +1,685 @@
+"""What this box can compute with: CPU and its vector extensions, memory, accelerators, engines.
+
+``detect()`` returns a ``HardwareReport``. Every probe is cheap, cached for the life of the
+process, and never raises: a probe that cannot see a device records *why* (a missing library, a
+missing driver, a CPU-only build) so that ``hfd doctor`` and ``GET /api/hardware`` can tell the
+user what to install.
+
+Nothing here imports torch, OpenVINO or ONNX Runtime at module import time. torch in particular
+is only imported when a GPU driver is present or on macOS (MPS): importing it costs seconds and
+would only confirm what the missing driver already says.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import glob
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Feature names as hfd reports them, from the Linux /proc/cpuinfo flag that carries each.
+_X86_FLAGS: dict[str, str] = {
+    "sse4_2": "sse4_2",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx_vnni": "avx_vnni",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512vl": "avx512vl",
+    "avx512_vnni": "avx512_vnni",
+    "avx512_bf16": "avx512_bf16",
+    "avx512_fp16": "avx512_fp16",
+    "amx_tile": "amx_tile",
+    "amx_bf16": "amx_bf16",
+    "amx_int8": "amx_int8",
+}
+_ARM_FLAGS: dict[str, str] = {
+    "asimd": "neon",
+    "neon": "neon",
+    "asimddp": "dotprod",
+    "sve": "sve",
+    "sve2": "sve2",
+    "bf16": "bf16",
+    "i8mm": "i8mm",
+    "fphp": "fp16",
+}
+# macOS sysctl keys (hw.optional.*) -> feature name.
+_MACOS_SYSCTL: dict[str, str] = {
+    "hw.optional.avx2_0": "avx2",
+    "hw.optional.fma": "fma",
+    "hw.optional.avx512f": "avx512f",
+    "hw.optional.avx512bw": "avx512bw",
+    "hw.optional.avx512vl": "avx512vl",
+    "hw.optional.avx512vnni": "avx512_vnni",
+    "hw.optional.neon": "neon",
+    "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_BF16": "bf16",
+    "hw.optional.arm.FEAT_I8MM": "i8mm",
+    "hw.optional.arm.FEAT_FP16": "fp16",
+    "hw.optional.arm.FEAT_SME": "sme",
+}
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    vendor: str
+    model: str
+    arch: str  # platform.machine(): "x86_64", "aarch64", "arm64" ...
+    logical_cores: int
+    physical_cores: int
+    usable_cores: int  # what this process may run on (affinity mask, cgroup quota)
+    features: tuple[str, ...]
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+    @property
+    def is_x86(self) -> bool:
+        return self.arch.lower() in ("x86_64", "amd64", "i686", "i386")
+
+    @property
+    def is_arm(self) -> bool:
+        return self.arch.lower() in ("aarch64", "arm64") or self.arch.lower().startswith("armv")
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    total_bytes: int
+    available_bytes: int
+    limit_bytes: int | None = None  # a cgroup memory limit below the physical total, when set
+
+
+@dataclass(frozen=True)
+class Device:
+    """One accelerator (or the CPU) as one engine addresses it."""
+
+    engine: str  # "torch" | "openvino" | "onnxruntime"
+    id: str  # the device string the engine takes: "cuda:0", "mps", "GPU.0", "NPU", "CPU"
+    kind: str  # "cpu" | "cuda" | "rocm" | "mps" | "intel_gpu" | "npu"
+    name: str
+    memory_bytes: int | None = None
+    capability: str | None = None  # CUDA compute capability "8.9", ROCm gfx arch, OV optimisation caps
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineProbe:
+    """Whether an engine's library is installed, which devices it sees, and why not others."""
+
+    name: str
+    installed: bool
+    version: str | None = None
+    reason: str = ""  # why it is not installed, or "" when it is
+    devices: tuple[Device, ...] = ()
+    # device kind -> why the engine cannot use it here ("no NVIDIA driver (libcuda.so.1 not found)").
+    unavailable: dict[str, str] = field(default_factory=dict)
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers
+
+    def has_kind(self, kind: str) -> bool:
+        return any(d.kind == kind for d in self.devices)
+
+    def first(self, kind: str) -> Device | None:
+        return next((d for d in self.devices if d.kind == kind), None)
+
+
+@dataclass(frozen=True)
+class HardwareReport:
+    system: str  # platform.system(): "Linux", "Darwin", "Windows"
+    python: str
+    cpu: CpuInfo
+    memory: MemoryInfo
+    torch: EngineProbe
+    openvino: EngineProbe
+    onnxruntime: EngineProbe
+
+    def engine(self, name: str) -> EngineProbe:
+        probes = {"torch": self.torch, "openvino": self.openvino, "onnxruntime": self.onnxruntime}
+        try:
+            return probes[name]
+        except KeyError:
+            raise ValueError(f"unknown engine {name!r}") from None
+
+    @property
+    def accelerators(self) -> list[Device]:
+        """Every non-CPU device any engine sees."""
+        out: list[Device] = []
+        for probe in (self.torch, self.openvino, self.onnxruntime):
+            out.extend(d for d in probe.devices if d.kind != "cpu")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cpu"]["features"] = list(self.cpu.features)
+        return _jsonable(data)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- CPU
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=2.0, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _usable_cores(logical: int) -> int:
+    usable = logical
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except OSError:
+            pass
+    # A container's CPU quota (cgroup v2 "cpu.max": "<quota> <period>") caps what we really get.
+    quota = _read_text("/sys/fs/cgroup/cpu.max")
+    if quota:
+        parts = quota.split()
+        if len(parts) == 2 and parts[0] != "max":
+            try:
+                usable = min(usable, max(1, int(int(parts[0]) / int(parts[1]))))
+            except ValueError:
+                pass
+    return usable
+
+
+def _linux_physical_cores(cpuinfo: str) -> int | None:
+    cores: set[tuple[str, str]] = set()
+    for path in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/topology/core_id"):
+        core = _read_text(path)
+        package = _read_text(path.replace("core_id", "physical_package_id"))
+        if core is not None:
+            cores.add(((package or "0").strip(), core.strip()))
+    if cores:
+        return len(cores)
+    physical = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            cores.add((physical, value.strip()))
+    return len(cores) or None
+
+
+def parse_cpuinfo(text: str) -> tuple[str, str, set[str]]:
+    """(vendor, model name, feature names) from Linux /proc/cpuinfo text (x86 or Arm)."""
+    vendor = model = ""
+    raw_flags: set[str] = set()
+    implementer = part = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        value = value.strip()
+        if key == "vendor_id" and not vendor:
+            vendor = value
+        elif key in ("model name", "hardware", "cpu model") and not model:
+            model = value
+        elif key in ("flags", "features") and not raw_flags:
+            raw_flags = set(value.split())
+        elif key == "cpu implementer" and not implementer:
+            implementer = value
+        elif key == "cpu part" and not part:
+            part = value
+    table = _X86_FLAGS if "avx" in raw_flags or "sse2" in raw_flags else _ARM_FLAGS
+    features = {name for flag, name in table.items() if flag in raw_flags}
+    if not vendor and implementer:
+        vendor = {"0x41": "ARM", "0x51": "Qualcomm", "0x61": "Apple", "0xc0": "Ampere"}.get(
+            implementer.lower(), f"implementer {implementer}"
+        )
+    if not model and part:
+        model = f"part {part}"
+    return vendor, model, features
+
+
+@functools.cache
+def probe_cpu() -> CpuInfo:
+    arch = platform.machine() or "unknown"
+    logical = os.cpu_count() or 1
+    vendor, model, physical = "", "", None
+    features: set[str] = set()
+    try:
+        if sys.platform.startswith("linux"):
+            text = _read_text("/proc/cpuinfo") or ""
+            vendor, model, features = parse_cpuinfo(text)
+            physical = _linux_physical_cores(text)
+        elif sys.platform == "darwin":
+            model = _sysctl("machdep.cpu.brand_string") or ""
+            vendor = _sysctl("machdep.cpu.vendor") or ("Apple" if arch == "arm64" else "")
+            physical = int(_sysctl("hw.physicalcpu") or 0) or None
+            features = {name for key, name in _MACOS_SYSCTL.items() if _sysctl(key) == "1"}
+            if arch == "arm64":
+                features.add("neon")  # every Apple silicon core has it; older macOS lacks the key
+        else:
+            model = platform.processor()
+    except Exception as exc:  # a probe never raises: report what we have
+        log.warning("cpu probe failed", extra={"error": repr(exc)})
+    return CpuInfo(
+        vendor=vendor or "unknown",
+        model=model or platform.processor() or "unknown",
+        arch=arch,
+        logical_cores=logical,
+        physical_cores=physical or logical,
+        usable_cores=_usable_cores(logical),
+        features=tuple(sorted(features)),
+    )
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _meminfo_bytes(text: str, key: str) -> int | None:
+    match = re.search(rf"^{key}:\s+(\d+)\s*kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _cgroup_memory() -> tuple[int | None, int | None]:
+    """(limit, current usage) of this process's cgroup, v2 then v1."""
+    for limit_path, usage_path in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        limit = _read_text(limit_path)
+        if limit and limit.strip().isdigit():
+            usage = _read_text(usage_path)
+            return int(limit.strip()), int(usage.strip()) if usage and usage.strip().isdigit() else None
+    return None, None
+
+
+@functools.cache
+def probe_memory() -> MemoryInfo:
+    total = available = 0
+    limit: int | None = None
+    try:
+        if sys.platform.startswith("linux"):
+            text = _read_text("/proc/meminfo") or ""
+            total = _meminfo_bytes(text, "MemTotal") or 0
+            available = _meminfo_bytes(text, "MemAvailable") or _meminfo_bytes(text, "MemFree") or 0
+            cg_limit, cg_usage = _cgroup_memory()
+            if cg_limit is not None and 0 < cg_limit < total:
+                limit = cg_limit
+                available = min(available, max(0, cg_limit - (cg_usage or 0)))
+        elif sys.platform == "darwin":
+            total = int(_sysctl("hw.memsize") or 0)
+            available = _macos_available() or total
+        elif hasattr(os, "sysconf"):
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            available = total
+    except Exception as exc:
+        log.warning("memory probe failed", extra={"error": repr(exc)})
+    return MemoryInfo(total_bytes=total, available_bytes=available, limit_bytes=limit)
+
+
+def _macos_available() -> int | None:
+    try:
+        out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=2.0, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    page = re.search(r"page size of (\d+) bytes", out)
+    pages = sum(int(m.group(1)) for m in re.finditer(r"Pages (?:free|inactive|speculative):\s+(\d+)", out))
+    return pages * int(page.group(1)) if page else None
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def _installed(module: str, dist: str) -> tuple[bool, str | None, str]:
+    """(installed, version, why not) without importing the module."""
+    try:
+        # A module set to None in sys.modules is how Python marks "this import must fail".
+        if module in sys.modules and sys.modules[module] is None:
+            return False, None, f"{module} not installed"
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        return False, None, f"{module} not importable: {exc}"
+    if spec is None:
+        return False, None, f"{module} not installed"
+    try:
+        version: str | None = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return True, version, ""
+
+
+def _can_load(names: tuple[str, ...]) -> bool:
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def nvidia_driver_reason() -> str | None:
+    """None when an NVIDIA driver is present, else why not (cheap: no torch import)."""
+    if sys.platform == "darwin":
+        return "no NVIDIA driver on macOS"
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    if _can_load(names):
+        return None
+    return f"no NVIDIA driver ({names[0]} not found)"
+
+
+def rocm_driver_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "ROCm needs Linux"
+    if not os.path.exists("/dev/kfd"):
+        return "no AMD ROCm driver (/dev/kfd not found)"
+    return None
+
+
+@functools.cache
+def probe_torch() -> EngineProbe:
+    installed, version, reason = _installed("torch", "torch")
+    if not installed:
+        return EngineProbe(
+            name="torch",
+            installed=False,
+            reason=reason,
+            unavailable={"cuda": reason, "rocm": reason, "mps": reason},
+        )
+    cpu = Device(engine="torch", id="cpu", kind="cpu", name=probe_cpu().model)
+    unavailable: dict[str, str] = {}
+    nvidia = nvidia_driver_reason()
+    rocm = rocm_driver_reason()
+    want_mps = sys.platform == "darwin"
+    if nvidia:
+        unavailable["cuda"] = nvidia
+    if rocm:
+        unavailable["rocm"] = rocm
+    if not want_mps:
+        unavailable["mps"] = "MPS needs macOS on Apple silicon"
+    if nvidia and rocm and not want_mps:
+        return EngineProbe(
+            name="torch", installed=True, version=version, devices=(cpu,), unavailable=unavailable
+        )
+    try:
+        torch = importlib.import_module("torch")
+    except Exception as exc:
+        why = f"torch failed to import: {exc}"
+        return EngineProbe(
+            name="torch",
+            installed=False,
+            version=version,
+            reason=why,
+            unavailable={"cuda": why, "rocm": why, "mps": why},
+        )
+    devices = [cpu]
+    if not (nvidia and rocm):
+        devices.extend(_torch_gpus(torch, unavailable))
+    if want_mps:
+        try:
+            if torch.backends.mps.is_available():
+                devices.append(Device(engine="torch", id="mps", kind="mps", name=probe_cpu().model))
+            elif not torch.backends.mps.is_built():
+                unavailable["mps"] = "torch was built without MPS"
+            else:
+                unavailable["mps"] = "MPS not available (needs Apple silicon and macOS 12.3+)"
+        except Exception as exc:
+            unavailable["mps"] = f"MPS probe failed: {exc}"
+    return EngineProbe(
+        name="torch", installed=True, version=version, devices=tuple(devices), unavailable=unavailable
+    )
+
+
+def _torch_gpus(torch: Any, unavailable: dict[str, str]) -> list[Device]:
+    hip = getattr(torch.version, "hip", None)
+    kind = "rocm" if hip else "cuda"
+    other = "cuda" if hip else "rocm"
+    if not (hip or getattr(torch.version, "cuda", None)):
+        why = "torch is a CPU-only build"
+        unavailable.setdefault("cuda", why)
+        unavailable.setdefault("rocm", why)
+        return []
+    unavailable.setdefault(other, f"torch is a {kind.upper()} build")
+    try:
+        if not torch.cuda.is_available():
+            unavailable[kind] = f"torch sees no {kind.upper()} device"
+            return []
+        devices = []
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            capability = getattr(props, "gcnArchName", None) if hip else f"{props.major}.{props.minor}"
+            devices.append(
+                Device(
+                    engine="torch",
+                    id=f"cuda:{index}",
+                    kind=kind,
+                    name=str(props.name),
+                    memory_bytes=int(props.total_memory),
+                    capability=capability,
+                    properties={"multiprocessors": int(getattr(props, "multi_processor_count", 0))},
+                )
+            )
+        unavailable.pop(kind, None)
+        return devices
+    except Exception as exc:
+        unavailable[kind] = f"{kind.upper()} probe failed: {exc}"
+        return []
+
+
+def ov_device_kind(device_id: str) -> str:
+    base = device_id.split(".")[0].upper()
+    return {"CPU": "cpu", "GPU": "intel_gpu", "NPU": "npu"}.get(base, base.lower())
+
+
+def _ov_gpu_reason() -> str:
+    if sys.platform.startswith("linux") and not glob.glob("/dev/dri/renderD*"):
+        return "openvino: no GPU plugin device (no /dev/dri/renderD* node)"
+    return "openvino: no GPU plugin device"
+
+
+def _ov_npu_reason() -> str:
+    if sys.platform.startswith("linux") and not glob.glob("/dev/accel/accel*"):
+        return "openvino: no NPU plugin device (no /dev/accel/accel* node)"
+    return "openvino: no NPU plugin device"
+
+
+@functools.cache
+def probe_openvino() -> EngineProbe:
+    installed, version, reason = _installed("openvino", "openvino")
+    if not installed:
+        return EngineProbe(
+            name="openvino",
+            installed=False,
+            reason=reason,
+            unavailable={"intel_gpu": reason, "npu": reason, "cpu": reason},
+        )
+    try:
+        ov = importlib.import_module("openvino")
+        core = ov.Core()
+        ids = list(core.available_devices)
+    except Exception as exc:
+        why = f"openvino failed to start: {exc}"
+        return EngineProbe(
+            name="openvino",
+            installed=False,
+            version=version,
+            reason=why,
+            unavailable={"intel_gpu": why, "npu": why, "cpu": why},
+        )
+    devices = []
+    for device_id in ids:
+        devices.append(_ov_device(core, device_id))
+    unavailable: dict[str, str] = {}
+    kinds = {d.kind for d in devices}
+    if "intel_gpu" not in kinds:
+        unavailable["intel_gpu"] = _ov_gpu_reason()
+    if "npu" not in kinds:
+        unavailable["npu"] = _ov_npu_reason()
+    if "cpu" not in kinds:
+        unavailable["cpu"] = "openvino: no CPU plugin (unsupported CPU)"
+    return EngineProbe(
+        name="openvino", installed=True, version=version, devices=tuple(devices), unavailable=unavailable
+    )
+
+
+def _ov_device(core: Any, device_id: str) -> Device:
+    def prop(name: str) -> Any:
+        try:
+            return core.get_property(device_id, name)
+        except Exception:
+            return None
+
+    full_name = prop("FULL_DEVICE_NAME") or device_id
+    caps = prop("OPTIMIZATION_CAPABILITIES")
+    memory = prop("GPU_DEVICE_TOTAL_MEM_SIZE") if device_id.startswith("GPU") else None
+    properties: dict[str, Any] = {}
+    device_type = prop("DEVICE_TYPE")
+    if device_type is not None:
+        properties["device_type"] = str(device_type).rsplit(".", 1)[-1].lower()
+    return Device(
+        engine="openvino",
+        id=device_id,
+        kind=ov_device_kind(device_id),
+        name=str(full_name),
+        memory_bytes=int(memory) if memory else None,
+        capability=",".join(str(c) for c in caps) if caps else None,
+        properties=properties,
+    )
+
+
+# ONNX Runtime execution provider -> the device kind it drives.
+_ORT_PROVIDER_KINDS: dict[str, str] = {
+    "CUDAExecutionProvider": "cuda",
+    "TensorrtExecutionProvider": "cuda",
+    "ROCMExecutionProvider": "rocm",
+    "MIGraphXExecutionProvider": "rocm",
+    "CoreMLExecutionProvider": "coreml",
+    "OpenVINOExecutionProvider": "openvino",
+    "QNNExecutionProvider": "qnn",
+    "DmlExecutionProvider": "directml",
+    "CPUExecutionProvider": "cpu",
+}
+
+
+@functools.cache
+def probe_onnxruntime() -> EngineProbe:
+    installed, version, reason = _installed("onnxruntime", "onnxruntime")
+    if not installed:
+        # GPU builds ship under other distribution names but import as the same module.
+        return EngineProbe(name="onnxruntime", installed=False, reason=reason)
+    try:
+        ort = importlib.import_module("onnxruntime")
+        providers = tuple(ort.get_available_providers())
+        version = version or getattr(ort, "__version__", None)
+    except Exception as exc:
+        return EngineProbe(
+            name="onnxruntime",
+            installed=False,
+            version=version,
+            reason=f"onnxruntime failed to import: {exc}",
+        )
+    devices = []
+    for provider in providers:
+        kind = _ORT_PROVIDER_KINDS.get(provider)
+        if kind is None:  # e.g. AzureExecutionProvider: a remote endpoint, not a device
+            continue
+        if kind == "cpu":
+            devices.append(Device(engine="onnxruntime", id="cpu", kind="cpu", name=probe_cpu().model))
+        elif kind == "cuda" and nvidia_driver_reason() is None:
+            if not any(d.kind == "cuda" for d in devices):
+                devices.append(Device(engine="onnxruntime", id="cuda:0", kind="cuda", name=provider))
+        elif kind == "rocm" and rocm_driver_reason() is None:
+            if not any(d.kind == "rocm" for d in devices):
+                devices.append(Device(engine="onnxruntime", id="cuda:0", kind="rocm", name=provider))
+        elif kind not in ("cuda", "rocm"):  # CoreML, OpenVINO, QNN, DirectML: the provider is the device
+            devices.append(Device(engine="onnxruntime", id=kind, kind=kind, name=provider))
+    unavailable: dict[str, str] = {}
+    if "CUDAExecutionProvider" not in providers:
+        unavailable["cuda"] = "onnxruntime: no CUDAExecutionProvider (install onnxruntime-gpu)"
+    elif nvidia_driver_reason():
+        unavailable["cuda"] = f"onnxruntime: {nvidia_driver_reason()}"
+    return EngineProbe(
+        name="onnxruntime",
+        installed=True,
+        version=version,
+        devices=tuple(devices),
+        unavailable=unavailable,
+        providers=providers,
+    )
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def detect(refresh: bool = False) -> HardwareReport:
+    """The hardware report, probed once per process (``refresh=True`` probes again)."""
+    if refresh:
+        clear_cache()
+    return HardwareReport(
+        system=platform.system(),
+        python=platform.python_version(),
+        cpu=probe_cpu(),
+        memory=probe_memory(),
+        torch=probe_torch(),
+        openvino=probe_openvino(),
+        onnxruntime=probe_onnxruntime(),
+    )
+
+
+def clear_cache() -> None:
+    for probe in (probe_cpu, probe_memory, probe_torch, probe_openvino, probe_onnxruntime):
+        probe.cache_clear()
+
+
+def hardware_json(
+    report: HardwareReport | None = None,
+    *,
+    pinned_engine: str | None = None,
+    pinned_device: str | None = None,
+) -> dict[str, Any]:
+    """The report plus the engines chosen per task: the body of ``GET /api/hardware`` and of
+    the IPC ``hardware`` operation. A task no engine can run here gets an empty list and its
+    reason under ``choice_errors``."""
+    from hfd.backends.policy import TASKS, choose_engine  # policy imports this module
+    from hfd.client.errors import HfdError
+
+    report = report or detect()
+    data = report.to_dict()
+    data["choices"] = {}
+    errors: dict[str, str] = {}
+    for task in TASKS:
+        try:
+            choices = choose_engine(task, report, pinned_engine, pinned_device)
+        except HfdError as exc:
+            choices, errors[task] = [], exc.message
+        data["choices"][task] = [c.to_dict() for c in choices]
+    if errors:
+        data["choice_errors"] = errors
+    return data

@@ -1,0 +1,307 @@
+"""The ONNX Runtime engine, for encoders (embeddings).
+
+A snapshot that ships an ONNX graph (``model.onnx`` or ``onnx/model.onnx``) is run as it is;
+otherwise the transformers model is exported once with ``torch.onnx.export`` into the export
+cache. The graph maps ``input_ids``/``attention_mask`` to token embeddings; tokenization and
+pooling are done in numpy (``hfd.backends.numpy_encoder``), as for the OpenVINO engine.
+
+The execution provider follows the device: ``cpu``, ``cuda:N`` (CUDA, or ROCm on an AMD build),
+``coreml``, ``openvino``, ``qnn``, ``directml``. The CPU provider is always appended as the
+fallback for operators the accelerator lacks.
+
+Nothing here imports onnxruntime or torch at module import time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfd.backends import _hf, hardware
+from hfd.backends.base import LoadOptions, Task, TokenizedBatch
+from hfd.backends.exports import ExportCache, export_key
+from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
+from hfd.backends.policy import device_kind
+from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+# Bump when the way we export changes, so old exports are not reused.
+EXPORT_REVISION = 1
+ONNX_OPSET = 17
+ONNX_FILE = "model.onnx"
+_KNOWN_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
+
+# hfd device kind -> execution provider names to try, in order.
+_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider"),
+    "rocm": ("ROCMExecutionProvider", "MIGraphXExecutionProvider"),
+    "coreml": ("CoreMLExecutionProvider",),
+    "openvino": ("OpenVINOExecutionProvider",),
+    "qnn": ("QNNExecutionProvider",),
+    "directml": ("DmlExecutionProvider",),
+    "dml": ("DmlExecutionProvider",),
+}
+
+
+class OnnxBackend:
+    name = "onnxruntime"
+    tasks: frozenset[Task] = frozenset({"embed"})
+
+    def available(self) -> tuple[bool, str]:
+        probe = hardware.probe_onnxruntime()
+        return probe.installed, probe.reason
+
+    def devices(self) -> list[str]:
+        return [d.id for d in hardware.probe_onnxruntime().devices]
+
+    def load_encoder(self, opts: LoadOptions) -> OnnxEncoder:
+        providers = providers_for(opts.device)
+        if opts.weight_format not in (None, "fp32"):
+            log.warning(
+                "weight format ignored: the onnxruntime engine runs fp32 graphs",
+                extra={"weight_format": opts.weight_format, "model_path": str(opts.path)},
+            )
+        start = time.perf_counter()
+        graph, built = prepare_onnx(opts)
+        head = load_head(opts.path, trust_remote_code=opts.trust_remote_code)
+        encoder = OnnxEncoder(graph, head, opts.device, providers, opts.threads)
+        log.info(
+            "encoder loaded",
+            extra={"engine": self.name, "model_path": str(opts.path), "device": opts.device,
+                   "providers": ",".join(encoder.providers), "exported": built,
+                   "seconds": round(time.perf_counter() - start, 3)},
+        )  # fmt: skip
+        return encoder
+
+    def load_generator(self, opts: LoadOptions) -> Any:
+        raise InvalidRequest("the onnxruntime engine runs encoders only; use torch or openvino to generate")
+
+
+def providers_for(device: str) -> list[Any]:
+    """The execution providers for an hfd device string, available here, CPU last."""
+    probe = hardware.probe_onnxruntime()
+    if not probe.installed:
+        raise ModelUnavailable(f"the onnxruntime engine is not available: {probe.reason}")
+    kind = device_kind(device)
+    wanted = _PROVIDERS.get(kind)
+    if wanted is None:
+        raise InvalidRequest(f"the onnxruntime engine does not run on {device!r}", param="device")
+    provider = next((p for p in wanted if p in probe.providers), None)
+    if provider is None:
+        why = probe.unavailable.get(kind, f"onnxruntime has none of {', '.join(wanted)} here")
+        raise ModelUnavailable(
+            f"device {device!r} is not available to onnxruntime: {why}", details={"device": device}
+        )
+    if provider == "CPUExecutionProvider":
+        return [provider]
+    index = device.replace(":", ".").partition(".")[2]
+    options: dict[str, Any] = {"device_id": int(index)} if index.isdigit() else {}
+    return [(provider, options), "CPUExecutionProvider"]
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def shipped_graph(path: Path) -> Path | None:
+    for candidate in (path / ONNX_FILE, path / "onnx" / ONNX_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def export_options() -> dict[str, Any]:
+    return {
+        "format": "onnx",
+        "task": "feature-extraction",
+        "opset": ONNX_OPSET,
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "revision": EXPORT_REVISION,
+    }
+
+
+def prepare_onnx(opts: LoadOptions) -> tuple[Path, bool]:
+    """The ONNX graph to run: shipped with the model, or exported into the cache on first use.
+    Returns (graph file, whether this call exported it)."""
+    config = _hf.require_model_dir(opts.path)
+    shipped = shipped_graph(opts.path)
+    if shipped is not None:
+        return shipped, False
+    allow_pickle = bool(opts.extra.get("allow_pickle"))
+    _hf.check_weights(opts.path, allow_pickle=allow_pickle)
+    if opts.cache_dir is None:
+        raise ModelUnavailable("the onnxruntime engine needs a cache directory for its exports")
+    options = export_options()
+    key = export_key(
+        opts.path,
+        engine="onnxruntime",
+        engine_version=_version("onnxruntime"),
+        options=options,
+        commit=opts.extra.get("commit"),
+    )
+    meta = {
+        "engine": "onnxruntime",
+        "task": "embed",
+        "source": str(opts.path),
+        "model_type": config.get("model_type"),
+        "options": options,
+    }
+    result = ExportCache(opts.cache_dir).get_or_build(
+        key, lambda out: export_onnx(opts.path, out, opts.trust_remote_code, allow_pickle), meta
+    )
+    return result.path / ONNX_FILE, result.built
+
+
+def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: bool) -> None:
+    """Export a transformers encoder to ``out/model.onnx``: (input_ids, attention_mask) ->
+    last_hidden_state, batch and sequence dynamic."""
+    try:
+        import torch
+        from transformers import AutoModel
+    except Exception as exc:
+        raise ModelUnavailable(f"exporting to ONNX needs torch and transformers (hfd[torch]): {exc}") from exc
+    log.info("onnx export", extra={"model_path": str(source)})
+    try:
+        model = AutoModel.from_pretrained(
+            source,
+            local_files_only=True,
+            use_safetensors=_hf.check_weights(source, allow_pickle=allow_pickle),
+            trust_remote_code=trust_remote_code,
+            dtype=torch.float32,
+            attn_implementation="eager",
+        ).eval()
+        wrapper = _wrap_for_export(model)
+        ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]], dtype=torch.long)
+        mask = (ids != 0).long()
+        with torch.no_grad(), warnings.catch_warnings():
+            # The legacy exporter is chosen on purpose (see below); its deprecation and tracer
+            # notes are noise in the daemon's log.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper,
+                (ids, mask),
+                str(out / ONNX_FILE),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "tokens"},
+                    "attention_mask": {0: "batch", 1: "tokens"},
+                    "last_hidden_state": {0: "batch", 1: "tokens"},
+                },
+                opset_version=ONNX_OPSET,
+                # The TorchScript exporter: the dynamo one needs onnxscript, and this graph is
+                # plain enough for tracing.
+                dynamo=False,
+            )
+    except HfdError:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"ONNX export of {source} failed: {exc}") from exc
+
+
+def _wrap_for_export(model: Any) -> Any:
+    import torch
+
+    class EncoderForExport(torch.nn.Module):
+        """(input_ids, attention_mask) -> last_hidden_state, with the mask made 4-D here.
+
+        transformers builds its attention mask with Python-level shape logic that the tracer
+        turns into tensors (and then fails on); an additive 4-D mask is taken as it is.
+        """
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+            self.token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            extended = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(
+                torch.float32
+            ).min
+            kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": extended}
+            if self.token_types:
+                kwargs["token_type_ids"] = torch.zeros_like(input_ids)
+            return self.model(**kwargs).last_hidden_state  # type: ignore[no-any-return]
+
+    return EncoderForExport(model)
+
+
+# -- encoder ------------------------------------------------------------------------------------
+
+
+class OnnxEncoder:
+    """An ``EncoderModel`` over an ``onnxruntime.InferenceSession`` that outputs token embeddings."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self, graph: Path, head: EncoderHead, device: str, providers: list[Any], threads: int
+    ) -> None:
+        import onnxruntime as ort
+
+        self.device = device
+        self._head = head
+        self.max_length = head.max_length
+        self.dimensions = head.dimensions
+        self._graph = graph
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # one graph at a time on the model's worker thread
+        try:
+            self._session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+        except Exception as exc:
+            raise ModelUnavailable(f"onnxruntime cannot load {graph}: {exc}") from exc
+        self.providers: list[str] = list(self._session.get_providers())
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        unknown = set(self._inputs) - _KNOWN_INPUTS
+        if unknown:
+            raise ModelUnavailable(f"{graph}: unexpected encoder inputs {sorted(unknown)}")
+        names = [o.name for o in self._session.get_outputs()]
+        self._output = next((n for n in ("last_hidden_state", "token_embeddings") if n in names), names[0])
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        return self._head.tokenize(texts)
+
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        if not batch.ids:
+            return self._head.empty()
+        ids, mask = self._head.pad(batch)
+        feeds: dict[str, np.ndarray] = {}
+        for name in self._inputs:
+            if name == "input_ids":
+                feeds[name] = ids
+            elif name == "attention_mask":
+                feeds[name] = mask
+            elif name == "token_type_ids":
+                feeds[name] = np.zeros_like(ids)
+            else:  # position_ids
+                feeds[name] = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
+        (hidden,) = self._session.run([self._output], feeds)
+        return pool(np.asarray(hidden), mask, self._head.pooling)
+
+    def memory_bytes(self) -> int:
+        # The graph and its external-data files (model.onnx_data, model.onnx.data ...).
+        return sum(f.stat().st_size for f in self._graph.parent.glob(f"{self._graph.name}*") if f.is_file())
+
+    def close(self) -> None:
+        self._session = None

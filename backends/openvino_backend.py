@@ -1,0 +1,572 @@
+"""The OpenVINO engine: continuously batched generation through OpenVINO GenAI's
+``ContinuousBatchingPipeline`` and embeddings through a compiled OpenVINO model.
+
+A Hugging Face snapshot is exported to OpenVINO IR once with optimum-intel (into the export
+cache, keyed by the snapshot and the options) and every later load reads the IR. A directory that
+already holds ``openvino_model.xml`` is used as it is. Tokenization stays with the snapshot's
+Hugging Face tokenizer, so prompt ids are exactly the ones the torch engine would use.
+
+Weight formats (``LoadOptions.weight_format``): ``fp32``, ``fp16`` (IR stored in half precision;
+the CPU plugin still computes in fp32 unless told otherwise) and ``int8`` (weight-only
+compression with NNCF). Defaults: ``fp32`` for encoders on the CPU and for generators under a
+billion parameters on the CPU; ``int8`` for generators of a billion parameters or more (decoding
+is memory-bound: int8 weights halve the bytes read per token, as optimum-intel itself does by
+default); ``fp16`` on GPU and NPU.
+
+Nothing here imports openvino at module import time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfd.backends import _hf, hardware
+from hfd.backends.base import LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
+from hfd.backends.exports import ExportCache, export_key
+from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
+from hfd.client.errors import ContextLengthExceeded, HfdError, InvalidRequest, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FORMATS = ("fp32", "fp16", "int8")
+# Bump when the way we export changes, so old exports are not reused.
+EXPORT_REVISION = 1
+IR_FILE = "openvino_model.xml"
+_BILLION = 1_000_000_000
+_PRECISION_HINTS = {"float32": "f32", "fp32": "f32", "float16": "f16", "fp16": "f16", "bfloat16": "bf16", "bf16": "bf16"}  # fmt: skip
+_EXPORT_TASKS: dict[str, str] = {"generate": "text-generation-with-past", "embed": "feature-extraction"}
+
+
+class OpenVINOBackend:
+    name = "openvino"
+    tasks: frozenset[Task] = frozenset({"generate", "embed"})
+
+    def available(self) -> tuple[bool, str]:
+        probe = hardware.probe_openvino()
+        return probe.installed, probe.reason
+
+    def devices(self) -> list[str]:
+        return [d.id for d in hardware.probe_openvino().devices]
+
+    def load_encoder(self, opts: LoadOptions) -> OVEncoder:
+        device = ov_device(opts.device)
+        weight_format = resolve_weight_format(opts, device)
+        start = time.perf_counter()
+        model_dir, built = prepare_ir(opts, "embed", weight_format)
+        head = load_head(opts.path, trust_remote_code=opts.trust_remote_code)
+        encoder = OVEncoder(model_dir / IR_FILE, head, device, _compile_properties(opts, device))
+        log.info(
+            "encoder loaded",
+            extra={"engine": self.name, "model_path": str(opts.path), "device": device,
+                   "weight_format": weight_format, "exported": built,
+                   "seconds": round(time.perf_counter() - start, 3)},
+        )  # fmt: skip
+        return encoder
+
+    def load_generator(self, opts: LoadOptions) -> OVGenerator:
+        device = ov_device(opts.device)
+        if device.startswith("NPU"):
+            raise ModelUnavailable("OpenVINO continuous batching does not run on the NPU; use CPU or GPU")
+        weight_format = resolve_weight_format(opts, device)
+        start = time.perf_counter()
+        model_dir, built = prepare_ir(opts, "generate", weight_format)
+        generator = OVGenerator(model_dir, opts, device, _compile_properties(opts, device))
+        log.info(
+            "generator loaded",
+            extra={"engine": self.name, "model_path": str(opts.path), "device": device,
+                   "weight_format": weight_format, "exported": built,
+                   "kv_cache_bytes": generator.kv_cache_bytes, "context_length": generator.context_length,
+                   "seconds": round(time.perf_counter() - start, 3)},
+        )  # fmt: skip
+        return generator
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def ov_device(device: str) -> str:
+    """hfd's device string to OpenVINO's ("cpu" -> "CPU", "gpu.1" -> "GPU.1"), checked against
+    the devices OpenVINO sees here."""
+    name = device.strip().upper() or "CPU"
+    base = name.split(".")[0].split(":")[0]
+    if base not in ("CPU", "GPU", "NPU", "AUTO", "HETERO", "MULTI"):
+        raise InvalidRequest(f"the openvino engine does not run on {device!r}", param="device")
+    probe = hardware.probe_openvino()
+    if not probe.installed:
+        raise ModelUnavailable(f"the openvino engine is not available: {probe.reason}")
+    # Virtual devices pick among the real ones themselves; a bad index fails at compile time.
+    if base in ("AUTO", "HETERO", "MULTI") or any(d.id.split(".")[0] == base for d in probe.devices):
+        return name
+    why = probe.unavailable.get(hardware.ov_device_kind(name), "not detected")
+    raise ModelUnavailable(f"OpenVINO device {name} is not available: {why}", details={"device": name})
+
+
+def resolve_weight_format(opts: LoadOptions, device: str) -> str:
+    if opts.weight_format is not None:
+        wf = opts.weight_format.lower()
+        if wf not in WEIGHT_FORMATS:
+            raise InvalidRequest(
+                f"unknown weight format {opts.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}",
+                param="weight_format",
+            )
+        return wf
+    if (opts.path / IR_FILE).is_file():
+        return "fp32"  # a ready IR is used as it is, whatever its weights are
+    if not device.startswith("CPU"):
+        return "int8" if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION else "fp16"
+    if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION:
+        return "int8"
+    return "fp32"
+
+
+def _parameter_count(path: Path) -> int:
+    """Parameters of a snapshot, from its safetensors headers (no weights are read)."""
+    import json
+    import struct
+
+    total = 0
+    for file in _hf.safetensors_weights(path):
+        try:
+            with file.open("rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(size))
+        except (OSError, ValueError, struct.error):
+            continue
+        for name, entry in header.items():
+            if name != "__metadata__" and isinstance(entry, dict):
+                count = 1
+                for dim in entry.get("shape", []):
+                    count *= int(dim)
+                total += count
+    return total
+
+
+def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    if opts.threads > 0 and device.startswith("CPU"):
+        props["INFERENCE_NUM_THREADS"] = int(opts.threads)
+    if opts.dtype is not None:
+        hint = _PRECISION_HINTS.get(opts.dtype.lower())
+        if hint is None:
+            raise InvalidRequest(
+                f"unknown dtype {opts.dtype!r}; use float32, float16 or bfloat16", param="dtype"
+            )
+        props["INFERENCE_PRECISION_HINT"] = hint
+    return props
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def export_options(task: Task, weight_format: str) -> dict[str, Any]:
+    return {
+        "format": "openvino-ir",
+        "task": _EXPORT_TASKS[task],
+        "weight_format": weight_format,
+        "optimum_intel": _version("optimum-intel"),
+        "nncf": _version("nncf") if weight_format == "int8" else None,
+        "revision": EXPORT_REVISION,
+    }
+
+
+def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path, bool]:
+    """The directory of the model's OpenVINO IR, exported into the cache on first use.
+    Returns (directory, whether this call exported it)."""
+    config = _hf.require_model_dir(opts.path)
+    if (opts.path / IR_FILE).is_file():
+        return opts.path, False
+    _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
+    if opts.cache_dir is None:
+        raise ModelUnavailable("the openvino engine needs a cache directory for its exports")
+    options = export_options(task, weight_format)
+    key = export_key(
+        opts.path,
+        engine="openvino",
+        engine_version=_version("openvino"),
+        options=options,
+        commit=opts.extra.get("commit"),
+    )
+    meta = {
+        "engine": "openvino",
+        "task": task,
+        "weight_format": weight_format,
+        "source": str(opts.path),
+        "model_type": config.get("model_type"),
+        "options": options,
+    }
+    cache = ExportCache(opts.cache_dir)
+    result = cache.get_or_build(
+        key, lambda out: export_ir(opts.path, out, task, weight_format, opts.trust_remote_code), meta
+    )
+    return result.path, result.built
+
+
+def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_remote_code: bool) -> None:
+    """Export a Hugging Face snapshot to OpenVINO IR in ``out`` (optimum-intel), then compress
+    the weights when asked."""
+    try:
+        from optimum.exporters.openvino import main_export
+        from optimum.intel import OVConfig
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"exporting to OpenVINO needs optimum-intel (install hfd[openvino]): {exc}"
+        ) from exc
+    log.info(
+        "openvino export", extra={"model_path": str(source), "task": task, "weight_format": weight_format}
+    )
+    try:
+        with warnings.catch_warnings():
+            # Tracer and deprecation notes from torch/transformers during the export are noise
+            # in the daemon's log; a failed export still raises.
+            warnings.simplefilter("ignore")
+            main_export(
+                str(source),
+                output=out,
+                task=_EXPORT_TASKS[task],
+                # Pool in hfd, not in the graph: the same IR then serves every pooling config.
+                library_name="transformers",
+                ov_config=OVConfig(dtype="fp16" if weight_format == "fp16" else "fp32"),
+                # GenAI reads openvino_tokenizer.xml when present; hfd feeds token ids, so a
+                # tokenizer that does not convert is no reason to fail.
+                convert_tokenizer=task == "generate",
+                trust_remote_code=trust_remote_code,
+                local_files_only=True,
+            )
+    except HfdError:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"OpenVINO export of {source} failed: {exc}") from exc
+    if weight_format == "int8":
+        _compress_int8(out)
+
+
+def _compress_int8(out: Path) -> None:
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    for xml in sorted(out.glob("openvino_*model*.xml")):
+        model = core.read_model(xml)
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        tmp = xml.with_name(f".{xml.stem}.int8.xml")
+        ov.save_model(compressed, tmp, compress_to_fp16=False)
+        os.replace(tmp, xml)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+
+
+def _ir_bytes(model_dir: Path) -> int:
+    return sum(f.stat().st_size for f in model_dir.glob("openvino_*model*.bin"))
+
+
+# -- encoder ------------------------------------------------------------------------------------
+
+
+class OVEncoder:
+    """An ``EncoderModel`` over a compiled OpenVINO model that outputs token embeddings."""
+
+    name = "openvino"
+
+    def __init__(self, xml: Path, head: EncoderHead, device: str, properties: dict[str, Any]) -> None:
+        import openvino as ov
+
+        self.device = device
+        self._head = head
+        self.max_length = head.max_length
+        self.dimensions = head.dimensions
+        self._xml = xml
+        core = ov.Core()
+        model = core.read_model(xml)
+        self._inputs = [i.get_any_name() for i in model.inputs]
+        unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
+        if unknown:
+            raise ModelUnavailable(f"{xml}: unexpected encoder inputs {sorted(unknown)}")
+        names = [o.get_any_name() for o in model.outputs]
+        self._output = next((n for n in ("last_hidden_state", "token_embeddings") if n in names), names[0])
+        # The NPU compiles static shapes only: one row of max_length tokens at a time.
+        self._static = device.startswith("NPU")
+        if self._static:
+            model.reshape({name: [1, self.max_length] for name in self._inputs})
+        props = {"PERFORMANCE_HINT": "LATENCY", **properties}
+        try:
+            self._compiled = core.compile_model(model, device, props)
+        except Exception as exc:
+            raise ModelUnavailable(f"OpenVINO cannot compile {xml} for {device}: {exc}") from exc
+        self._request = self._compiled.create_infer_request()
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        return self._head.tokenize(texts)
+
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        if not batch.ids:
+            return self._head.empty()
+        if self._static:
+            rows = [self._run(*self._head.pad(TokenizedBatch([ids]), self.max_length)) for ids in batch.ids]
+            return np.concatenate(rows, axis=0)
+        return self._run(*self._head.pad(batch))
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        inputs: dict[str, np.ndarray] = {}
+        for name in self._inputs:
+            if name == "token_type_ids":
+                inputs[name] = np.zeros_like(ids)
+            elif name == "position_ids":
+                inputs[name] = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
+            else:
+                inputs[name] = feeds[name]
+        self._request.infer(inputs)
+        hidden = self._request.get_tensor(self._output).data
+        return pool(hidden, mask, self._head.pooling)
+
+    def memory_bytes(self) -> int:
+        return _ir_bytes(self._xml.parent)
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+
+# -- generator ----------------------------------------------------------------------------------
+
+
+def kv_token_bytes(config: dict[str, Any]) -> int:
+    """KV cache bytes per token (K and V, every layer) at two bytes per element."""
+    text = config.get("text_config") or config
+    layers = int(text.get("num_hidden_layers") or 0)
+    heads = int(text.get("num_attention_heads") or 1)
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or (int(text.get("hidden_size") or 0) // max(heads, 1)))
+    return 2 * layers * kv_heads * head_dim * 2
+
+
+def kv_cache_target(opts: LoadOptions, config: dict[str, Any], context_length: int) -> int:
+    """Bytes the pipeline's KV cache may take.
+
+    The model option ``kv_cache_gb`` wins; else what the model manager reserved for the KV cache
+    (``extra["kv_cache_bytes"]``); else enough for ``max_running`` sequences of up to 4096
+    tokens (or the context, if shorter), at most a quarter of the available memory. A fixed size
+    (rather than GenAI's grow-on-demand) keeps the model within its memory reservation, and
+    prefix caching, which keeps blocks until the cache is full, needs a bound.
+    """
+    if opts.extra.get("kv_cache_gb"):
+        return int(float(opts.extra["kv_cache_gb"]) * 1024**3)
+    if opts.extra.get("kv_cache_bytes"):
+        return int(opts.extra["kv_cache_bytes"])
+    wanted = kv_token_bytes(config) * opts.max_running * min(context_length, 4096)
+    ceiling = hardware.probe_memory().available_bytes // 4
+    return min(wanted, ceiling) if ceiling > 0 else wanted
+
+
+def kv_block_tokens(device: str) -> int:
+    """Tokens per KV block in GenAI's paged cache: 32 on the CPU, 16 on GPUs."""
+    return 32 if device.startswith("CPU") else 16
+
+
+def kv_cache_blocks(target: int, token_bytes: int, device: str, context_length: int, max_running: int) -> int:
+    """``target`` bytes as KV blocks, never fewer than one full-context sequence plus a block for
+    every other running one: a prompt that cannot fit the cache at all would be dropped."""
+    block = kv_block_tokens(device)
+    floor = -(-context_length // block) + max(0, max_running - 1)
+    return max(floor, target // max(1, token_bytes * block))
+
+
+class OVGenerator:
+    """A ``GenerationModel`` over ``openvino_genai.ContinuousBatchingPipeline``.
+
+    The pipeline schedules by itself; each ``step()`` runs one of its steps and collects what
+    every request's handle produced. Sequence ids double as the pipeline's request ids.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model_dir: Path, opts: LoadOptions, device: str, properties: dict[str, Any]) -> None:
+        import openvino_genai as ov_genai
+        from transformers import AutoTokenizer
+
+        self._genai = ov_genai
+        self.device = device
+        self._model_dir = model_dir
+        config = _hf.require_model_dir(opts.path)
+        try:
+            self._hf_tokenizer = AutoTokenizer.from_pretrained(
+                opts.path, local_files_only=True, trust_remote_code=opts.trust_remote_code
+            )
+        except Exception as exc:
+            raise ModelUnavailable(f"cannot load the tokenizer of {opts.path}: {exc}") from exc
+        backend = getattr(self._hf_tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise ModelUnavailable(
+                f"{opts.path} has no fast tokenizer (tokenizer.json); the openvino engine needs one"
+            )
+        from tokenizers import Tokenizer
+
+        # A private Rust tokenizer, never re-configured: safe to call from several threads.
+        self._tokenizer = Tokenizer.from_str(backend.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        text = config.get("text_config") or config
+        self.context_length = int(text.get("max_position_embeddings") or 0) or (
+            int(self._hf_tokenizer.model_max_length) if self._hf_tokenizer.model_max_length < 10**7 else 2048
+        )
+        self._vocab = int(text.get("vocab_size") or 0)
+        eos = _hf.eos_token_ids(opts.path, config)
+        if self._hf_tokenizer.eos_token_id is not None:
+            eos.add(int(self._hf_tokenizer.eos_token_id))
+        self.eos_token_ids: frozenset[int] = frozenset(eos)
+
+        scheduler = ov_genai.SchedulerConfig()
+        scheduler.max_num_seqs = max(1, opts.max_running)
+        scheduler.max_num_batched_tokens = max(opts.max_batched_tokens, 32)
+        scheduler.enable_prefix_caching = bool(opts.extra.get("prefix_caching", True))
+        token_bytes = kv_token_bytes(config)
+        target = kv_cache_target(opts, config, self.context_length)
+        if token_bytes > 0:
+            blocks = kv_cache_blocks(target, token_bytes, device, self.context_length, scheduler.max_num_seqs)
+            scheduler.num_kv_blocks = blocks
+            self.kv_cache_bytes = blocks * token_bytes * kv_block_tokens(device)
+        else:  # a config we cannot read the attention shape from: whole GB, as GenAI takes it
+            scheduler.cache_size = max(1, -(-target // 1024**3))
+            self.kv_cache_bytes = scheduler.cache_size * 1024**3
+        try:
+            self._pipeline = ov_genai.ContinuousBatchingPipeline(
+                str(model_dir), scheduler, device, properties
+            )
+        except Exception as exc:
+            raise ModelUnavailable(f"OpenVINO GenAI cannot load {model_dir} on {device}: {exc}") from exc
+        self._handles: dict[int, Any] = {}
+        self._status = ov_genai.GenerationStatus
+        self._finish = ov_genai.GenerationFinishReason
+
+    # Thread-safe: the Rust tokenizer is only read; chat templates render with no shared state.
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        if not getattr(self._hf_tokenizer, "chat_template", None):
+            raise InvalidRequest("this model has no chat template; use a plain completion instead")
+        try:
+            text = self._hf_tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # jinja2 errors, including the template's own raise_exception()
+            raise InvalidRequest(
+                f"the chat template rejected these messages: {exc}", param="messages"
+            ) from exc
+        # The rendered template carries its own special tokens (bos and turn markers).
+        return list(self._tokenizer.encode(str(text), add_special_tokens=False).ids)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode([int(t) for t in token_ids], skip_special_tokens=True))
+
+    # Worker thread only from here on.
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        import openvino as ov
+
+        if seq_id in self._handles:
+            raise InvalidRequest(f"sequence {seq_id} is already running")
+        ids = [int(t) for t in prompt_ids]
+        if not ids:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if self._vocab and any(not 0 <= t < self._vocab for t in ids):
+            raise InvalidRequest(f"prompt token ids must be in [0, {self._vocab})", param="prompt")
+        room = self.context_length - len(ids)
+        if room <= 0:
+            raise ContextLengthExceeded(
+                f"the prompt has {len(ids)} tokens; this model's context is {self.context_length}",
+                param="prompt",
+            )
+        config = self._generation_config(params, min(params.max_tokens, room))
+        tensor = ov.Tensor(np.asarray([ids], dtype=np.int64))
+        self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, config)
+
+    def _generation_config(self, params: SamplingParams, max_new: int) -> Any:
+        config = self._genai.GenerationConfig()
+        config.max_new_tokens = max(1, max_new)
+        config.min_new_tokens = min(max(0, params.min_tokens), config.max_new_tokens)
+        config.ignore_eos = params.ignore_eos
+        if self.eos_token_ids:
+            config.eos_token_id = min(self.eos_token_ids)
+            config.stop_token_ids = set(self.eos_token_ids)
+        if params.greedy:
+            config.do_sample = False
+        else:
+            config.do_sample = True
+            config.temperature = float(params.temperature)
+            config.top_p = float(params.top_p)
+            # GenAI's default seed is fixed: unseeded requests would all sample alike.
+            config.rng_seed = (
+                int(params.seed) if params.seed is not None else int.from_bytes(os.urandom(4), "little")
+            )
+        try:
+            config.validate()
+        except Exception as exc:
+            raise InvalidRequest(f"invalid sampling parameters: {exc}") from exc
+        return config
+
+    def cancel(self, seq_id: int) -> None:
+        handle = self._handles.pop(seq_id, None)
+        if handle is not None:
+            handle.cancel()  # frees its KV blocks at the next step
+
+    def step(self) -> list[StepOutput]:
+        if self._pipeline.has_non_finished_requests():
+            self._pipeline.step()
+        outputs: list[StepOutput] = []
+        for seq_id, handle in list(self._handles.items()):
+            tokens: list[int] = []
+            reason = None
+            if handle.can_read():
+                for out in handle.read().values():
+                    tokens.extend(int(t) for t in out.generated_ids)
+                    reason = out.finish_reason
+            status = handle.get_status()
+            finished = None
+            if status != self._status.RUNNING:
+                finished = self._finish_reason(status, reason)
+                del self._handles[seq_id]
+            if tokens or finished is not None:
+                outputs.append(StepOutput(seq_id=seq_id, token_ids=tokens, finished=finished))
+        return outputs
+
+    def _finish_reason(self, status: Any, reason: Any) -> Any:
+        if status == self._status.IGNORED:
+            log.warning("request ignored by the pipeline (prompt does not fit the KV cache)")
+            return "error"
+        if status in (self._status.CANCEL, self._status.STOP):
+            return "cancelled"
+        return "length" if reason == self._finish.LENGTH else "stop"
+
+    def has_work(self) -> bool:
+        return bool(self._handles)
+
+    def allocated_kv_bytes(self) -> int:
+        """What GenAI has allocated for the KV cache so far (it allocates on first use, with its
+        own element and block sizes; 0 before the first step)."""
+        try:
+            return int(self._pipeline.get_metrics().kv_cache_size_in_bytes)
+        except Exception:
+            return 0
+
+    def memory_bytes(self) -> int:
+        return _ir_bytes(self._model_dir) + max(self.kv_cache_bytes, self.allocated_kv_bytes())
+
+    def close(self) -> None:
+        for seq_id in list(self._handles):
+            self.cancel(seq_id)
+        self._pipeline = None

@@ -1,0 +1,100 @@
+"""``hfd doctor``: what this box can compute with, and which engine each task would run on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
+from hfd.daemon.settings import Settings
+
+_GIB = 1024**3
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "doctor", help="show the detected hardware and engines, and the engine chosen per task"
+    )
+    p.add_argument("--json", action="store_true", dest="as_json", help="print the report as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    report = detect()
+    data = hardware_json(report, pinned_engine=settings.engine, pinned_device=settings.device)
+    if getattr(args, "as_json", False):
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_report(report, data))
+    # Non-zero when some task cannot run here at all: scripts can gate on it.
+    return 1 if any(not choices for choices in data["choices"].values()) else 0
+
+
+def _gib(n: int | None) -> str:
+    return "?" if not n else f"{n / _GIB:.1f} GiB"
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _devices(probe: EngineProbe) -> str:
+    if not probe.installed:
+        return "-"
+    parts = []
+    for d in probe.devices:
+        extra = [x for x in (_gib(d.memory_bytes) if d.memory_bytes else "", d.capability or "") if x]
+        label = d.id if d.name in (d.id, "") else f"{d.id} ({d.name})"
+        parts.append(label + (f" [{', '.join(extra)}]" if extra else ""))
+    return "; ".join(parts) or "none"
+
+
+def format_report(report: HardwareReport, data: dict[str, Any]) -> str:
+    cpu, mem = report.cpu, report.memory
+    lines = [
+        "Hardware",
+        *_table(
+            [
+                ["system", f"{report.system}, Python {report.python}"],
+                ["cpu", f"{cpu.model} ({cpu.vendor}, {cpu.arch})"],
+                [
+                    "cores",
+                    f"{cpu.physical_cores} physical, {cpu.logical_cores} logical, {cpu.usable_cores} usable",
+                ],
+                ["features", " ".join(cpu.features) or "none detected"],
+                [
+                    "memory",
+                    f"{_gib(mem.total_bytes)} total, {_gib(mem.available_bytes)} available"
+                    + (f", cgroup limit {_gib(mem.limit_bytes)}" if mem.limit_bytes else ""),
+                ],
+            ]
+        ),
+        "",
+        "Engines",
+    ]
+    rows = [["engine", "version", "devices"]]
+    for probe in (report.torch, report.openvino, report.onnxruntime):
+        status = (probe.version or "-") if probe.installed else f"not available: {probe.reason}"
+        rows.append([probe.name, status, _devices(probe)])
+    lines += _table(rows)
+    if report.onnxruntime.providers:
+        lines.append(f"  onnxruntime providers: {', '.join(report.onnxruntime.providers)}")
+    unavailable = [
+        [f"{probe.name}/{kind}", why]
+        for probe in (report.torch, report.openvino, report.onnxruntime)
+        for kind, why in probe.unavailable.items()
+    ]
+    if unavailable:
+        lines += ["", "Not available", *_table(unavailable)]
+    lines += ["", "Engine per task (tried in this order)"]
+    errors = data.get("choice_errors", {})
+    for task, choices in data["choices"].items():
+        if not choices:
+            lines.append(f"  {task}: none: {errors.get(task, 'no engine')}")
+            continue
+        for i, c in enumerate(choices, 1):
+            head = f"  {task}:" if i == 1 else " " * (len(task) + 3)
+            lines.append(f"{head} {i}. {c['engine']} on {c['device']}: {c['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""The OpenVINO engine against the torch engine on the same tiny models: real exports, real
+ContinuousBatchingPipeline, real compiled encoders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.models import minilm, tiny_bert, tiny_llama
+
+from hfd.backends import hardware
+from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams
+
+pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
+pytest.importorskip("optimum.intel", reason="optimum-intel is not installed (needed to export)")
+
+from hfd.backends import openvino_backend
+from hfd.backends.exports import MARKER, ExportCache
+from hfd.backends.openvino_backend import OpenVINOBackend, OVGenerator
+from hfd.backends.torch_backend import TorchBackend
+from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
+
+TEXTS = [
+    "The weather today is sunny with a light breeze.",
+    "Cats sleep for most of the day.",
+    "x",
+    "A spider has eight legs and lives in the garden near the river.",
+]
+PROMPTS = ["hello world the quick", "Paris is the capital of", "Write a short poem about the ocean."]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ov-cache")
+
+
+def _opts(path: Path, task: str, cache_dir: Path, **kw: object) -> LoadOptions:
+    base: dict = {"weight_format": "fp32", "dtype": "float32", "threads": 1, "max_running": 8}  # type: ignore[type-arg]
+    base.update(kw)
+    return LoadOptions(path=path, task=task, cache_dir=cache_dir, **base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def ov_llama(cache_dir: Path) -> Iterator[OVGenerator]:
+    gen = OpenVINOBackend().load_generator(_opts(tiny_llama(), "generate", cache_dir))
+    yield gen
+    gen.close()
+
+
+def run_all(gen: GenerationModel, prompts: list[list[int]], params: SamplingParams) -> dict[int, list[int]]:
+    for i, ids in enumerate(prompts):
+        gen.add(i, ids, params)
+    out: dict[int, list[int]] = {i: [] for i in range(len(prompts))}
+    for _ in range(10_000):
+        if not gen.has_work():
+            break
+        for step in gen.step():
+            out[step.seq_id].extend(step.token_ids)
+    assert not gen.has_work()
+    return out
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [tiny_bert, minilm], ids=["tiny-bert", "minilm"])
+def test_embeddings_match_torch(model: object, cache_dir: Path) -> None:
+    path = model()  # type: ignore[operator]
+    ov = OpenVINOBackend().load_encoder(_opts(path, "embed", cache_dir))
+    pt = TorchBackend().load_encoder(LoadOptions(path=path, task="embed", threads=1))
+    assert (ov.dimensions, ov.max_length) == (pt.dimensions, pt.max_length)
+    assert ov.tokenize(TEXTS).ids == pt.tokenize(TEXTS).ids
+    a, b = ov.embed(ov.tokenize(TEXTS)), pt.embed(pt.tokenize(TEXTS))
+    assert a.shape == (len(TEXTS), pt.dimensions) and a.dtype == np.float32
+    assert _cosines(a, b).min() >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-4)  # the config says normalise
+    # One text alone embeds as it does inside a padded batch.
+    alone = ov.embed(ov.tokenize(TEXTS[2:3]))
+    assert _cosines(alone, a[2:3])[0] >= 0.9999
+    ov.close()
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_are_semantic(cache_dir: Path) -> None:
+    ov = OpenVINOBackend().load_encoder(_opts(minilm(), "embed", cache_dir))
+    e = ov.embed(
+        ov.tokenize(
+            [
+                "A cat sleeps on the sofa.",
+                "A kitten is napping on the couch.",
+                "Stock markets fell sharply today.",
+            ]
+        )
+    )
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.3
+
+
+@pytest.mark.slow
+def test_greedy_generation_matches_torch(ov_llama: OVGenerator) -> None:
+    pt = TorchBackend().load_generator(
+        LoadOptions(path=tiny_llama(), task="generate", threads=1, max_running=8)
+    )
+    prompts = [pt.encode_prompt(p) for p in PROMPTS]
+    prompts.append(pt.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}]))
+    assert [ov_llama.encode_prompt(p) for p in PROMPTS] == prompts[:3]
+    assert (
+        ov_llama.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
+        == prompts[3]
+    )
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    ov_out = run_all(ov_llama, prompts, params)
+    pt_out = run_all(pt, prompts, params)
+    for i in range(len(prompts)):
+        assert len(ov_out[i]) == 16
+        assert ov_out[i] == pt_out[i], f"prompt {i}"
+    pt.close()
+
+
+@pytest.mark.slow
+def test_finish_reasons_cancel_and_seeded_sampling(ov_llama: OVGenerator) -> None:
+    ids = ov_llama.encode_prompt("the quick brown fox")
+    ov_llama.add(1, ids, SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True))
+    ov_llama.add(2, ids, SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+    finished: dict[int, str] = {}
+    tokens: dict[int, list[int]] = {1: [], 2: []}
+    steps = 0
+    while ov_llama.has_work():
+        for out in ov_llama.step():
+            tokens[out.seq_id].extend(out.token_ids)
+            if out.finished:
+                finished[out.seq_id] = out.finished
+        steps += 1
+        if steps == 3:
+            ov_llama.cancel(2)
+    assert finished == {1: "length"}  # a cancelled sequence produces no more output
+    assert len(tokens[1]) == 5 and len(tokens[2]) < 40
+    ov_llama.cancel(12345)  # unknown ids are ignored
+
+    sampled = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.95, seed=7, ignore_eos=True)
+    a = run_all(ov_llama, [ids, ids], sampled)
+    assert a[0] == a[1]  # same seed, same tokens
+    b = run_all(ov_llama, [ids], SamplingParams(max_tokens=12, temperature=0.9, seed=8, ignore_eos=True))
+    assert b[0] != a[0]
+
+
+@pytest.mark.slow
+def test_bad_requests_get_clear_errors(ov_llama: OVGenerator) -> None:
+    with pytest.raises(ContextLengthExceeded) as err:
+        ov_llama.add(1, [5] * ov_llama.context_length, SamplingParams(max_tokens=4))
+    assert err.value.code == "context_length_exceeded"
+    with pytest.raises(InvalidRequest):
+        ov_llama.add(1, [10**7], SamplingParams(max_tokens=4))
+    with pytest.raises(InvalidRequest):
+        ov_llama.add(1, [], SamplingParams(max_tokens=4))
+    assert not ov_llama.has_work()
+
+
+@pytest.mark.slow
+def test_kv_cache_is_sized_to_the_reservation(ov_llama: OVGenerator, cache_dir: Path) -> None:
+    # Default: max_running (8) sequences of the full context (256 tokens) at 256 bytes a token.
+    assert ov_llama.kv_cache_bytes == 8 * 256 * openvino_backend.kv_token_bytes(
+        json.loads((tiny_llama() / "config.json").read_text())
+    )
+    reserved = 4 << 20
+    gen = OpenVINOBackend().load_generator(
+        _opts(tiny_llama(), "generate", cache_dir, extra={"kv_cache_bytes": reserved})
+    )
+    assert reserved // 2 <= gen.kv_cache_bytes <= reserved
+    assert gen.memory_bytes() >= gen.kv_cache_bytes
+    out = run_all(
+        gen, [gen.encode_prompt("hello")] * 3, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    )
+    assert [len(v) for v in out.values()] == [4, 4, 4]
+    gen.close()
+
+
+@pytest.mark.slow
+def test_warm_load_skips_the_export(
+    ov_llama: OVGenerator, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = _opts(tiny_llama(), "generate", cache_dir)
+    key = openvino_backend.export_key(
+        opts.path,
+        engine="openvino",
+        engine_version=openvino_backend._version("openvino"),
+        options=openvino_backend.export_options("generate", "fp32"),
+    )
+    cache = ExportCache(cache_dir)
+    assert cache.has(key)  # the module's first load exported it
+    marker = (cache.path(key) / MARKER).read_bytes()
+    assert (cache.path(key) / "openvino_tokenizer.xml").is_file()
+
+    def must_not_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a warm load must not export again")
+
+    monkeypatch.setattr(openvino_backend, "export_ir", must_not_export)
+    warm = OpenVINOBackend().load_generator(opts)
+    out = run_all(
+        warm, [warm.encode_prompt("hello")], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    )
+    assert len(out[0]) == 3
+    warm.close()
+    assert (cache.path(key) / MARKER).read_bytes() == marker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("weight_format", "element"), [("fp16", "f16"), ("int8", "u8")])
+def test_weight_formats_are_stored_as_asked(cache_dir: Path, weight_format: str, element: str) -> None:
+    import openvino as ov
+
+    opts = _opts(tiny_bert(), "embed", cache_dir, weight_format=weight_format, dtype=None)
+    encoder = OpenVINOBackend().load_encoder(opts)
+    ir_dir, _ = openvino_backend.prepare_ir(opts, "embed", weight_format)
+    model = ov.Core().read_model(ir_dir / openvino_backend.IR_FILE)
+    types = {
+        op.get_element_type().get_type_name() for op in model.get_ops() if op.get_type_name() == "Constant"
+    }
+    assert element in types
+    ref = OpenVINOBackend().load_encoder(_opts(tiny_bert(), "embed", cache_dir))
+    a, b = encoder.embed(encoder.tokenize(TEXTS)), ref.embed(ref.tokenize(TEXTS))
+    assert _cosines(a, b).min() >= 0.95  # lossy, but still the same model
+
+
+def test_option_errors(tmp_path: Path) -> None:
+    backend = OpenVINOBackend()
+    with pytest.raises(InvalidRequest) as err:
+        backend.load_encoder(_opts(tiny_bert(), "embed", tmp_path, weight_format="int3"))
+    assert err.value.param == "weight_format"
+    with pytest.raises(InvalidRequest):
+        backend.load_encoder(_opts(tiny_bert(), "embed", tmp_path, device="cuda:0"))
+    if not hardware.probe_openvino().has_kind("intel_gpu"):
+        with pytest.raises(ModelUnavailable, match="GPU"):
+            backend.load_generator(_opts(tiny_llama(), "generate", tmp_path, device="GPU"))
+    with pytest.raises(InvalidRequest):
+        backend.load_encoder(_opts(tmp_path, "embed", tmp_path))  # not a model directory
+    assert not (tmp_path / "exports").exists()  # nothing was exported for any of these
