@@ -14,11 +14,13 @@ Hub at once, not hang.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +28,18 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import anyio
+import anyio.to_thread
 import httpx
 
 from hfd.client.errors import FetchError
 from hfd.ipfs.cid import normalize_cid
+from hfd.ipfs.errors import api_error, unreachable
 from hfd.ipfs.multiaddr import parse_api_address
+from hfd.ipfs.stream import stream_post
 
 log = logging.getLogger(__name__)
 
 STREAM_CHUNK: Final = 1 << 20
-UNREACHABLE: Final = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -92,13 +96,18 @@ class KuboClient:
     ) -> None:
         address = parse_api_address(api)
         self.api = api
+        self._address = address
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
         headers = {"Authorization": auth} if auth else {}
+        self._headers = headers
         transport = httpx.AsyncHTTPTransport(uds=address.uds) if address.uds else None
         self._http = httpx.AsyncClient(
             base_url=address.base_url + "/api/v0/",
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
+            verify=_tls_context(),
             # The node is local or configured explicitly; never pick up a proxy from the environment.
             trust_env=False,
         )
@@ -125,10 +134,7 @@ class KuboClient:
         try:
             response = await self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise FetchError(
-                f"IPFS node at {self.api} is unreachable: {exc}",
-                details={"source": "ipfs", "reason": UNREACHABLE},
-            ) from exc
+            raise unreachable(self.api, exc) from exc
         except httpx.HTTPError as exc:
             raise FetchError(
                 f"IPFS {cmd} failed: {exc!r}", details={"source": "ipfs", "reason": "error"}
@@ -136,7 +142,7 @@ class KuboClient:
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
-            raise _api_error(cmd, response.status_code, body)
+            raise api_error(cmd, response.status_code, body)
         return response
 
     @asynccontextmanager
@@ -200,6 +206,35 @@ class KuboClient:
             params["length"] = str(length)
         async with self._stream("cat", [path], params) as response:
             yield response.aiter_bytes(STREAM_CHUNK)
+
+    async def cat_into(
+        self,
+        path: str,
+        consume: Callable[[memoryview], object],
+        *,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> int:
+        """Stream a file into ``consume`` (called on a worker thread) at close to wire speed; returns
+        the bytes read. For large bodies; see ``hfd.ipfs.stream``."""
+        params = [("arg", path)]
+        if offset:
+            params.append(("offset", str(offset)))
+        if length is not None:
+            params.append(("length", str(length)))
+        run = functools.partial(
+            stream_post,
+            self._address,
+            "cat",
+            params,
+            consume,
+            headers=self._headers,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._timeout,
+            tls=_tls_context(),
+            api=self.api,
+        )
+        return await anyio.to_thread.run_sync(run)
 
     async def cat_bytes(self, path: str, *, max_bytes: int) -> bytes:
         buf = bytearray()
@@ -281,19 +316,10 @@ class KuboClient:
         return [str(p.get("Peer")) for p in data.get("Peers") or []]
 
 
-def _api_error(cmd: str, status: int, body: bytes) -> FetchError:
-    message = body.decode(errors="replace").strip()[:500]
-    code: Any = None
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and "Message" in data:
-            message, code = str(data["Message"]), data.get("Code")
-    except ValueError:
-        pass
-    return FetchError(
-        f"IPFS {cmd} failed ({status}): {message}",
-        details={"source": "ipfs", "reason": "error", "status": status, "ipfs_code": code},
-    )
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Building a context loads the CA bundle (~0.1 s); every client of the process shares one.
+    return ssl.create_default_context()
 
 
 def _multipart_parts(

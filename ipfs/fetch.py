@@ -20,7 +20,7 @@ class Sink(Protocol):
     @property
     def offset(self) -> int: ...
 
-    def write(self, data: bytes) -> int: ...
+    def write(self, data: bytes | memoryview) -> int: ...
 
 
 async def read_manifest(client: KuboClient, cid: str) -> Manifest:
@@ -32,9 +32,7 @@ async def fetch_file(client: KuboClient, cid: str, entry: ManifestFile, sink: Si
     """Stream one file of snapshot ``cid`` into ``sink``, from where the sink left off."""
     start = sink.offset
     if start < entry.size:
-        async with client.cat(f"/ipfs/{cid}/{entry.path}", offset=start) as chunks:
-            async for chunk in chunks:
-                sink.write(chunk)
+        await client.cat_into(f"/ipfs/{cid}/{entry.path}", sink.write, offset=start)
     if sink.offset != entry.size:
         # A node that fails mid-stream reports it only in the X-Stream-Error trailer; the short
         # length is how it shows here.

@@ -36,7 +36,7 @@ from hfd.daemon.store.refs import ModelRef, parse_ref
 from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.writer import PlacedFile
-from hfd.ipfs.client import UNREACHABLE
+from hfd.ipfs.errors import UNREACHABLE
 from hfd.ipfs.index import lookup, read_index, update_index
 from hfd.ipfs.manifest import MANIFEST_NAME, Manifest, ManifestFile, content_commit
 from hfd.ipfs.publish import IMPORT_OPTIONS
@@ -609,6 +609,21 @@ class ModelStore:
             snap = self.place(fetched, meter, allow_pickle)
         meter.status(DONE, source="bundle")
         return snap
+
+
+def resolver(settings: Settings) -> Callable[[ModelSpec], Path]:
+    """The model manager's ``resolve``: a model spec to the directory a backend loads from.
+
+    Runs on a worker thread; pulls when ``settings.allow_pull`` is on, and records the use.
+    """
+    store = ModelStore(settings)
+
+    def resolve(spec: ModelSpec) -> Path:
+        snap = store.resolve(spec, allow_pull=settings.allow_pull)
+        store.touch(snap)
+        return snap.path
+
+    return resolve
 
 
 def _size(path: Path) -> int:

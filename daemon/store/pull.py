@@ -23,6 +23,8 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from hfd.daemon.metrics import record_fetch
+
 if TYPE_CHECKING:
     from hfd.daemon.store.model_store import ModelStore
     from hfd.daemon.store.snapshot import Snapshot
@@ -101,6 +103,8 @@ class ProgressMeter:
     def add(self, nbytes: int) -> None:
         with self._lock:
             self._state = replace(self._state, completed=self._state.completed + nbytes)
+            source = self._state.source
+        record_fetch(source or "unknown", nbytes)  # hfd_fetch_bytes_total{source}
         self._report(force=False)
 
     def end_file(self) -> None:

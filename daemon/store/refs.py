@@ -6,9 +6,9 @@
     /a/path, ./a/path   a local model directory, used in place
     alias               a name from [[models]] in the settings, standing for its ``ref``
 
-A bare ``name/other`` that is not an explicit path is taken as a repository id, not as a
-relative directory, so the meaning of a reference does not depend on the daemon's working
-directory.
+As with ``from_pretrained``, a reference that names an existing directory is that directory
+(``models/foo`` beside the working directory is a path, not the repo ``models/foo``); write
+``./`` or an absolute path to make it explicit, since a service's working directory is ``/``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _parse(text: str, spec: ModelSpec | None) -> ModelRef:
         except ValidationFailed as exc:
             raise InvalidRequest(f"{text!r}: {exc.message}", param="model") from exc
         return ModelRef("ipfs", text, cid=cid, allow_pickle=allow_pickle)
-    if _looks_like_path(text):
+    if _looks_like_path(text) or Path(text).expanduser().is_dir():
         raw = text[len("file://") :] if text.startswith("file://") else text
         return ModelRef("path", text, path=Path(raw).expanduser().resolve(), allow_pickle=allow_pickle)
     repo, sep, revision = text.partition("@")
@@ -101,8 +101,6 @@ def _parse(text: str, spec: ModelSpec | None) -> ModelRef:
         if sep:
             check_revision(revision)
     except ValidationFailed as exc:
-        if Path(text).expanduser().is_dir():
-            return ModelRef("path", text, path=Path(text).expanduser().resolve(), allow_pickle=allow_pickle)
         raise InvalidRequest(
             f"{text!r} is not a model reference: use org/name[@revision], ipfs://<cid>, a directory path "
             f"or a configured alias ({exc.message})",

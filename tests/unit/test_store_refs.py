@@ -22,6 +22,16 @@ def test_repo_refs() -> None:
     assert parse_ref("acme/tiny@refs/pr/1").revision == "refs/pr/1"
 
 
+def test_existing_directory_wins_like_from_pretrained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "acme" / "local").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    ref = parse_ref("acme/local")
+    assert (ref.kind, ref.path) == ("path", tmp_path / "acme" / "local")
+    assert parse_ref("acme/remote").kind == "repo"
+
+
 def test_ipfs_and_path_refs(tmp_path: Path) -> None:
     ref = parse_ref(f"ipfs://{CID}")
     assert (ref.kind, ref.cid) == ("ipfs", CID)

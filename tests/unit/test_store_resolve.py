@@ -178,3 +178,17 @@ def test_touch_list_and_show(tmp_path: Path) -> None:
     for f in shown.files:
         assert f.sha256 == hashlib.sha256(on_disk[f.path].read_bytes()).hexdigest()
     assert shown.size == sum(p.stat().st_size for p in on_disk.values())
+
+
+def test_resolver_for_the_model_manager(tmp_path: Path) -> None:
+    from hfd.daemon.store import resolver
+
+    settings = store_settings(tmp_path, models=(ModelSpec(ref="acme/tiny-bert", name="bert"),))
+    store = ModelStore(settings)
+    commit = _stored_bert(tmp_path, store)
+    resolve = resolver(settings)
+    assert resolve(settings.models[0]) == store.layout.repo("acme/tiny-bert").snapshot(commit)
+    assert store.catalog.snapshot("acme/tiny-bert", commit).last_used is not None  # type: ignore[union-attr]
+    assert resolve(ModelSpec(ref=str(tiny_bert()))) == tiny_bert()
+    with pytest.raises(ModelNotFound):
+        resolve(ModelSpec(ref="acme/other"))  # allow_pull is off by default
