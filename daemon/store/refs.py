@@ -43,9 +43,9 @@ class ModelRef:
 
     @property
     def key(self) -> str:
-        """What concurrent pulls of the same model agree on."""
+        """What concurrent pulls of the same snapshot agree on (the repo lock covers the rest)."""
         if self.repo:
-            return self.repo
+            return f"{self.repo}@{self.revision}"
         if self.cid:
             return f"ipfs:{self.cid}"
         return str(self.path)

@@ -20,6 +20,8 @@ def test_repo_refs() -> None:
     assert (ref.repo, ref.revision, ref.explicit_revision) == ("acme/tiny", "v1.0", True)
     assert parse_ref("gpt2").repo == "gpt2"
     assert parse_ref("acme/tiny@refs/pr/1").revision == "refs/pr/1"
+    # Concurrent pulls share work per snapshot, not per repo.
+    assert parse_ref("acme/tiny").key == parse_ref("acme/tiny@main").key != parse_ref("acme/tiny@v1").key
 
 
 def test_existing_directory_wins_like_from_pretrained(
