@@ -36,6 +36,9 @@ from hfd.client.errors import HfdError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
+# One thread: these are tiny writes, and the cores belong to the model engines.
+_DUCKDB_CONFIG = {"threads": 1}
+
 KEY_PREFIX = "hfd-"
 SCOPE_INFERENCE = "inference"
 SCOPE_MODELS = "models"
@@ -146,7 +149,7 @@ class KeyStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                con = duckdb.connect(str(self.path), read_only=not write)
+                con = duckdb.connect(str(self.path), read_only=not write, config=_DUCKDB_CONFIG)
             except duckdb.Error as exc:
                 raise KeyStoreError(f"cannot open the key database {self.path}: {exc}") from exc
             try:

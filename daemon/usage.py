@@ -30,6 +30,9 @@ from hfd.client.errors import HfdError, InvalidRequest
 
 log = logging.getLogger(__name__)
 
+# One thread: these are tiny writes, and the cores belong to the model engines.
+_DUCKDB_CONFIG = {"threads": 1}
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     ts                TIMESTAMPTZ NOT NULL,
@@ -81,7 +84,7 @@ def _open(state_dir: Path, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            con = duckdb.connect(str(path), read_only=not write)
+            con = duckdb.connect(str(path), read_only=not write, config=_DUCKDB_CONFIG)
         except duckdb.Error as exc:
             raise UsageError(f"cannot open the usage log {path}: {exc}") from exc
         try:

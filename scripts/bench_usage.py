@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=512, help="records per flush in the record part")
     p.add_argument("--requests", type=int, default=400, help="requests per burst")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight during a burst")
-    p.add_argument("--rounds", type=int, default=2, help="bursts per variant (alternating on/off)")
+    p.add_argument("--rounds", type=int, default=3, help="bursts per variant (alternating on/off)")
     p.add_argument("--flush-seconds", type=float, default=0.5, help="usage_flush_seconds of the daemon")
     p.add_argument("--out", type=Path, default=REPO / "bench-results" / "usage.json")
     return p.parse_args(argv)
@@ -168,6 +168,8 @@ def bench_burst(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         v: {
             "rps_median": statistics.median(r["rps"] for r in rs),
+            # Other work on the box only ever slows a run down: the best run is the least noisy.
+            "rps_best": max(r["rps"] for r in rs),
             "p50_ms_median": statistics.median(r["p50_ms"] for r in rs),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in rs),
             "runs": rs,
@@ -181,6 +183,7 @@ def bench_burst(args: argparse.Namespace) -> dict[str, Any]:
         "usage_on": summary["on"],
         "usage_off": summary["off"],
         "rps_ratio_on_off": round(summary["on"]["rps_median"] / summary["off"]["rps_median"], 3),
+        "rps_best_ratio_on_off": round(summary["on"]["rps_best"] / summary["off"]["rps_best"], 3),
         "logged_per_on_run": logged,  # each: requests + the warm-up
     }
 
@@ -199,11 +202,12 @@ def main(argv: list[str]) -> int:
         results["burst"] = b = bench_burst(args)
         for v in ("usage_on", "usage_off"):
             print(
-                f"burst {v}: {b[v]['rps_median']} req/s, p50 {b[v]['p50_ms_median']} ms, "
+                f"burst {v}: {b[v]['rps_median']} req/s (best {b[v]['rps_best']}), p50 {b[v]['p50_ms_median']} ms, "
                 f"p99 {b[v]['p99_ms_median']} ms ({b['requests']} requests, {b['concurrency']} in flight)"
             )
         print(
-            f"burst: on/off throughput ratio {b['rps_ratio_on_off']}; logged per run {b['logged_per_on_run']}"
+            f"burst: on/off throughput ratio {b['rps_ratio_on_off']} (best runs {b['rps_best_ratio_on_off']}); "
+            f"logged per run {b['logged_per_on_run']}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

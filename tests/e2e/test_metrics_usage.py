@@ -118,6 +118,9 @@ def test_metrics_and_stats_match_the_requests(tmp_path: Path) -> None:
             name == "hfd_model_memory_bytes" for name, _ in m
         )
         assert value(m, "hfd_requests_in_flight", door="http") == 1  # the scrape itself
+        # Every embedded input went through an encoder batch: 3 requests of 2 and 1 of 1.
+        assert value(m, "hfd_batch_size_sum", model="emb", kind="encoder") == 7
+        assert value(m, "hfd_batch_size_count", model="chat", kind="generation") >= 4
 
         # The request id: taken from the client, echoed, and on the daemon's log lines.
         r = httpx.post(

@@ -50,6 +50,7 @@ class NotifyListener:
         self.sock.settimeout(0.2)
         self.messages: list[tuple[float, dict[str, str]]] = []
         self.probe: dict[str, object] = {}
+        self.probed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -72,6 +73,8 @@ class NotifyListener:
             self.probe["ipc"] = ipc_health(addrs["ipc"])["status"]
         except Exception as exc:  # recorded, asserted by the test
             self.probe["error"] = repr(exc)
+        finally:
+            self.probed.set()
 
     def of(self, key: str) -> list[float]:
         return [t for t, f in self.messages if key in f]
@@ -89,9 +92,7 @@ def test_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     try:
         d = start_daemon(tmp_path, {}, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": str(WATCHDOG_USEC)})
         try:
-            deadline = time.monotonic() + 30
-            while not listener.probe and time.monotonic() < deadline:
-                time.sleep(0.05)
+            assert listener.probed.wait(30), "no READY=1"
             assert listener.probe == {"http": "ok", "ipc": "ok"}, listener.probe
             ready = listener.of("READY")
             assert len(ready) == 1

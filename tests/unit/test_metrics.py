@@ -72,3 +72,21 @@ def test_breaker_state_is_read_at_scrape_time(tmp_path: Path) -> None:
     # Nothing is loaded: no per-model gauges, but the families exist.
     text = m.exposition().decode()
     assert "# TYPE hfd_model_loaded gauge" in text and "hfd_model_loaded{" not in text
+
+
+def test_pulled_bytes_are_counted_by_source() -> None:
+    """The store's progress meter reports every chunk it counts to the daemon's metrics."""
+    from hfd.daemon.metrics import METRICS
+    from hfd.daemon.store.pull import ProgressMeter
+
+    def fetched(source: str) -> float:
+        return samples(METRICS).get(("hfd_fetch_bytes_total", (("source", source),)), 0.0)
+
+    before = fetched("ipfs"), fetched("hub")
+    meter = ProgressMeter("org/model", None)
+    meter.plan("ipfs", files_total=1, total=300)
+    meter.add(100)
+    meter.add(200)
+    meter.plan("hub", files_total=1, total=50)
+    meter.add(50)
+    assert (fetched("ipfs") - before[0], fetched("hub") - before[1]) == (300, 50)
