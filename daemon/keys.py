@@ -37,7 +37,7 @@ from hfd.client.errors import HfdError, InvalidRequest, NotFound
 log = logging.getLogger(__name__)
 
 # One thread: these are tiny writes, and the cores belong to the model engines.
-_DUCKDB_CONFIG = {"threads": 1}
+_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1}
 
 KEY_PREFIX = "hfd-"
 SCOPE_INFERENCE = "inference"

@@ -31,7 +31,7 @@ from hfd.client.errors import HfdError, InvalidRequest
 log = logging.getLogger(__name__)
 
 # One thread: these are tiny writes, and the cores belong to the model engines.
-_DUCKDB_CONFIG = {"threads": 1}
+_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
