@@ -121,6 +121,7 @@ class TorchGenerator:
         self.device = str(device)
         self._hf_tokenizer = hf_tokenizer
         self._tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=None)
+        self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         text_config = model.config.get_text_config(decoder=True)
         self.context_length = int(getattr(text_config, "max_position_embeddings", 0) or 0) or int(
             hf_tokenizer.model_max_length if hf_tokenizer.model_max_length < 10**7 else 2048
@@ -167,7 +168,7 @@ class TorchGenerator:
 
     # Worker thread only.
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
-        vocab = int(self.model.config.get_text_config(decoder=True).vocab_size)
+        vocab = self._vocab_size
         if any(not 0 <= int(t) < vocab for t in prompt_ids):
             raise InvalidRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
         self._batcher.add(seq_id, prompt_ids, params)

@@ -49,7 +49,9 @@ class _BatchLayer(CacheLayerMixin):
             return
         old_rows = keys.shape[0] if keys is not None else 0
         old_cols = keys.shape[2] if keys is not None else 0
-        new_rows = max(rows, old_rows)
+        # Rows double (up to the batch limit) so that sequences joining one by one do not
+        # each cost a copy of the whole cache.
+        new_rows = max(rows, min(old_rows * 2, self.owner.row_limit)) if rows > old_rows else old_rows
         new_cols = max(cols, old_cols + max(_COLUMN_STEP, old_cols // 2)) if cols > old_cols else old_cols
         kb = like_k.new_zeros((new_rows, like_k.shape[1], new_cols, like_k.shape[3]))
         vb = like_v.new_zeros((new_rows, like_v.shape[1], new_cols, like_v.shape[3]))
@@ -95,7 +97,8 @@ class BatchKVCache(Cache):
     ``advance(q)`` to move the clock. ``rows`` is the batch size of the next forward pass.
     """
 
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, row_limit: int = 0) -> None:
+        self.row_limit = row_limit  # most rows the batch will hold; 0: exactly what is asked
         self._layers: list[_BatchLayer] = [_BatchLayer(self) for _ in range(num_layers)]
         super().__init__(layers=list(self._layers))
         self.rows = 0
@@ -123,12 +126,10 @@ class BatchKVCache(Cache):
         """Drop ``row`` by moving the last row into its place; returns the moved row's old index."""
         last = self.rows - 1
         moved: int | None = None
-        if row != last and self.length:
+        if row != last:
             for keys, values in self._buffers():
                 keys[row, :, : self.length] = keys[last, :, : self.length]
                 values[row, :, : self.length] = values[last, :, : self.length]
-            moved = last
-        elif row != last:
             moved = last
         self.rows -= 1
         if self.rows == 0:

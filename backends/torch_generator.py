@@ -93,7 +93,7 @@ class ContinuousBatcher:
         self._queue: deque[_Sequence] = deque()
         self._rows: list[_Sequence] = []  # running rows, in cache row order
         self._start = torch.zeros(0, dtype=torch.long, device=device)  # per row: first column
-        self._cache = BatchKVCache(num_layers)
+        self._cache = BatchKVCache(num_layers, row_limit=self.max_running)
         self._known: set[int] = set()
 
     # -- the GenerationModel calls -------------------------------------------------------------
@@ -144,7 +144,7 @@ class ContinuousBatcher:
         self._queue.clear()
         self._rows.clear()
         self._known.clear()
-        self._cache = BatchKVCache(self._num_layers)
+        self._cache = BatchKVCache(self._num_layers, row_limit=self.max_running)
         self._start = self._start[:0]
 
     @torch.inference_mode()
@@ -214,6 +214,7 @@ class ContinuousBatcher:
         if not self._rows:
             # Nothing running: the prefilled cache becomes the running one, no copy.
             cache.keep_rows(rows)
+            cache.row_limit = self.max_running
             self._cache = cache
             self._start = new_starts
         else:

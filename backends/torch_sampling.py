@@ -28,7 +28,8 @@ class RowSampling:
 
 
 def sample(logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Tensor | None) -> list[int]:
-    """The next token per row. ``logits`` is ``[rows, vocab]`` (any float dtype, any device)."""
+    """The next token per row. ``logits`` is ``[rows, vocab]`` (any float dtype, any device); it
+    may be modified in place."""
     logits = logits.float()
     if eos_ids is not None and eos_ids.numel():
         masked = [i for i, r in enumerate(rows) if r.mask_eos]
@@ -36,40 +37,112 @@ def sample(logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Ten
             idx = torch.tensor(masked, device=logits.device)
             logits[idx.unsqueeze(1), eos_ids.unsqueeze(0)] = float("-inf")
 
-    chosen = logits.argmax(dim=-1)
     sampled = [i for i, r in enumerate(rows) if not r.greedy]
-    if sampled:
-        idx = torch.tensor(sampled, device=logits.device)
-        params = [rows[i] for i in sampled]
-        chosen[idx] = _sample_rows(logits.index_select(0, idx), params)
+    if not sampled:
+        return [int(t) for t in logits.argmax(dim=-1).tolist()]
+    if len(sampled) == len(rows):
+        return [int(t) for t in _sample_rows(logits, rows).tolist()]
+    chosen = logits.argmax(dim=-1)
+    idx = torch.tensor(sampled, device=logits.device)
+    chosen[idx] = _sample_rows(logits.index_select(0, idx), [rows[i] for i in sampled])
     return [int(t) for t in chosen.tolist()]
+
+
+# A trained model's nucleus is usually a handful of tokens: rows whose top-k already holds
+# top_p of the mass are served from the top-k; the others find it with a histogram (``_nucleus_threshold``).
+_NUCLEUS_TOPK = 64
+# The nucleus histogram: bins of 1/16 nat of log-probability, 64 nats deep.
+_BINS_PER_NAT = 16
+_BINS = 1024
 
 
 def _sample_rows(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tensor:
     device = logits.device
     temperature = torch.tensor([r.temperature for r in rows], device=device, dtype=logits.dtype)
-    probs = torch.softmax(logits / temperature.unsqueeze(1), dim=-1)
+    probs = torch.softmax(logits.div_(temperature.unsqueeze(1)), dim=-1)
+    draws = _draws(rows, device, probs.dtype)
+    nucleus = [i for i, r in enumerate(rows) if r.top_p < 1.0]
+    if not nucleus:
+        return _inverse_cdf(probs, draws)
+    picked = torch.empty(len(rows), dtype=torch.long, device=device)
+    if len(nucleus) < len(rows):
+        whole = torch.tensor([i for i, r in enumerate(rows) if r.top_p >= 1.0], device=device)
+        picked[whole] = _inverse_cdf(probs.index_select(0, whole), draws.index_select(0, whole))
+    idx = torch.tensor(nucleus, device=device)
+    top_p = torch.tensor([rows[i].top_p for i in nucleus], device=device, dtype=probs.dtype)
+    picked[idx] = _sample_nucleus(probs.index_select(0, idx), top_p, draws.index_select(0, idx))
+    return picked
 
-    order: torch.Tensor | None = None
-    if any(r.top_p < 1.0 for r in rows):
-        top_p = torch.tensor([r.top_p for r in rows], device=device, dtype=probs.dtype)
-        probs, order = probs.sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p; the most likely token always stays.
-        mass_before = probs.cumsum(dim=-1) - probs
-        probs = probs.masked_fill(mass_before >= top_p.unsqueeze(1), 0.0)
 
-    cdf = probs.cumsum(dim=-1)
+def _draws(rows: Sequence[RowSampling], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     # One uniform per row from the row's own generator (on the CPU: generators are per device,
     # and this keeps a seed's stream identical on every device).
-    draws = torch.stack([torch.rand((), generator=r.generator) for r in rows]).to(
-        device=device, dtype=cdf.dtype
-    )
-    targets = draws * cdf[:, -1]
-    # right=True: the first index whose cdf exceeds the draw, which always has non-zero mass.
-    picked = torch.searchsorted(cdf, targets.unsqueeze(1), right=True).clamp_(max=cdf.shape[1] - 1)
-    if order is not None:
-        picked = order.gather(1, picked)
-    return picked.squeeze(1)
+    draws = torch.stack([torch.rand((), generator=r.generator) for r in rows])
+    return draws.to(device=device, dtype=dtype)
+
+
+def _inverse_cdf(weights: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Row-wise sampling from unnormalised non-negative weights with uniform draws in [0, 1)."""
+    cdf = weights.cumsum(dim=-1)
+    targets = (draws * cdf[:, -1]).unsqueeze(1)
+    # right=True: the first index whose cdf exceeds the draw, which always has non-zero weight.
+    return torch.searchsorted(cdf, targets, right=True).clamp_(max=cdf.shape[1] - 1).squeeze(1)
+
+
+def _sample_nucleus(probs: torch.Tensor, top_p: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Top-p sampling without sorting the vocabulary.
+
+    Both paths draw from the kept tokens in vocabulary order, so a row gets the same token
+    whichever path serves it (the path depends only on the row's own probabilities).
+    """
+    rows, vocab = probs.shape
+    picked = torch.empty(rows, dtype=torch.long, device=probs.device)
+    fast = torch.zeros(rows, dtype=torch.bool, device=probs.device)
+    if 0 < _NUCLEUS_TOPK < vocab:
+        values, index = probs.topk(_NUCLEUS_TOPK, dim=-1)
+        fast = values.sum(dim=-1) >= top_p
+        if bool(fast.any()):
+            f = fast.nonzero().squeeze(1)
+            values, index, p = values[f], index[f], top_p[f]
+            # The smallest prefix (by probability) reaching top_p; the most likely token stays.
+            mass_before = values.cumsum(dim=-1) - values
+            values = values.masked_fill(mass_before >= p.unsqueeze(1), 0.0)
+            index, order = index.sort(dim=-1)
+            values = values.gather(1, order)
+            picked[f] = index.gather(1, _inverse_cdf(values, draws[f]).unsqueeze(1)).squeeze(1)
+    if not bool(fast.all()):
+        slow = (~fast).nonzero().squeeze(1)
+        sub = probs.index_select(0, slow)
+        kept = sub >= _nucleus_threshold(sub, top_p.index_select(0, slow)).unsqueeze(1)
+        picked[slow] = _inverse_cdf(sub * kept, draws.index_select(0, slow))
+    return picked
+
+
+def _nucleus_threshold(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Per row, the smallest probability in the nucleus: the tokens with ``p >= t`` are it.
+
+    Exact, without sorting the vocabulary: a mass histogram over log-probability bins finds the
+    bin where the running mass reaches ``top_p``; only that bin's tokens are ranked (top-k).
+    """
+    rows = probs.shape[0]
+    top = probs.max(dim=-1, keepdim=True).values
+    # Bin 0 holds the most likely tokens; zero-probability tokens land in the last bin.
+    depth = (top.log() - probs.log()).mul_(_BINS_PER_NAT).clamp_(max=_BINS - 1)
+    bins = depth.long()
+    mass = probs.new_zeros((rows, _BINS)).scatter_add_(1, bins, probs)
+    cum = mass.cumsum(dim=1)
+    edge = torch.searchsorted(cum, top_p.unsqueeze(1)).clamp_(max=_BINS - 1)  # first cum >= top_p
+    before = torch.where(edge > 0, cum.gather(1, (edge - 1).clamp(min=0)), 0.0)
+    in_edge = bins == edge
+    count = int(in_edge.sum(dim=1).max())
+    if count == 0:  # top_p above the (rounded) total mass: everything is in
+        return torch.zeros_like(top_p)
+    values = torch.where(in_edge, probs, -1.0).topk(count, dim=-1).values  # -1 pads short rows
+    weights = values.clamp(min=0.0)
+    mass_before = before + weights.cumsum(dim=1) - weights
+    included = (mass_before < top_p.unsqueeze(1)) & (values >= 0.0)
+    smallest = torch.where(included, values, float("inf")).min(dim=1).values
+    return torch.where(torch.isinf(smallest), torch.zeros_like(smallest), smallest)
 
 
 def make_generator(seed: int | None) -> torch.Generator:

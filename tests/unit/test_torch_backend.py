@@ -7,6 +7,7 @@ import json
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -214,6 +215,73 @@ def test_tiny_top_p_is_greedy(gen: TorchGenerator, prompts: list[list[int]]) -> 
     # With top_p near 0 only the most likely token survives the nucleus.
     nucleus = SamplingParams(max_tokens=16, temperature=1.0, top_p=1e-6, seed=5, ignore_eos=True)
     assert alone(gen, prompts[2], nucleus) == alone(gen, prompts[2], GREEDY)
+
+
+def test_nucleus_sampling_keeps_the_smallest_prefix_reaching_top_p() -> None:
+    from hfd.backends.torch_sampling import RowSampling, make_generator, sample
+
+    # Probabilities 0.5, 0.3, 0.15, 0.05 (+ a tail of near-zero tokens): with top_p 0.75 the
+    # nucleus is the first two tokens, renormalised to 0.625 / 0.375.
+    probs = torch.full((2000,), 1e-12)
+    probs[:4] = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(64, -1).contiguous()
+    counts = torch.zeros(4)
+    for seed in range(0, 4096, 64):
+        rows = [RowSampling(1.0, 0.75, make_generator(seed + i), False) for i in range(64)]
+        for token in sample(logits.clone(), rows, None):
+            assert token in (0, 1)
+            counts[token] += 1
+    share = float(counts[0] / counts.sum())
+    assert 0.58 < share < 0.67
+
+
+def _reference_nucleus(logits: Any, top_p: float, seeds: list[int]) -> list[int]:
+    """Top-p by the book: sort, keep the prefix reaching top_p, draw in vocabulary order."""
+    from hfd.backends.torch_sampling import make_generator
+
+    out = []
+    for row, seed in zip(logits, seeds, strict=True):
+        probs = torch.softmax(row, dim=-1)
+        values, order = probs.sort(descending=True)
+        keep = order[(values.cumsum(0) - values) < top_p]
+        weights = torch.zeros_like(probs)
+        weights[keep] = probs[keep]
+        cdf = weights.cumsum(0)
+        draw = torch.rand((), generator=make_generator(seed)) * cdf[-1]
+        out.append(int(torch.searchsorted(cdf, draw.unsqueeze(0), right=True)[0]))
+    return out
+
+
+def test_nucleus_sampling_matches_the_sorted_definition() -> None:
+    from hfd.backends import torch_sampling
+    from hfd.backends.torch_sampling import RowSampling, make_generator, sample
+
+    gen = torch.Generator().manual_seed(0)
+    peaked = torch.randn(8, 5000, generator=gen) * 8  # the nucleus fits in the top-k
+    flat = torch.randn(8, 5000, generator=gen) * 0.5  # it does not: the histogram path
+    mixed = torch.cat([peaked[:4], flat[:4]])  # both paths in one batch
+    seeds = list(range(8))
+    for logits in (peaked, flat, mixed):
+        want = _reference_nucleus(logits, 0.9, seeds)
+        rows = [RowSampling(1.0, 0.9, make_generator(s), False) for s in seeds]
+        assert sample(logits.clone(), rows, None) == want
+        saved = torch_sampling._NUCLEUS_TOPK
+        torch_sampling._NUCLEUS_TOPK = 0  # the histogram path only
+        try:
+            rows = [RowSampling(1.0, 0.9, make_generator(s), False) for s in seeds]
+            assert sample(logits.clone(), rows, None) == want
+        finally:
+            torch_sampling._NUCLEUS_TOPK = saved
+
+
+def test_min_tokens_masks_every_eos_id() -> None:
+    from hfd.backends.torch_sampling import RowSampling, sample
+
+    logits = torch.zeros(2, 10)
+    logits[:, 3] = 5.0
+    logits[:, 4] = 4.0
+    rows = [RowSampling(0.0, 1.0, None, True), RowSampling(0.0, 1.0, None, False)]
+    assert sample(logits, rows, torch.tensor([3, 4])) == [torch.argmax(logits[0, :3]).item(), 3]
 
 
 # -- cancellation and finishing ---------------------------------------------------------------------
