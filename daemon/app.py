@@ -19,6 +19,7 @@ import anyio
 from hfd import __version__
 from hfd.daemon.manager import ModelManager
 from hfd.daemon.notify import Notifier, watchdog_interval
+from hfd.daemon.ops import ops_for
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings
 
@@ -51,6 +52,8 @@ class Daemon:
 
         s = self.settings
         prepare_dirs(s)
+        ops = ops_for(self.service)
+        ops.check_startup()  # refuse what must not serve: keys required but none, bad CURVE keys
         servers: list[tuple[Any, anyio.Event]] = []
 
         async def door(server: Any, *, task_status: anyio.abc.TaskStatus[str]) -> None:
@@ -64,6 +67,7 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals, tg.cancel_scope)
             await tg.start(self.manager.run)
+            await tg.start(ops.run)  # the usage log's writer; flushed when the group ends
             self.addresses["ipc"] = await tg.start(door, IpcServer(self.service, s))
             if s.http_enabled:
                 self.addresses["http"] = await tg.start(door, HttpServer(self.service, s))
@@ -76,6 +80,7 @@ class Daemon:
             await self._stop.wait()
             log.info("shutting down", extra={"grace_period": s.grace_period})
             self.notifier.stopping()
+            ops.mark_stopping()
             for server, _ in servers:
                 server.shutdown()
             # The doors return once in-flight work finished or the grace period ran out;
@@ -95,6 +100,7 @@ class Daemon:
         sys.stdout.flush()
         log.info("ready", extra={"version": __version__, "pid": os.getpid(), **self.addresses})
         self.notifier.ready(f"serving {parts}")
+        ops_for(self.service).mark_ready()
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

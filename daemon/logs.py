@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from hfd.daemon.reqctx import request_id
+
 # Attributes every LogRecord has; anything else came from ``extra=`` and is a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -25,6 +27,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        rid = request_id()
+        if rid is not None:  # the request being served, so one request's lines can be found
+            out["request_id"] = rid
         for key, value in _fields(record).items():
             out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:

@@ -23,6 +23,7 @@ from hfd import __version__
 from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
+from hfd.daemon import reqctx
 from hfd.daemon.cache import RecordingStream, ReplayStream, ResponseCache
 from hfd.daemon.manager import LoadedModel, ModelManager
 from hfd.daemon.schema import (
@@ -62,6 +63,8 @@ class Generation:
         self._stream = stream
         self._stack = stack
         self._closed = False
+        # The request this generation serves (usage and time to first token are noted there).
+        self._request = reqctx.current()
 
     @property
     def prompt_tokens(self) -> int:
@@ -90,6 +93,7 @@ class Generation:
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
             async for chunk in self._stream:
+                reqctx.note_first_token(self._request)
                 yield chunk
         except Exception as exc:
             # The model's lease sees the failure: its circuit breaker counts engine errors.
@@ -106,6 +110,7 @@ class Generation:
         if self._closed:
             return
         self._closed = True
+        reqctx.note_tokens(self.prompt_tokens, self.completion_tokens, ctx=self._request)
         with anyio.CancelScope(shield=True):
             await self._stream.aclose()
             if error is None:
@@ -185,6 +190,7 @@ class Service:
         if cache is not None and identity is not None:
             hit = await _embedding_hit(cache, identity, req, self.manager.spec(req.model).public_name)
             if hit is not None:
+                reqctx.note_tokens(hit.prompt_tokens)
                 return hit
         async with self.manager.acquire(req.model, keep_alive) as lm:
             if lm.task != "embed":
@@ -194,6 +200,7 @@ class Service:
             if cache is not None and lm.identity != identity:
                 hit = await _embedding_hit(cache, lm.identity, req, lm.name)
                 if hit is not None:
+                    reqctx.note_tokens(hit.prompt_tokens)
                     return hit
             result = await lm.scheduler.embed(texts)
         vectors = result.vectors
@@ -202,6 +209,7 @@ class Service:
         if cache is not None:
             key = rcache.request_key("embed", lm.identity, req)
             await cache.aput(key, rcache.encode_embedding(vectors, result.prompt_tokens))
+        reqctx.note_tokens(result.prompt_tokens)
         return EmbeddingResult(model=lm.name, vectors=vectors, prompt_tokens=result.prompt_tokens)
 
     # ------------------------------------------------------------------ generation

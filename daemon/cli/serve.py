@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from hfd.daemon.settings import Settings
+from hfd.client.errors import HfdError
+from hfd.daemon.settings import Settings, SettingsError
 
 
 def add_parsers(sub: Any) -> None:
@@ -24,3 +25,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         print(f"hfd: cannot start: {exc}", file=sys.stderr)
         return 1
+    except (SettingsError, HfdError) as exc:  # a configuration the daemon refuses to serve
+        print(f"hfd: cannot start: {exc}", file=sys.stderr)
+        return 2
