@@ -69,6 +69,25 @@ def _curl_seconds(api_url: str, cid: str, path: str) -> float | None:
     return time.perf_counter() - start
 
 
+def _disk_seconds(directory: Path, size: int) -> float:
+    """The floor under any pull: writing the same number of bytes to a new file and fsyncing it."""
+    block = os.urandom(1 << 20)
+    path = directory / "disk-floor.bin"
+    directory.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            n = min(len(block), left)
+            fh.write(block[:n])
+            left -= n
+        fh.flush()
+        os.fsync(fh.fileno())
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return seconds
+
+
 def _pull_seconds(settings_dir: Path, api: str, cid: str) -> float:
     from hfd.daemon.settings import load_settings
     from hfd.daemon.store.model_store import ModelStore
@@ -138,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cats: list[float] = []
             curls: list[float] = []
             pulls: list[float] = []
+            disks: list[float] = []
             for i in range(args.repeat):
                 seconds, n = _cat_seconds(api, published.cid, "model.safetensors")
                 assert n == size, f"cat returned {n} bytes, expected {size}"
@@ -146,9 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if curl is not None:
                     curls.append(curl)
                 pulls.append(_pull_seconds(tmp / f"store-{i}", api, published.cid))
+                disks.append(_disk_seconds(tmp / "disk", size))
                 print(
                     f"round {i + 1}: cat {size / seconds / 1e6:.0f} MB/s, pull {total / pulls[-1] / 1e6:.0f} MB/s"
-                    + (f", curl {size / curl / 1e6:.0f} MB/s" if curl else ""),
+                    + (f", curl {size / curl / 1e6:.0f} MB/s" if curl else "")
+                    + f", disk write {size / disks[-1] / 1e6:.0f} MB/s",
                     file=sys.stderr,
                 )
         finally:
@@ -171,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cat_s": [round(s, 3) for s in cats],
         "pull_s": [round(s, 3) for s in pulls],
         "cat_mb_s": round(cat_mbps, 1),
+        "disk_write_s": [round(s, 3) for s in disks],
+        "disk_write_mb_s": round(size / statistics.median(disks) / 1e6, 1),
         "curl_s": [round(s, 3) for s in curls],
         "curl_mb_s": round(size / statistics.median(curls) / 1e6, 1) if curls else None,
         "ratio_vs_curl": round(pull_mbps / (size / statistics.median(curls) / 1e6), 3) if curls else None,
