@@ -37,12 +37,22 @@ def settings_parent() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "models":
             group.add_argument(
-                "--model", dest="models", action="append", metavar="[ALIAS=]REF",
+                "--model",
+                dest="models",
+                action="append",
+                metavar="[ALIAS=]REF",
                 help="serve this model (repeatable): a directory, org/name[@rev] or ipfs://cid",
             )
             continue
         aliases = ["--config"] if f.name == "config_file" else []
-        group.add_argument(flag, *aliases, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(), help=f.metadata["help"])
+        group.add_argument(
+            flag,
+            *aliases,
+            dest=f.name,
+            default=None,
+            metavar=f.name.split("_")[-1].upper(),
+            help=f.metadata["help"].replace("%", "%%"),
+        )
     return parent
 
 
@@ -55,12 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version", parents=[parent])
     version.set_defaults(handler=_version)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command module not in this build
-                continue
-            raise
+        module = importlib.import_module(name)
         register = getattr(module, "add_parsers", None) or module.add_parser
         register(_WithParents(sub, parent))
     return parser
