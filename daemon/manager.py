@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -181,6 +182,12 @@ class ModelManager:
             for s in self._specs.values():
                 if s.ref == name:
                     return s
+            if is_store_ref(name):
+                # Not configured, but a store reference: the store decides at load time whether
+                # it has the model (or may pull it), and says where it looked if not. Local
+                # paths are never taken from a request: clients must not choose files to read.
+                spec = self._specs.setdefault(name, ModelSpec(ref=name))
+                return spec
             raise ModelNotFound(
                 f"model {name!r} is not served here; known models: {', '.join(sorted(self._specs)) or 'none'}",
                 param="model",
@@ -662,6 +669,16 @@ def _verdict(exc: BaseException) -> bool | None:
 
 def _describe(exc: BaseException) -> str:
     return exc.message if isinstance(exc, HfdError) else f"{type(exc).__name__}: {exc}"
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
+
+
+def is_store_ref(name: str) -> bool:
+    """``org/name[@revision]`` or ``ipfs://<cid>``: a reference the store can resolve."""
+    if name.startswith("ipfs://"):
+        return len(name) > len("ipfs://") and "/" not in name[len("ipfs://") :]
+    return bool(_REPO_ID.match(name)) and ".." not in name
 
 
 def _resolve_local(spec: ModelSpec) -> Path:
