@@ -6,6 +6,10 @@
         reply = client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "Hi"}])
         print(reply.choices[0].message.content)
         vectors = client.embeddings.create(model="minilm", input=["a", "b"]).embeddings  # (2, d) float32
+        client.pull("org/name", progress=lambda p: print(p.status, p.completed, p.total))
+
+    # A daemon's TCP endpoint (ipc_tcp), with CURVE keys as `hfd keys curve` writes them:
+    Client("tcp://10.0.0.5:5555", curve_server_key="server.key", curve_secret_key="me.key_secret")
 
 The objects mirror the OpenAI SDK's. Errors are the classes of ``hfd.client.errors`` (the
 daemon's own), so ``except ModelNotFound`` works as it does inside the daemon. This package
@@ -17,12 +21,14 @@ from hfd.client.errors import (
     Cancelled,
     ContextLengthExceeded,
     DaemonUnavailable,
+    Forbidden,
     HfdError,
     InvalidRequest,
     ModelNotFound,
     ModelUnavailable,
     Overloaded,
     Timeout,
+    Unauthorized,
     ValidationFailed,
 )
 from hfd.client.paths import default_endpoint
@@ -35,6 +41,8 @@ from hfd.client.types import (
     EmbeddingResponse,
     Model,
     ModelList,
+    PulledModel,
+    PullProgress,
     RunningModel,
     Usage,
 )
@@ -51,6 +59,7 @@ __all__ = [
     "DaemonUnavailable",
     "Embedding",
     "EmbeddingResponse",
+    "Forbidden",
     "HfdError",
     "InvalidRequest",
     "Model",
@@ -58,9 +67,12 @@ __all__ = [
     "ModelNotFound",
     "ModelUnavailable",
     "Overloaded",
+    "PullProgress",
+    "PulledModel",
     "RunningModel",
     "Stream",
     "Timeout",
+    "Unauthorized",
     "Usage",
     "ValidationFailed",
     "default_endpoint",

@@ -40,7 +40,8 @@ def probe_socket(endpoint: str) -> None:
     """Fail at once, with a useful message, when nothing can be listening at ``endpoint``.
 
     ZeroMQ connects lazily and retries for ever, so without this a missing daemon would show
-    up as a request timeout. A plain unix-socket connect tells the cases apart instantly.
+    up as a request timeout. A plain unix-socket connect tells the cases apart instantly. Other
+    transports (``tcp://``) have nothing to probe: there the health request's timeout decides.
     """
     path = socket_path(endpoint)
     if path is None:
@@ -73,8 +74,13 @@ def probe_socket(endpoint: str) -> None:
 
 
 def not_answering(endpoint: str, seconds: float) -> DaemonUnavailable:
+    if endpoint.startswith("ipc://"):
+        hint = f"is it running? {_START_HINT}"
+    else:
+        # No socket file to check: an absent daemon and a refused key both look like silence.
+        hint = "is a daemon serving this address (ipc_tcp), and are the CURVE keys right?"
     return DaemonUnavailable(
-        f"the daemon at {endpoint} did not answer within {seconds:g}s; is it running? {_START_HINT}",
+        f"the daemon at {endpoint} did not answer within {seconds:g}s; {hint}",
         details={"endpoint": endpoint},
     )
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import zmq
@@ -27,12 +28,14 @@ from hfd.client._common import (
     not_answering,
     probe_socket,
 )
+from hfd.client.curve import HandshakeWatch, KeySource, curve_keys
 from hfd.client.errors import DaemonUnavailable, HfdError, ModelNotFound, Timeout, error_from_dict
 from hfd.client.paths import normalize_endpoint
 from hfd.client.protocol import (
     KIND_CHUNK,
     KIND_END,
     KIND_ERROR,
+    KIND_EVENT,
     KIND_RESULT,
     OP_CANCEL,
     OP_CHAT,
@@ -44,6 +47,8 @@ from hfd.client.protocol import (
     OP_MODELS_LOAD,
     OP_MODELS_PS,
     OP_MODELS_UNLOAD,
+    OP_PULL,
+    OP_STATS,
     Reply,
     Request,
     decode_reply,
@@ -56,6 +61,8 @@ from hfd.client.types import (
     EmbeddingResponse,
     Model,
     ModelList,
+    PulledModel,
+    PullProgress,
     RunningModel,
     Usage,
 )
@@ -63,6 +70,9 @@ from hfd.client.types import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+KeepAlive = float | str | None
+EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class AsyncStream(Generic[T]):
@@ -144,10 +154,15 @@ class AsyncClient:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        curve_server_key: KeySource | None = None,
+        curve_public_key: KeySource | None = None,
+        curve_secret_key: KeySource | None = None,
     ) -> None:
         self.endpoint = normalize_endpoint(path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self._curve = curve_keys(curve_server_key, curve_public_key, curve_secret_key)
+        self._watch: HandshakeWatch | None = None
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,6 +189,9 @@ class AsyncClient:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            if self._curve is not None:
+                self._curve.apply(sock)
+                self._watch = HandshakeWatch(sock)  # before connect: the first handshake counts
             sock.connect(self.endpoint)
             self._sock, self._loop = sock, loop
             self._check_lock = asyncio.Lock()
@@ -202,7 +220,13 @@ class AsyncClient:
             async with self._check_lock:
                 if not self._checked:
                     probe_socket(self.endpoint)
-                    await self._roundtrip(sock, OP_HEALTH, {}, self.connect_timeout, connect=True)
+                    try:
+                        await self._roundtrip(sock, OP_HEALTH, {}, self.connect_timeout, connect=True)
+                    except DaemonUnavailable as exc:
+                        if self._watch is not None:
+                            raise self._watch.explain(self.endpoint, exc) from None
+                        raise
+                    self._stop_watching()
                     self._checked = True
         return sock
 
@@ -223,7 +247,10 @@ class AsyncClient:
         timeout: float | None,
         *,
         connect: bool = False,
+        on_event: EventHandler | None = None,
     ) -> Reply:
+        """Send one request and wait for its final reply; ``event`` replies before it go to
+        ``on_event`` (an exception there cancels the request). ``timeout`` bounds each wait."""
         rid = self._ids.next()
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         self._queues[rid] = queue
@@ -237,19 +264,34 @@ class AsyncClient:
                     if connect:
                         raise not_answering(self.endpoint, timeout or 0.0) from None
                     raise Timeout(
-                        f"{op}: no reply from the daemon within {timeout:g}s; the request was cancelled"
+                        f"{op}: nothing from the daemon for {timeout:g}s; the request was cancelled"
                     ) from None
                 except asyncio.CancelledError:
                     self._cancel(rid)
                     raise
                 if reply.final:
                     return expect_kind(reply, KIND_RESULT)
+                if reply.kind == KIND_EVENT and on_event is not None:
+                    try:
+                        await on_event(reply.body)
+                    except BaseException:
+                        self._cancel(rid)
+                        raise
         finally:
             self._forget(rid)
 
-    async def _request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> Reply:
+    async def _request(
+        self,
+        op: str,
+        body: dict[str, Any],
+        timeout: float | None = None,
+        *,
+        on_event: EventHandler | None = None,
+    ) -> Reply:
         sock = await self._ready()
-        return await self._roundtrip(sock, op, body, self.timeout if timeout is None else timeout)
+        return await self._roundtrip(
+            sock, op, body, self.timeout if timeout is None else timeout, on_event=on_event
+        )
 
     async def _stream(
         self, op: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], T], timeout: float | None
@@ -288,7 +330,13 @@ class AsyncClient:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._cancel, rid)
 
+    def _stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
     def _drop_socket(self) -> None:
+        self._stop_watching()
         if self._receiver is not None:
             self._receiver.cancel()
             self._receiver = None
@@ -307,14 +355,43 @@ class AsyncClient:
         body = (await self._request(OP_MODELS_PS, {}, timeout)).body
         return [RunningModel.from_dict(m) for m in body.get("models", [])]
 
-    async def load(self, model: str, *, timeout: float | None = None) -> RunningModel:
-        return RunningModel.from_dict((await self._request(OP_MODELS_LOAD, {"model": model}, timeout)).body)
+    async def load(
+        self, model: str, *, keep_alive: KeepAlive = None, timeout: float | None = None
+    ) -> RunningModel:
+        """Load ``model`` now; ``keep_alive`` as in ``Client.load``."""
+        body: dict[str, Any] = {"model": model}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return RunningModel.from_dict((await self._request(OP_MODELS_LOAD, body, timeout)).body)
 
     async def unload(self, model: str, *, timeout: float | None = None) -> bool:
         return bool((await self._request(OP_MODELS_UNLOAD, {"model": model}, timeout)).body.get("unloaded"))
 
     async def hardware(self, *, timeout: float | None = None) -> dict[str, Any]:
         return (await self._request(OP_HARDWARE, {}, timeout)).body
+
+    async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The daemon's counters, as ``Client.stats``. Needs ``admin``."""
+        return (await self._request(OP_STATS, {}, timeout)).body
+
+    async def pull(
+        self,
+        model: str,
+        *,
+        progress: Callable[[PullProgress], object] | None = None,
+        timeout: float | None = None,
+    ) -> PulledModel:
+        """Pull ``model`` into the daemon's store, as ``Client.pull``; ``progress`` may be a
+        plain function or a coroutine function. Cancelling the awaiting task cancels the pull."""
+
+        async def on_event(body: dict[str, Any]) -> None:
+            if progress is not None:
+                outcome = progress(PullProgress.from_dict(body))
+                if inspect.isawaitable(outcome):
+                    await outcome
+
+        reply = await self._request(OP_PULL, {"model": model, "stream": True}, timeout, on_event=on_event)
+        return PulledModel.from_dict(reply.body)
 
     # ----------------------------------------------------------------- lifetime
 

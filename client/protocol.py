@@ -17,7 +17,7 @@ A reply header::
 
 - ``result``: the one reply of a unary operation (final).
 - ``chunk``: one piece of a stream; ``end`` closes the stream (final, may carry a body).
-- ``event``: a progress event of a long operation (pull); the operation ends with ``result``.
+- ``event``: a progress event of a long operation (``models.pull``); it ends with ``result``.
 - ``error``: final; ``body`` is the error object ``{"code", "message", "type", "param", ...}``.
 
 Binary payloads travel as raw frames after the header, never inside msgpack: embeddings are
@@ -51,6 +51,7 @@ OP_CHAT: Final = "chat.completions.create"
 OP_COMPLETIONS: Final = "completions.create"
 OP_PULL: Final = "models.pull"
 OP_HARDWARE: Final = "hardware"
+OP_STATS: Final = "stats"
 OP_CANCEL: Final = "cancel"
 
 KIND_RESULT: Final = "result"

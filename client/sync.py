@@ -7,6 +7,9 @@ sockets may move between threads as long as accesses are serialised.
 
 Several requests may be in flight on one channel (e.g. two streams read alternately): replies
 carry the request id, and a reply for another open request is parked until that one reads it.
+
+Over TCP the daemon only takes CURVE clients: give the keys (``hfd.client.curve``) and every
+channel's socket is set up with them before it connects.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from hfd.client._common import (
     not_answering,
     probe_socket,
 )
+from hfd.client.curve import CurveKeys, HandshakeWatch, KeySource, curve_keys
 from hfd.client.errors import DaemonUnavailable, ModelNotFound, Timeout, error_from_dict
 from hfd.client.paths import normalize_endpoint
 from hfd.client.protocol import (
     KIND_CHUNK,
     KIND_END,
     KIND_ERROR,
+    KIND_EVENT,
     KIND_RESULT,
     OP_CANCEL,
     OP_CHAT,
@@ -48,6 +53,8 @@ from hfd.client.protocol import (
     OP_MODELS_LOAD,
     OP_MODELS_PS,
     OP_MODELS_UNLOAD,
+    OP_PULL,
+    OP_STATS,
     Reply,
     Request,
     decode_reply,
@@ -60,11 +67,15 @@ from hfd.client.types import (
     EmbeddingResponse,
     Model,
     ModelList,
+    PulledModel,
+    PullProgress,
     RunningModel,
     Usage,
 )
 
 T = TypeVar("T")
+
+KeepAlive = float | str | None
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -74,13 +85,25 @@ def _ms(seconds: float | None) -> int | None:
 class _Channel:
     """One DEALER socket and the replies parked for its open requests."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        curve: CurveKeys | None = None,
+        *,
+        watch: bool = False,
+    ) -> None:
         self.lock = threading.Lock()
         self.sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         # Queue messages only on a finished connection: a send then tells whether the daemon
         # is there instead of piling up for one that never comes.
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        self.watch: HandshakeWatch | None = None
+        if curve is not None:
+            curve.apply(self.sock)
+            if watch:  # before connect, so the first handshake is seen
+                self.watch = HandshakeWatch(self.sock)
         self.sock.connect(endpoint)
         self.parked: dict[str, deque[Reply]] = {}
         self.deferred_cancels: deque[str] = deque()
@@ -138,7 +161,13 @@ class _Channel:
         while self.deferred_cancels:
             self.cancel(self.deferred_cancels.popleft())
 
+    def stop_watching(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+
     def close(self) -> None:
+        self.stop_watching()
         self.sock.close(linger=0)
 
 
@@ -210,8 +239,13 @@ class Client:
     """A blocking client for the daemon's IPC socket.
 
     ``path``: the socket path or an ``ipc://`` endpoint (default: where the daemon binds by
-    default, see ``hfd.client.paths``). ``timeout``: seconds a request (or, for a stream, each
-    chunk) may take before ``Timeout``; the request is then cancelled on the daemon.
+    default, see ``hfd.client.paths``), or the ``tcp://host:port`` of a daemon's ``ipc_tcp``.
+    ``timeout``: seconds a request (or, for a stream, each chunk; for a pull, each progress
+    event) may take before ``Timeout``; the request is then cancelled on the daemon.
+
+    ``curve_server_key``, ``curve_public_key``, ``curve_secret_key``: CURVE keys for a
+    ``tcp://`` endpoint, each a Z85 string or a key file (see ``hfd.client.curve``); the public
+    key may be left out. A refused key raises ``Unauthorized`` on the first request.
     """
 
     def __init__(
@@ -220,10 +254,14 @@ class Client:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        curve_server_key: KeySource | None = None,
+        curve_public_key: KeySource | None = None,
+        curve_secret_key: KeySource | None = None,
     ) -> None:
         self.endpoint = normalize_endpoint(path)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self._curve = curve_keys(curve_server_key, curve_public_key, curve_secret_key)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._local = threading.local()
         self._channels: weakref.WeakSet[_Channel] = weakref.WeakSet()
@@ -243,7 +281,7 @@ class Client:
             raise DaemonUnavailable("this client is closed")
         channel: _Channel | None = getattr(self._local, "channel", None)
         if channel is None:
-            channel = _Channel(self._ctx, self.endpoint)
+            channel = _Channel(self._ctx, self.endpoint, self._curve, watch=not self._checked)
             self._local.channel = channel
             with self._channels_lock:
                 self._channels.add(channel)
@@ -254,7 +292,13 @@ class Client:
     def _check(self, channel: _Channel) -> None:
         """The first request makes sure a daemon answers, so a missing one fails fast."""
         probe_socket(self.endpoint)
-        self._roundtrip(channel, OP_HEALTH, {}, [], self.connect_timeout, connect=True)
+        try:
+            self._roundtrip(channel, OP_HEALTH, {}, [], self.connect_timeout, connect=True)
+        except DaemonUnavailable as exc:
+            if channel.watch is not None:
+                raise channel.watch.explain(self.endpoint, exc) from None
+            raise
+        channel.stop_watching()
         self._checked = True
 
     def _roundtrip(
@@ -320,14 +364,69 @@ class Client:
         body = self._request(OP_MODELS_PS, {}, timeout).body
         return [RunningModel.from_dict(m) for m in body.get("models", [])]
 
-    def load(self, model: str, *, timeout: float | None = None) -> RunningModel:
-        return RunningModel.from_dict(self._request(OP_MODELS_LOAD, {"model": model}, timeout).body)
+    def load(self, model: str, *, keep_alive: KeepAlive = None, timeout: float | None = None) -> RunningModel:
+        """Load ``model`` now. ``keep_alive``: how long it stays loaded when idle, in seconds or
+        as a duration ("5m", "1h"); negative keeps it loaded, 0 unloads it once idle."""
+        body: dict[str, Any] = {"model": model}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return RunningModel.from_dict(self._request(OP_MODELS_LOAD, body, timeout).body)
 
     def unload(self, model: str, *, timeout: float | None = None) -> bool:
         return bool(self._request(OP_MODELS_UNLOAD, {"model": model}, timeout).body.get("unloaded"))
 
     def hardware(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._request(OP_HARDWARE, {}, timeout).body
+
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The daemon's counters: ``{"cache": {...}, "models": {...}}`` (response cache hits and
+        misses, loads and evictions, memory pools, open circuit breakers). Needs ``admin``."""
+        return self._request(OP_STATS, {}, timeout).body
+
+    def pull(
+        self,
+        model: str,
+        *,
+        progress: Callable[[PullProgress], object] | None = None,
+        timeout: float | None = None,
+    ) -> PulledModel:
+        """Pull ``model`` (``org/name[@revision]``, ``ipfs://<cid>`` or an alias) into the
+        daemon's store; ``progress`` is called with each progress event, in this thread.
+
+        ``timeout`` bounds the wait for each event (the daemon repeats the last one every few
+        seconds while nothing moves), not the whole pull. A timeout, or an exception from
+        ``progress``, cancels the pull on the daemon.
+        """
+        channel = self._channel()
+        timeout = self.timeout if timeout is None else timeout
+        rid = self._ids.next()
+        with channel.lock:
+            channel.parked[rid] = deque()
+            send_timeout = self.connect_timeout if timeout is None else min(timeout, self.connect_timeout)
+            frames = encode_request(Request(id=rid, op=OP_PULL, body={"model": model, "stream": True}))
+            if not channel.send(frames, send_timeout):
+                channel.parked.pop(rid, None)
+                raise not_answering(self.endpoint, send_timeout)
+        done = False
+        try:
+            while True:
+                # The lock is held only to read, so ``progress`` may use this client too.
+                with channel.lock:
+                    reply = channel.receive(rid, timeout)
+                if reply is None:
+                    raise Timeout(
+                        f"{OP_PULL}: nothing from the daemon for {timeout:g}s; the pull was cancelled"
+                    )
+                if reply.final:
+                    done = True
+                    return PulledModel.from_dict(expect_kind(reply, KIND_RESULT).body)
+                if reply.kind == KIND_EVENT and progress is not None:
+                    progress(PullProgress.from_dict(reply.body))
+        finally:
+            with channel.lock:
+                channel.parked.pop(rid, None)
+                if not done:
+                    channel.cancel(rid)
 
     # ----------------------------------------------------------------- lifetime
 

@@ -97,9 +97,21 @@ class RunningModel:
     load_seconds: float = 0.0
     path: str | None = None
     scheduler: dict[str, Any] = field(default_factory=dict)
+    # What the daemon expected the model to need before loading it ({"weights", "kv_cache",
+    # "activations", "overhead", "total"} in bytes), and what it reserved in ``memory_pool``.
+    memory_estimate: dict[str, int] | None = None
+    memory_reserved_bytes: int = 0
+    memory_pool: str | None = None
+    # The circuit breaker: {"state": "closed" | "half_open" | "open", "engines": {...}}.
+    breaker: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def breaker_state(self) -> str:
+        return str(self.breaker.get("state") or "closed")
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> RunningModel:
+        estimate = body.get("memory_estimate")
         return cls(
             name=str(body["name"]),
             task=str(_get(body, "task", "")),
@@ -112,6 +124,75 @@ class RunningModel:
             load_seconds=float(_get(body, "load_seconds", 0.0)),
             path=body.get("path"),
             scheduler=dict(_get(body, "scheduler", {})),
+            memory_estimate={str(k): int(v) for k, v in estimate.items()}
+            if isinstance(estimate, dict)
+            else None,
+            memory_reserved_bytes=int(_get(body, "memory_reserved_bytes", 0)),
+            memory_pool=body.get("memory_pool"),
+            breaker=dict(_get(body, "breaker", {})),
+        )
+
+
+# ----------------------------------------------------------------------------- pulls
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One progress event of a pull (sent a few times a second, and at every status change).
+
+    ``status`` goes ``resolving`` -> (``waiting``) -> ``downloading`` -> ``placing`` -> ``done``;
+    a pull the store answers at once goes from ``resolving`` to ``done``.
+    """
+
+    ref: str
+    status: str
+    source: str | None = None  # "store", "ipfs", "hub"
+    file: str | None = None  # the file being downloaded
+    files_done: int = 0
+    files_total: int = 0
+    completed: int = 0  # bytes
+    total: int = 0  # bytes
+    speed: float = 0.0  # bytes per second
+    eta: float | None = None  # seconds
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> PullProgress:
+        return cls(
+            ref=str(_get(body, "ref", "")),
+            status=str(_get(body, "status", "")),
+            source=body.get("source"),
+            file=body.get("file"),
+            files_done=int(_get(body, "files_done", 0)),
+            files_total=int(_get(body, "files_total", 0)),
+            completed=int(_get(body, "completed", 0)),
+            total=int(_get(body, "total", 0)),
+            speed=float(_get(body, "speed", 0.0)),
+            eta=body.get("eta"),
+        )
+
+
+@dataclass(frozen=True)
+class PulledModel:
+    """A pull's outcome: the snapshot now in the daemon's store."""
+
+    model: str  # the reference that was pulled
+    repo: str
+    revision: str | None
+    commit: str | None
+    source: str  # where it came from: "store" (already there), "ipfs", "hub", ...
+    path: str  # the snapshot directory on the daemon's machine
+    status: str = "success"
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> PulledModel:
+        return cls(
+            model=str(_get(body, "model", "")),
+            repo=str(_get(body, "repo", "")),
+            revision=body.get("revision"),
+            commit=body.get("commit"),
+            source=str(_get(body, "source", "")),
+            path=str(_get(body, "path", "")),
+            status=str(_get(body, "status", "success")),
         )
 
 

@@ -51,6 +51,12 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("load", help="load a model now (instead of on first use)")
     p.add_argument("load_model", metavar="MODEL")
+    p.add_argument(
+        "--keep-alive",
+        dest="load_keep_alive",
+        metavar="DURATION",
+        help="how long it stays loaded when idle: seconds or 30s, 5m, 1h; -1 keeps it loaded",
+    )
     _common(p)
     p.set_defaults(handler=_guard(cmd_load))
 
@@ -97,11 +103,12 @@ def human_bytes(n: int) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+    whole = round(seconds)  # rounded first, or 299.97 s would read "4m60s"
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def expires(model: RunningModel) -> str:
@@ -121,11 +128,40 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+def estimate(model: RunningModel) -> str:
+    """What the daemon expected the model to need (and reserved for it) before loading it."""
+    if model.memory_estimate and model.memory_estimate.get("total"):
+        return human_bytes(model.memory_estimate["total"])
+    if model.memory_reserved_bytes:
+        return human_bytes(model.memory_reserved_bytes)
+    return "-"
+
+
+def breaker(model: RunningModel) -> str:
+    """The circuit breaker's state; an open one says when it lets a request try again."""
+    state = model.breaker_state
+    if state != "open":
+        return state
+    engines = model.breaker.get("engines") or {}
+    waits = [float(e.get("retry_after") or 0.0) for e in engines.values() if e.get("state") == "open"]
+    return f"open ({human_duration(max(waits))})" if waits else state
+
+
 def ps_table(models: Sequence[RunningModel]) -> str:
-    rows = [["NAME", "TASK", "ENGINE", "DEVICE", "MEMORY", "IN USE", "EXPIRES"]]
+    rows = [["NAME", "TASK", "ENGINE", "DEVICE", "MEMORY", "ESTIMATE", "BREAKER", "IN USE", "EXPIRES"]]
     for m in models:
         rows.append(
-            [m.name, m.task, m.engine, m.device, human_bytes(m.memory_bytes), str(m.in_use), expires(m)]
+            [
+                m.name,
+                m.task,
+                m.engine,
+                m.device,
+                human_bytes(m.memory_bytes),
+                estimate(m),
+                breaker(m),
+                str(m.in_use),
+                expires(m),
+            ]
         )
     return table(rows)
 
@@ -201,11 +237,31 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     with _client(args, settings) as client:
-        m = client.load(args.load_model)
+        m = client.load(args.load_model, keep_alive=_duration(args.load_keep_alive))
     print(
-        f"loaded {m.name}: {m.task} on {m.engine}/{m.device}, {human_bytes(m.memory_bytes)}, in {m.load_seconds:.1f}s"
+        f"loaded {m.name}: {m.task} on {m.engine}/{m.device}, {human_bytes(m.memory_bytes)}, "
+        f"in {m.load_seconds:.1f}s; {_kept(m)}"
     )
     return 0
+
+
+def _duration(text: str | None) -> float | str | None:
+    """A number of seconds as a number; a duration ("5m") as given (the daemon parses it and
+    answers a bad one with a validation error naming keep_alive)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _kept(m: RunningModel) -> str:
+    if m.keep_alive is not None and m.keep_alive < 0:
+        return "stays loaded"
+    if m.keep_alive is None:
+        return "kept as the daemon's default"
+    return f"unloads after {human_duration(m.keep_alive)} idle"
 
 
 def cmd_unload(args: argparse.Namespace, settings: Settings) -> int:

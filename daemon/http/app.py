@@ -11,7 +11,9 @@ inside ``_endpoint``, which hands any exception to the one error mapping
     POST /v1/completions          streaming (SSE) or not
     POST /v1/embeddings           float or base64
     GET  /api/ps                  loaded models, with their schedulers' counters
-    POST /api/load, /api/unload   {"model": ...}
+    POST /api/load, /api/unload   {"model": ..., "keep_alive": ...}
+    POST /api/pull                {"model": ..., "stream": bool}: progress as JSON lines
+    GET  /api/stats               response cache, model manager, memory pools, breakers
     GET  /api/version, /api/hardware
 """
 
@@ -21,7 +23,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -34,18 +36,28 @@ from starlette.routing import Route
 from starlette.types import Receive
 
 from hfd.client.errors import InvalidJSON, ModelNotFound
+from hfd.daemon import pulls
 from hfd.daemon.http import admin, openai_types, ops_routes
 from hfd.daemon.http.errors import error_response
 from hfd.daemon.http.limits import BodyLimit
 from hfd.daemon.http.middleware import OpsMiddleware
+from hfd.daemon.http.pull_stream import NdjsonPull
 from hfd.daemon.http.sse import EventStream, wait_disconnect
-from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelRequest, parse
+from hfd.daemon.schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelRequest,
+    parse,
+    parse_keep_alive,
+)
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 def _endpoint(fn: Endpoint) -> Endpoint:
@@ -100,6 +112,29 @@ async def collect_text(gen: Generation, receive: Receive) -> str | None:
     return "".join(parts)
 
 
+async def until_disconnect(work: Callable[[], Awaitable[T]], receive: Receive) -> tuple[bool, T | None]:
+    """``(True, result)`` of ``work``, or ``(False, None)`` when the client went away first
+    (``work`` is then cancelled)."""
+    outcome: list[T] = []
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await wait_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            outcome.append(await work())
+        except Exception as exc:  # kept out of the task group's exception group
+            error = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return (True, outcome[0]) if outcome else (False, None)
+
+
 class Routes:
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -149,11 +184,26 @@ class Routes:
 
     async def load(self, request: Request) -> Response:
         req = parse(ModelRequest, await read_json(request))
-        return JSONResponse(await self.service.load(req.model))
+        return JSONResponse(await self.service.load(req.model, parse_keep_alive(req.keep_alive)))
 
     async def unload(self, request: Request) -> Response:
         req = parse(ModelRequest, await read_json(request))
         return JSONResponse({"model": req.model, "unloaded": await self.service.unload(req.model)})
+
+    async def pull(self, request: Request) -> Response:
+        req = parse(pulls.PullRequest, await read_json(request))
+        # A malformed reference is an error status, not a stream that fails at once.
+        ref = pulls.check_ref(self.service, req.model)
+        if req.stream:
+            return NdjsonPull(lambda emit: pulls.pull(self.service, ref, emit))
+        finished, result = await until_disconnect(lambda: pulls.pull(self.service, ref), request.receive)
+        if not finished:
+            log.info("client disconnected; pull cancelled", extra={"model": ref})
+            return Response(status_code=499)
+        return JSONResponse(result)
+
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(self.service.stats())
 
     async def version(self, request: Request) -> Response:
         return JSONResponse(admin.version())
@@ -179,6 +229,8 @@ def create_app(service: Service, settings: Settings) -> Starlette:
         Route("/api/ps", _endpoint(r.ps), methods=["GET"]),
         Route("/api/load", _endpoint(r.load), methods=["POST"]),
         Route("/api/unload", _endpoint(r.unload), methods=["POST"]),
+        Route("/api/pull", _endpoint(r.pull), methods=["POST"]),
+        Route("/api/stats", _endpoint(r.stats), methods=["GET"]),
         Route("/api/version", _endpoint(r.version), methods=["GET"]),
         Route("/api/hardware", _endpoint(r.hardware), methods=["GET"]),
     ]

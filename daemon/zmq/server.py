@@ -47,6 +47,7 @@ from hfd.client.protocol import (
     KIND_CHUNK,
     KIND_END,
     KIND_ERROR,
+    KIND_EVENT,
     KIND_RESULT,
     OP_CANCEL,
     OP_CHAT,
@@ -58,15 +59,24 @@ from hfd.client.protocol import (
     OP_MODELS_LOAD,
     OP_MODELS_PS,
     OP_MODELS_UNLOAD,
+    OP_PULL,
+    OP_STATS,
     Reply,
     Request,
     decode_request,
     encode_reply,
 )
-from hfd.daemon import reqctx
+from hfd.daemon import pulls, reqctx
 from hfd.daemon.http import admin, openai_types
 from hfd.daemon.ops import ops_for
-from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelRequest, parse
+from hfd.daemon.schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelRequest,
+    parse,
+    parse_keep_alive,
+)
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
 
@@ -131,6 +141,8 @@ class IpcServer:
             OP_MODELS_PS: self._models_ps,
             OP_MODELS_LOAD: self._models_load,
             OP_MODELS_UNLOAD: self._models_unload,
+            OP_PULL: self._models_pull,
+            OP_STATS: self._stats,
             OP_EMBEDDINGS: self._embeddings,
             OP_CHAT: self._chat,
             OP_COMPLETIONS: self._completions,
@@ -364,13 +376,26 @@ class IpcServer:
 
     async def _models_load(self, ident: bytes, req: Request) -> None:
         body = parse(ModelRequest, req.body)
-        await self._result(ident, req, await self.service.load(body.model))
+        await self._result(ident, req, await self.service.load(body.model, parse_keep_alive(body.keep_alive)))
 
     async def _models_unload(self, ident: bytes, req: Request) -> None:
         body = parse(ModelRequest, req.body)
         await self._result(
             ident, req, {"model": body.model, "unloaded": await self.service.unload(body.model)}
         )
+
+    async def _models_pull(self, ident: bytes, req: Request) -> None:
+        """Progress as ``event`` messages (with ``stream``), then the ``result``."""
+        body = parse(pulls.PullRequest, req.body)
+
+        async def emit(event: dict[str, Any]) -> None:
+            await self._send(ident, Reply(id=req.id, kind=KIND_EVENT, body=event))
+
+        result = await pulls.pull(self.service, body.model, emit if body.stream else None)
+        await self._result(ident, req, result)
+
+    async def _stats(self, ident: bytes, req: Request) -> None:
+        await self._result(ident, req, self.service.stats())
 
     async def _hardware(self, ident: bytes, req: Request) -> None:
         await self._result(ident, req, await admin.hardware())

@@ -231,12 +231,14 @@ def test_cli_load_ps_unload(doors: Doors, capsys: pytest.CaptureFixture[str]) ->
         "ENGINE",
         "DEVICE",
         "MEMORY",
+        "ESTIMATE",
+        "BREAKER",
         "IN",
         "USE",
         "EXPIRES",
     ]
     row = next(line for line in lines[1:] if line.startswith(EMBED + " "))
-    assert "torch" in row and "in " in row
+    assert "torch" in row and "in " in row and "closed" in row
     code, out, _ = run_cli(doors, capsys, "unload", EMBED)
     assert (code, out.strip()) == (0, f"unloaded {EMBED}")
     code, out, _ = run_cli(doors, capsys, "unload", EMBED)

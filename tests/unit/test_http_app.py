@@ -103,7 +103,7 @@ async def test_bodies_that_are_not_a_json_object(
     settings: Settings, content: bytes, code: str, status: int
 ) -> None:
     async with serve(settings) as client:
-        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/load"):
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/load", "/api/pull"):
             r = await client.post(path, content=content, headers={"content-type": "application/json"})
             assert r.status_code == status, (path, r.text)
             assert error_of(r)["code"] == code

@@ -289,7 +289,7 @@ def test_an_unknown_group_stops_the_start(tmp_path: Path) -> None:
 class SlowLoads(Service):
     """The real service, with loads that take as long as the model name says (in seconds)."""
 
-    async def load(self, name: str) -> dict[str, Any]:
+    async def load(self, name: str, keep_alive: float | None = None) -> dict[str, Any]:
         await anyio.sleep(float(name))
         return {"name": name}
 
