@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 from typing import Any
 
@@ -20,6 +22,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from hfd.daemon.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (the journal): how to see
+    # where a stuck daemon is stuck without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return serve(settings)
     except OSError as exc:

@@ -121,6 +121,9 @@ def start_daemon(
         if m:
             addrs = dict(part.split("=", 1) for part in m.group(1).split())
             return Daemon(proc=proc, http=addrs.get("http", ""), ipc=addrs["ipc"], workdir=workdir, output=lines)
+    if proc.poll() is None:  # stuck: ask for every thread's stack before killing it
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
     proc.kill()
     shutil.rmtree(runtime, ignore_errors=True)
     rest = proc.communicate(timeout=10)[0] or ""
