@@ -19,6 +19,8 @@ import openai
 import pytest
 import zmq
 import zmq.auth
+from support.daemon import start_daemon
+from support.models import tiny_bert, tiny_llama
 
 from hfd.client.protocol import (
     OP_EMBEDDINGS,
@@ -29,8 +31,6 @@ from hfd.client.protocol import (
     encode_request,
 )
 from hfd.daemon.keys import KeyStore
-from tests.support.daemon import start_daemon
-from tests.support.models import tiny_bert, tiny_llama
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support.daemon import start_daemon
 from support.models import tiny_llama
 
@@ -73,11 +72,15 @@ def test_sigterm_lets_in_flight_stream_finish(tmp_path: Path) -> None:
                 chunks.append(chunk)
                 if any(c["delta"].get("content") for c in chunk.get("choices", [])):
                     got_first.set()
-        result["finish"] = [c["finish_reason"] for ch in chunks for c in ch["choices"] if c.get("finish_reason")]
+        result["finish"] = [
+            c["finish_reason"] for ch in chunks for c in ch["choices"] if c.get("finish_reason")
+        ]
 
     try:
         # Load the model first so the stream is in flight when the signal lands.
-        httpx.post(d.base_url + "/completions", json={"model": "chat", "prompt": "x", "max_tokens": 1}, timeout=60)
+        httpx.post(
+            d.base_url + "/completions", json={"model": "chat", "prompt": "x", "max_tokens": 1}, timeout=60
+        )
         t = threading.Thread(target=stream)
         t.start()
         assert got_first.wait(60), "the stream never produced a token"
@@ -97,7 +100,10 @@ def test_bad_config_exits_with_a_message(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[http]\nport = 'x'\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "hfd", "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "hfd", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "http_port" in proc.stderr

@@ -14,10 +14,10 @@ import openai
 import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
+from support.daemon import start_daemon
+from support.models import tiny_bert, tiny_llama
 
 from hfd.client.protocol import OP_EMBEDDINGS, Request, decode_reply, encode_request
-from tests.support.daemon import start_daemon
-from tests.support.models import tiny_bert, tiny_llama
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 import zmq
+from support.daemon import start_daemon
 
 from hfd.client.protocol import OP_HEALTH, Request, decode_reply, encode_request
-from tests.support.daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(180)
 
