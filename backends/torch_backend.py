@@ -65,10 +65,10 @@ class TorchBackend:
 
         from hfd.backends.torch_encoder import TorchEncoder
 
-        config = _hf.require_model_dir(opts.path)
+        _hf.require_model_dir(opts.path)
         pooling = _hf.read_pooling_config(opts.path)
         device, dtype = _prepare(opts)
-        model = _from_pretrained(AutoModel, opts, device, dtype, config)
+        model = _from_pretrained(AutoModel, opts, device, dtype)
         hf_tokenizer = _load_tokenizer(opts)
         max_length = _encoder_max_length(pooling, hf_tokenizer, model.config)
         tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=max_length)
@@ -96,13 +96,19 @@ class TorchBackend:
 
         config = _hf.require_model_dir(opts.path)
         device, dtype = _prepare(opts)
-        model = _from_pretrained(AutoModelForCausalLM, opts, device, dtype, config)
+        model = _from_pretrained(AutoModelForCausalLM, opts, device, dtype)
+        if device.type == "cpu":
+            # On CUDA a mask + enable_gqa falls back to the math kernel: keep the fused one there.
+            from hfd.backends.torch_attention import use_gqa_attention
+
+            use_gqa_attention(model)
         hf_tokenizer = _load_tokenizer(opts)
         generator = TorchGenerator(model, hf_tokenizer, opts, device, _hf.eos_token_ids(opts.path, config))
         log.info(
             "generator loaded",
             extra={"model_path": str(opts.path), "device": str(device), "dtype": str(dtype),
-                   "context_length": generator.context_length, "max_running": opts.max_running},
+                   "context_length": generator.context_length, "max_running": opts.max_running,
+            "attention": model.config._attn_implementation},
         )  # fmt: skip
         return generator
 
@@ -235,9 +241,7 @@ def _prepare(opts: LoadOptions) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _from_pretrained(
-    auto: Any, opts: LoadOptions, device: torch.device, dtype: torch.dtype, config: dict[str, Any]
-) -> Any:
+def _from_pretrained(auto: Any, opts: LoadOptions, device: torch.device, dtype: torch.dtype) -> Any:
     use_safetensors = _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
     kwargs: dict[str, Any] = {
         "dtype": dtype,
@@ -307,7 +311,9 @@ def _mask_plan(model: Any) -> MaskPlan:
     from hfd.backends.torch_generator import MaskPlan
 
     text_config = model.config.get_text_config(decoder=True)
-    boolean = getattr(model.config, "_attn_implementation", "sdpa") == "sdpa"
+    from hfd.backends.torch_attention import NAME as GQA_SDPA
+
+    boolean = getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", GQA_SDPA)
     window = getattr(text_config, "sliding_window", None)
     window = int(window) if isinstance(window, int) and window > 0 else None
     layer_types = getattr(text_config, "layer_types", None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,7 +42,6 @@ class _Sequence:
     generator: torch.Generator | None
     generated: int = 0
     last_token: int = -1
-    tokens: list[int] = field(default_factory=list)  # produced in the current step
 
     def sampling(self) -> RowSampling:
         return RowSampling(
@@ -63,7 +62,8 @@ class MaskPlan:
 
 
 class ContinuousBatcher:
-    """The engine-independent half of ``TorchGenerator``: the batch, the cache and the steps."""
+    """The model-facing half of ``TorchGenerator``: the queue, the running batch, its cache and
+    the steps. Token ids in, token ids out; no tokenizer here."""
 
     def __init__(
         self,
@@ -188,6 +188,7 @@ class ContinuousBatcher:
         cols = torch.arange(width, device=self.device)
         positions = (cols.unsqueeze(0) - starts.unsqueeze(1)).clamp_(min=0)
 
+        log.debug("prefill", extra={"rows": n, "width": width, "running": len(self._rows)})
         cache = BatchKVCache(self._num_layers)
         cache.rows = n
         mask = self._prefill_mask(starts, width)

@@ -113,6 +113,27 @@ def test_generator_satisfies_the_protocol(gen: TorchGenerator, llama_path: Path)
     assert gen.eos_token_ids == frozenset({2})
     params = sum(p.numel() * 4 for p in gen.model.parameters())
     assert gen.memory_bytes() >= params
+    # On the CPU, grouped-query attention runs without copying K/V per group.
+    assert gen.model.config._attn_implementation == "hfd_gqa_sdpa"
+
+
+def test_gqa_attention_matches_transformers_sdpa() -> None:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hfd.backends.torch_attention import gqa_sdpa_forward
+
+    module = torch.nn.Module()
+    module.num_key_value_groups = 2  # type: ignore[assignment]
+    module.is_causal = True  # type: ignore[assignment]
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 5, 16, generator=gen)
+    k, v = torch.randn(3, 2, 9, 16, generator=gen), torch.randn(3, 2, 9, 16, generator=gen)
+    mask = torch.rand(3, 1, 5, 9, generator=gen) > 0.3
+    mask[..., -1] = True
+    for m in (mask, None):
+        want, _ = sdpa_attention_forward(module, q, k, v, m, scaling=0.25)
+        got, _ = gqa_sdpa_forward(module, q, k, v, m, scaling=0.25)
+        torch.testing.assert_close(got, want)
 
 
 # -- greedy parity --------------------------------------------------------------------------------
