@@ -3,6 +3,7 @@ and the addresses read from its ready line."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import selectors
@@ -17,6 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 READY = re.compile(r"^hfd ready (.*)$")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the daemon gets SIGTERM when the test or benchmark process dies, so a killed
+    run never leaves a daemon behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> Path:
@@ -92,17 +101,33 @@ def start_daemon(
     # ipc socket paths are limited to ~100 bytes: keep the runtime dir short.
     runtime = Path(os.environ.get("TMPDIR", "/tmp")) / f"hfd-t{os.getpid()}-{time.monotonic_ns() % 10**9}"
     cmd = [
-        sys.executable, "-m", "hfd", "serve",
-        "--config", str(config),
-        "--state-dir", str(workdir / "state"),
-        "--cache-dir", str(workdir / "cache"),
-        "--runtime-dir", str(runtime),
-        "--http-port", "0",
-        "--log-format", "json",
+        sys.executable,
+        "-m",
+        "hfd",
+        "serve",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(workdir / "state"),
+        "--cache-dir",
+        str(workdir / "cache"),
+        "--runtime-dir",
+        str(runtime),
+        "--http-port",
+        "0",
+        "--log-format",
+        "json",
         *args,
     ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        preexec_fn=_die_with_parent,
+    )
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -120,7 +145,9 @@ def start_daemon(
         m = READY.match(line.strip())
         if m:
             addrs = dict(part.split("=", 1) for part in m.group(1).split())
-            return Daemon(proc=proc, http=addrs.get("http", ""), ipc=addrs["ipc"], workdir=workdir, output=lines)
+            return Daemon(
+                proc=proc, http=addrs.get("http", ""), ipc=addrs["ipc"], workdir=workdir, output=lines
+            )
     if proc.poll() is None:  # stuck: ask for every thread's stack before killing it
         proc.send_signal(signal.SIGUSR1)
         time.sleep(2)
