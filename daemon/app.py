@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def prepare_dirs(settings: Settings) -> None:
-    for path, mode in ((settings.state_dir, 0o750), (settings.cache_dir, 0o750), (settings.runtime_dir, 0o700)):
+    for path, mode in (
+        (settings.state_dir, 0o750),
+        (settings.cache_dir, 0o750),
+        (settings.runtime_dir, 0o700),
+    ):
         path.mkdir(parents=True, exist_ok=True, mode=mode)
     settings.ipc_socket().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 

@@ -120,7 +120,9 @@ class CompletionRequest(_Sampling):
                 return [int(x) for x in p]
             if len(p) == 1 and isinstance(p[0], str):
                 return p[0]
-            raise InvalidRequest("send one prompt per request (a string or a list of token ids)", param="prompt")
+            raise InvalidRequest(
+                "send one prompt per request (a string or a list of token ids)", param="prompt"
+            )
         if self.echo:
             raise InvalidRequest("echo is not supported", param="echo")
         if self.suffix:
@@ -144,7 +146,9 @@ class EmbeddingRequest(_Base):
         elif all(isinstance(x, str) for x in inp):
             texts = [str(x) for x in inp]
         else:
-            raise InvalidRequest("token-id input is not supported for embeddings; send strings", param="input")
+            raise InvalidRequest(
+                "token-id input is not supported for embeddings; send strings", param="input"
+            )
         if not texts:
             raise InvalidRequest("input must not be empty", param="input")
         if any(t == "" for t in texts):
@@ -189,4 +193,6 @@ def parse_keep_alive(value: KeepAlive) -> float | None:
                 return float(text[: -len(suffix)]) * units[suffix]
         return float(text)
     except ValueError:
-        raise ValidationFailed(f"keep_alive: cannot read a duration from {value!r}", param="keep_alive") from None
+        raise ValidationFailed(
+            f"keep_alive: cannot read a duration from {value!r}", param="keep_alive"
+        ) from None

@@ -80,102 +80,260 @@ class ModelSpec:
 @dataclass(frozen=True)
 class Settings:
     # -- paths
-    config_file: Path | None = _setting(None, "paths", "Config file (TOML). Default: <config dir>/config.toml when it exists.")
-    state_dir: Path = _setting(None, "paths", "Persistent state: the model store and its catalog, keys, usage log.")
-    cache_dir: Path = _setting(None, "paths", "Derived, re-creatable data: engine exports, the response cache.")
+    config_file: Path | None = _setting(
+        None, "paths", "Config file (TOML). Default: <config dir>/config.toml when it exists."
+    )
+    state_dir: Path = _setting(
+        None, "paths", "Persistent state: the model store and its catalog, keys, usage log."
+    )
+    cache_dir: Path = _setting(
+        None, "paths", "Derived, re-creatable data: engine exports, the response cache."
+    )
     runtime_dir: Path = _setting(None, "paths", "Sockets and the pid file.")
-    hf_cache_dir: Path | None = _setting(None, "paths", "An existing Hugging Face hub cache to read models from as is (default: the one huggingface_hub uses, when present).")
+    hf_cache_dir: Path | None = _setting(
+        None,
+        "paths",
+        "An existing Hugging Face hub cache to read models from as is (default: the one huggingface_hub uses, when present).",
+    )
 
     # -- ipc
     ipc_path: Path | None = _setting(None, "ipc", "ZeroMQ IPC socket path. Default: <runtime_dir>/hfd.sock.")
-    ipc_mode: int = _setting(0o600, "ipc", "File mode of the IPC socket (octal in the config file, e.g. 0o660).")
-    ipc_group: str | None = _setting(None, "ipc", "Group that owns the IPC socket (the system service uses 'hfd').")
-    ipc_max_message_bytes: int = _setting(16 * 1024 * 1024, "ipc", "Largest request message accepted on the IPC socket; a client that sends a larger one is disconnected.")
-    ipc_stall_timeout: float = _setting(30.0, "ipc", "Seconds a reply may wait for a client that stopped reading its stream; then the request is cancelled.")
-    ipc_peer_check: bool = _setting(True, "ipc", "Check every IPC peer's uid/gid (kernel peer credentials) before it may send anything: root, the daemon's own user and ipc_allowed_users/ipc_allowed_groups get in.")
-    ipc_allowed_users: tuple[str, ...] = _setting((), "ipc", "Users (names or uids) allowed on the IPC socket besides root and the daemon's own user.")
-    ipc_allowed_groups: tuple[str, ...] = _setting((), "ipc", "Groups (names or gids) whose members may use the IPC socket (default: ipc_group, when set).")
-    ipc_tcp: str | None = _setting(None, "ipc", "Also serve the IPC protocol on this TCP endpoint for the LAN, e.g. 'tcp://0.0.0.0:5555'. Requires CURVE: ipc_curve_secret_key and ipc_curve_clients_dir.")
-    ipc_curve_secret_key: Path | None = _setting(None, "ipc", "The daemon's CURVE secret key file for ipc_tcp (a ZeroMQ certificate; 'hfd keys curve' makes one).")
-    ipc_curve_clients_dir: Path | None = _setting(None, "ipc", "Directory of the CURVE public keys ('*.key' certificates) of the clients allowed on ipc_tcp; re-read when it changes.")
-    ipc_tcp_scopes: tuple[str, ...] = _setting(("inference",), "ipc", "Scopes CURVE clients on ipc_tcp get: inference, models, admin.")
+    ipc_mode: int = _setting(
+        0o600, "ipc", "File mode of the IPC socket (octal in the config file, e.g. 0o660)."
+    )
+    ipc_group: str | None = _setting(
+        None, "ipc", "Group that owns the IPC socket (the system service uses 'hfd')."
+    )
+    ipc_max_message_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "ipc",
+        "Largest request message accepted on the IPC socket; a client that sends a larger one is disconnected.",
+    )
+    ipc_stall_timeout: float = _setting(
+        30.0,
+        "ipc",
+        "Seconds a reply may wait for a client that stopped reading its stream; then the request is cancelled.",
+    )
+    ipc_peer_check: bool = _setting(
+        True,
+        "ipc",
+        "Check every IPC peer's uid/gid (kernel peer credentials) before it may send anything: root, the daemon's own user and ipc_allowed_users/ipc_allowed_groups get in.",
+    )
+    ipc_allowed_users: tuple[str, ...] = _setting(
+        (), "ipc", "Users (names or uids) allowed on the IPC socket besides root and the daemon's own user."
+    )
+    ipc_allowed_groups: tuple[str, ...] = _setting(
+        (),
+        "ipc",
+        "Groups (names or gids) whose members may use the IPC socket (default: ipc_group, when set).",
+    )
+    ipc_tcp: str | None = _setting(
+        None,
+        "ipc",
+        "Also serve the IPC protocol on this TCP endpoint for the LAN, e.g. 'tcp://0.0.0.0:5555'. Requires CURVE: ipc_curve_secret_key and ipc_curve_clients_dir.",
+    )
+    ipc_curve_secret_key: Path | None = _setting(
+        None,
+        "ipc",
+        "The daemon's CURVE secret key file for ipc_tcp (a ZeroMQ certificate; 'hfd keys curve' makes one).",
+    )
+    ipc_curve_clients_dir: Path | None = _setting(
+        None,
+        "ipc",
+        "Directory of the CURVE public keys ('*.key' certificates) of the clients allowed on ipc_tcp; re-read when it changes.",
+    )
+    ipc_tcp_scopes: tuple[str, ...] = _setting(
+        ("inference",), "ipc", "Scopes CURVE clients on ipc_tcp get: inference, models, admin."
+    )
 
     # -- http
     http_enabled: bool = _setting(True, "http", "Serve the OpenAI-compatible HTTP API.")
-    http_host: str = _setting("127.0.0.1", "http", "HTTP bind address. Binding beyond loopback requires API keys.")
-    http_port: int = _setting(DEFAULT_HTTP_PORT, "http", "HTTP port (0: pick a free port, printed when ready).")
-    http_unix_socket: Path | None = _setting(None, "http", "Serve HTTP on this unix socket instead of host:port.")
-    http_max_body_bytes: int = _setting(16 * 1024 * 1024, "http", "Largest request body accepted (413 beyond).")
-    http_cors_origins: tuple[str, ...] = _setting((), "http", "Origins allowed by CORS (empty: no CORS headers).")
+    http_host: str = _setting(
+        "127.0.0.1", "http", "HTTP bind address. Binding beyond loopback requires API keys."
+    )
+    http_port: int = _setting(
+        DEFAULT_HTTP_PORT, "http", "HTTP port (0: pick a free port, printed when ready)."
+    )
+    http_unix_socket: Path | None = _setting(
+        None, "http", "Serve HTTP on this unix socket instead of host:port."
+    )
+    http_max_body_bytes: int = _setting(
+        16 * 1024 * 1024, "http", "Largest request body accepted (413 beyond)."
+    )
+    http_cors_origins: tuple[str, ...] = _setting(
+        (), "http", "Origins allowed by CORS (empty: no CORS headers)."
+    )
 
     # -- auth
-    auth_required: str = _setting("auto", "auth", "API keys on the HTTP door: auto (required when http_host is not loopback), true or false. A daemon that requires keys and has none refuses to start.")
+    auth_required: str = _setting(
+        "auto",
+        "auth",
+        "API keys on the HTTP door: auto (required when http_host is not loopback), true or false. A daemon that requires keys and has none refuses to start.",
+    )
 
     # -- metrics
     metrics_enabled: bool = _setting(True, "metrics", "Serve Prometheus metrics at GET /metrics.")
-    metrics_public: bool = _setting(False, "metrics", "Serve /metrics without a key even where keys are required (otherwise it needs the admin scope).")
+    metrics_public: bool = _setting(
+        False,
+        "metrics",
+        "Serve /metrics without a key even where keys are required (otherwise it needs the admin scope).",
+    )
 
     # -- usage
-    usage_enabled: bool = _setting(True, "usage", "Keep the usage log (<state_dir>/usage.duckdb): one row per request; 'hfd stats' reads it.")
-    usage_flush_records: int = _setting(512, "usage", "Write queued usage records once this many are waiting.")
-    usage_flush_seconds: float = _setting(5.0, "usage", "Write queued usage records at least this often (seconds), and on shutdown.")
-    usage_queue_max: int = _setting(65536, "usage", "Most usage records waiting to be written; beyond, records are dropped (counted in hfd_usage_records_dropped_total) instead of slowing requests.")
+    usage_enabled: bool = _setting(
+        True,
+        "usage",
+        "Keep the usage log (<state_dir>/usage.duckdb): one row per request; 'hfd stats' reads it.",
+    )
+    usage_flush_records: int = _setting(
+        512, "usage", "Write queued usage records once this many are waiting."
+    )
+    usage_flush_seconds: float = _setting(
+        5.0, "usage", "Write queued usage records at least this often (seconds), and on shutdown."
+    )
+    usage_queue_max: int = _setting(
+        65536,
+        "usage",
+        "Most usage records waiting to be written; beyond, records are dropped (counted in hfd_usage_records_dropped_total) instead of slowing requests.",
+    )
     usage_retention_days: float = _setting(90.0, "usage", "Days usage records are kept (0: forever).")
 
     # -- lifecycle
-    grace_period: float = _setting(10.0, "daemon", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.")
+    grace_period: float = _setting(
+        10.0, "daemon", "Seconds in-flight requests get to finish on SIGTERM/SIGINT."
+    )
     log_level: str = _setting("info", "daemon", "debug | info | warning | error.")
     log_format: str = _setting("auto", "daemon", "json | text | auto (json when not on a terminal).")
 
     # -- models
-    models: tuple[ModelSpec, ...] = _setting(None, "models", "Models to serve: [[models]] tables, or HFD_MODELS='alias=ref,ref2'.", factory=tuple)
-    default_keep_alive: float = _setting(300.0, "models", "Seconds an idle model stays loaded (<0: forever, 0: unload after each request).")
+    models: tuple[ModelSpec, ...] = _setting(
+        None, "models", "Models to serve: [[models]] tables, or HFD_MODELS='alias=ref,ref2'.", factory=tuple
+    )
+    default_keep_alive: float = _setting(
+        300.0, "models", "Seconds an idle model stays loaded (<0: forever, 0: unload after each request)."
+    )
     allow_pull: bool = _setting(False, "models", "A request for a model not in the store may pull it.")
-    engine: str | None = _setting(None, "models", "Pin every model to this engine (torch | openvino | onnxruntime).")
+    engine: str | None = _setting(
+        None, "models", "Pin every model to this engine (torch | openvino | onnxruntime)."
+    )
     device: str | None = _setting(None, "models", "Pin every model to this device.")
-    threads: int = _setting(0, "models", "Threads per model engine (0: physical cores minus one for the event loop, at least 1).")
+    threads: int = _setting(
+        0, "models", "Threads per model engine (0: physical cores minus one for the event loop, at least 1)."
+    )
 
     # -- batching
     max_running: int = _setting(64, "batching", "Generation: most sequences decoded together in one step.")
-    max_batched_tokens: int = _setting(4096, "batching", "Generation: most prompt tokens prefilled in one step.")
-    max_queue: int = _setting(256, "batching", "Most requests waiting per model before new ones get 'overloaded' (HTTP 429).")
+    max_batched_tokens: int = _setting(
+        4096, "batching", "Generation: most prompt tokens prefilled in one step."
+    )
+    max_queue: int = _setting(
+        256, "batching", "Most requests waiting per model before new ones get 'overloaded' (HTTP 429)."
+    )
     encoder_max_batch: int = _setting(32, "batching", "Embeddings: most inputs in one batch.")
     encoder_batch_tokens: int = _setting(8192, "batching", "Embeddings: most (padded) tokens in one batch.")
-    encoder_batch_wait_ms: float = _setting(2.0, "batching", "Embeddings: longest wait for more inputs before a partial batch runs.")
-    max_inputs_per_request: int = _setting(2048, "batching", "Embeddings: most inputs in one request (400 beyond).")
+    encoder_batch_wait_ms: float = _setting(
+        2.0, "batching", "Embeddings: longest wait for more inputs before a partial batch runs."
+    )
+    max_inputs_per_request: int = _setting(
+        2048, "batching", "Embeddings: most inputs in one request (400 beyond)."
+    )
 
     # -- memory
-    memory_budget_bytes: int = _setting(0, "memory", "RAM the loaded models may use (0: 75% of what detection found).")
-    gpu_memory_budget_bytes: int = _setting(0, "memory", "GPU memory the loaded models may use (0: 90% of the device).")
-    memory_wait_timeout: float = _setting(30.0, "memory", "Seconds a load waits for busy models to become idle so one can be unloaded to make room; then 'model_unavailable' (503, Retry-After).")
-    memory_context_tokens: int = _setting(0, "memory", "Tokens per sequence assumed when estimating a generation model's KV cache (0: the model's full context). See docs/models.md.")
+    memory_budget_bytes: int = _setting(
+        0, "memory", "RAM the loaded models may use (0: 75% of what detection found)."
+    )
+    gpu_memory_budget_bytes: int = _setting(
+        0, "memory", "GPU memory the loaded models may use (0: 90% of the device)."
+    )
+    memory_wait_timeout: float = _setting(
+        30.0,
+        "memory",
+        "Seconds a load waits for busy models to become idle so one can be unloaded to make room; then 'model_unavailable' (503, Retry-After).",
+    )
+    memory_context_tokens: int = _setting(
+        0,
+        "memory",
+        "Tokens per sequence assumed when estimating a generation model's KV cache (0: the model's full context). See docs/models.md.",
+    )
 
     # -- response cache
-    cache_enabled: bool = _setting(True, "cache", "Serve repeated deterministic requests (embeddings; generation at temperature 0 or with a seed) from the response cache.")
-    cache_max_bytes: int = _setting(64 * 1024 * 1024, "cache", "Most bytes the response cache holds; least recently used entries go first.")
+    cache_enabled: bool = _setting(
+        True,
+        "cache",
+        "Serve repeated deterministic requests (embeddings; generation at temperature 0 or with a seed) from the response cache.",
+    )
+    cache_max_bytes: int = _setting(
+        64 * 1024 * 1024,
+        "cache",
+        "Most bytes the response cache holds; least recently used entries go first.",
+    )
     cache_ttl: float = _setting(3600.0, "cache", "Seconds a cached response stays valid (<=0: no expiry).")
-    cache_persist: bool = _setting(False, "cache", "Keep cached responses in <cache_dir>/responses across restarts.")
-    prefix_caching: bool = _setting(True, "cache", "Reuse the KV cache of shared prompt prefixes where the engine supports it (OpenVINO GenAI).")
+    cache_persist: bool = _setting(
+        False, "cache", "Keep cached responses in <cache_dir>/responses across restarts."
+    )
+    prefix_caching: bool = _setting(
+        True,
+        "cache",
+        "Reuse the KV cache of shared prompt prefixes where the engine supports it (OpenVINO GenAI).",
+    )
 
     # -- circuit breaker
-    breaker_failures: int = _setting(3, "breaker", "Consecutive load or inference failures of a model (per engine) that open its circuit breaker.")
-    breaker_cooldown: float = _setting(30.0, "breaker", "Seconds an open breaker answers 'model_unavailable' (503) at once before one probe request is let through.")
+    breaker_failures: int = _setting(
+        3,
+        "breaker",
+        "Consecutive load or inference failures of a model (per engine) that open its circuit breaker.",
+    )
+    breaker_cooldown: float = _setting(
+        30.0,
+        "breaker",
+        "Seconds an open breaker answers 'model_unavailable' (503) at once before one probe request is let through.",
+    )
 
     # -- store
-    store_use_hf_cache: bool = _setting(True, "store", "Also read models from an existing Hugging Face cache (hf_cache_dir), as is, without copying.")
-    store_lock_timeout: float = _setting(600.0, "store", "Seconds a pull waits for another process pulling the same model before giving up.")
+    store_use_hf_cache: bool = _setting(
+        True,
+        "store",
+        "Also read models from an existing Hugging Face cache (hf_cache_dir), as is, without copying.",
+    )
+    store_lock_timeout: float = _setting(
+        600.0, "store", "Seconds a pull waits for another process pulling the same model before giving up."
+    )
 
     # -- ipfs
-    ipfs_enabled: bool = _setting(True, "ipfs", "Fetch models through the IPFS node when a CID is known for them.")
-    ipfs_api: str = _setting("/ip4/127.0.0.1/tcp/5001", "ipfs", "The IPFS node's RPC API (Kubo-compatible): a multiaddr or an http(s) URL.")
-    ipfs_auth: str | None = _setting(None, "ipfs", "Authorization header value for the RPC API, e.g. 'Basic dXNlcjpwYXNz' or 'Bearer <token>'.")
+    ipfs_enabled: bool = _setting(
+        True, "ipfs", "Fetch models through the IPFS node when a CID is known for them."
+    )
+    ipfs_api: str = _setting(
+        "/ip4/127.0.0.1/tcp/5001",
+        "ipfs",
+        "The IPFS node's RPC API (Kubo-compatible): a multiaddr or an http(s) URL.",
+    )
+    ipfs_auth: str | None = _setting(
+        None,
+        "ipfs",
+        "Authorization header value for the RPC API, e.g. 'Basic dXNlcjpwYXNz' or 'Bearer <token>'.",
+    )
     ipfs_timeout: float = _setting(60.0, "ipfs", "Seconds an RPC call may wait for data before it fails.")
-    ipfs_connect_timeout: float = _setting(2.0, "ipfs", "Seconds to connect to the RPC API; an unreachable node falls back to the Hub after this.")
-    ipfs_share: bool = _setting(False, "ipfs", "Add models pulled from the Hub to the IPFS node and pin them, so other boxes can fetch them.")
-    ipfs_index: Path | None = _setting(None, "ipfs", "A text file of 'org/name[@revision] <cid>' lines: CIDs to try before the Hub. 'hfd publish' adds to it.")
+    ipfs_connect_timeout: float = _setting(
+        2.0,
+        "ipfs",
+        "Seconds to connect to the RPC API; an unreachable node falls back to the Hub after this.",
+    )
+    ipfs_share: bool = _setting(
+        False,
+        "ipfs",
+        "Add models pulled from the Hub to the IPFS node and pin them, so other boxes can fetch them.",
+    )
+    ipfs_index: Path | None = _setting(
+        None,
+        "ipfs",
+        "A text file of 'org/name[@revision] <cid>' lines: CIDs to try before the Hub. 'hfd publish' adds to it.",
+    )
 
     # -- hub
-    hub_endpoint: str | None = _setting(None, "hub", "Hugging Face Hub endpoint (default: HF_ENDPOINT, else https://huggingface.co).")
+    hub_endpoint: str | None = _setting(
+        None, "hub", "Hugging Face Hub endpoint (default: HF_ENDPOINT, else https://huggingface.co)."
+    )
     hub_offline: bool = _setting(False, "hub", "Never contact the Hub (also on when HF_HUB_OFFLINE=1).")
     hub_timeout: float = _setting(30.0, "hub", "Seconds a Hub request may wait for data before it fails.")
 
@@ -193,6 +351,7 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------- loading
+
 
 def _default_paths(environ: Mapping[str, str]) -> dict[str, Path]:
     """systemd's directories when set (the system service), else platformdirs (a user daemon)."""
@@ -222,7 +381,8 @@ def _default_paths(environ: Mapping[str, str]) -> dict[str, Path]:
         "state_dir": sd("STATE_DIRECTORY") or Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
         "cache_dir": sd("CACHE_DIRECTORY") or Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
         "runtime_dir": runtime,
-        "config_dir": sd("CONFIGURATION_DIRECTORY") or Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
+        "config_dir": sd("CONFIGURATION_DIRECTORY")
+        or Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
     }
 
 
@@ -379,7 +539,9 @@ def _validate(s: Settings) -> None:
     if s.auth_required.strip().lower() not in ("auto", "true", "false", "yes", "no", "1", "0", "on", "off"):
         raise SettingsError("auth_required must be auto, true or false")
     if s.ipc_tcp and not (s.ipc_curve_secret_key and s.ipc_curve_clients_dir):
-        raise SettingsError("ipc_tcp needs CURVE: set ipc_curve_secret_key and ipc_curve_clients_dir ('hfd keys curve' makes keys)")
+        raise SettingsError(
+            "ipc_tcp needs CURVE: set ipc_curve_secret_key and ipc_curve_clients_dir ('hfd keys curve' makes keys)"
+        )
     if s.ipc_tcp and not s.ipc_tcp.startswith("tcp://"):
         raise SettingsError("ipc_tcp must be a tcp:// endpoint, e.g. tcp://0.0.0.0:5555")
     for name in ("usage_flush_records", "usage_queue_max"):
@@ -389,7 +551,13 @@ def _validate(s: Settings) -> None:
         raise SettingsError("usage_flush_seconds must be positive")
     if not (0 <= s.http_port <= 65535):
         raise SettingsError(f"http_port {s.http_port} is not a port number")
-    for name in ("max_running", "max_batched_tokens", "max_queue", "encoder_max_batch", "encoder_batch_tokens"):
+    for name in (
+        "max_running",
+        "max_batched_tokens",
+        "max_queue",
+        "encoder_max_batch",
+        "encoder_batch_tokens",
+    ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1")
     if s.log_format not in ("json", "text", "auto"):
@@ -407,6 +575,7 @@ def with_overrides(settings: Settings, **changes: Any) -> Settings:
 
 # ----------------------------------------------------------------------------- docs
 
+
 def settings_markdown() -> str:
     """The settings reference (docs/settings.md), generated from the fields above."""
     lines = [
@@ -422,7 +591,7 @@ def settings_markdown() -> str:
     for f in fields(Settings):
         section = f.metadata["section"]
         prefix = f"{section}_"
-        key = f.name[len(prefix):] if f.name.startswith(prefix) else f.name
+        key = f.name[len(prefix) :] if f.name.startswith(prefix) else f.name
         toml = "[[models]]" if f.name == "models" else f"[{section}] {key}"
         if f.default is not dataclasses.MISSING and f.default is not None:
             default = oct(f.default) if f.name.endswith("_mode") else repr(f.default)
@@ -431,7 +600,9 @@ def settings_markdown() -> str:
         else:
             default = "—"
         flag = f"--{f.name.replace('_', '-')}"
-        lines.append(f"| `{toml}` | `{ENV_PREFIX}{f.name.upper()}` | `{flag}` | `{default}` | {f.metadata['help']} |")
+        lines.append(
+            f"| `{toml}` | `{ENV_PREFIX}{f.name.upper()}` | `{flag}` | `{default}` | {f.metadata['help']} |"
+        )
     lines += [
         "",
         "## `[[models]]`",

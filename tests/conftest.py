@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 # -- the model store: a real IPFS node on loopback, and the Hub switched back on for tests that
 # point it at a local Hub-compatible server.
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -141,12 +141,12 @@ class HubFetcher:
             try:
                 http_get(
                     meta.location,
-                    sink,
+                    sink,  # type: ignore[arg-type]  # a file-like sink, as http_get only writes
                     resume_size=sink.offset,
                     headers=headers,
                     expected_size=spec.size,
                     tqdm_class=_Silent,
-                )  # type: ignore[arg-type]
+                )
             except (Cancelled, VerificationFailed):
                 raise
             except Exception as exc:

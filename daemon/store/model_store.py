@@ -110,7 +110,8 @@ class ModelStore:
         repo_dir = self.layout.repo(mref.repo)
         commit = repo_dir.commit_for(mref.revision)
         if commit is not None:
-            row = self._catalog_call(lambda: self.catalog.snapshot(mref.repo or "", commit), None)
+            found: str = commit  # a name the lambda can capture with its narrowed type
+            row = self._catalog_call(lambda: self.catalog.snapshot(mref.repo or "", found), None)
             return Snapshot(
                 repo_dir.snapshot(commit), mref.repo, mref.revision, commit, row.source if row else "store"
             )

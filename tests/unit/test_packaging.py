@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPPED = {"hfd": "hfd", "hfd.daemon": "daemon", "hfd.client": "client", "hfd.backends": "backends", "hfd.ipfs": "ipfs"}
+MAPPED = {
+    "hfd": "hfd",
+    "hfd.daemon": "daemon",
+    "hfd.client": "client",
+    "hfd.backends": "backends",
+    "hfd.ipfs": "ipfs",
+}
 
 
 def source_packages() -> set[str]:
@@ -32,7 +38,18 @@ def test_every_package_is_listed() -> None:
 @pytest.mark.slow
 def test_wheel_contains_the_mapped_modules(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         timeout=300,
     )
