@@ -1,43 +1,62 @@
 """How many threads a model engine gets.
 
 A model's own ``threads`` wins, then the daemon-wide ``threads`` setting; 0 means automatic.
-Automatic never oversubscribes: it starts from the CPUs this process may run on (its affinity
-mask, further limited by a cgroup CPU quota in a container) and gives the engine all of them.
-On the 2-core development box, giving the engine both cores was measured faster than leaving
-one to the event loop, for generation and for embeddings, over HTTP and IPC (the event loop
-mostly waits while an engine computes, and the engines release the GIL); see
-docs/batching.md for the numbers.
+Automatic never oversubscribes: it counts the physical cores this process may run on (its
+affinity mask, SMT siblings counted once, further limited by a cgroup CPU quota in a container)
+and leaves one of them to the event loop, the transports and the applications the daemon serves
+on the same box.
+
+Why one core is left: an engine's intra-op parallel regions end in a barrier, so when any other
+thread (the event loop, a client, another program) takes one of the engine's cores, the whole
+operation waits for the descheduled thread. On the 2-core development box, with other work
+running, two engine threads collapsed generation to 24–35 tokens/s offline where one thread
+gave 232–410, and served throughput swung tenfold between runs; one thread was steady, and only
+lost to two threads in runs where nothing else happened to want a core. docs/batching.md has the
+numbers.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from hfd.daemon.settings import ModelSpec, Settings
 
-# Cores left to the event loop and transports when threads are automatic; chosen from the
-# measurement described above.
-RESERVED_FOR_LOOP = 0
+# Cores left to the event loop and everything else when threads are automatic.
+RESERVED_CORES = 1
 
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+_SYS_CPU = Path("/sys/devices/system/cpu")
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
+def allowed_cpus() -> set[int]:
+    """Logical CPUs this process may run on."""
     try:
-        count = len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS and Windows have no affinity call
-        count = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        count = min(count, quota)
-    return max(1, count)
+        return set(range(os.cpu_count() or 1))
 
 
-def _cgroup_quota(path: Path = _CGROUP_CPU_MAX) -> int | None:
-    """The cgroup v2 quota in whole CPUs (rounded up), or None when unlimited or unknown."""
+def physical_cores(cpus: Iterable[int], sys_cpu: Path = _SYS_CPU) -> int:
+    """Distinct physical cores among ``cpus`` (SMT siblings count once); the CPU count when the
+    topology cannot be read."""
+    cpus = list(cpus)
+    cores: set[tuple[str, str]] = set()
+    try:
+        for cpu in cpus:
+            topology = sys_cpu / f"cpu{cpu}" / "topology"
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+            cores.add((package, core))
+    except OSError:
+        return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def cgroup_quota(path: Path = _CGROUP_CPU_MAX) -> int | None:
+    """The cgroup v2 CPU quota in whole CPUs (rounded up), or None when unlimited or unknown."""
     try:
         quota, period = path.read_text().split()[:2]
     except (OSError, ValueError):
@@ -50,9 +69,16 @@ def _cgroup_quota(path: Path = _CGROUP_CPU_MAX) -> int | None:
         return None
 
 
-def auto_threads(cpus: int | None = None) -> int:
-    cpus = available_cpus() if cpus is None else cpus
-    return max(1, cpus - RESERVED_FOR_LOOP)
+def available_cores() -> int:
+    """Physical cores this process may use, capped by its cgroup's CPU quota."""
+    cores = physical_cores(allowed_cpus())
+    quota = cgroup_quota()
+    return max(1, min(cores, quota) if quota is not None else cores)
+
+
+def auto_threads(cores: int | None = None) -> int:
+    cores = available_cores() if cores is None else cores
+    return max(1, cores - RESERVED_CORES)
 
 
 def engine_threads(settings: Settings, spec: ModelSpec) -> int:

@@ -1,0 +1,1 @@
+"""The benchmark behind ``scripts/bench``: served (HTTP and IPC) against offline engine runs."""

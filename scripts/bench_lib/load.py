@@ -1,0 +1,113 @@
+"""Closed-loop load: N clients, each sending its next request as soon as the last one ends."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Sample:
+    latency: float  # seconds, request sent to last byte
+    units: int  # completion tokens (generation) or inputs (embeddings)
+    ttft: float | None = None  # seconds to the first text (streams only)
+
+
+@dataclass
+class Level:
+    door: str
+    concurrency: int
+    seconds: float
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    daemon_cpu: float | None = None  # CPU seconds the daemon used (all its threads)
+    client_cpu: float = 0.0  # CPU seconds this process used driving the load
+
+    def summary(self, unit: str) -> dict[str, Any]:
+        lat = [s.latency for s in self.samples]
+        ttft = [s.ttft for s in self.samples if s.ttft is not None]
+        units = sum(s.units for s in self.samples)
+        out: dict[str, Any] = {
+            "door": self.door,
+            "concurrency": self.concurrency,
+            "requests": len(self.samples),
+            "errors": len(self.errors),
+            "seconds": round(self.seconds, 3),
+            "requests_per_s": round(len(self.samples) / self.seconds, 3) if self.seconds else 0.0,
+            f"{unit}_per_s": round(units / self.seconds, 2) if self.seconds else 0.0,
+            unit: units,
+            "latency_p50_ms": ms(percentile(lat, 50)),
+            "latency_p95_ms": ms(percentile(lat, 95)),
+        }
+        if self.daemon_cpu:
+            out["daemon_cpu_s"] = round(self.daemon_cpu, 3)
+            out[f"{unit}_per_daemon_cpu_s"] = round(units / self.daemon_cpu, 2)
+        out["client_cpu_s"] = round(self.client_cpu, 3)
+        if ttft:
+            out["ttft_p50_ms"] = ms(percentile(ttft, 50))
+            out["ttft_p95_ms"] = ms(percentile(ttft, 95))
+        if self.errors:
+            out["first_error"] = self.errors[0][:300]
+        return out
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 2)
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used, from /proc; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def closed_loop(
+    door: str,
+    concurrency: int,
+    total: int,
+    request: Callable[[], Awaitable[Sample]],
+    daemon_pid: int | None = None,
+) -> Level:
+    """Run ``total`` requests with ``concurrency`` clients; a failed request is recorded, not retried.
+
+    CPU time is counted too (the daemon's from /proc, this process's own): on a shared, busy box
+    work per CPU-second is steadier than work per wall-second."""
+    issued = itertools.count()
+    level = Level(door=door, concurrency=concurrency, seconds=0.0)
+
+    async def client() -> None:
+        while next(issued) < total:
+            try:
+                level.samples.append(await request())
+            except Exception as exc:
+                level.errors.append(f"{type(exc).__name__}: {exc}")
+
+    daemon_before = process_cpu(daemon_pid) if daemon_pid else None
+    client_before = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    level.seconds = time.perf_counter() - started
+    level.client_cpu = time.process_time() - client_before
+    daemon_after = process_cpu(daemon_pid) if daemon_pid else None
+    if daemon_before is not None and daemon_after is not None:
+        level.daemon_cpu = daemon_after - daemon_before
+    return level

@@ -1,0 +1,83 @@
+"""The same engine without the daemon: the upper bound the served numbers are compared with.
+
+Generation: one batch of requests added at once and stepped to completion. Embeddings: the
+engine called with fixed-size batches (tokenisation included, as the daemon does it too).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_lib.workload import chat_messages, sentence
+from hfd.backends.base import LoadOptions, SamplingParams
+from hfd.backends.registry import get_backend
+
+
+def generation(
+    engine: str, path: Path, *, requests: int, tokens: int, threads: int, max_running: int,
+    max_batched_tokens: int, cache_dir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    opts = LoadOptions(
+        path=path, task="generate", threads=threads, max_running=max_running,
+        max_batched_tokens=max_batched_tokens, cache_dir=cache_dir,
+    )  # fmt: skip
+    model = get_backend(engine).load_generator(opts)
+    try:
+        params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True, min_tokens=tokens)
+        _run_batch(model, [model.apply_chat_template(chat_messages()) for _ in range(2)], params)  # warm-up
+        prompts = [model.apply_chat_template(chat_messages()) for _ in range(requests)]
+        cpu = time.process_time()
+        produced, seconds = _run_batch(model, prompts, params)
+        cpu = time.process_time() - cpu
+    finally:
+        model.close()
+    return {
+        "engine": engine,
+        "requests": requests,
+        "tokens": produced,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(produced / seconds, 2),
+        "cpu_s": round(cpu, 3),
+        "tokens_per_cpu_s": round(produced / cpu, 2),
+        "prompt_tokens_mean": round(sum(len(p) for p in prompts) / len(prompts), 1),
+    }
+
+
+def _run_batch(model: Any, prompts: list[list[int]], params: SamplingParams) -> tuple[int, float]:
+    started = time.perf_counter()
+    for i, ids in enumerate(prompts):
+        model.add(i, ids, params)
+    produced = 0
+    while model.has_work():
+        for out in model.step():
+            produced += len(out.token_ids)
+    return produced, time.perf_counter() - started
+
+
+def embeddings(
+    engine: str, path: Path, *, inputs: int, batch: int, threads: int, cache_dir: Path
+) -> dict[str, Any]:
+    opts = LoadOptions(path=path, task="embed", threads=threads, cache_dir=cache_dir)
+    model = get_backend(engine).load_encoder(opts)
+    try:
+        texts = [sentence() for _ in range(inputs)]
+        model.embed(model.tokenize(texts[:batch]))  # warm-up
+        cpu = time.process_time()
+        started = time.perf_counter()
+        for i in range(0, inputs, batch):
+            model.embed(model.tokenize(texts[i : i + batch]))
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+    finally:
+        model.close()
+    return {
+        "engine": engine,
+        "inputs": inputs,
+        "batch": batch,
+        "seconds": round(seconds, 3),
+        "inputs_per_s": round(inputs / seconds, 2),
+        "cpu_s": round(cpu, 3),
+        "inputs_per_cpu_s": round(inputs / cpu, 2),
+    }

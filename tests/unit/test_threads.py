@@ -1,0 +1,71 @@
+"""The engine thread budget: explicit settings win; automatic leaves one core and never
+oversubscribes what this process may use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hfd.daemon import threads
+from hfd.daemon.settings import ModelSpec, Settings, load_settings
+
+
+def settings(threads_setting: int = 0) -> Settings:
+    return load_settings(cli={"threads": threads_setting}, environ={})
+
+
+def test_a_models_threads_win_then_the_daemons() -> None:
+    spec = ModelSpec(ref="x", threads=3)
+    assert threads.engine_threads(settings(5), spec) == 3
+    assert threads.engine_threads(settings(5), ModelSpec(ref="x")) == 5
+    assert threads.engine_threads(settings(0), ModelSpec(ref="x", threads=0)) == threads.auto_threads()
+
+
+def test_automatic_leaves_one_core_and_fits_the_affinity_mask() -> None:
+    auto = threads.engine_threads(settings(0), ModelSpec(ref="x"))
+    assert 1 <= auto <= len(os.sched_getaffinity(0))
+    cores = threads.available_cores()
+    assert auto == max(1, cores - 1)
+    assert threads.auto_threads(1) == 1
+    assert threads.auto_threads(2) == 1
+    assert threads.auto_threads(16) == 15
+
+
+def _topology(root: Path, cpu: int, package: int, core: int) -> None:
+    topo = root / f"cpu{cpu}" / "topology"
+    topo.mkdir(parents=True)
+    (topo / "physical_package_id").write_text(f"{package}\n")
+    (topo / "core_id").write_text(f"{core}\n")
+
+
+def test_smt_siblings_count_as_one_core(tmp_path: Path) -> None:
+    # 2 packages x 2 cores x 2 hardware threads.
+    cpu = 0
+    for package in range(2):
+        for core in range(2):
+            for _ in range(2):
+                _topology(tmp_path, cpu, package, core)
+                cpu += 1
+    assert threads.physical_cores(range(8), tmp_path) == 4
+    assert threads.physical_cores([0, 1], tmp_path) == 1  # one core's two siblings
+    assert threads.physical_cores([0, 2, 4], tmp_path) == 3
+    # No topology to read: every CPU counts.
+    assert threads.physical_cores([0, 1, 2], tmp_path / "missing") == 3
+
+
+def test_the_real_topology_never_exceeds_the_cpu_count() -> None:
+    allowed = threads.allowed_cpus()
+    assert 1 <= threads.physical_cores(allowed) <= len(allowed)
+
+
+def test_cgroup_quota(tmp_path: Path) -> None:
+    f = tmp_path / "cpu.max"
+    f.write_text("max 100000\n")
+    assert threads.cgroup_quota(f) is None
+    f.write_text("150000 100000\n")
+    assert threads.cgroup_quota(f) == 2  # 1.5 CPUs: two threads can still run part of the time
+    f.write_text("50000 100000\n")
+    assert threads.cgroup_quota(f) == 1
+    f.write_text("garbage\n")
+    assert threads.cgroup_quota(f) is None
+    assert threads.cgroup_quota(tmp_path / "absent") is None
