@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 READY = re.compile(r"^hfd ready (.*)$")
@@ -36,18 +35,50 @@ def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> 
     return path
 
 
+class OutputReader:
+    """Reads the daemon's merged stdout/stderr on a thread, line by line.
+
+    One blocking reader is the only safe way: ``select()`` on the pipe plus buffered
+    ``readline()`` can leave a line (the ready line) in Python's buffer where select never sees
+    it. Reading continuously also keeps a full pipe from ever blocking the daemon.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.ready: re.Match[str] | None = None
+        self._ready = threading.Event()
+        self._proc = proc
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if self.ready is None:
+                m = READY.match(line.strip())
+                if m:
+                    self.ready = m
+                    self._ready.set()
+        self._ready.set()  # the daemon exited: stop waiting
+
+    def wait_ready(self, timeout: float) -> re.Match[str] | None:
+        self._ready.wait(timeout)
+        return self.ready
+
+
 @dataclass
 class Daemon:
     proc: subprocess.Popen[str]
     http: str
     ipc: str
     workdir: Path
-    output: list[str] = field(default_factory=list)
-    _drainer: threading.Thread | None = None
+    reader: OutputReader
 
-    def __post_init__(self) -> None:
-        self._drainer = threading.Thread(target=self.drain, daemon=True)
-        self._drainer.start()
+    @property
+    def output(self) -> list[str]:
+        return self.reader.lines
 
     @property
     def base_url(self) -> str:
@@ -60,16 +91,9 @@ class Daemon:
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)
 
-    def drain(self) -> None:
-        """Keep reading the daemon's output so a full pipe never blocks it."""
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip("\n"))
-
     def wait(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout=timeout)
-        if self._drainer is not None:
-            self._drainer.join(timeout=5)
+        self.reader.thread.join(timeout=5)
         return code
 
     def stop(self) -> int:
@@ -128,30 +152,16 @@ def start_daemon(
         env=full_env,
         preexec_fn=_die_with_parent,
     )
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=0.5):
-            if proc.poll() is not None:
-                break
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        m = READY.match(line.strip())
-        if m:
-            addrs = dict(part.split("=", 1) for part in m.group(1).split())
-            return Daemon(
-                proc=proc, http=addrs.get("http", ""), ipc=addrs["ipc"], workdir=workdir, output=lines
-            )
+    reader = OutputReader(proc)
+    m = reader.wait_ready(timeout)
+    if m is not None:
+        addrs = dict(part.split("=", 1) for part in m.group(1).split())
+        return Daemon(proc=proc, http=addrs.get("http", ""), ipc=addrs["ipc"], workdir=workdir, reader=reader)
     if proc.poll() is None:  # stuck: ask for every thread's stack before killing it
         proc.send_signal(signal.SIGUSR1)
         time.sleep(2)
     proc.kill()
+    proc.wait(timeout=10)
+    reader.thread.join(timeout=5)
     shutil.rmtree(runtime, ignore_errors=True)
-    rest = proc.communicate(timeout=10)[0] or ""
-    raise RuntimeError("hfd serve did not become ready:\n" + "\n".join(lines) + rest)
+    raise RuntimeError("hfd serve did not become ready:\n" + "\n".join(reader.lines))
