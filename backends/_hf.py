@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,29 @@ def eos_token_ids(path: Path, config: dict[str, Any]) -> set[int]:
         elif isinstance(value, list):
             found.update(v for v in value if isinstance(v, int))
     return found
+
+
+class PromptTokens:
+    """Prompt ids for the generation engines that tokenise with the snapshot's own tokenizer, so
+    every engine sees exactly the ids the model was trained with. Thread-safe: ``_tokenizer``
+    is a frozen ``tokenizers.Tokenizer`` and the chat template only renders text."""
+
+    _hf_tokenizer: Any  # the transformers tokenizer: it owns the chat template
+    _tokenizer: Any  # a tokenizers.Tokenizer, safe to call from any thread
+
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        if not getattr(self._hf_tokenizer, "chat_template", None):
+            raise InvalidRequest("this model has no chat template; use a plain completion instead")
+        try:
+            text = self._hf_tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # jinja2 errors, including the template's own raise_exception()
+            raise InvalidRequest(
+                f"the chat template rejected these messages: {exc}", param="messages"
+            ) from exc
+        # The rendered template carries its own special tokens (bos and turn markers).
+        return list(self._tokenizer.encode(str(text), add_special_tokens=False).ids)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=True).ids)

@@ -113,7 +113,7 @@ class TorchBackend:
         return generator
 
 
-class TorchGenerator:
+class TorchGenerator(_hf.PromptTokens):
     """A ``GenerationModel`` over ``ContinuousBatcher``, plus the tokenizer-facing calls."""
 
     name = "torch"
@@ -152,23 +152,6 @@ class TorchGenerator:
         )
 
     # Thread-safe: the frozen tokenizer is only read; chat templates render with no shared state.
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        if not getattr(self._hf_tokenizer, "chat_template", None):
-            raise InvalidRequest("this model has no chat template; use a plain completion instead")
-        try:
-            text = self._hf_tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
-            )
-        except Exception as exc:  # jinja2 errors, including the template's own raise_exception()
-            raise InvalidRequest(
-                f"the chat template rejected these messages: {exc}", param="messages"
-            ) from exc
-        # The rendered template carries its own special tokens (bos and turn markers).
-        return list(self._tokenizer.encode(str(text), add_special_tokens=False).ids)
-
-    def encode_prompt(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=True).ids)
-
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
