@@ -37,6 +37,7 @@ import anyio
 
 from hfd.backends.base import GenerationModel, SamplingParams, StepOutput
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
+from hfd.daemon.metrics import record_batch
 from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,7 @@ class GenerationScheduler:
             return
         self._steps += 1
         self._rows += rows
+        record_batch(self.name, "generation", rows)  # hfd_batch_size
         self._step_seconds += time.perf_counter() - started
         for output in outputs:
             owner = self._running.get(output.seq_id)
