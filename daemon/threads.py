@@ -9,10 +9,9 @@ on the same box.
 Why one core is left: an engine's intra-op parallel regions end in a barrier, so when any other
 thread (the event loop, a client, another program) takes one of the engine's cores, the whole
 operation waits for the descheduled thread. On the 2-core development box, with other work
-running, two engine threads collapsed generation to 24–35 tokens/s offline where one thread
-gave 232–410, and served throughput swung tenfold between runs; one thread was steady, and only
-lost to two threads in runs where nothing else happened to want a core. docs/batching.md has the
-numbers.
+running, two engine threads collapsed offline generation to 24–40 tokens/s in 3 of 4 runs where
+one thread gave 232–421, and served runs collapsed at some concurrency levels; two threads won
+(by 10–35%) only in runs where nothing else wanted a core. docs/batching.md has the numbers.
 """
 
 from __future__ import annotations

@@ -171,6 +171,11 @@ def _import_engine_libraries(engine: str) -> None:
     for name in names.get(engine, ()):
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    with contextlib.suppress(Exception):  # the offline loads' progress bars and load reports
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def _ps(http: str) -> list[dict[str, Any]]:
@@ -448,7 +453,10 @@ async def _ttft(daemon: Any, plan: Plan) -> dict[str, Any]:
         "background_ran_throughout": valid,
         "unloaded": u,
         "loaded": lo,
-        "ratios": {"loaded_vs_unloaded": report.ratio(lo["ttft_p50_ms"], u["ttft_p50_ms"])},
+        # Only a measurement taken while the long generations all ran says anything about them.
+        "ratios": {
+            "loaded_vs_unloaded": report.ratio(lo["ttft_p50_ms"], u["ttft_p50_ms"]) if valid else None
+        },
     }
 
 

@@ -24,8 +24,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for key, op, target, meaning in TARGETS:
         section, name = key.split(".")
-        value = results.get(section, {}).get("ratios", {}).get(name)
-        if value is None:
+        ratios = results.get(section, {}).get("ratios", {})
+        if name not in ratios:
+            continue
+        value = ratios[name]
+        if value is None:  # the part ran but could not measure this ratio
+            out.append(
+                {"ratio": key, "value": None, "target": f"{op} {target}", "met": None, "meaning": meaning}
+            )
             continue
         met = value >= target if op == ">=" else value <= target
         out.append({"ratio": key, "value": value, "target": f"{op} {target}", "met": met, "meaning": meaning})
@@ -53,6 +59,11 @@ def print_levels(title: str, levels: list[dict[str, Any]], unit: str) -> None:
 def print_targets(rows: list[dict[str, Any]]) -> None:
     print("\nratios (served vs offline, within this run)")
     for row in rows:
+        if row["value"] is None:
+            print(
+                f"  n/a  {row['ratio']:38} {'-':>7}  target {row['target']:7}  ({row['meaning']}: not measured)"
+            )
+            continue
         mark = "ok  " if row["met"] else "MISS"
         print(
             f"  {mark} {row['ratio']:38} {row['value']:>7.3f}  target {row['target']:7}  ({row['meaning']})"
@@ -77,6 +88,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")
+    _publish(tmp, path)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the file the usual mode (mkstemp makes it owner-only), then move it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
 
 
@@ -145,4 +164,4 @@ def plot(path: Path, results: dict[str, Any]) -> None:
     os.close(fd)
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
+    _publish(tmp, path)

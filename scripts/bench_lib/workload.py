@@ -136,7 +136,7 @@ def quick_plan() -> Plan:
         embed_requests=lambda c: 8 * c,
         embed_offline_inputs=32,
         ttft_streams=4,
-        ttft_long_tokens=120,
+        ttft_long_tokens=180,
         ttft_short_tokens=2,
         ttft_samples=2,
     )
