@@ -280,6 +280,8 @@ class GenerationScheduler:
                     # Never reached the engine: finish it here, without waking the worker.
                     self._waiting.remove(seq)
                     self._active -= 1
+                    if not self._active:
+                        self._cond.notify_all()  # aclose() may be waiting for idle
                     self._deliver([(seq.stream, TokenChunk("", [], "cancelled"))])
                     return
             self._cancels.add(request_id)

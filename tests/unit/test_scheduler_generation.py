@@ -379,3 +379,17 @@ async def test_stats_count_the_work(scheduler: GenerationScheduler, engine: Gene
     assert stats["requests_finished"] == len(PROMPTS)
     assert 1.0 <= stats["mean_batch_size"] <= len(PROMPTS)
     assert stats["waiting"] == stats["running"] == stats["active"] == 0
+
+
+async def test_closing_with_grace_returns_once_idle(engine: GenerationModel) -> None:
+    """A cancelled request counts as done: the grace period is not waited out."""
+    sched = GenerationScheduler(engine, name="one", max_queue=4, max_running=1)
+    sched.start()
+    running = sched.submit(ids(engine, PROMPTS[0]), LONG)
+    queued = sched.submit(ids(engine, PROMPTS[1]), LONG)
+    await running.__anext__()
+    await queued.aclose()  # still waiting for the row: leaves the queue at once
+    await running.aclose()
+    await asyncio.wait_for(sched.aclose(grace=600.0), 60)
+    assert sched.active == 0
+    assert queued.finish_reason == running.finish_reason == "cancelled"
