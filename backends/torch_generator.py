@@ -91,6 +91,7 @@ class ContinuousBatcher:
         self._logits_to_keep = logits_to_keep
         self._eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
         self._queue: deque[_Sequence] = deque()
+        self._decode_owed = False  # a prefill step ran; the running rows decode before the next one
         self._rows: list[_Sequence] = []  # running rows, in cache row order
         self._start = torch.zeros(0, dtype=torch.long, device=device)  # per row: first column
         self._cache = BatchKVCache(num_layers, row_limit=self.max_running)
@@ -141,6 +142,7 @@ class ContinuousBatcher:
         return self._cache.nbytes()
 
     def close(self) -> None:
+        self._decode_owed = False
         self._queue.clear()
         self._rows.clear()
         self._known.clear()
@@ -149,11 +151,18 @@ class ContinuousBatcher:
 
     @torch.inference_mode()
     def step(self) -> list[StepOutput]:
+        # A step either prefills newcomers or decodes the running rows, never both: a request
+        # that arrives while long generations run gets its first token after its own prefill, not
+        # after a decode of the whole batch as well (that doubled its time to first token). A
+        # decode is owed after every prefill, so a stream of arrivals cannot starve running rows.
         out: dict[int, StepOutput] = {}
-        if self._queue and len(self._rows) < self.max_running:
+        admit = bool(self._queue) and len(self._rows) < self.max_running
+        if admit and not (self._decode_owed and self._rows):
             self._prefill(out)
-        if self._rows:
+            self._decode_owed = True
+        elif self._rows:
             self._decode(out)
+            self._decode_owed = False
         self._maybe_trim()
         return list(out.values())
 

@@ -186,10 +186,34 @@ def test_rows_stay_right_after_the_padding_is_trimmed(gen: TorchGenerator, promp
         for out in gen.step():
             tokens.setdefault(out.seq_id, []).extend(out.token_ids)
         lengths.append(gen._batcher._cache.length)
-    assert tokens[0] == expected_long[2:]  # the first step gave the prefill and one decoded token
+    assert tokens[0] == expected_long[1:]  # the first step gave the prefill's token
     assert tokens[1] == expected_short
     assert min(lengths[2:]) < len(long_prompt)  # the padding band was dropped
     assert gen._batcher._cache.length == 0  # everything released
+
+
+def test_a_newcomer_is_prefilled_alone_and_running_rows_are_not_starved(
+    gen: TorchGenerator, prompts: list[list[int]]
+) -> None:
+    # A step that admits newcomers returns after their prefill (their first token comes without
+    # waiting for a decode of the running batch); the next step decodes every row, even while
+    # more requests keep arriving.
+    params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+    gen.add(0, prompts[0], params)
+    assert [o.seq_id for o in gen.step()] == [0]
+    gen.step()  # row 0 decodes
+    produced: dict[int, int] = {}
+    for i in range(1, 5):
+        gen.add(i, prompts[i % len(prompts)], params)
+        first = gen.step()
+        assert [o.seq_id for o in first] == [i], "a prefill step emits only the newcomer's token"
+        second = gen.step()
+        assert sorted(o.seq_id for o in second) == list(range(i + 1)), "the next step decodes all rows"
+        for out in first + second:
+            produced[out.seq_id] = produced.get(out.seq_id, 0) + len(out.token_ids)
+    while gen.has_work():
+        gen.step()
+    assert produced == {0: 4, 1: 5, 2: 4, 3: 3, 4: 2}
 
 
 def test_prefill_is_split_by_the_token_budget(llama_path: Path, prompts: list[list[int]]) -> None:
