@@ -25,14 +25,15 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from hfd.backends import _hf, hardware
-from hfd.backends.base import LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
+from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
+from hfd.backends.openvino_process import PipelineProcess
 from hfd.client.errors import ContextLengthExceeded, HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -389,8 +390,10 @@ def kv_cache_blocks(target: int, token_bytes: int, device: str, context_length: 
 class OVGenerator(_hf.PromptTokens):
     """A ``GenerationModel`` over ``openvino_genai.ContinuousBatchingPipeline``.
 
-    The pipeline schedules by itself; each ``step()`` runs one of its steps and collects what
-    every request's handle produced. Sequence ids double as the pipeline's request ids.
+    The pipeline schedules by itself and runs in a child process (``openvino_process``: its
+    ``step()`` keeps the GIL); each ``step()`` here runs one of its steps and collects what every
+    request produced. Tokenisation, validation and decoding stay in the daemon's process.
+    Sequence ids double as the pipeline's request ids.
     """
 
     name = "openvino"
@@ -430,28 +433,24 @@ class OVGenerator(_hf.PromptTokens):
             eos.add(int(self._hf_tokenizer.eos_token_id))
         self.eos_token_ids: frozenset[int] = frozenset(eos)
 
-        scheduler = ov_genai.SchedulerConfig()
-        scheduler.max_num_seqs = max(1, opts.max_running)
-        scheduler.max_num_batched_tokens = max(opts.max_batched_tokens, 32)
-        scheduler.enable_prefix_caching = bool(opts.extra.get("prefix_caching", True))
+        max_num_seqs = max(1, opts.max_running)
+        scheduler: dict[str, Any] = {
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max(opts.max_batched_tokens, 32),
+            "enable_prefix_caching": bool(opts.extra.get("prefix_caching", True)),
+        }
         token_bytes = kv_token_bytes(config)
         target = kv_cache_target(opts, config, self.context_length)
         if token_bytes > 0:
-            blocks = kv_cache_blocks(target, token_bytes, device, self.context_length, scheduler.max_num_seqs)
-            scheduler.num_kv_blocks = blocks
+            blocks = kv_cache_blocks(target, token_bytes, device, self.context_length, max_num_seqs)
+            scheduler["num_kv_blocks"] = blocks
             self.kv_cache_bytes = blocks * token_bytes * kv_block_tokens(device)
         else:  # a config we cannot read the attention shape from: whole GB, as GenAI takes it
-            scheduler.cache_size = max(1, -(-target // 1024**3))
-            self.kv_cache_bytes = scheduler.cache_size * 1024**3
-        try:
-            self._pipeline = ov_genai.ContinuousBatchingPipeline(
-                str(model_dir), scheduler, device, properties
-            )
-        except Exception as exc:
-            raise ModelUnavailable(f"OpenVINO GenAI cannot load {model_dir} on {device}: {exc}") from exc
-        self._handles: dict[int, Any] = {}
-        self._status = ov_genai.GenerationStatus
-        self._finish = ov_genai.GenerationFinishReason
+            scheduler["cache_size"] = max(1, -(-target // 1024**3))
+            self.kv_cache_bytes = scheduler["cache_size"] * 1024**3
+        # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
+        self._pipeline: PipelineProcess | None = PipelineProcess(model_dir, device, properties, scheduler)
+        self._live: set[int] = set()
 
     # Thread-safe: the Rust tokenizer is only read; chat templates render with no shared state.
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -459,9 +458,7 @@ class OVGenerator(_hf.PromptTokens):
 
     # Worker thread only from here on.
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
-        import openvino as ov
-
-        if seq_id in self._handles:
+        if seq_id in self._live:
             raise InvalidRequest(f"sequence {seq_id} is already running")
         ids = [int(t) for t in prompt_ids]
         if not ids:
@@ -474,82 +471,77 @@ class OVGenerator(_hf.PromptTokens):
                 f"the prompt has {len(ids)} tokens; this model's context is {self.context_length}",
                 param="prompt",
             )
-        config = self._generation_config(params, min(params.max_tokens, room))
-        tensor = ov.Tensor(np.asarray([ids], dtype=np.int64))
-        self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, config)
+        self._process().add(seq_id, ids, self._generation_config(params, min(params.max_tokens, room)))
+        self._live.add(seq_id)
 
-    def _generation_config(self, params: SamplingParams, max_new: int) -> Any:
-        config = self._genai.GenerationConfig()
-        config.max_new_tokens = max(1, max_new)
-        config.min_new_tokens = min(max(0, params.min_tokens), config.max_new_tokens)
-        config.ignore_eos = params.ignore_eos
+    def _generation_config(self, params: SamplingParams, max_new: int) -> dict[str, Any]:
+        """``openvino_genai.GenerationConfig`` fields, validated here (the engine process only
+        reports failures after the fact) and sent to the engine process as a plain dict."""
+        max_new_tokens = max(1, max_new)
+        config: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min(max(0, params.min_tokens), max_new_tokens),
+            "ignore_eos": params.ignore_eos,
+        }
         if self.eos_token_ids:
-            config.eos_token_id = min(self.eos_token_ids)
-            config.stop_token_ids = set(self.eos_token_ids)
+            config["eos_token_id"] = min(self.eos_token_ids)
+            config["stop_token_ids"] = sorted(self.eos_token_ids)
         if params.greedy:
-            config.do_sample = False
+            config["do_sample"] = False
         else:
-            config.do_sample = True
-            config.temperature = float(params.temperature)
-            config.top_p = float(params.top_p)
+            config["do_sample"] = True
+            config["temperature"] = float(params.temperature)
+            config["top_p"] = float(params.top_p)
             # GenAI's default seed is fixed: unseeded requests would all sample alike.
-            config.rng_seed = (
+            config["rng_seed"] = (
                 int(params.seed) if params.seed is not None else int.from_bytes(os.urandom(4), "little")
             )
+        checked = self._genai.GenerationConfig()
+        for name, value in config.items():
+            setattr(checked, name, set(value) if name == "stop_token_ids" else value)
         try:
-            config.validate()
+            checked.validate()
         except Exception as exc:
             raise InvalidRequest(f"invalid sampling parameters: {exc}") from exc
         return config
 
+    def _process(self) -> PipelineProcess:
+        if self._pipeline is None:
+            raise ModelUnavailable("this OpenVINO model was closed")
+        return self._pipeline
+
     def cancel(self, seq_id: int) -> None:
-        handle = self._handles.pop(seq_id, None)
-        if handle is not None:
-            handle.cancel()  # frees its KV blocks at the next step
+        if seq_id in self._live:
+            self._live.discard(seq_id)
+            self._process().cancel(seq_id)  # frees its KV blocks at the next step
 
     def step(self) -> list[StepOutput]:
-        if self._pipeline.has_non_finished_requests():
-            self._pipeline.step()
+        if not self._live:
+            return []
         outputs: list[StepOutput] = []
-        for seq_id, handle in list(self._handles.items()):
-            tokens: list[int] = []
-            reason = None
-            if handle.can_read():
-                for out in handle.read().values():
-                    tokens.extend(int(t) for t in out.generated_ids)
-                    reason = out.finish_reason
-            status = handle.get_status()
-            finished = None
-            if status != self._status.RUNNING:
-                finished = self._finish_reason(status, reason)
-                del self._handles[seq_id]
-            if tokens or finished is not None:
-                outputs.append(StepOutput(seq_id=seq_id, token_ids=tokens, finished=finished))
+        for seq_id, tokens, finished in self._process().step():
+            if seq_id not in self._live:
+                continue  # cancelled: the engine process ran ahead of the cancel
+            if finished is not None:
+                self._live.discard(seq_id)
+            outputs.append(
+                StepOutput(seq_id=seq_id, token_ids=tokens, finished=cast(FinishReason | None, finished))
+            )
         return outputs
 
-    def _finish_reason(self, status: Any, reason: Any) -> Any:
-        if status == self._status.IGNORED:
-            log.warning("request ignored by the pipeline (prompt does not fit the KV cache)")
-            return "error"
-        if status in (self._status.CANCEL, self._status.STOP):
-            return "cancelled"
-        return "length" if reason == self._finish.LENGTH else "stop"
-
     def has_work(self) -> bool:
-        return bool(self._handles)
+        return bool(self._live)
 
     def allocated_kv_bytes(self) -> int:
         """What GenAI has allocated for the KV cache so far (it allocates on first use, with its
-        own element and block sizes; 0 before the first step)."""
-        try:
-            return int(self._pipeline.get_metrics().kv_cache_size_in_bytes)
-        except Exception:
-            return 0
+        own element and block sizes; 0 before the first step), as of the last step."""
+        return self._pipeline.kv_cache_bytes if self._pipeline is not None else 0
 
     def memory_bytes(self) -> int:
         return _ir_bytes(self._model_dir) + max(self.kv_cache_bytes, self.allocated_kv_bytes())
 
     def close(self) -> None:
-        for seq_id in list(self._handles):
-            self.cancel(seq_id)
-        self._pipeline = None
+        pipeline, self._pipeline = self._pipeline, None
+        self._live.clear()
+        if pipeline is not None:
+            pipeline.close()

@@ -41,6 +41,7 @@ from hfd.daemon.metrics import record_batch
 from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger(__name__)
+_STOP_WAIT_S = 30.0  # how long a closing scheduler waits for its worker to leave engine.step()
 
 _ids = itertools.count(1)
 
@@ -262,7 +263,11 @@ class GenerationScheduler:
             self._cond.notify()
         thread = self._thread
         if thread is not None:
-            await anyio.to_thread.run_sync(thread.join)
+            # An engine stuck inside a step must not hold the daemon's shutdown for ever; the
+            # thread is a daemon thread, and closing the model (next) ends an engine process.
+            await anyio.to_thread.run_sync(thread.join, _STOP_WAIT_S)
+            if thread.is_alive():
+                log.error("generation worker did not stop; leaving it", extra={"model": self.name})
             self._thread = None
         else:
             self._abort_all()

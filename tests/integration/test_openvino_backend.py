@@ -4,6 +4,8 @@ ContinuousBatchingPipeline, real compiled encoders."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,3 +241,41 @@ def test_option_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest):
         backend.load_encoder(_opts(tmp_path, "embed", tmp_path))  # not a model directory
     assert not (tmp_path / "exports").exists()  # nothing was exported for any of these
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_in_a_child_process_whose_death_is_a_clear_error(cache_dir: Path) -> None:
+    # ContinuousBatchingPipeline.step() keeps the GIL, so the pipeline lives in a child process.
+    gen = OpenVINOBackend().load_generator(_opts(tiny_llama(), "generate", cache_dir))
+    process = gen._pipeline
+    assert process is not None and process.pid != os.getpid()
+    ids = gen.encode_prompt("the quick brown fox")
+    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    gen.add(1, ids, params)
+    assert any(out.token_ids for out in gen.step())
+    os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(ModelUnavailable, match="engine process exited"):
+        for _ in range(100):
+            gen.step()
+    with pytest.raises(ModelUnavailable, match="engine process exited"):
+        gen.add(2, ids, params)
+    gen.close()
+
+    # Closing a model ends its process.
+    other = OpenVINOBackend().load_generator(_opts(tiny_llama(), "generate", cache_dir))
+    child = other._pipeline
+    assert child is not None
+    other.close()
+    assert child._proc.poll() is not None
+    with pytest.raises(ModelUnavailable):
+        other.add(1, ids, params)
+
+
+@pytest.mark.slow
+def test_invalid_sampling_is_refused_by_the_engine_process(ov_llama: OVGenerator) -> None:
+    ids = ov_llama.encode_prompt("hello")
+    with pytest.raises(InvalidRequest, match="sampling"):
+        ov_llama.add(7, ids, SamplingParams(max_tokens=4, temperature=0.5, top_p=0.0))
+    assert not ov_llama.has_work()
+    out = run_all(ov_llama, [ids], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
+    assert len(out[0]) == 3  # the process goes on serving

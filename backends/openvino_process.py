@@ -1,0 +1,367 @@
+"""OpenVINO GenAI's ``ContinuousBatchingPipeline`` in a child process of its own.
+
+``ContinuousBatchingPipeline.step()`` keeps Python's GIL for the whole step (measured: a Python
+thread beside it ran at 7% of its speed). In the daemon's process that froze both doors and the
+scheduler's detokenising for every step, so serving cost the engine's compute *plus* all of the
+per-token Python work, one after the other (served throughput was 0.70x the same pipeline driven
+offline). In a child process the pipeline computes while the daemon's threads stream tokens.
+
+The child also runs ahead: while it has unfinished requests it steps continuously and writes each
+step's new tokens to its reply pipe, without waiting to be asked. A request/reply step cost a
+pipe round trip plus the wait for the daemon's worker thread to get the GIL back from the event
+loop (up to the 5 ms switch interval) on every step; running ahead, the pipeline never idles
+while the daemon handles the previous step's tokens. The daemon's ``step()`` takes every step
+that is ready (at least one) and merges them.
+
+The protocol is private to this module. Each message is a little-endian u32 length and a msgpack
+map, over two pipes handed to the child by file descriptor (its stdout stays free for the
+engine's own messages). To the child: ``init`` (answered ``{"ok": true}`` or ``{"error": ...}``),
+then one-way ``add`` (token ids and a plain dict of ``GenerationConfig`` fields, validated by the
+parent), ``cancel`` and ``close``. From the child, after ``init``: ``{"out": [[seq_id, new token
+ids, finish reason or None, error text or None], ...], "kv": bytes}``. The child never blocks on
+writing without also reading, so neither side can wait on the other forever; it exits when its
+request pipe closes, so a daemon that dies, however it dies, takes its engine processes with it.
+
+Run as ``python -m hfd.backends.openvino_process <request fd> <reply fd>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import msgpack
+
+from hfd.client.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+_LENGTH: Final = struct.Struct("<I")
+_CLOSE_WAIT_S: Final = 5.0
+
+
+class EngineProcessError(ModelUnavailable):
+    """The engine process is gone (it crashed or was killed); the model must be loaded again."""
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _split_frames(buffer: bytearray) -> list[dict[str, Any]]:
+    """Remove and decode the complete messages at the start of ``buffer``."""
+    frames: list[dict[str, Any]] = []
+    while len(buffer) >= _LENGTH.size:
+        (size,) = _LENGTH.unpack_from(buffer)
+        if len(buffer) < _LENGTH.size + size:
+            break
+        message = msgpack.unpackb(
+            bytes(buffer[_LENGTH.size : _LENGTH.size + size]), raw=False, strict_map_key=False
+        )
+        del buffer[: _LENGTH.size + size]
+        if not isinstance(message, dict):
+            raise ValueError("a message that is not a map")
+        frames.append(message)
+    return frames
+
+
+def _readable(fd: int, timeout: float | None) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+# -- the parent's side --------------------------------------------------------------------------
+
+
+class PipelineProcess:
+    """A handle on a ``ContinuousBatchingPipeline`` running in a child process.
+
+    ``add`` and ``cancel`` only write (any thread, under a lock); ``step`` reads and is called by
+    one thread at a time (the generation scheduler's worker).
+    """
+
+    def __init__(
+        self, model_dir: Path, device: str, properties: dict[str, Any], scheduler: dict[str, Any]
+    ) -> None:
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(request_read), str(reply_write)],
+                pass_fds=(request_read, reply_write),
+                stdin=subprocess.DEVNULL,
+                stdout=_stderr_fd(),
+            )
+        except OSError as exc:
+            for fd in (request_read, request_write, reply_read, reply_write):
+                os.close(fd)
+            raise ModelUnavailable(f"cannot start the OpenVINO engine process: {exc}") from exc
+        os.close(request_read)
+        os.close(reply_write)
+        self._tx = request_write
+        self._rx = reply_read
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._dead: str | None = None
+        self._open = True
+        self.kv_cache_bytes = 0
+        try:
+            self._send(
+                {"op": "init", "model_dir": str(model_dir), "device": device,
+                 "properties": properties, "scheduler": scheduler}
+            )  # fmt: skip
+            reply = self._read()[0]
+            if "error" in reply:
+                raise ModelUnavailable(str(reply["error"]))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def add(self, seq_id: int, prompt_ids: Sequence[int], config: dict[str, Any]) -> None:
+        self._send({"op": "add", "id": seq_id, "ids": list(prompt_ids), "config": config})
+
+    def cancel(self, seq_id: int) -> None:
+        self._send({"op": "cancel", "id": seq_id})
+
+    def step(self) -> list[tuple[int, list[int], str | None]]:
+        """The tokens of every step the child has finished since the last call (waits for one)."""
+        merged: dict[int, tuple[list[int], str | None]] = {}
+        for message in self._read():
+            self.kv_cache_bytes = int(message.get("kv", self.kv_cache_bytes))
+            for seq_id, tokens, finished, error in message.get("out", ()):
+                if error:
+                    log.warning("engine failed a sequence", extra={"seq": seq_id, "error": error})
+                so_far, _ = merged.get(seq_id, ([], None))
+                merged[seq_id] = (so_far + [int(t) for t in tokens], finished)
+        return [(seq_id, tokens, finished) for seq_id, (tokens, finished) in merged.items()]
+
+    def _send(self, message: dict[str, Any]) -> None:
+        data = memoryview(_frame(message))
+        with self._lock:
+            self._check()
+            try:
+                while data:
+                    data = data[os.write(self._tx, data) :]
+            except OSError as exc:
+                self._died(repr(exc))
+
+    def _read(self) -> list[dict[str, Any]]:
+        """Every complete message the child has sent; blocks until there is at least one."""
+        self._check()
+        frames: list[dict[str, Any]] = []
+        try:
+            while True:
+                frames.extend(_split_frames(self._buffer))
+                if frames and not _readable(self._rx, 0):
+                    return frames
+                data = os.read(self._rx, 1 << 16)  # waits without the GIL
+                if not data:
+                    self._died("end of pipe")
+                self._buffer += data
+        except (OSError, ValueError) as exc:
+            self._died(repr(exc))
+
+    def _check(self) -> None:
+        if self._dead is not None:
+            raise EngineProcessError(self._dead)
+
+    def _died(self, why: str) -> NoReturn:
+        try:
+            code = self._proc.wait(timeout=_CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        self._dead = f"the OpenVINO engine process exited (code {code}); load the model again"
+        log.error("engine process exited", extra={"pid": self._proc.pid, "code": code, "why": why})
+        raise EngineProcessError(self._dead)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dead is None:
+                try:
+                    os.write(self._tx, _frame({"op": "close"}))
+                except OSError:
+                    pass
+                self._dead = "the OpenVINO engine process was closed"
+            if self._open:
+                self._open = False
+                os.close(self._tx)
+                os.close(self._rx)
+        try:
+            self._proc.wait(timeout=_CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.__stderr__.fileno() if sys.__stderr__ is not None else subprocess.DEVNULL
+    except (OSError, ValueError):
+        return subprocess.DEVNULL
+
+
+# -- the child's side ---------------------------------------------------------------------------
+
+
+class _Engine:
+    """The pipeline and its requests' handles, in the child."""
+
+    def __init__(self, init: dict[str, Any]) -> None:
+        import openvino_genai as ov_genai
+
+        self._genai = ov_genai
+        scheduler = ov_genai.SchedulerConfig()
+        for name, value in init["scheduler"].items():
+            setattr(scheduler, name, value)
+        self._pipeline = ov_genai.ContinuousBatchingPipeline(
+            init["model_dir"], scheduler, init["device"], dict(init["properties"])
+        )
+        self._handles: dict[int, Any] = {}
+        self._status = ov_genai.GenerationStatus
+        self._finish = ov_genai.GenerationFinishReason
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._handles)
+
+    def add(self, seq_id: int, ids: list[int], params: dict[str, Any]) -> None:
+        import numpy as np
+        import openvino as ov
+
+        config = self._genai.GenerationConfig()
+        for name, value in params.items():
+            setattr(config, name, set(value) if name == "stop_token_ids" else value)
+        tensor = ov.Tensor(np.asarray([ids], dtype=np.int64))
+        self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, config)
+
+    def cancel(self, seq_id: int) -> None:
+        handle = self._handles.pop(seq_id, None)
+        if handle is not None:
+            handle.cancel()  # frees its KV blocks at the next step
+
+    def step(self) -> list[list[Any]]:
+        stepped = self._pipeline.has_non_finished_requests()
+        if stepped:
+            self._pipeline.step()
+        outputs: list[list[Any]] = []
+        for seq_id, handle in list(self._handles.items()):
+            tokens: list[int] = []
+            reason = None
+            if handle.can_read():
+                for out in handle.read().values():
+                    tokens.extend(int(t) for t in out.generated_ids)
+                    reason = out.finish_reason
+            status = handle.get_status()
+            finished = None
+            if status != self._status.RUNNING:
+                finished = self._finish_reason(status, reason)
+                del self._handles[seq_id]
+            elif not stepped:  # the pipeline has no work for a handle it calls running: never spin
+                finished = "error"
+                del self._handles[seq_id]
+            if tokens or finished is not None:
+                error = "the prompt does not fit the KV cache" if status == self._status.IGNORED else None
+                outputs.append([seq_id, tokens, finished, error])
+        return outputs
+
+    def _finish_reason(self, status: Any, reason: Any) -> str:
+        if status == self._status.IGNORED:
+            return "error"
+        if status in (self._status.CANCEL, self._status.STOP):
+            return "cancelled"
+        return "length" if reason == self._finish.LENGTH else "stop"
+
+    def kv_bytes(self) -> int:
+        try:
+            return int(self._pipeline.get_metrics().kv_cache_size_in_bytes)
+        except Exception:
+            return 0
+
+
+class _Channel:
+    """The child's ends of the pipes: reads into an inbox, writes while still reading."""
+
+    def __init__(self, rx: int, tx: int) -> None:
+        self._rx, self._tx = rx, tx
+        self._buffer = bytearray()
+        self.inbox: list[dict[str, Any]] = []
+        self.closed = False
+
+    def receive(self, timeout: float | None) -> None:
+        """Move what the parent sent into the inbox, waiting up to ``timeout`` (None: for ever)."""
+        while not self.closed and _readable(self._rx, timeout):
+            data = os.read(self._rx, 1 << 16)
+            if not data:
+                self.closed = True
+            self._buffer += data
+            self.inbox.extend(_split_frames(self._buffer))
+            timeout = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = memoryview(_frame(message))
+        while data:
+            readable, writable, _ = select.select([] if self.closed else [self._rx], [self._tx], [])
+            if readable:
+                self.receive(0)
+            if writable:
+                data = data[os.write(self._tx, data[: 1 << 16]) :]
+
+
+def _serve(channel: _Channel) -> int:
+    engine: _Engine | None = None
+    while True:
+        # Wait for the parent only with nothing to do (messages may have come in during a send).
+        idle = not channel.inbox and (engine is None or not engine.busy)
+        channel.receive(None if idle else 0)
+        messages, channel.inbox = channel.inbox, []
+        failed: list[list[Any]] = []
+        for message in messages:
+            op = message.get("op")
+            if op == "close":
+                return 0
+            if op == "init":
+                try:
+                    engine = _Engine(message)
+                except Exception as exc:
+                    channel.send({"error": f"OpenVINO GenAI cannot load the model: {exc}"})
+                    continue
+                channel.send({"ok": True})
+            elif engine is not None and op == "add":
+                seq_id = int(message["id"])
+                try:
+                    engine.add(seq_id, list(message["ids"]), dict(message["config"]))
+                except Exception as exc:
+                    failed.append([seq_id, [], "error", f"OpenVINO GenAI refused it: {exc}"])
+            elif engine is not None and op == "cancel":
+                engine.cancel(int(message["id"]))
+        if channel.closed:
+            return 0  # the daemon closed the pipe or died
+        if engine is not None and (failed or engine.busy):
+            outputs = failed + (engine.step() if engine.busy else [])
+            if outputs:
+                channel.send({"out": outputs, "kv": engine.kv_bytes()})
+
+
+def main(argv: Sequence[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        return _serve(_Channel(int(argv[0]), int(argv[1])))
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

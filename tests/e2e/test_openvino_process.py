@@ -1,0 +1,101 @@
+"""OpenVINO generation served by the daemon, with the pipeline in its own engine process: many
+concurrent streams, cancellation by disconnect, and no engine process outliving the daemon,
+whether it stops on SIGTERM or dies by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from support.daemon import start_daemon
+from support.models import tiny_llama
+
+pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
+pytestmark = [pytest.mark.timeout(300), pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")]
+
+
+def engine_processes(daemon_pid: int) -> list[int]:
+    """The daemon's children that run the OpenVINO pipeline."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if int(stat[1]) == daemon_pid and b"hfd.backends.openvino_process" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited, waiting for a parent that is gone to be reaped by init
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_streams_are_served_and_the_engine_process_ends_with_the_daemon(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=["--engine", "openvino", "--threads", "1"])
+    try:
+        client = openai.OpenAI(base_url=d.base_url, api_key="none", timeout=120)
+
+        def complete(i: int) -> tuple[str, int, str | None]:
+            r = client.completions.create(
+                model="chat", prompt=f"request {i} says", max_tokens=12, temperature=0,
+                extra_body={"ignore_eos": True},
+            )  # fmt: skip
+            assert r.usage is not None
+            return r.choices[0].text, r.usage.completion_tokens, r.choices[0].finish_reason
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(complete, range(8)))
+        assert all(tokens == 12 and reason == "length" for _, tokens, reason in results)
+        assert complete(3) == results[3]  # greedy: the same alone as in a batch
+
+        loaded = httpx.get(d.http + "/api/ps", timeout=10).json()["models"]
+        assert [(m["name"], m["engine"]) for m in loaded] == [("chat", "openvino")]
+        children = engine_processes(d.proc.pid)
+        assert len(children) == 1, children
+
+        # A client that goes away mid-stream frees its sequence; the engine keeps serving.
+        stream = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "go on"}], max_tokens=200,
+            temperature=0, stream=True, extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        next(iter(stream))
+        stream.close()
+        assert complete(5) == results[5]
+
+        assert d.stop() == 0  # SIGTERM: the model is closed and its engine process ends
+        assert gone(children[0], 10), "the engine process outlived a daemon stopped by SIGTERM"
+    finally:
+        d.stop()
+
+
+def test_an_engine_process_does_not_outlive_a_killed_daemon(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=["--engine", "openvino", "--threads", "1"])
+    try:
+        body = {"model": "chat", "prompt": "hello", "max_tokens": 3, "temperature": 0}
+        assert httpx.post(d.base_url + "/completions", json=body, timeout=120).status_code == 200
+        children = engine_processes(d.proc.pid)
+        assert len(children) == 1, children
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.proc.wait(timeout=10)
+        assert gone(children[0], 10), "the engine process outlived a daemon killed by SIGKILL"
+    finally:
+        d.stop()
