@@ -132,7 +132,9 @@ class GenerationModel(Protocol):
     def step(self) -> list[StepOutput]:
         """Run one step: prefill sequences that joined, decode one token for every running
         one. Returns the tokens produced; a sequence whose output has ``finished`` set is
-        gone from the engine afterwards."""
+        gone from the engine afterwards. An engine that computes elsewhere (OpenVINO's pipeline
+        runs in its own process) may return every step it finished since the last call, and an
+        empty list when ``interrupt()`` woke it before any step finished."""
         ...
 
     def has_work(self) -> bool: ...

@@ -33,7 +33,7 @@ from hfd.backends import _hf, hardware
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
-from hfd.backends.openvino_process import PipelineProcess
+from hfd.backends.openvino_process import LocalPipeline, PipelineProcess
 from hfd.client.errors import ContextLengthExceeded, HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,13 @@ class OpenVINOBackend:
 
 
 # -- options ------------------------------------------------------------------------------------
+
+
+def _flag(value: object) -> bool:
+    """A boolean model option, also when it came from an environment variable as text."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
 
 
 def ov_device(device: str) -> str:
@@ -434,10 +441,19 @@ class OVGenerator(_hf.PromptTokens):
         self.eos_token_ids: frozenset[int] = frozenset(eos)
 
         max_num_seqs = max(1, opts.max_running)
+        split_fuse = _flag(opts.extra.get("split_fuse", False))
+        batched_tokens = max(opts.max_batched_tokens, 32)
+        if not split_fuse:  # a whole prompt is prefilled in one step: the longest must fit
+            batched_tokens = max(batched_tokens, self.context_length)
         scheduler: dict[str, Any] = {
             "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max(opts.max_batched_tokens, 32),
-            "enable_prefix_caching": bool(opts.extra.get("prefix_caching", True)),
+            "max_num_batched_tokens": batched_tokens,
+            "enable_prefix_caching": _flag(opts.extra.get("prefix_caching", True)),
+            # Off: a step either prefills newcomers or decodes the running sequences, and
+            # newcomers go first, so a short request arriving during long generations gets its
+            # first token after its own prefill rather than inside a step shared with every
+            # decode (GenAI's default, split-fuse, doubled that time to first token here).
+            "dynamic_split_fuse": split_fuse,
         }
         token_bytes = kv_token_bytes(config)
         target = kv_cache_target(opts, config, self.context_length)
@@ -449,7 +465,10 @@ class OVGenerator(_hf.PromptTokens):
             scheduler["cache_size"] = max(1, -(-target // 1024**3))
             self.kv_cache_bytes = scheduler["cache_size"] * 1024**3
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
-        self._pipeline: PipelineProcess | None = PipelineProcess(model_dir, device, properties, scheduler)
+        where = PipelineProcess if _flag(opts.extra.get("pipeline_process", True)) else LocalPipeline
+        self._pipeline: PipelineProcess | LocalPipeline | None = where(
+            model_dir, device, properties, scheduler
+        )
         self._live: set[int] = set()
 
     # Thread-safe: the Rust tokenizer is only read; chat templates render with no shared state.
@@ -505,7 +524,7 @@ class OVGenerator(_hf.PromptTokens):
             raise InvalidRequest(f"invalid sampling parameters: {exc}") from exc
         return config
 
-    def _process(self) -> PipelineProcess:
+    def _process(self) -> PipelineProcess | LocalPipeline:
         if self._pipeline is None:
             raise ModelUnavailable("this OpenVINO model was closed")
         return self._pipeline
@@ -514,6 +533,13 @@ class OVGenerator(_hf.PromptTokens):
         if seq_id in self._live:
             self._live.discard(seq_id)
             self._process().cancel(seq_id)  # frees its KV blocks at the next step
+
+    def interrupt(self) -> None:
+        """Wake a waiting ``step()`` (any thread): a newcomer is then added while the pipeline
+        computes its current step, and joins the next one."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.interrupt()
 
     def step(self) -> list[StepOutput]:
         if not self._live:

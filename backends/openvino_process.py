@@ -108,6 +108,9 @@ class PipelineProcess:
         os.close(reply_write)
         self._tx = request_write
         self._rx = reply_read
+        self._wake_read, self._wake_write = os.pipe()  # interrupt() -> a waiting step() returns
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._dead: str | None = None
@@ -135,10 +138,18 @@ class PipelineProcess:
     def cancel(self, seq_id: int) -> None:
         self._send({"op": "cancel", "id": seq_id})
 
+    def interrupt(self) -> None:
+        """Make a ``step()`` that is waiting return now (any thread)."""
+        try:
+            os.write(self._wake_write, b"\0")
+        except OSError:  # already woken (the pipe is full) or closed
+            pass
+
     def step(self) -> list[tuple[int, list[int], str | None]]:
-        """The tokens of every step the child has finished since the last call (waits for one)."""
+        """The tokens of every step the child has finished since the last call; waits for one
+        unless ``interrupt()`` is called (then it may return nothing)."""
         merged: dict[int, tuple[list[int], str | None]] = {}
-        for message in self._read():
+        for message in self._read(wakeable=True):
             self.kv_cache_bytes = int(message.get("kv", self.kv_cache_bytes))
             for seq_id, tokens, finished, error in message.get("out", ()):
                 if error:
@@ -157,8 +168,9 @@ class PipelineProcess:
             except OSError as exc:
                 self._died(repr(exc))
 
-    def _read(self) -> list[dict[str, Any]]:
-        """Every complete message the child has sent; blocks until there is at least one."""
+    def _read(self, *, wakeable: bool = False) -> list[dict[str, Any]]:
+        """Every complete message the child has sent; blocks until there is at least one, or,
+        when ``wakeable``, until ``interrupt()``."""
         self._check()
         frames: list[dict[str, Any]] = []
         try:
@@ -166,12 +178,25 @@ class PipelineProcess:
                 frames.extend(_split_frames(self._buffer))
                 if frames and not _readable(self._rx, 0):
                     return frames
+                if wakeable and not frames:
+                    ready = select.select([self._rx, self._wake_read], [], [])[0]  # without the GIL
+                    if self._wake_read in ready:
+                        self._drain_wakes()
+                        if self._rx not in ready:
+                            return frames
                 data = os.read(self._rx, 1 << 16)  # waits without the GIL
                 if not data:
                     self._died("end of pipe")
                 self._buffer += data
         except (OSError, ValueError) as exc:
             self._died(repr(exc))
+
+    def _drain_wakes(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def _check(self) -> None:
         if self._dead is not None:
@@ -197,8 +222,8 @@ class PipelineProcess:
                 self._dead = "the OpenVINO engine process was closed"
             if self._open:
                 self._open = False
-                os.close(self._tx)
-                os.close(self._rx)
+                for fd in (self._tx, self._rx, self._wake_read, self._wake_write):
+                    os.close(fd)
         try:
             self._proc.wait(timeout=_CLOSE_WAIT_S)
         except subprocess.TimeoutExpired:
@@ -211,6 +236,61 @@ def _stderr_fd() -> int:
         return sys.__stderr__.fileno() if sys.__stderr__ is not None else subprocess.DEVNULL
     except (OSError, ValueError):
         return subprocess.DEVNULL
+
+
+class LocalPipeline:
+    """The same pipeline in the calling process, behind the same interface as ``PipelineProcess``.
+
+    Its steps hold the GIL, so the daemon does not serve with it unless a model asks
+    (``pipeline_process = false``); it is how the benchmark drives the pipeline offline.
+    """
+
+    def __init__(
+        self, model_dir: Path, device: str, properties: dict[str, Any], scheduler: dict[str, Any]
+    ) -> None:
+        init = {
+            "model_dir": str(model_dir),
+            "device": device,
+            "properties": properties,
+            "scheduler": scheduler,
+        }
+        try:
+            self._engine: _Engine | None = _Engine(init)
+        except Exception as exc:
+            raise ModelUnavailable(f"OpenVINO GenAI cannot load the model: {exc}") from exc
+        self.pid = os.getpid()
+        self.kv_cache_bytes = 0
+
+    def _running(self) -> _Engine:
+        if self._engine is None:
+            raise ModelUnavailable("this OpenVINO pipeline was closed")
+        return self._engine
+
+    def add(self, seq_id: int, prompt_ids: Sequence[int], config: dict[str, Any]) -> None:
+        try:
+            self._running().add(seq_id, list(prompt_ids), config)
+        except ModelUnavailable:
+            raise
+        except Exception as exc:
+            raise ModelUnavailable(f"OpenVINO GenAI refused sequence {seq_id}: {exc}") from exc
+
+    def cancel(self, seq_id: int) -> None:
+        self._running().cancel(seq_id)
+
+    def interrupt(self) -> None:
+        """Nothing to wake: a step here computes, it never waits."""
+
+    def step(self) -> list[tuple[int, list[int], str | None]]:
+        engine = self._running()
+        outputs = engine.step()
+        self.kv_cache_bytes = engine.kv_bytes()
+        for seq_id, _, _, error in outputs:
+            if error:
+                log.warning("engine failed a sequence", extra={"seq": seq_id, "error": error})
+        return [(seq_id, tokens, finished) for seq_id, tokens, finished, _ in outputs]
+
+    def close(self) -> None:
+        self._engine = None
 
 
 # -- the child's side ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -170,6 +170,8 @@ class GenerationScheduler:
         if max_queue < 1 or max_running < 1:
             raise ValueError("max_queue and max_running must be at least 1")
         self.model = model
+        # Optional on engines: wakes a step() that waits on another process (see backends.base).
+        self._interrupt: Callable[[], None] | None = getattr(model, "interrupt", None)
         self.name = name
         self.max_queue = max_queue
         self.max_running = max_running
@@ -228,6 +230,10 @@ class GenerationScheduler:
             self._waiting.append(seq)
             self._active += 1
             self._cond.notify()
+        # An engine whose step() waits on another process can return early, so the newcomer is
+        # added while the current step still computes and joins the very next one.
+        if self._interrupt is not None and len(self._running) < self.max_running:
+            self._interrupt()
         return stream
 
     @property
@@ -348,6 +354,8 @@ class GenerationScheduler:
                 self._engine_cancel(seq.seq_id)
                 self._finish(seq, out, _engine_error(exc))
             return
+        if not outputs:
+            return  # woken by interrupt() before the engine finished a step
         self._steps += 1
         self._rows += rows
         record_batch(self.name, "generation", rows)  # hfd_batch_size

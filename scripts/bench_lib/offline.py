@@ -26,9 +26,12 @@ def generation(
     engine: str, path: Path, *, requests: int, tokens: int, threads: int, max_running: int,
     max_batched_tokens: int, cache_dir: Path,
 ) -> dict[str, Any]:  # fmt: skip
+    # OpenVINO: the pipeline itself in this process, as GenAI's own samples drive it (the daemon
+    # runs it in a child process of its own).
     opts = LoadOptions(
         path=path, task="generate", threads=threads, max_running=max_running,
         max_batched_tokens=max_batched_tokens, cache_dir=cache_dir,
+        extra={"pipeline_process": False},
     )  # fmt: skip
     model = get_backend(engine).load_generator(opts)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -279,3 +280,25 @@ def test_invalid_sampling_is_refused_by_the_engine_process(ov_llama: OVGenerator
     assert not ov_llama.has_work()
     out = run_all(ov_llama, [ids], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
     assert len(out[0]) == 3  # the process goes on serving
+
+
+@pytest.mark.slow
+def test_interrupt_wakes_a_waiting_step_and_the_in_process_pipeline_agrees(
+    ov_llama: OVGenerator, cache_dir: Path
+) -> None:
+    process = ov_llama._pipeline
+    assert process is not None
+    # Nothing is running, so without the interrupt this step() would wait for ever.
+    threading.Timer(0.2, process.interrupt).start()
+    assert process.step() == []
+
+    prompts = [ov_llama.encode_prompt(p) for p in PROMPTS]
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    local = OpenVINOBackend().load_generator(
+        _opts(tiny_llama(), "generate", cache_dir, extra={"pipeline_process": False})
+    )
+    try:
+        assert local._pipeline is not None and local._pipeline.pid == os.getpid()
+        assert run_all(local, prompts, params) == run_all(ov_llama, prompts, params)
+    finally:
+        local.close()
