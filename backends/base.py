@@ -13,6 +13,11 @@ Two kinds of loaded model:
 All calls on one loaded model are made from one worker thread, except ``tokenize``,
 ``encode_prompt``, ``apply_chat_template`` and ``decode``, which must be thread-safe (the
 daemon tokenizes the next batch while the current one computes).
+
+Two optional members, for engines that compute in another process (OpenVINO generation):
+``interrupt()``, callable from any thread, makes a waiting ``step()`` return early so a
+newcomer can be added at once; ``alive`` (a property) turns False when that process has died,
+and the model manager then loads the model again on its next request.
 """
 
 from __future__ import annotations

@@ -534,6 +534,11 @@ class OVGenerator(_hf.PromptTokens):
             self._live.discard(seq_id)
             self._process().cancel(seq_id)  # frees its KV blocks at the next step
 
+    @property
+    def alive(self) -> bool:
+        """False when the engine process has died: the model manager then loads it again."""
+        return self._pipeline is not None and self._pipeline.alive
+
     def interrupt(self) -> None:
         """Wake a waiting ``step()`` (any thread): a newcomer is then added while the pipeline
         computes its current step, and joins the next one."""

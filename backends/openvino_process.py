@@ -132,6 +132,11 @@ class PipelineProcess:
     def pid(self) -> int:
         return self._proc.pid
 
+    @property
+    def alive(self) -> bool:
+        """False once the child has exited or this handle was closed."""
+        return self._dead is None and self._proc.poll() is None
+
     def add(self, seq_id: int, prompt_ids: Sequence[int], config: dict[str, Any]) -> None:
         self._send({"op": "add", "id": seq_id, "ids": list(prompt_ids), "config": config})
 
@@ -260,6 +265,10 @@ class LocalPipeline:
             raise ModelUnavailable(f"OpenVINO GenAI cannot load the model: {exc}") from exc
         self.pid = os.getpid()
         self.kv_cache_bytes = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._engine is not None
 
     def _running(self) -> _Engine:
         if self._engine is None:

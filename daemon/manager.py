@@ -268,6 +268,15 @@ class ModelManager:
     async def load(self, name: str, keep_alive: float | None = None) -> LoadedModel:
         spec = self.spec(name)
         slot = self._slots.setdefault(spec.public_name, _Slot())
+        dead = slot.loaded
+        if dead is not None and not getattr(dead.model, "alive", True):
+            # An engine that lives in another process can die on its own (OOM killer, a crash);
+            # its requests have failed already. Drop it, and load the model afresh below.
+            async with slot.lock:
+                if slot.loaded is dead:
+                    slot.loaded = None
+                    log.warning("model engine is gone; loading the model again", extra={"model": dead.name})
+                    await self._close(dead, grace=0.0)
         if slot.loaded is not None:
             if keep_alive is not None:
                 self._keep(slot.loaded, keep_alive)

@@ -99,3 +99,24 @@ def test_an_engine_process_does_not_outlive_a_killed_daemon(tmp_path: Path) -> N
         assert gone(children[0], 10), "the engine process outlived a daemon killed by SIGKILL"
     finally:
         d.stop()
+
+
+def test_a_dead_engine_process_is_replaced_on_the_next_request(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=["--engine", "openvino", "--threads", "1"])
+    try:
+        body = {"model": "chat", "prompt": "hello", "max_tokens": 4, "temperature": 0, "ignore_eos": True}
+        first = httpx.post(d.base_url + "/completions", json=body, timeout=120)
+        assert first.status_code == 200, first.text
+        [engine] = engine_processes(d.proc.pid)
+        os.kill(engine, signal.SIGKILL)
+        assert gone(engine, 10)
+        # The daemon notices the dead engine when the model is next needed and loads it again
+        # (another prompt: the response cache would answer the same one without the model).
+        again = httpx.post(d.base_url + "/completions", json={**body, "prompt": "hello again"}, timeout=120)
+        assert again.status_code == 200, again.text
+        assert again.json()["usage"]["completion_tokens"] == 4
+        [replacement] = engine_processes(d.proc.pid)
+        assert replacement != engine
+        assert "engine is gone" in "\n".join(d.output)
+    finally:
+        assert d.stop() == 0
