@@ -112,7 +112,8 @@ class PipelineProcess:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._buffer = bytearray()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer at a time on the request pipe
+        self._fds_lock = threading.Lock()  # closing the descriptors vs interrupt()
         self._dead: str | None = None
         self._open = True
         self.kv_cache_bytes = 0
@@ -145,10 +146,12 @@ class PipelineProcess:
 
     def interrupt(self) -> None:
         """Make a ``step()`` that is waiting return now (any thread)."""
-        try:
-            os.write(self._wake_write, b"\0")
-        except OSError:  # already woken (the pipe is full) or closed
-            pass
+        with self._fds_lock:  # never write to a closed (and maybe reused) descriptor
+            if self._open:
+                try:
+                    os.write(self._wake_write, b"\0")
+                except OSError:  # already woken: the pipe is full
+                    pass
 
     def step(self) -> list[tuple[int, list[int], str | None]]:
         """The tokens of every step the child has finished since the last call; waits for one
@@ -225,15 +228,18 @@ class PipelineProcess:
                 except OSError:
                     pass
                 self._dead = "the OpenVINO engine process was closed"
-            if self._open:
-                self._open = False
-                for fd in (self._tx, self._rx, self._wake_read, self._wake_write):
-                    os.close(fd)
+        # The process goes first: a step() still waiting on the pipe then sees its end, rather
+        # than a descriptor closed (and perhaps reused) under it.
         try:
             self._proc.wait(timeout=_CLOSE_WAIT_S)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        with self._fds_lock:
+            if self._open:
+                self._open = False
+                for fd in (self._tx, self._rx, self._wake_read, self._wake_write):
+                    os.close(fd)
 
 
 def _stderr_fd() -> int:

@@ -51,7 +51,15 @@ from hfd.client.errors import (
 )
 from hfd.daemon.breaker import Breakers, CircuitBreaker
 from hfd.daemon.cache import snapshot_identity
-from hfd.daemon.memory import Budgets, MemoryEstimate, default_budgets, estimate_model, human, release_to_os
+from hfd.daemon.memory import (
+    ENGINE_PROCESS_BYTES,
+    Budgets,
+    MemoryEstimate,
+    default_budgets,
+    estimate_model,
+    human,
+    release_to_os,
+)
 from hfd.daemon.settings import ModelSpec, Settings
 
 log = logging.getLogger(__name__)
@@ -576,11 +584,14 @@ class ModelManager:
 
     def _estimate(self, path: Path, task: Task, engine: str, opts: LoadOptions) -> MemoryEstimate:
         s = self.settings
-        return estimate_model(
+        estimate = estimate_model(
             path, task, load_dtype=_load_dtype(engine, opts), max_running=opts.max_running,
             context_tokens=s.memory_context_tokens, max_batched_tokens=opts.max_batched_tokens,
             encoder_batch_tokens=s.encoder_batch_tokens, encoder_max_batch=s.encoder_max_batch,
         )  # fmt: skip
+        if _own_process(engine, task, opts):
+            estimate = dataclasses.replace(estimate, overhead=estimate.overhead + ENGINE_PROCESS_BYTES)
+        return estimate
 
     def _candidates(self, task: Task, spec: ModelSpec) -> list[tuple[str, str, str]]:
         engine = spec.engine or self.settings.engine
@@ -651,6 +662,15 @@ class ModelManager:
             self.counters["unloads"] += 1
             self._notify()
         log.info("model unloaded", extra={"model": lm.name})
+
+
+def _own_process(engine: str, task: Task, opts: LoadOptions) -> bool:
+    """The engine will run in a process of its own (OpenVINO generation, unless the model's
+    ``pipeline_process`` option says otherwise)."""
+    if engine != "openvino" or task != "generate":
+        return False
+    value = opts.extra.get("pipeline_process", True)
+    return str(value).strip().lower() not in ("0", "false", "no", "off", "")
 
 
 def _load_dtype(engine: str, opts: LoadOptions) -> str | None:

@@ -272,3 +272,19 @@ async def test_engine_errors_during_requests_open_the_breaker(make: Any) -> None
     async with manager.acquire("b"):  # the probe
         pass
     assert manager.breakers.get("b", "torch").state == "closed"
+
+
+def test_an_engine_in_its_own_process_is_charged_for_that_process(tmp_path: Path) -> None:
+    from hfd.backends.base import LoadOptions
+    from hfd.daemon.memory import ENGINE_PROCESS_BYTES
+
+    manager = ModelManager(settings(tmp_path))
+    path = tiny_llama()
+
+    def overhead(engine: str, **extra: object) -> int:
+        opts = LoadOptions(path=path, task="generate", max_running=4, extra=dict(extra))
+        return manager._estimate(path, "generate", engine, opts).overhead
+
+    assert overhead("openvino") == overhead("torch") + ENGINE_PROCESS_BYTES
+    assert overhead("openvino", pipeline_process=False) == overhead("torch")
+    assert overhead("openvino", pipeline_process="false") == overhead("torch")
