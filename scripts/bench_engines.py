@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -32,48 +31,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO)]
+sys.path[:0] = [str(REPO / "tests"), str(REPO), str(REPO / "scripts")]
 
+from bench_lib.offline import run_batch  # noqa: E402
+from bench_lib.workload import chat_messages, sentence  # noqa: E402
 from support.models import bench_llama, minilm  # noqa: E402
 
-from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams  # noqa: E402
+from hfd.backends.base import LoadOptions, SamplingParams  # noqa: E402
 from hfd.backends.registry import get_backend  # noqa: E402
-
-WORDS = [
-    "river",
-    "mountain",
-    "cloud",
-    "window",
-    "garden",
-    "letter",
-    "summer",
-    "north",
-    "ocean",
-    "song",
-    "salt",
-    "light",
-    "rain",
-    "roof",
-    "friend",
-    "journey",
-    "step",
-    "model",
-    "number",
-    "token",
-    "vector",
-    "sentence",
-    "weather",
-    "breeze",
-    "city",
-    "market",
-    "bridge",
-    "forest",
-]
-
-
-def sentences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(15)) + "." for _ in range(n)]
 
 
 def bench_embed(rounds: int, threads: int, cache_dir: Path) -> dict[str, Any]:
@@ -87,7 +52,7 @@ def bench_embed(rounds: int, threads: int, cache_dir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for batch, total in ((1, 64), (32, 256)):
         rates: dict[str, list[float]] = {e: [] for e in engines}
-        texts = sentences(total, seed=batch)
+        texts = [sentence(batch * 1_000_000 + i) for i in range(total)]
         for model in models.values():  # warm-up: first-call allocations and kernel choices
             model.embed(model.tokenize(texts[:batch]))
         for r in range(rounds):
@@ -106,19 +71,8 @@ def bench_embed(rounds: int, threads: int, cache_dir: Path) -> dict[str, Any]:
     return results
 
 
-def run_batch(model: GenerationModel, prompts: list[list[int]], params: SamplingParams) -> tuple[int, float]:
-    start = time.perf_counter()
-    for i, ids in enumerate(prompts):
-        model.add(i, ids, params)
-    produced = 0
-    while model.has_work():
-        produced += sum(len(out.token_ids) for out in model.step())
-    return produced, time.perf_counter() - start
-
-
 def bench_generate(requests: int, tokens: int, threads: int, cache_dir: Path) -> dict[str, Any]:
     path = bench_llama()
-    rng = random.Random(0)
     variants = [("torch", None), ("openvino", "fp32"), ("openvino", "int8")]
     results: dict[str, Any] = {}
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True, min_tokens=tokens)
@@ -126,14 +80,10 @@ def bench_generate(requests: int, tokens: int, threads: int, cache_dir: Path) ->
         opts = LoadOptions(
             path=path, task="generate", threads=threads, max_running=requests, max_batched_tokens=4096,
             cache_dir=cache_dir, weight_format=weight_format,
+            extra={"pipeline_process": False},  # the pipeline itself, in this process
         )  # fmt: skip
         model = get_backend(engine).load_generator(opts)
-        chats = [
-            model.apply_chat_template(
-                [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(20))}]
-            )
-            for _ in range(requests)
-        ]
+        chats = [model.apply_chat_template(chat_messages(i)) for i in range(requests)]
         run_batch(model, chats[:2], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))  # warm-up
         produced, seconds = run_batch(model, chats, params)
         single, single_s = run_batch(model, chats[:1], params)

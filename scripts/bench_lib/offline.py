@@ -36,10 +36,10 @@ def generation(
     model = get_backend(engine).load_generator(opts)
     try:
         params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True, min_tokens=tokens)
-        _run_batch(model, [model.apply_chat_template(chat_messages()) for _ in range(2)], params)  # warm-up
+        run_batch(model, [model.apply_chat_template(chat_messages()) for _ in range(2)], params)  # warm-up
         prompts = [model.apply_chat_template(chat_messages()) for _ in range(requests)]
         cpu = _cpu()
-        produced, seconds = _run_batch(model, prompts, params)
+        produced, seconds = run_batch(model, prompts, params)
         cpu = _cpu() - cpu
     finally:
         model.close()
@@ -55,7 +55,8 @@ def generation(
     }
 
 
-def _run_batch(model: Any, prompts: list[list[int]], params: SamplingParams) -> tuple[int, float]:
+def run_batch(model: Any, prompts: list[list[int]], params: SamplingParams) -> tuple[int, float]:
+    """Add every prompt at once and step to completion: (tokens produced, seconds)."""
     started = time.perf_counter()
     for i, ids in enumerate(prompts):
         model.add(i, ids, params)
