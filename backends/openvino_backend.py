@@ -569,7 +569,11 @@ class OVGenerator(_hf.PromptTokens):
         return self._pipeline.kv_cache_bytes if self._pipeline is not None else 0
 
     def memory_bytes(self) -> int:
-        return _ir_bytes(self._model_dir) + max(self.kv_cache_bytes, self.allocated_kv_bytes())
+        """The IR and the KV cache, or the engine process's resident memory when that is more
+        (it also holds the OpenVINO runtime and the compiled model's buffers)."""
+        model = _ir_bytes(self._model_dir) + max(self.kv_cache_bytes, self.allocated_kv_bytes())
+        pipeline = self._pipeline
+        return max(model, pipeline.rss_bytes() if pipeline is not None else 0)
 
     def close(self) -> None:
         pipeline, self._pipeline = self._pipeline, None

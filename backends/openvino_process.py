@@ -138,6 +138,14 @@ class PipelineProcess:
         """False once the child has exited or this handle was closed."""
         return self._dead is None and self._proc.poll() is None
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the engine process (from /proc; 0 elsewhere or once it is gone)."""
+        try:
+            pages = int(Path(f"/proc/{self._proc.pid}/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+        return pages * os.sysconf("SC_PAGE_SIZE") if self.alive else 0
+
     def add(self, seq_id: int, prompt_ids: Sequence[int], config: dict[str, Any]) -> None:
         self._send({"op": "add", "id": seq_id, "ids": list(prompt_ids), "config": config})
 
@@ -275,6 +283,10 @@ class LocalPipeline:
     @property
     def alive(self) -> bool:
         return self._engine is not None
+
+    def rss_bytes(self) -> int:
+        """0: the pipeline shares this process, whose memory is not the model's alone."""
+        return 0
 
     def _running(self) -> _Engine:
         if self._engine is None:

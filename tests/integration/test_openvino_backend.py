@@ -250,6 +250,8 @@ def test_the_pipeline_runs_in_a_child_process_whose_death_is_a_clear_error(cache
     gen = OpenVINOBackend().load_generator(_opts(tiny_llama(), "generate", cache_dir))
     process = gen._pipeline
     assert process is not None and process.pid != os.getpid()
+    # The model is charged for its engine process: the OpenVINO runtime alone is ~100 MiB.
+    assert gen.memory_bytes() >= process.rss_bytes() > 64 << 20
     ids = gen.encode_prompt("the quick brown fox")
     params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
     gen.add(1, ids, params)
