@@ -398,9 +398,10 @@ class OVGenerator(_hf.PromptTokens):
     """A ``GenerationModel`` over ``openvino_genai.ContinuousBatchingPipeline``.
 
     The pipeline schedules by itself and runs in a child process (``openvino_process``: its
-    ``step()`` keeps the GIL); each ``step()`` here runs one of its steps and collects what every
-    request produced. Tokenisation, validation and decoding stay in the daemon's process.
-    Sequence ids double as the pipeline's request ids.
+    ``step()`` keeps the GIL) that steps on its own while it has work; each ``step()`` here
+    returns what every step finished since the last call produced (waiting for one, unless
+    ``interrupt()`` is called). Tokenisation, validation and decoding stay in the daemon's
+    process. Sequence ids double as the pipeline's request ids.
     """
 
     name = "openvino"
