@@ -50,7 +50,9 @@ def gone(pid: int, timeout: float) -> bool:
 
 
 def test_streams_are_served_and_the_engine_process_ends_with_the_daemon(tmp_path: Path) -> None:
-    d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=["--engine", "openvino", "--threads", "1"])
+    # No response cache: every request below must reach the engine.
+    args = ["--engine", "openvino", "--threads", "1", "--cache-enabled", "false"]
+    d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=args)
     try:
         client = openai.OpenAI(base_url=d.base_url, api_key="none", timeout=120)
 
@@ -80,6 +82,8 @@ def test_streams_are_served_and_the_engine_process_ends_with_the_daemon(tmp_path
         next(iter(stream))
         stream.close()
         assert complete(5) == results[5]
+        stats = httpx.get(d.http + "/api/ps", timeout=10).json()["models"][0]["scheduler"]
+        assert stats["requests_finished"] >= 11  # 8 + 1 alone + the closed stream + 1 after it
 
         assert d.stop() == 0  # SIGTERM: the model is closed and its engine process ends
         assert gone(children[0], 10), "the engine process outlived a daemon stopped by SIGTERM"

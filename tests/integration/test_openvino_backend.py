@@ -253,15 +253,17 @@ def test_the_pipeline_runs_in_a_child_process_whose_death_is_a_clear_error(cache
     # The model is charged for its engine process: the OpenVINO runtime alone is ~100 MiB.
     assert gen.memory_bytes() >= process.rss_bytes() > 64 << 20
     ids = gen.encode_prompt("the quick brown fox")
-    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
     gen.add(1, ids, params)
     assert any(out.token_ids for out in gen.step())
+    assert gen.alive
     os.kill(process.pid, signal.SIGKILL)
+    process._proc.wait(timeout=10)
     with pytest.raises(ModelUnavailable, match="engine process exited"):
-        for _ in range(100):
-            gen.step()
+        gen.add(2, ids, params)  # nobody reads the request pipe any more
+    assert not gen.alive  # the model manager loads such a model again
     with pytest.raises(ModelUnavailable, match="engine process exited"):
-        gen.add(2, ids, params)
+        gen.step()  # sequence 1 is still running as far as the daemon knows
     gen.close()
 
     # Closing a model ends its process.
