@@ -49,6 +49,13 @@ class LoadOptions:
     cache_dir: Path | None = None  # where derived artifacts (exports) live
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def flag(self, name: str, default: bool) -> bool:
+        """A boolean engine option from ``extra``, also when it was written as text ("false")."""
+        value = self.extra.get(name, default)
+        if isinstance(value, str):
+            return value.strip().lower() not in ("0", "false", "no", "off", "")
+        return bool(value)
+
 
 @dataclass(frozen=True)
 class SamplingParams:

@@ -94,13 +94,6 @@ class OpenVINOBackend:
 # -- options ------------------------------------------------------------------------------------
 
 
-def _flag(value: object) -> bool:
-    """A boolean model option, also when it came from an environment variable as text."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("0", "false", "no", "off", "")
-    return bool(value)
-
-
 def ov_device(device: str) -> str:
     """hfd's device string to OpenVINO's ("cpu" -> "CPU", "gpu.1" -> "GPU.1"), checked against
     the devices OpenVINO sees here."""
@@ -442,14 +435,14 @@ class OVGenerator(_hf.PromptTokens):
         self.eos_token_ids: frozenset[int] = frozenset(eos)
 
         max_num_seqs = max(1, opts.max_running)
-        split_fuse = _flag(opts.extra.get("split_fuse", False))
+        split_fuse = opts.flag("split_fuse", False)
         batched_tokens = max(opts.max_batched_tokens, 32)
         if not split_fuse:  # a whole prompt is prefilled in one step: the longest must fit
             batched_tokens = max(batched_tokens, self.context_length)
         scheduler: dict[str, Any] = {
             "max_num_seqs": max_num_seqs,
             "max_num_batched_tokens": batched_tokens,
-            "enable_prefix_caching": _flag(opts.extra.get("prefix_caching", True)),
+            "enable_prefix_caching": opts.flag("prefix_caching", True),
             # Off: a step either prefills newcomers or decodes the running sequences, and
             # newcomers go first, so a short request arriving during long generations gets its
             # first token after its own prefill rather than inside a step shared with every
@@ -466,7 +459,7 @@ class OVGenerator(_hf.PromptTokens):
             scheduler["cache_size"] = max(1, -(-target // 1024**3))
             self.kv_cache_bytes = scheduler["cache_size"] * 1024**3
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
-        where = PipelineProcess if _flag(opts.extra.get("pipeline_process", True)) else LocalPipeline
+        where = PipelineProcess if opts.flag("pipeline_process", True) else LocalPipeline
         self._pipeline: PipelineProcess | LocalPipeline | None = where(
             model_dir, device, properties, scheduler
         )

@@ -667,10 +667,7 @@ class ModelManager:
 def _own_process(engine: str, task: Task, opts: LoadOptions) -> bool:
     """The engine will run in a process of its own (OpenVINO generation, unless the model's
     ``pipeline_process`` option says otherwise)."""
-    if engine != "openvino" or task != "generate":
-        return False
-    value = opts.extra.get("pipeline_process", True)
-    return str(value).strip().lower() not in ("0", "false", "no", "off", "")
+    return engine == "openvino" and task == "generate" and opts.flag("pipeline_process", True)
 
 
 def _load_dtype(engine: str, opts: LoadOptions) -> str | None:
