@@ -33,7 +33,7 @@ from hfd.backends import _hf, hardware
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
-from hfd.backends.openvino_process import LocalPipeline, PipelineProcess
+from hfd.backends.openvino_process import LocalPipeline, PipelineProcess, generation_config
 from hfd.client.errors import ContextLengthExceeded, HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -400,10 +400,8 @@ class OVGenerator(_hf.PromptTokens):
     name = "openvino"
 
     def __init__(self, model_dir: Path, opts: LoadOptions, device: str, properties: dict[str, Any]) -> None:
-        import openvino_genai as ov_genai
         from transformers import AutoTokenizer
 
-        self._genai = ov_genai
         self.device = device
         self._model_dir = model_dir
         config = _hf.require_model_dir(opts.path)
@@ -509,11 +507,8 @@ class OVGenerator(_hf.PromptTokens):
             config["rng_seed"] = (
                 int(params.seed) if params.seed is not None else int.from_bytes(os.urandom(4), "little")
             )
-        checked = self._genai.GenerationConfig()
-        for name, value in config.items():
-            setattr(checked, name, set(value) if name == "stop_token_ids" else value)
         try:
-            checked.validate()
+            generation_config(config).validate()
         except Exception as exc:
             raise InvalidRequest(f"invalid sampling parameters: {exc}") from exc
         return config

@@ -74,6 +74,16 @@ def _split_frames(buffer: bytearray) -> list[dict[str, Any]]:
     return frames
 
 
+def generation_config(fields: dict[str, Any]) -> Any:
+    """An ``openvino_genai.GenerationConfig`` from the plain fields that cross the pipe."""
+    import openvino_genai as ov_genai
+
+    config = ov_genai.GenerationConfig()
+    for name, value in fields.items():
+        setattr(config, name, set(value) if name == "stop_token_ids" else value)
+    return config
+
+
 def _readable(fd: int, timeout: float | None) -> bool:
     return bool(select.select([fd], [], [], timeout)[0])
 
@@ -329,7 +339,6 @@ class _Engine:
     def __init__(self, init: dict[str, Any]) -> None:
         import openvino_genai as ov_genai
 
-        self._genai = ov_genai
         scheduler = ov_genai.SchedulerConfig()
         for name, value in init["scheduler"].items():
             setattr(scheduler, name, value)
@@ -348,11 +357,8 @@ class _Engine:
         import numpy as np
         import openvino as ov
 
-        config = self._genai.GenerationConfig()
-        for name, value in params.items():
-            setattr(config, name, set(value) if name == "stop_token_ids" else value)
         tensor = ov.Tensor(np.asarray([ids], dtype=np.int64))
-        self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, config)
+        self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, generation_config(params))
 
     def cancel(self, seq_id: int) -> None:
         handle = self._handles.pop(seq_id, None)
