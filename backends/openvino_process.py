@@ -17,7 +17,8 @@ The protocol is private to this module. Each message is a little-endian u32 leng
 map, over two pipes handed to the child by file descriptor (its stdout stays free for the
 engine's own messages). To the child: ``init`` (answered ``{"ok": true}`` or ``{"error": ...}``),
 then one-way ``add`` (token ids and a plain dict of ``GenerationConfig`` fields, validated by the
-parent), ``cancel`` and ``close``. From the child, after ``init``: ``{"out": [[seq_id, new token
+parent), ``go`` (the parent's ``step()``: requests added since the last one join the pipeline
+now, together), ``cancel`` and ``close``. From the child, after ``init``: ``{"out": [[seq_id, new token
 ids, finish reason or None, error text or None], ...], "kv": bytes}``. The child never blocks on
 writing without also reading, so neither side can wait on the other forever; it exits when its
 request pipe closes, so a daemon that dies, however it dies, takes its engine processes with it.
@@ -126,6 +127,7 @@ class PipelineProcess:
         self._fds_lock = threading.Lock()  # closing the descriptors vs interrupt()
         self._dead: str | None = None
         self._open = True
+        self._added = False  # requests sent since the last step(): the next one says "go"
         self.kv_cache_bytes = 0
         try:
             self._send(
@@ -157,7 +159,9 @@ class PipelineProcess:
         return pages * os.sysconf("SC_PAGE_SIZE") if self.alive else 0
 
     def add(self, seq_id: int, prompt_ids: Sequence[int], config: dict[str, Any]) -> None:
+        """Queue a request; it joins the pipeline at the next ``step()`` call."""
         self._send({"op": "add", "id": seq_id, "ids": list(prompt_ids), "config": config})
+        self._added = True
 
     def cancel(self, seq_id: int) -> None:
         self._send({"op": "cancel", "id": seq_id})
@@ -174,6 +178,9 @@ class PipelineProcess:
     def step(self) -> list[tuple[int, list[int], str | None]]:
         """The tokens of every step the child has finished since the last call; waits for one
         unless ``interrupt()`` is called (then it may return nothing)."""
+        if self._added:
+            self._added = False
+            self._send({"op": "go"})
         merged: dict[int, tuple[list[int], str | None]] = {}
         for message in self._read(wakeable=True):
             self.kv_cache_bytes = int(message.get("kv", self.kv_cache_bytes))
@@ -435,6 +442,10 @@ class _Channel:
 
 def _serve(channel: _Channel) -> int:
     engine: _Engine | None = None
+    # Requests added since the parent's last step() call: they reach the pipeline together at its
+    # next "go", as they would in-process, so what shares a first step does not depend on how
+    # the pipe happened to deliver them (GenAI's seeded sampling depends on it).
+    held: dict[int, dict[str, Any]] = {}
     while True:
         # Wait for the parent only with nothing to do (messages may have come in during a send).
         idle = not channel.inbox and (engine is None or not engine.busy)
@@ -453,13 +464,17 @@ def _serve(channel: _Channel) -> int:
                     continue
                 channel.send({"ok": True})
             elif engine is not None and op == "add":
-                seq_id = int(message["id"])
-                try:
-                    engine.add(seq_id, list(message["ids"]), dict(message["config"]))
-                except Exception as exc:
-                    failed.append([seq_id, [], "error", f"OpenVINO GenAI refused it: {exc}"])
+                held[int(message["id"])] = message
             elif engine is not None and op == "cancel":
-                engine.cancel(int(message["id"]))
+                if held.pop(int(message["id"]), None) is None:
+                    engine.cancel(int(message["id"]))
+            elif engine is not None and op == "go":
+                for seq_id, add in held.items():
+                    try:
+                        engine.add(seq_id, list(add["ids"]), dict(add["config"]))
+                    except Exception as exc:
+                        failed.append([seq_id, [], "error", f"OpenVINO GenAI refused it: {exc}"])
+                held.clear()
         if channel.closed:
             return 0  # the daemon closed the pipe or died
         if engine is not None and (failed or engine.busy):
