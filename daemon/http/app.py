@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -112,6 +112,24 @@ async def collect_text(gen: Generation, receive: Receive) -> str | None:
     return "".join(parts)
 
 
+async def _answer(
+    request: Request,
+    req: ChatCompletionRequest | CompletionRequest,
+    gen: Generation,
+    chunks: Callable[..., AsyncIterator[dict[str, Any]]],
+    whole: Callable[[Generation, str], dict[str, Any]],
+) -> Response:
+    """A generation as the client asked for it: an SSE stream of ``chunks``, or one ``whole``
+    JSON body (499 when the client went away before it was done)."""
+    if req.stream:
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        return EventStream(chunks(gen, include_usage=usage), gen.aclose)
+    text = await collect_text(gen, request.receive)
+    if text is None:
+        return Response(status_code=499)
+    return JSONResponse(whole(gen, text))
+
+
 async def until_disconnect(work: Callable[[], Awaitable[T]], receive: Receive) -> tuple[bool, T | None]:
     """``(True, result)`` of ``work``, or ``(False, None)`` when the client went away first
     (``work`` is then cancelled)."""
@@ -155,24 +173,12 @@ class Routes:
     async def chat(self, request: Request) -> Response:
         req = parse(ChatCompletionRequest, await read_json(request))
         gen = await self.service.chat(req)
-        if req.stream:
-            usage = bool(req.stream_options and req.stream_options.include_usage)
-            return EventStream(openai_types.chat_chunks(gen, include_usage=usage), gen.aclose)
-        text = await collect_text(gen, request.receive)
-        if text is None:
-            return Response(status_code=499)
-        return JSONResponse(openai_types.chat_completion(gen, text))
+        return await _answer(request, req, gen, openai_types.chat_chunks, openai_types.chat_completion)
 
     async def complete(self, request: Request) -> Response:
         req = parse(CompletionRequest, await read_json(request))
         gen = await self.service.complete(req)
-        if req.stream:
-            usage = bool(req.stream_options and req.stream_options.include_usage)
-            return EventStream(openai_types.completion_chunks(gen, include_usage=usage), gen.aclose)
-        text = await collect_text(gen, request.receive)
-        if text is None:
-            return Response(status_code=499)
-        return JSONResponse(openai_types.completion(gen, text))
+        return await _answer(request, req, gen, openai_types.completion_chunks, openai_types.completion)
 
     async def embeddings(self, request: Request) -> Response:
         req = parse(EmbeddingRequest, await read_json(request))
