@@ -20,14 +20,8 @@ in flight get ``grace_period`` seconds, the rest are cancelled, then the socket 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
-import shutil
-import socket
-import stat
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -79,6 +73,7 @@ from hfd.daemon.schema import (
 )
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
+from hfd.daemon.zmq.bind import bind_private
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +97,6 @@ def _user_id(frame: zmq.Frame) -> str | None:
 
 class PeerGone(Exception):
     """The client of a request disconnected or stopped reading."""
-
-
-def _claim_socket_path(path: Path) -> None:
-    """Make room for binding at ``path``: remove a stale socket, refuse a live one."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        log.info("removing a stale IPC socket", extra={"path": str(path)})
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"another daemon is listening on {path}")
 
 
 class IpcServer:
@@ -153,29 +128,25 @@ class IpcServer:
 
     def _bind(self, ctx: zmq.asyncio.Context) -> zmq.asyncio.Socket:
         path = self._path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _claim_socket_path(path)
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.ipc_max_message_bytes)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
         self._access.secure_ipc(sock)  # the peer check (ZAP) for every connection
+
+        def zmq_bind(at: str) -> None:
+            try:
+                sock.bind(f"ipc://{at}")
+            except zmq.ZMQError as exc:
+                raise OSError(exc.errno, f"cannot bind the IPC socket {self.endpoint}: {exc}") from exc
+
         try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError as exc:
+            # Never reachable with the umask's mode: bound in a private directory, moved here.
+            bind_private(path, zmq_bind, mode=self.settings.ipc_mode, group=self.settings.ipc_group)
+        except BaseException:
             sock.close(linger=0)
-            raise OSError(exc.errno, f"cannot bind the IPC socket {self.endpoint}: {exc}") from exc
-        try:
-            # The socket file exists with the umask's mode for this instant only; the runtime
-            # directory (0700, or the service's RuntimeDirectory) keeps others out meanwhile.
-            os.chmod(path, self.settings.ipc_mode)
-            if self.settings.ipc_group:
-                shutil.chown(path, group=self.settings.ipc_group)
-        except (OSError, LookupError) as exc:
-            sock.close(linger=0)
-            path.unlink(missing_ok=True)
-            raise OSError(f"cannot set the owner or mode of {path}: {exc}") from exc
+            raise
         try:
             self._access.bind_tcp(sock)  # the optional CURVE-only TCP endpoint (ipc_tcp)
         except BaseException:

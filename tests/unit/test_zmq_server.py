@@ -127,6 +127,47 @@ def test_socket_file_gets_its_mode_and_is_removed_after_shutdown(tmp_path: Path)
     assert not path.exists()
 
 
+def test_the_socket_file_never_exists_with_the_umasks_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under umask 000 a fresh socket file is 0777 until it is chmod-ed: the final path must
+    not exist before that (it is bound elsewhere and moved in with its mode already set)."""
+    settings = make_settings(tmp_path, ipc_mode=0o600)
+    path = settings.ipc_socket()
+    seen: list[int | None] = []
+    real_chmod = os.chmod
+
+    def watching_chmod(target: Any, mode: int, *args: Any, **kwargs: Any) -> None:
+        # What anyone could see at the socket's path at the moment its mode gets set.
+        try:
+            seen.append(stat.S_IMODE(path.lstat().st_mode))
+        except FileNotFoundError:
+            seen.append(None)
+        real_chmod(target, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", watching_chmod)
+    old_umask = os.umask(0)
+    try:
+        with running(settings):
+            st = path.lstat()
+            leftovers = [p.name for p in path.parent.iterdir() if p.name != path.name]
+    finally:
+        os.umask(old_umask)
+    assert seen and seen == [None] * len(seen), f"the socket was reachable with mode {seen}"
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert leftovers == []  # the private directory it was bound in is gone
+
+
+def test_two_daemons_on_one_path_the_second_is_refused(settings: Settings) -> None:
+    with running(settings):
+        with pytest.raises(OSError) as info, running(settings):
+            pass
+        assert info.value.errno == errno.EADDRINUSE
+        peer = Peer(settings.ipc_endpoint())
+        assert_serving(peer)
+        peer.close()
+
+
 def test_a_stale_socket_file_is_replaced(settings: Settings) -> None:
     path = settings.ipc_socket()
     path.parent.mkdir(parents=True)
