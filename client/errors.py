@@ -13,6 +13,7 @@ same class from the code it receives, so ``except ModelNotFound`` works on both 
     │   └── ContextLengthExceeded 400 context_length_exceeded
     ├── ValidationFailed          422 validation_error
     ├── PayloadTooLarge           413 payload_too_large
+    ├── RequestTimeout            408 request_timeout     (headers or body too slow to arrive)
     ├── Unauthorized              401 unauthorized
     ├── Forbidden                 403 forbidden
     ├── NotFound                  404 not_found
@@ -104,6 +105,12 @@ class ValidationFailed(HfdError):
 class PayloadTooLarge(HfdError):
     code = "payload_too_large"
     status = 413
+    type = "invalid_request_error"
+
+
+class RequestTimeout(HfdError):
+    code = "request_timeout"
+    status = 408
     type = "invalid_request_error"
 
 

@@ -1,5 +1,9 @@
 """The daemon's lifecycle: build the core once, start both doors in one task group, say
-"ready" only when both listen, and shut down gracefully on SIGTERM/SIGINT.
+"ready" only when both listen, and shut down gracefully on SIGTERM/SIGINT. SIGHUP asks the
+doors to re-read what can change under them (the HTTP door's TLS certificate).
+
+At start-up the soft open-file limit is raised to the hard one: a terminal's default of 1024
+descriptors is a few hundred slow clients away from a door that cannot accept.
 
 Shutdown order: stop accepting on both doors; in-flight requests get ``grace_period``
 seconds to finish (the doors' ``serve()`` return when they are done); then models unload
@@ -17,6 +21,7 @@ from typing import Any
 import anyio
 
 from hfd import __version__
+from hfd.daemon.http.tls import check_plaintext
 from hfd.daemon.manager import ModelManager
 from hfd.daemon.notify import Notifier, watchdog_interval
 from hfd.daemon.ops import ops_for
@@ -46,6 +51,7 @@ class Daemon:
         self.service = Service(settings, self.manager)
         self.addresses: dict[str, str] = {}
         self._stop = anyio.Event()
+        self._servers: list[tuple[Any, anyio.Event]] = []
 
     def stop(self) -> None:
         self._stop.set()
@@ -56,6 +62,7 @@ class Daemon:
 
         s = self.settings
         prepare_dirs(s)
+        check_plaintext(s)  # no API keys in clear text beyond loopback
         ops = ops_for(self.service)
         ops.check_startup()  # refuse what must not serve: keys required but none, bad CURVE keys
         servers: list[tuple[Any, anyio.Event]] = []
@@ -68,10 +75,15 @@ class Daemon:
             finally:
                 finished.set()
 
+        self._servers = servers
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals, tg.cancel_scope)
             await tg.start(self.manager.run)
             await tg.start(ops.run)  # the usage log's writer; flushed when the group ends
+            if s.store_scrub_interval > 0:  # re-hash stored blobs slowly in the background
+                from hfd.daemon.store.scrub import scrub_loop
+
+                tg.start_soon(scrub_loop, s)
             self.addresses["ipc"] = await tg.start(door, IpcServer(self.service, s))
             if s.http_enabled:
                 self.addresses["http"] = await tg.start(door, HttpServer(self.service, s))
@@ -107,8 +119,15 @@ class Daemon:
         ops_for(self.service).mark_ready()
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("signal received: reloading", extra={"signal": "SIGHUP"})
+                    for server, _ in self._servers:
+                        reload = getattr(server, "reload", None)
+                        if reload is not None:
+                            reload()
+                    continue
                 if self._stop.is_set():
                     log.warning("second signal: stopping now", extra={"signal": signum})
                     scope.cancel()
@@ -138,7 +157,33 @@ def _remove(path: os.PathLike[str]) -> None:
         pass
 
 
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the (soft, hard) now in force, logged
+    with the soft limit found. None where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if target == resource.RLIM_INFINITY:
+        # macOS reports an unlimited hard limit but refuses a soft one above OPEN_MAX.
+        target = max(soft, 1 << 20) if sys.platform.startswith("linux") else max(soft, 10240)
+    new = soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            new = target
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "cannot raise the open-file limit", extra={"soft": soft, "hard": hard, "error": str(exc)}
+            )
+    log.info("open-file limit", extra={"nofile_soft_was": soft, "nofile_soft": new, "nofile_hard": hard})
+    return new, hard
+
+
 def serve(settings: Settings) -> int:
+    raise_open_file_limit()
     daemon = Daemon(settings)
     anyio.run(daemon.run, backend="asyncio")
     return 0

@@ -163,6 +163,39 @@ class Settings:
     http_cors_origins: tuple[str, ...] = _setting(
         (), "http", "Origins allowed by CORS (empty: no CORS headers)."
     )
+    http_header_timeout: float = _setting(
+        10.0,
+        "http",
+        "Seconds a connection may take to send a request's headers (408 and close beyond).",
+    )
+    http_body_timeout: float = _setting(
+        30.0,
+        "http",
+        "Seconds a request body may pause between two reads (408 and close beyond).",
+    )
+    http_keep_alive_timeout: float = _setting(
+        100.0,
+        "http",
+        "Seconds an idle keep-alive connection stays open. Longer than common clients' pool idle time (httpx 5 s, Go 90 s), so a client never reuses a connection the daemon is just closing.",
+    )
+    http_max_connections: int = _setting(
+        1024,
+        "http",
+        "Most open HTTP connections. At the cap, idle and header-waiting connections are closed first; beyond, new connections get 503. Lowered to fit the open-file limit.",
+    )
+    http_tls_cert: Path | None = _setting(
+        None,
+        "http",
+        "TLS certificate chain (PEM) for the HTTP door; with http_tls_key, the door serves HTTPS. Re-read on SIGHUP.",
+    )
+    http_tls_key: Path | None = _setting(
+        None, "http", "TLS private key (PEM) for http_tls_cert. Re-read on SIGHUP."
+    )
+    http_allow_plaintext: bool = _setting(
+        False,
+        "http",
+        "Serve plain HTTP beyond loopback (for a TLS-terminating proxy in front). Otherwise a non-loopback http_host needs http_tls_cert.",
+    )
 
     # -- auth
     auth_required: str = _setting(
@@ -551,6 +584,13 @@ def _validate(s: Settings) -> None:
         raise SettingsError("usage_flush_seconds must be positive")
     if not (0 <= s.http_port <= 65535):
         raise SettingsError(f"http_port {s.http_port} is not a port number")
+    for name in ("http_header_timeout", "http_body_timeout", "http_keep_alive_timeout"):
+        if not (0 < getattr(s, name) < float("inf")):
+            raise SettingsError(f"{name} must be a positive number of seconds")
+    if s.http_max_connections < 1:
+        raise SettingsError("http_max_connections must be at least 1")
+    if (s.http_tls_cert is None) != (s.http_tls_key is None):
+        raise SettingsError("http_tls_cert and http_tls_key go together: set both or neither")
     for name in (
         "max_running",
         "max_batched_tokens",

@@ -39,7 +39,7 @@ from hfd.client.errors import InvalidJSON, ModelNotFound
 from hfd.daemon import pulls
 from hfd.daemon.http import admin, openai_types, ops_routes
 from hfd.daemon.http.errors import error_response
-from hfd.daemon.http.limits import BodyLimit
+from hfd.daemon.http.limits import BodyLimit, BodyTimeout
 from hfd.daemon.http.middleware import OpsMiddleware
 from hfd.daemon.http.pull_stream import NdjsonPull
 from hfd.daemon.http.sse import EventStream, wait_disconnect
@@ -79,6 +79,8 @@ async def read_json(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidJSON("the request body is nested too deeply") from None
 
 
 async def collect_text(gen: Generation, receive: Receive) -> str | None:
@@ -242,6 +244,7 @@ def create_app(service: Service, settings: Settings) -> Starlette:
     ]
     routes += ops_routes.routes(service)  # /ready, /metrics
     middleware = [
+        Middleware(BodyTimeout, timeout=settings.http_body_timeout),  # outermost: every body read
         Middleware(OpsMiddleware, service=service),  # request id, keys, limits, metrics, usage
         Middleware(BodyLimit, max_bytes=settings.http_max_body_bytes),
     ]

@@ -5,6 +5,12 @@ Every error leaves the HTTP door as the OpenAI envelope ``{"error": {"message", 
 to come back (``Overloaded``, ``RateLimited``, ``ModelUnavailable``) add ``Retry-After``. An
 exception that is not an ``HfdError`` is a bug: it is logged with its traceback and answered
 with a 500 ``internal_error`` that reveals nothing of it.
+
+This is also the door's last line of defence against disclosing internals: whatever raised
+the error, a client never reads a filesystem path of this machine, an engine binding's
+signature dump, or (for a 5xx) the text of a foreign exception the error was built from. Those
+go to the log with the request's id; the client gets the same code and status with a message
+that says the log has the details.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
-from hfd.client.errors import HfdError, InternalError, MethodNotAllowed, NotFound
+from hfd.client.errors import Cancelled, HfdError, InternalError, MethodNotAllowed, NotFound, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,11 @@ def as_hfd_error(exc: BaseException, *, method: str = "", path: str = "") -> Hfd
     """The error tree's view of any exception (unexpected ones are logged here, once)."""
     if isinstance(exc, HfdError):
         return exc
+    if isinstance(exc, ClientDisconnect):
+        log.info(
+            "client disconnected before its request body was read", extra={"method": method, "path": path}
+        )
+        return Cancelled("the client disconnected")
     if isinstance(exc, HTTPException):
         # Raised by Starlette's router for unknown routes and wrong methods.
         if exc.status_code == 404:
@@ -47,8 +61,78 @@ def as_hfd_error(exc: BaseException, *, method: str = "", path: str = "") -> Hfd
     return InternalError("internal error; the daemon's log has the details")
 
 
+# An absolute path whose first component is a directory of this machine (/home/..., /tmp/...,
+# C:\\Users\\...): URL paths such as /v1/models are left alone.
+_POSIX_PATH = re.compile(r"(?<![\w.~-])/([\w.@+-]+)(?:/[^\s'\"`,;()\[\]{}<>]*)?")
+_WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\[^\s'\"`,;()\[\]{}<>]*")
+# pybind11's "incompatible function arguments" dump lists the binding's C++ signatures.
+_BINDING_DUMP = re.compile(r"(incompatible function arguments|argument types are supported|Invoked with:)")
+_HIDDEN = "<path>"
+_LOGGED = "details are in the daemon's log"
+
+
+def _hide_paths(text: str) -> str:
+    def posix(m: re.Match[str]) -> str:
+        return (
+            _HIDDEN
+            if os.path.isdir("/" + m.group(1)) and m.group(0) != "/" + m.group(1) + "/"
+            else m.group(0)
+        )
+
+    return _WINDOWS_PATH.sub(_HIDDEN, _POSIX_PATH.sub(posix, text))
+
+
+def _foreign_texts(err: BaseException) -> list[str]:
+    """The messages of the non-HfdError exceptions an error was raised from."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if cur is not err and not isinstance(cur, HfdError):
+            text = str(cur).strip()
+            if len(text) >= 8:
+                texts.append(text)
+        cur = cur.__cause__ or cur.__context__
+    return texts
+
+
+def public_message(err: HfdError) -> str:
+    """The error's message as a client may read it."""
+    message = str(err.message)
+    if err.status >= 500:
+        for text in _foreign_texts(err):
+            if text in message:
+                message = message.replace(text, _LOGGED)
+    dump = _BINDING_DUMP.search(message)
+    if dump is not None:
+        message = message[: dump.start()].rstrip(" :.\n") or "invalid argument"
+        message += f" ({_LOGGED})"
+    return _hide_paths(message)
+
+
+def _public_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _hide_paths(value)
+    if isinstance(value, dict):
+        return {k: _public_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_public_value(v) for v in value]
+    return value
+
+
 def error_body(err: HfdError) -> dict[str, Any]:
-    return {"error": err.to_dict()}
+    body = err.to_dict()
+    message = public_message(err)
+    if message != body["message"]:
+        log.warning(
+            "error message withheld from the client",
+            extra={"code": err.code, "status": err.status, "error": body["message"], "sent": message},
+        )
+        body["message"] = message
+    if "details" in body:
+        body["details"] = _public_value(body["details"])
+    return {"error": body}
 
 
 def error_headers(err: HfdError) -> dict[str, str]:
@@ -64,7 +148,10 @@ def error_headers(err: HfdError) -> dict[str, str]:
 
 def error_response(exc: BaseException, *, method: str = "", path: str = "") -> JSONResponse:
     err = as_hfd_error(exc, method=method, path=path)
-    return JSONResponse(error_body(err), status_code=err.status, headers=error_headers(err))
+    headers = error_headers(err)
+    if isinstance(err, RequestTimeout):
+        headers["Connection"] = "close"  # the rest of the body may still come: not reusable
+    return JSONResponse(error_body(err), status_code=err.status, headers=headers)
 
 
 def sse_error_event(exc: BaseException) -> bytes:

@@ -1,4 +1,4 @@
-"""The request body size limit, as ASGI middleware.
+"""The request body's limits, as ASGI middleware: its size and how slowly it may arrive.
 
 A declared ``Content-Length`` over the limit is refused without buffering the body; a body
 without one (chunked) is counted as it arrives and refused as soon as it passes the limit, so a
@@ -8,13 +8,19 @@ Before answering 413, the rest of the body is read and thrown away (up to ``DRAI
 times the limit): a server that closes a connection with unread data makes the kernel reset
 it, and the client then loses the 413 it was about to read. Beyond that bound the connection
 is closed regardless, so a client cannot keep the daemon reading for ever.
+
+``BodyTimeout`` bounds the pause between two reads of a body (a body shorter than its
+``Content-Length`` is otherwise waited for until the client gives up): beyond it, whoever is
+reading the body (the access middleware or a route) gets ``RequestTimeout``, answered 408 with
+``Connection: close``. Reads after the body (disconnect watches) are not bounded.
 """
 
 from __future__ import annotations
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hfd.client.errors import InvalidRequest, PayloadTooLarge
+from hfd.client.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from hfd.daemon.http.errors import error_response
 
 DRAIN_FACTOR = 4
@@ -79,3 +85,32 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class BodyTimeout:
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            with anyio.move_on_after(self.timeout) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise RequestTimeout(
+                    f"the request body stopped arriving: nothing for {self.timeout:g} s "
+                    "(is it shorter than its Content-Length?)"
+                )
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        await self.app(scope, timed_receive, send)

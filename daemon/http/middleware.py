@@ -25,7 +25,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hfd.client.errors import HfdError, PayloadTooLarge, Unauthorized
+from hfd.client.errors import PayloadTooLarge, Unauthorized
 from hfd.daemon import reqctx
 from hfd.daemon.auth import KNOWN_PATHS, OPEN, scope_for_http
 from hfd.daemon.http.errors import error_response
@@ -62,31 +62,34 @@ class OpsMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), rid_header]}
             await send(message)
 
+        # The protocol's log line for a dropped connection names the request.
+        scope["hfd.request_id"] = ctx.request_id
         with reqctx.bind(ctx):
+            # Whatever happens below, the request is finished exactly once: the in-flight gauge
+            # comes down and the usage row is written.
             try:
-                needed = scope_for_http(method, path, metrics_public=self.metrics_public)
-                body: bytes | None = None
-                if needed is not OPEN:
-                    await ops.fresh_keys()
-                    principal = ops.auth.http(headers.get("authorization"))
-                    if method == "POST" and _declared_length(headers) <= self.max_body:
+                try:
+                    needed = scope_for_http(method, path, metrics_public=self.metrics_public)
+                    body: bytes | None = None
+                    if needed is not OPEN:
+                        await ops.fresh_keys()
+                        principal = ops.auth.http(headers.get("authorization"))
+                        if method == "POST" and _declared_length(headers) <= self.max_body:
+                            body = await _read_body(receive, self.max_body)
+                        ops.authorize(ctx, principal, needed, _model_of(path, body))
+                    elif method == "POST" and _declared_length(headers) <= self.max_body:
                         body = await _read_body(receive, self.max_body)
-                    ops.authorize(ctx, principal, needed, _model_of(path, body))
-                elif method == "POST" and _declared_length(headers) <= self.max_body:
-                    body = await _read_body(receive, self.max_body)
-                    ctx.model = _model_of(path, body)
-            except HfdError as err:
-                if isinstance(err, Unauthorized):
-                    ops.metrics.auth_failures.labels("http", "unauthorized").inc()
-                response = error_response(err, method=method, path=path)
-                if isinstance(err, Unauthorized):
-                    response.headers["WWW-Authenticate"] = 'Bearer realm="hfd"'
-                if isinstance(err, PayloadTooLarge):
-                    response.headers["Connection"] = "close"
-                await response(scope, receive, send_with_id)
-                ops.finish(ctx, status, route=_route_label(scope, path))
-                return
-            try:
+                        ctx.model = _model_of(path, body)
+                except Exception as err:
+                    if isinstance(err, Unauthorized):
+                        ops.metrics.auth_failures.labels("http", "unauthorized").inc()
+                    response = error_response(err, method=method, path=path)
+                    if isinstance(err, Unauthorized):
+                        response.headers["WWW-Authenticate"] = 'Bearer realm="hfd"'
+                    if isinstance(err, PayloadTooLarge):
+                        response.headers["Connection"] = "close"
+                    await response(scope, receive, send_with_id)
+                    return
                 await self.app(scope, _replay(body, receive) if body is not None else receive, send_with_id)
             finally:
                 ops.finish(ctx, status, route=_route_label(scope, path))
@@ -137,8 +140,8 @@ def _model_of(path: str, body: bytes | None) -> str | None:
         return None
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None  # the route answers bad JSON with its own 400
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # the route answers bad (or too deeply nested) JSON with its own 400
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) else None
 

@@ -5,10 +5,17 @@ OS picked for port 0) is known and connectable when ``serve()`` reports it. Sign
 the daemon's lifecycle, not to uvicorn: ``shutdown()`` is how it stops. In-flight requests then
 get ``grace_period`` seconds (uvicorn's ``timeout_graceful_shutdown``) before they are
 cancelled.
+
+Connections are uvicorn's h11 protocol with the guards of ``hfd.daemon.http.conn`` (header
+timeout, connection cap, drop logging); the cap is lowered to fit the process's open-file
+limit, so the door refuses with 503 before accept() runs out of descriptors. With
+``http_tls_cert`` the door serves HTTPS from a context built here (``reload()``, on SIGHUP,
+re-reads the certificate).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -23,6 +30,8 @@ import anyio.abc
 import uvicorn
 
 from hfd.daemon.http.app import create_app
+from hfd.daemon.http.conn import AcceptErrors, GuardedProtocol
+from hfd.daemon.http.tls import TlsConfig, tls_config
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings
 
@@ -87,7 +96,29 @@ def bind_socket(settings: Settings) -> tuple[socket.socket, str]:
         raise
     port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    return sock, f"http://{shown}:{port}"
+    scheme = "https" if settings.http_tls_cert is not None else "http"
+    return sock, f"{scheme}://{shown}:{port}"
+
+
+def connection_cap(settings: Settings) -> int:
+    """``http_max_connections``, lowered to leave room under the open-file limit for the
+    models, the store and the IPC door (each connection is a descriptor)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return settings.http_max_connections
+    if soft == resource.RLIM_INFINITY:
+        return settings.http_max_connections
+    room = max(16, soft - max(128, soft // 8))
+    if room < settings.http_max_connections:
+        log.warning(
+            "http_max_connections lowered to fit the open-file limit",
+            extra={"http_max_connections": settings.http_max_connections, "cap": room, "nofile_soft": soft},
+        )
+        return room
+    return settings.http_max_connections
 
 
 class HttpServer:
@@ -97,23 +128,43 @@ class HttpServer:
         self.address: str | None = None
         self._server: _Uvicorn | None = None
         self._stop_requested = False
+        self.tls: TlsConfig | None = None
 
     def _config(self) -> uvicorn.Config:
+        s = self.settings
+        tls = self.tls
+        protocol = GuardedProtocol.configure(
+            header_timeout=s.http_header_timeout, max_connections=connection_cap(s)
+        )
         return uvicorn.Config(
-            create_app(self.service, self.settings),
+            create_app(self.service, s),
             lifespan="off",
             log_config=None,  # the daemon configured logging already
             access_log=False,
             server_header=False,
             proxy_headers=False,
             ws="none",
+            http=protocol,
             # uvicorn waits with asyncio.wait_for, which takes fractions of a second too.
-            timeout_graceful_shutdown=self.settings.grace_period,  # type: ignore[arg-type]
-            timeout_keep_alive=5,
+            timeout_graceful_shutdown=s.grace_period,  # type: ignore[arg-type]
+            # Longer than clients keep idle pooled connections (httpx 5 s, aiohttp 15 s, Go's
+            # net/http 90 s): a server that closes an idle connection first races a client
+            # reusing it, and that request is lost with no answer. Idle connections cost a
+            # descriptor each and are the first reclaimed at the cap. See docs/operations.md.
+            timeout_keep_alive=s.http_keep_alive_timeout,  # type: ignore[arg-type]
+            ssl_context_factory=(lambda config, default: tls.context) if tls is not None else None,
         )
 
+    def reload(self) -> None:
+        """SIGHUP: re-read what can change under a running door (the TLS certificate)."""
+        if self.tls is not None:
+            self.tls.reload()
+
     async def serve(self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        self.tls = tls_config(self.settings)  # a bad certificate fails here, before binding
         sock, address = bind_socket(self.settings)
+        accept_errors = AcceptErrors()
+        accept_errors.install(asyncio.get_running_loop())
         server = _Uvicorn(self._config())
         ready = server.ready = anyio.Event()
         self._server = server
@@ -136,6 +187,7 @@ class HttpServer:
                 # Also when shutdown() came first: the caller waits for this either way.
                 task_status.started(address)
         finally:
+            accept_errors.uninstall()
             sock.close()
             if self.settings.http_unix_socket is not None:
                 with contextlib.suppress(FileNotFoundError):
