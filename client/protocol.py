@@ -61,8 +61,12 @@ KIND_EVENT: Final = "event"
 KIND_ERROR: Final = "error"
 FINAL_KINDS: Final = frozenset({KIND_RESULT, KIND_END, KIND_ERROR})
 
-# A header is small; anything larger is malformed or hostile.
+# Bounds on a header (the daemon applies its [ipc] settings; these are the client's, for
+# replies). Prompts travel in the header, so its size bound must stay above the largest
+# prompt; what bounds the cost of decoding is the item count: msgpack's smallest encodings
+# (an empty map is one byte) become Python objects ~70 times their size.
 MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
+MAX_HEADER_ITEMS: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,14 +93,64 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpackb(data: bytes) -> Any:
-    if len(data) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header of {len(data)} bytes exceeds {MAX_HEADER_BYTES}")
+class _TooManyItems(Exception):
+    pass
+
+
+def unpackb(data: bytes, *, max_bytes: int = MAX_HEADER_BYTES, max_items: int = MAX_HEADER_ITEMS) -> Any:
+    """Decode one msgpack header of at most ``max_bytes`` bytes and ``max_items`` items.
+
+    Items are containers plus their elements (a map entry counts twice: key and value). Each
+    container is counted as soon as it is decoded, so an oversized header is refused after
+    decoding at most about ``max_items`` objects, never the whole of it.
+    """
+    if len(data) > max_bytes:
+        raise ProtocolError(f"header of {len(data)} bytes exceeds {max_bytes}")
+    left = max_items
+
+    def spend(n: int) -> None:
+        nonlocal left
+        left -= n
+        if left < 0:
+            raise _TooManyItems
+
+    def on_map(value: dict[Any, Any]) -> dict[Any, Any]:
+        spend(1 + 2 * len(value))
+        return value
+
+    def on_list(value: list[Any]) -> list[Any]:
+        spend(1 + len(value))
+        return value
+
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=max(1, len(data)),
+        # One container may not hold more than the whole budget (checked before allocating).
+        max_array_len=max_items,
+        max_map_len=max_items,
+        max_str_len=max_bytes,
+        max_bin_len=max_bytes,
+        max_ext_len=max_bytes,
+        object_hook=on_map,
+        list_hook=on_list,
+    )
     try:
-        # The size is checked above; unpackb has no buffer limit of its own (Unpacker does).
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        unpacker.feed(data)
+        value = unpacker.unpack()
+        if unpacker.tell() != len(data):
+            raise ProtocolError(f"malformed msgpack: {len(data) - unpacker.tell()} bytes after the header")
+    except _TooManyItems:
+        raise ProtocolError(
+            f"header has more than {max_items} items (maps, lists and their elements)"
+        ) from None
+    except ProtocolError:
+        raise
+    except msgpack.OutOfData:
+        raise ProtocolError("malformed msgpack: the header is cut short") from None
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"malformed msgpack: {exc}") from exc
+        raise ProtocolError(f"malformed msgpack: {str(exc) or type(exc).__name__}") from exc
+    return value
 
 
 def encode_request(req: Request) -> list[bytes]:
@@ -104,7 +158,9 @@ def encode_request(req: Request) -> list[bytes]:
     return [packb(header), *req.frames]
 
 
-def decode_request(frames: list[bytes]) -> Request:
+def decode_request(
+    frames: list[bytes], *, max_header_bytes: int = MAX_HEADER_BYTES, max_items: int = MAX_HEADER_ITEMS
+) -> Request:
     """Decode a request; raises ProtocolError with a message naming what is wrong.
 
     When the header decodes far enough to carry an id, the error is raised with
@@ -112,7 +168,7 @@ def decode_request(frames: list[bytes]) -> Request:
     """
     if not frames:
         raise ProtocolError("empty message")
-    header = unpackb(frames[0])
+    header = unpackb(frames[0], max_bytes=max_header_bytes, max_items=max_items)
     if not isinstance(header, dict):
         raise ProtocolError("header must be a msgpack map")
     rid = header.get("id")

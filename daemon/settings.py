@@ -109,6 +109,16 @@ class Settings:
         "ipc",
         "Largest request message accepted on the IPC socket; a client that sends a larger one is disconnected.",
     )
+    ipc_max_header_bytes: int = _setting(
+        8 * 1024 * 1024,
+        "ipc",
+        "Largest msgpack header of an IPC request (prompts and inputs travel in it; binary payloads in raw frames). Larger: dropped unread and logged.",
+    )
+    ipc_max_header_items: int = _setting(
+        256 * 1024,
+        "ipc",
+        "Most maps, lists and their elements in one IPC request header, counted while decoding (msgpack's empty map is one byte but a ~70-byte object). Beyond: dropped and logged.",
+    )
     ipc_stall_timeout: float = _setting(
         30.0,
         "ipc",
@@ -577,6 +587,9 @@ def _validate(s: Settings) -> None:
         )
     if s.ipc_tcp and not s.ipc_tcp.startswith("tcp://"):
         raise SettingsError("ipc_tcp must be a tcp:// endpoint, e.g. tcp://0.0.0.0:5555")
+    for name in ("ipc_max_header_bytes", "ipc_max_header_items"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"{name} must be at least 1")
     for name in ("usage_flush_records", "usage_queue_max"):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1")

@@ -206,7 +206,13 @@ class IpcServer:
             ident, message = parts[0].bytes, [p.bytes for p in parts[1:]]
             user = _user_id(parts[1])
             try:
-                req = decode_request(message)
+                # Bounded before anything is built: a header's cost is capped by its size and
+                # item count, whoever sent it (the peer check already let the sender in).
+                req = decode_request(
+                    message,
+                    max_header_bytes=self.settings.ipc_max_header_bytes,
+                    max_items=self.settings.ipc_max_header_items,
+                )
             except ProtocolError as exc:
                 rid = exc.details.get("id")
                 if isinstance(rid, str) and rid:

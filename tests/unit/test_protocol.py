@@ -3,6 +3,9 @@ with a ProtocolError that says what is wrong (and carries the id when one could 
 
 from __future__ import annotations
 
+import resource
+from collections.abc import Callable
+
 import msgpack
 import numpy as np
 import pytest
@@ -96,6 +99,69 @@ def test_errors_after_the_id_carry_it_for_the_reply(header: dict[str, object], m
 def test_oversized_header_is_refused_before_decoding() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
         decode_request([b"\x00" * (MAX_HEADER_BYTES + 1)])
+
+
+def _peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _array32(n: int, item: bytes, objects_per_item: int = 1) -> bytes:
+    return b"\xdd" + (n * objects_per_item).to_bytes(4, "big") + item * n
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        # One flat array of 4 M empty maps (1 byte each on the wire, ~70 bytes decoded).
+        pytest.param(lambda: _array32(4 * 1024 * 1024, b"\x80"), id="flat"),
+        # The same count split into arrays short enough for a per-container bound.
+        pytest.param(lambda: b"\xdc\x00\x40" + _array32(64 * 1024, b"\x80") * 64, id="nested"),
+        # Short strings and empty lists: every kind of small object counts.
+        pytest.param(lambda: b"\xdc\x00\x40" + _array32(32 * 1024, b"\xa2ab\x90", 2) * 64, id="mixed"),
+    ],
+)
+def test_a_header_of_millions_of_tiny_containers_is_refused_cheaply(bomb: Callable[[], bytes]) -> None:
+    data = bomb()
+    assert len(data) < MAX_HEADER_BYTES  # within the size bound: only the item bound stops it
+    before = _peak_rss_kib()
+    with pytest.raises(ProtocolError, match=r"more than 262144 items|max_array_len") as info:
+        decode_request([data], max_items=256 * 1024)
+    assert "id" not in info.value.details  # nothing was decoded far enough to answer it
+    # Decoded in full, these are 300-600 MiB of objects; refused early, a few MiB at most.
+    assert (_peak_rss_kib() - before) < 64 * 1024
+
+
+def test_headers_within_the_item_bound_decode() -> None:
+    body = {"model": "m", "input": ["x"] * 1000, "messages": [{"role": "user", "content": "y"}] * 100}
+    frame = packb({"v": 1, "id": "r", "op": "embeddings.create", "body": body})
+    # Each container and element counts (map entries twice): the header map 9, body 7,
+    # the input list 1001, the message list 101, and 100 messages of 5.
+    items = 9 + 7 + 1001 + 101 + 100 * 5
+    assert decode_request([frame], max_items=items).body == body
+    with pytest.raises(ProtocolError, match=f"more than {items - 1} items"):
+        decode_request([frame], max_items=items - 1)
+
+
+def test_header_size_bound_is_a_parameter() -> None:
+    frame = packb({"v": 1, "id": "r", "op": "health", "body": {"x": "y" * 100}})
+    assert decode_request([frame], max_header_bytes=len(frame)).op == "health"
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_request([frame], max_header_bytes=len(frame) - 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (packb({"v": 1}) + b"x", "after the header"),
+        (b"\x82\xa1v\x01", "cut short"),
+        (b"\xc1", "malformed msgpack: \\w"),
+        (b"\xdd\xff\xff\xff\xff", "max_array_len"),  # 4 G elements announced in 5 bytes
+        (b"\xdb\xff\xff\xff\xff", "max_str_len|cut short"),  # a 4 GiB string announced
+    ],
+)
+def test_malformed_msgpack_says_why(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        decode_request([data])
 
 
 def test_extension_types_do_not_decode_to_objects() -> None:
