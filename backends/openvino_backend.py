@@ -29,11 +29,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from hfd.backends import _hf, hardware
+from hfd.backends import _hf, families, hardware, openvino_cpu
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
 from hfd.backends.openvino_process import LocalPipeline, PipelineProcess, generation_config
+from hfd.backends.proving import probe_compile
 from hfd.client.errors import ContextLengthExceeded, HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 EXPORT_REVISION = 1
 IR_FILE = "openvino_model.xml"
 _BILLION = 1_000_000_000
-_PRECISION_HINTS = {"float32": "f32", "fp32": "f32", "float16": "f16", "fp16": "f16", "bfloat16": "bf16", "bf16": "bf16"}  # fmt: skip
 _EXPORT_TASKS: dict[str, str] = {"generate": "text-generation-with-past", "embed": "feature-extraction"}
 
 
@@ -64,12 +64,21 @@ class OpenVINOBackend:
         start = time.perf_counter()
         model_dir, built = prepare_ir(opts, "embed", weight_format)
         head = load_head(opts.path, trust_remote_code=opts.trust_remote_code)
-        encoder = OVEncoder(model_dir / IR_FILE, head, device, _compile_properties(opts, device))
+        properties = _compile_properties(opts, device)
+        # The first compile of this graph with these properties on this CPU happens in a child
+        # process: a native crash there fails this load instead of killing the daemon.
+        probe_compile(
+            model_dir / IR_FILE, device, properties, opts.cache_dir,
+            static_length=head.max_length if device.startswith("NPU") else None, fault=_test_fault(opts),
+        )  # fmt: skip
+        encoder = OVEncoder(model_dir / IR_FILE, head, device, properties)
+        encoder.weight_format = weight_format
+        encoder.threads = int(properties.get("INFERENCE_NUM_THREADS", 0))
         log.info(
             "encoder loaded",
             extra={"engine": self.name, "model_path": str(opts.path), "device": device,
-                   "weight_format": weight_format, "exported": built,
-                   "seconds": round(time.perf_counter() - start, 3)},
+                   "weight_format": weight_format, "precision": encoder.precision, "threads": encoder.threads,
+                   "exported": built, "seconds": round(time.perf_counter() - start, 3)},
         )  # fmt: skip
         return encoder
 
@@ -80,11 +89,15 @@ class OpenVINOBackend:
         weight_format = resolve_weight_format(opts, device)
         start = time.perf_counter()
         model_dir, built = prepare_ir(opts, "generate", weight_format)
-        generator = OVGenerator(model_dir, opts, device, _compile_properties(opts, device))
+        properties = _compile_properties(opts, device)
+        generator = OVGenerator(model_dir, opts, device, properties, fault=_test_fault(opts))
+        generator.weight_format = weight_format
+        generator.threads = int(properties.get("INFERENCE_NUM_THREADS", 0))
         log.info(
             "generator loaded",
             extra={"engine": self.name, "model_path": str(opts.path), "device": device,
-                   "weight_format": weight_format, "exported": built,
+                   "weight_format": weight_format, "precision": generator.precision,
+                   "threads": generator.threads, "exported": built,
                    "kv_cache_bytes": generator.kv_cache_bytes, "context_length": generator.context_length,
                    "seconds": round(time.perf_counter() - start, 3)},
         )  # fmt: skip
@@ -152,17 +165,40 @@ def _parameter_count(path: Path) -> int:
 
 
 def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
+    """Compile properties: threads and precision hint. On the CPU both come from one rule
+    (``openvino_cpu.plan``): bf16 compute never runs at one thread, where OpenVINO crashes."""
+    try:
+        hint = openvino_cpu.precision_hint(opts.dtype)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="dtype") from None
     props: dict[str, Any] = {}
-    if opts.threads > 0 and device.startswith("CPU"):
-        props["INFERENCE_NUM_THREADS"] = int(opts.threads)
-    if opts.dtype is not None:
-        hint = _PRECISION_HINTS.get(opts.dtype.lower())
-        if hint is None:
-            raise InvalidRequest(
-                f"unknown dtype {opts.dtype!r}; use float32, float16 or bfloat16", param="dtype"
-            )
+    if device.startswith("CPU"):
+        cpu = hardware.probe_cpu()
+        ov_cpu = hardware.probe_openvino().first("cpu")
+        caps = (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
+        cpu_plan = openvino_cpu.plan(opts.threads, opts.dtype, cpu.usable_cores, cpu.features, caps)
+        if cpu_plan.note:
+            log.warning(
+                "openvino cpu plan changed", extra={"model_path": str(opts.path), "note": cpu_plan.note,
+                                                    "threads": cpu_plan.threads, "precision": cpu_plan.precision},
+            )  # fmt: skip
+        if cpu_plan.threads > 0:
+            props["INFERENCE_NUM_THREADS"] = int(cpu_plan.threads)
+        hint = cpu_plan.hint
+    if hint is not None:
         props["INFERENCE_PRECISION_HINT"] = hint
     return props
+
+
+def _test_fault(opts: LoadOptions) -> str | None:
+    """A fault to inject, for tests only: the model option ``test_fault`` ("warmup" kills the
+    engine process during its warm-up, "probe" the encoder's compile probe), honoured only when
+    the environment variable ``HFD_TEST_FAULTS=1`` is set too, so no model config can trigger
+    it in a real daemon."""
+    if os.environ.get("HFD_TEST_FAULTS") != "1":
+        return None
+    fault = opts.extra.get("test_fault")
+    return str(fault) if fault else None
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -192,6 +228,7 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
     config = _hf.require_model_dir(opts.path)
     if (opts.path / IR_FILE).is_file():
         return opts.path, False
+    families.check("openvino", task, opts.path, config)  # a family the exporter refuses: before exporting
     _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
     if opts.cache_dir is None:
         raise ModelUnavailable("the openvino engine needs a cache directory for its exports")
@@ -282,6 +319,8 @@ class OVEncoder:
     """An ``EncoderModel`` over a compiled OpenVINO model that outputs token embeddings."""
 
     name = "openvino"
+    weight_format = "fp32"
+    threads = 0
 
     def __init__(self, xml: Path, head: EncoderHead, device: str, properties: dict[str, Any]) -> None:
         import openvino as ov
@@ -309,6 +348,12 @@ class OVEncoder:
         except Exception as exc:
             raise ModelUnavailable(f"OpenVINO cannot compile {xml} for {device}: {exc}") from exc
         self._request = self._compiled.create_infer_request()
+        try:  # what the plugin computes in: OpenVINO's default for this CPU unless hinted
+            self.precision = openvino_cpu.precision_name(
+                self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            )
+        except Exception:
+            self.precision = "unknown"
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
         return self._head.tokenize(texts)
@@ -398,8 +443,17 @@ class OVGenerator(_hf.PromptTokens):
     """
 
     name = "openvino"
+    weight_format = "fp32"
+    threads = 0
 
-    def __init__(self, model_dir: Path, opts: LoadOptions, device: str, properties: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        opts: LoadOptions,
+        device: str,
+        properties: dict[str, Any],
+        fault: str | None = None,
+    ) -> None:
         from transformers import AutoTokenizer
 
         self.device = device
@@ -459,8 +513,10 @@ class OVGenerator(_hf.PromptTokens):
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
         where = PipelineProcess if opts.flag("pipeline_process", True) else LocalPipeline
         self._pipeline: PipelineProcess | LocalPipeline | None = where(
-            model_dir, device, properties, scheduler
+            model_dir, device, properties, scheduler, fault
         )
+        # What the device computes in, as the engine process found it (hint or plugin default).
+        self.precision = self._pipeline.precision or "unknown"
         self._live: set[int] = set()
 
     # Thread-safe: the Rust tokenizer is only read; chat templates render with no shared state.

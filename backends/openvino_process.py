@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -41,12 +42,15 @@ from typing import Any, Final, NoReturn
 
 import msgpack
 
+from hfd.backends.proving import EngineCrashed, exit_description
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 _LENGTH: Final = struct.Struct("<I")
 _CLOSE_WAIT_S: Final = 5.0
+# Request ids of the warm-up batch: far above any sequence id the daemon hands out.
+_WARM_UP_ID: Final = 1 << 62
 
 
 class EngineProcessError(ModelUnavailable):
@@ -100,7 +104,12 @@ class PipelineProcess:
     """
 
     def __init__(
-        self, model_dir: Path, device: str, properties: dict[str, Any], scheduler: dict[str, Any]
+        self,
+        model_dir: Path,
+        device: str,
+        properties: dict[str, Any],
+        scheduler: dict[str, Any],
+        fault: str | None = None,
     ) -> None:
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
@@ -129,14 +138,28 @@ class PipelineProcess:
         self._open = True
         self._added = False  # requests sent since the last step(): the next one says "go"
         self.kv_cache_bytes = 0
+        self.precision: str | None = None
         try:
             self._send(
                 {"op": "init", "model_dir": str(model_dir), "device": device,
-                 "properties": properties, "scheduler": scheduler}
+                 "properties": properties, "scheduler": scheduler, "fault": fault}
             )  # fmt: skip
-            reply = self._read()[0]
+            # The child loads the pipeline and warms it up (one short batch) before it answers:
+            # an engine that crashes on this CPU does so here, as a load failure, not on a
+            # client's request.
+            try:
+                reply = self._read()[0]
+            except EngineProcessError:
+                code = self._proc.returncode
+                raise EngineCrashed(
+                    f"the OpenVINO engine process died while loading and warming up the model "
+                    f"({exit_description(code)})",
+                    code=code,
+                ) from None
             if "error" in reply:
                 raise ModelUnavailable(str(reply["error"]))
+            self.precision = reply.get("precision")
+            self.kv_cache_bytes = int(reply.get("kv", 0))
         except BaseException:
             self.close()
             raise
@@ -241,7 +264,7 @@ class PipelineProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             code = self._proc.wait()
-        self._dead = f"the OpenVINO engine process exited (code {code}); load the model again"
+        self._dead = f"the OpenVINO engine process exited ({exit_description(code)}); load the model again"
         log.error("engine process exited", extra={"pid": self._proc.pid, "code": code, "why": why})
         raise EngineProcessError(self._dead)
 
@@ -282,7 +305,12 @@ class LocalPipeline:
     """
 
     def __init__(
-        self, model_dir: Path, device: str, properties: dict[str, Any], scheduler: dict[str, Any]
+        self,
+        model_dir: Path,
+        device: str,
+        properties: dict[str, Any],
+        scheduler: dict[str, Any],
+        fault: str | None = None,
     ) -> None:
         init = {
             "model_dir": str(model_dir),
@@ -292,10 +320,11 @@ class LocalPipeline:
         }
         try:
             self._engine: _Engine | None = _Engine(init)
+            self.precision: str | None = self._engine.warm_up()
         except Exception as exc:
             raise ModelUnavailable(f"OpenVINO GenAI cannot load the model: {exc}") from exc
         self.pid = os.getpid()
-        self.kv_cache_bytes = 0
+        self.kv_cache_bytes = self._engine.kv_bytes()
 
     @property
     def alive(self) -> bool:
@@ -355,6 +384,49 @@ class _Engine:
         self._handles: dict[int, Any] = {}
         self._status = ov_genai.GenerationStatus
         self._finish = ov_genai.GenerationFinishReason
+        self._device = str(init["device"])
+        self._properties = dict(init["properties"])
+        self._fault = init.get("fault")
+
+    def warm_up(self) -> str:
+        """Run one short batch (two prompts of a few tokens, two new tokens each) to the end,
+        so a pipeline that cannot compute on this machine fails now; returns the precision the
+        device computes in."""
+        import numpy as np
+        import openvino as ov
+
+        if self._fault == "warmup":  # tests only (see openvino_backend._test_fault)
+            os.kill(os.getpid(), signal.SIGFPE)
+        config = generation_config(
+            {"max_new_tokens": 2, "min_new_tokens": 2, "ignore_eos": True, "do_sample": False}
+        )
+        handles = [
+            self._pipeline.add_request(_WARM_UP_ID + i, ov.Tensor(np.asarray([ids], dtype=np.int64)), config)
+            for i, ids in enumerate(([1, 2, 3], [3, 2, 1, 2, 3]))
+        ]
+        for _ in range(64):  # two prefills and two decodes, with room to spare
+            if not self._pipeline.has_non_finished_requests():
+                break
+            self._pipeline.step()
+        for handle in handles:
+            if handle.get_status() == self._status.RUNNING:
+                handle.cancel()
+            elif handle.get_status() == self._status.IGNORED:
+                raise RuntimeError("the warm-up prompt does not fit the KV cache")
+        return self.precision()
+
+    def precision(self) -> str:
+        """What the device computes in: the hint given, else the plugin's default here."""
+        from hfd.backends.openvino_cpu import precision_name
+
+        if "INFERENCE_PRECISION_HINT" in self._properties:
+            return precision_name(self._properties["INFERENCE_PRECISION_HINT"])
+        try:
+            import openvino as ov
+
+            return precision_name(ov.Core().get_property(self._device, "INFERENCE_PRECISION_HINT"))
+        except Exception:
+            return "unknown"
 
     @property
     def busy(self) -> bool:
@@ -459,10 +531,12 @@ def _serve(channel: _Channel) -> int:
             if op == "init":
                 try:
                     engine = _Engine(message)
+                    precision = engine.warm_up()
                 except Exception as exc:
+                    engine = None
                     channel.send({"error": f"OpenVINO GenAI cannot load the model: {exc}"})
                     continue
-                channel.send({"ok": True})
+                channel.send({"ok": True, "precision": precision, "kv": engine.kv_bytes()})
             elif engine is not None and op == "add":
                 held[int(message["id"])] = message
             elif engine is not None and op == "cancel":

@@ -39,6 +39,7 @@ from typing import Any
 import anyio
 
 from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, Task
+from hfd.backends.proving import EngineCrashed
 from hfd.backends.registry import get_backend
 from hfd.client.errors import (
     Cancelled,
@@ -49,8 +50,10 @@ from hfd.client.errors import (
     ModelUnavailable,
     Overloaded,
 )
+from hfd.daemon import engine_info
 from hfd.daemon.breaker import Breakers, CircuitBreaker
 from hfd.daemon.cache import snapshot_identity
+from hfd.daemon.engine_memory import EARLY_DEATHS, EARLY_REQUESTS, EngineMemory, record_key
 from hfd.daemon.memory import (
     ENGINE_PROCESS_BYTES,
     Budgets,
@@ -92,6 +95,11 @@ class LoadedModel:
     reserved_bytes: int = 0
     identity: str = ""  # snapshot identity: the response cache's model key
     breaker: CircuitBreaker | None = None
+    # The engine the policy preferred, and why the one serving is another ("" / None: it is).
+    preferred_engine: str = ""
+    fallback_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # precision, weight_format, threads
+    record_key: str = ""  # its engine-failure record key (hfd.daemon.engine_memory)
 
     def info(self, now: float) -> dict[str, Any]:
         """One row of ``hfd ps``."""
@@ -114,6 +122,10 @@ class LoadedModel:
             "expires_at": None if expires_in is None else round(time.time() + expires_in, 3),
             "breaker": self.breaker.info() if self.breaker else {"state": "closed"},
             "scheduler": self.scheduler.stats(),
+            "preferred_engine": self.preferred_engine or self.engine,
+            "fallback_reason": self.fallback_reason,
+            **self.details,
+            "kv_cache": engine_info.kv_cache(self.model),
         }
 
     def _measured(self) -> int:
@@ -177,6 +189,8 @@ class ModelManager:
         self._room = anyio.Lock()  # one load at a time decides what to evict
         self._changed = anyio.Event()  # set when a model becomes idle or memory is released
         self._recipes: dict[str, _Recipe] = {}
+        self.engine_memory = EngineMemory(settings.state_dir)
+        self._early_deaths: dict[str, int] = {}  # record key -> engine deaths at first requests
         self.counters = {"loads": 0, "load_failures": 0, "unloads": 0, "evictions": 0, "refused": 0}
 
     # ----------------------------------------------------------------- catalogue
@@ -284,6 +298,7 @@ class ModelManager:
                 if slot.loaded is dead:
                     slot.loaded = None
                     log.warning("model engine is gone; loading the model again", extra={"model": dead.name})
+                    self._engine_died(dead)
                     await self._close(dead, grace=0.0)
         if slot.loaded is not None:
             if keep_alive is not None:
@@ -463,14 +478,22 @@ class ModelManager:
         errors: list[str] = []
         skipped: list[CircuitBreaker] = []
         too_big: list[InsufficientMemory] = []
-        for engine, device, reason in self._candidates(task, spec):
+        candidates = self._candidates(task, spec)
+        for engine, device, reason in candidates:
+            key = await anyio.to_thread.run_sync(self._record_key, spec, path, task, engine, device)
+            known = self.engine_memory.get(key)
+            if known is not None:  # this engine crashed on this model here before: skip it
+                errors.append(f"{engine}/{device}: {known.get('reason')} (remembered)")
+                log.info("skipping an engine known to fail on this model here",
+                         extra={"model": name, "engine": engine, "reason": known.get("reason")})  # fmt: skip
+                continue
             breaker = self.breakers.get(name, engine)
             allowed, probe = breaker.allow()
             if not allowed:
                 skipped.append(breaker)
                 errors.append(f"{engine}/{device}: circuit breaker open")
                 continue
-            opts = self._options(spec, path, task, device)
+            opts = self._options(spec, path, task, device, engine)
             estimate = await anyio.to_thread.run_sync(self._estimate, path, task, engine, opts)
             pool = self.budgets.pool(device)
             try:
@@ -493,6 +516,18 @@ class ModelManager:
             with anyio.CancelScope(shield=True):
                 try:
                     model = await self._load_engine(engine, task, opts)
+                except EngineCrashed as exc:
+                    # A native crash proving the engine: no breaker (another engine may serve
+                    # the model), but remembered, so the next load skips this engine at once.
+                    self.budgets.release(name)
+                    self._notify()
+                    if probe:
+                        breaker.release()
+                    self.counters["load_failures"] += 1
+                    errors.append(f"{engine}/{device}: {exc.message}")
+                    self.engine_memory.remember(key, model=name, engine=engine, device=device, reason=exc.message,
+                                                threads=opts.threads, dtype=opts.dtype)  # fmt: skip
+                    continue
                 except HfdError as exc:
                     self.budgets.release(name)
                     self._notify()
@@ -508,9 +543,11 @@ class ModelManager:
                     self._failed(breaker, spec, engine, device, f"{type(exc).__name__}: {exc}", errors)
                     continue
                 breaker.success()
-                return self._loaded(
+                lm = self._loaded(
                     spec, task, engine, device, path, opts, model, estimate, pool, breaker, started, reason
                 )
+                self._served_by(lm, candidates[0][0], errors, key, opts)
+                return lm
         if too_big and len(too_big) == len(errors):
             raise too_big[0]
         if skipped and len(skipped) == len(errors):
@@ -520,6 +557,46 @@ class ModelManager:
             f"model {name!r} could not be loaded: " + "; ".join(errors),
             retry_after=round(min(retry), 3) if retry else None,
         )
+
+    def _record_key(self, spec: ModelSpec, path: Path, task: Task, engine: str, device: str) -> str:
+        opts = self._options(spec, path, task, device, engine)
+        return record_key(path, engine, device, opts.threads, opts.dtype)
+
+    def _served_by(
+        self, lm: LoadedModel, preferred: str, errors: list[str], key: str, opts: LoadOptions
+    ) -> None:
+        """Say which engine serves, which was preferred and why that one is not serving."""
+        lm.preferred_engine = preferred
+        lm.record_key = key
+        lm.details = engine_info.engine_details(lm.model, lm.engine, opts)
+        if lm.engine != preferred:
+            lm.fallback_reason = "; ".join(errors) or None
+            log.warning(
+                "model served by a fallback engine",
+                extra={"model": lm.name, "engine": lm.engine, "preferred_engine": preferred,
+                       "fallback_reason": lm.fallback_reason},
+            )  # fmt: skip
+        log.info("model engine", extra={"model": lm.name, "engine": lm.engine, **lm.details})
+
+    def _engine_died(self, dead: LoadedModel) -> None:
+        """An engine process that keeps dying before it has served a few requests cannot serve
+        the model here: after ``EARLY_DEATHS`` such deaths it is remembered as failing, and the
+        next load falls back to the next engine."""
+        try:
+            finished = int(dead.scheduler.stats().get("requests_finished", EARLY_REQUESTS))
+        except Exception:
+            finished = EARLY_REQUESTS
+        if not dead.record_key or finished >= EARLY_REQUESTS:
+            self._early_deaths.pop(dead.record_key, None)
+            return
+        deaths = self._early_deaths.get(dead.record_key, 0) + 1
+        self._early_deaths[dead.record_key] = deaths
+        if deaths >= EARLY_DEATHS:
+            self._early_deaths.pop(dead.record_key, None)
+            self.engine_memory.remember(
+                dead.record_key, model=dead.name, engine=dead.engine, device=dead.device,
+                reason=f"the engine process died {deaths} times within its first {EARLY_REQUESTS} requests",
+            )  # fmt: skip
 
     async def _load_engine(
         self, engine: str, task: Task, opts: LoadOptions
@@ -603,7 +680,9 @@ class ModelManager:
         choices = policy.choose_engine(task, hardware.detect(), pinned_engine=engine, pinned_device=device)
         return [(c.engine, c.device, c.reason) for c in choices]
 
-    def _options(self, spec: ModelSpec, path: Path, task: Task, device: str) -> LoadOptions:
+    def _options(
+        self, spec: ModelSpec, path: Path, task: Task, device: str, engine: str | None = None
+    ) -> LoadOptions:
         from hfd.daemon.threads import engine_threads
 
         dtype = spec.options.get("dtype")
@@ -611,7 +690,7 @@ class ModelManager:
             path=path,
             task=task,
             device=device,
-            threads=engine_threads(self.settings, spec),
+            threads=engine_threads(self.settings, spec, engine, device),
             dtype=str(dtype) if dtype else None,
             weight_format=spec.weight_format,
             trust_remote_code=spec.trust_remote_code,

@@ -12,6 +12,10 @@ operation waits for the descheduled thread. On the 2-core development box, with 
 running, two engine threads collapsed offline generation to 24–40 tokens/s in 3 of 4 runs where
 one thread gave 232–421, and served runs collapsed at some concurrency levels; two threads won
 (by 10–35%) only in runs where nothing else wanted a core. docs/batching.md has the numbers.
+
+One exception, by engine and CPU: OpenVINO on a CPU that computes in bf16 (AVX-512-BF16 / AMX)
+crashes at one thread and ran ~8x faster at two on the 2-core Intel box, so automatic threads
+give it at least two there (``hfd.backends.openvino_cpu`` has the rule and the numbers).
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfd.daemon.settings import ModelSpec, Settings
+
+if TYPE_CHECKING:
+    from hfd.backends.hardware import CpuInfo
 
 # Cores left to the event loop and everything else when threads are automatic.
 RESERVED_CORES = 1
@@ -80,11 +88,31 @@ def auto_threads(cores: int | None = None) -> int:
     return max(1, cores - RESERVED_CORES)
 
 
-def engine_threads(settings: Settings, spec: ModelSpec) -> int:
+def engine_threads(
+    settings: Settings,
+    spec: ModelSpec,
+    engine: str | None = None,
+    device: str = "cpu",
+    cpu: CpuInfo | None = None,
+) -> int:
     """Threads for one model's engine: the model's setting, the daemon's, or automatic.
 
-    An explicit number is used as given (several models sharing a box is the operator's call)."""
+    An explicit number is used as given (several models sharing a box is the operator's call).
+    Automatic depends on the engine and the CPU (``cpu``: the hardware report's, by default)
+    where an engine needs it (OpenVINO with bf16 compute, see the module's doc)."""
     for asked in (spec.threads, settings.threads):
         if asked is not None and asked > 0:
             return asked
-    return auto_threads()
+    auto = auto_threads()
+    if engine == "openvino" and device.strip().lower() in ("cpu", ""):
+        from hfd.backends import hardware, openvino_cpu
+
+        cpu = cpu or hardware.probe_cpu()
+        dtype = spec.options.get("dtype")
+        try:
+            return openvino_cpu.auto_threads(
+                auto, cpu.usable_cores, cpu.features, str(dtype) if dtype else None
+            )
+        except ValueError:  # an unknown dtype: the engine refuses it at load, with its message
+            return auto
+    return auto

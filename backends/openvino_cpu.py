@@ -1,0 +1,105 @@
+"""Threads and compute precision for OpenVINO on the CPU: the one place that decides both.
+
+OpenVINO's CPU plugin computes in bf16 by default on CPUs with native bf16 (AVX-512-BF16 or
+AMX-BF16; its ``OPTIMIZATION_CAPABILITIES`` then list ``BF16``), and in f32 elsewhere. On the
+2-core Intel Xeon (AVX-512-BF16, AMX) development boxes, OpenVINO 2026.4 with bf16 compute dies
+of SIGFPE at one thread: ``ContinuousBatchingPipeline`` on its first ``step()``, and
+``compile_model`` of a model with FFN width 128. f32 at one thread runs, and bf16 at two threads
+runs. So the rule, applied to every OpenVINO CPU load:
+
+- bf16 compute never gets one thread. When threads are automatic, bf16 on a CPU with native bf16
+  gets at least 2 threads (measured on that Intel box, 56M-parameter Llama served with 64 tokens
+  per request: 2 threads bf16 gave 2366 tok/s at 32 clients and 262 at 1, where the 1-thread
+  default crashed OpenVINO and torch served 298 and 57; AMX at two threads is worth far more than
+  the core the automatic choice would leave free). When the operator asked for one thread, it
+  is kept and compute switches to f32 (an explicit thread count is a resource decision; f32 at
+  one thread is known to run). A model that asked for bf16 at one thread gets two threads when
+  the box has two CPUs, else f32.
+- On a box with one usable CPU, bf16 compute is never chosen: f32.
+- Elsewhere (AVX2 CPUs, f32 or f16 asked) nothing changes: threads as the daemon chose them.
+
+The precision is explicit either way: the plan sets ``INFERENCE_PRECISION_HINT`` whenever it
+departs from OpenVINO's own default, and reports what the CPU will compute in.
+
+Nothing here imports openvino.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# dtype names hfd accepts -> OpenVINO's INFERENCE_PRECISION_HINT values.
+PRECISION_HINTS = {"float32": "f32", "fp32": "f32", "f32": "f32", "float16": "f16", "fp16": "f16",
+                   "f16": "f16", "bfloat16": "bf16", "bf16": "bf16"}  # fmt: skip
+# The fewest threads bf16 compute runs with on the CPUs that have it (see above).
+BF16_MIN_THREADS = 2
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    threads: int  # INFERENCE_NUM_THREADS to set (0: OpenVINO's own choice)
+    precision: str  # what the CPU plugin will compute in: "f32", "bf16", "f16"
+    hint: str | None  # INFERENCE_PRECISION_HINT to set, or None for OpenVINO's default
+    note: str  # why, when the plan changed what was asked ("" otherwise)
+
+
+def native_bf16(features: Iterable[str], capabilities: Iterable[str] = ()) -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 by default on this CPU."""
+    flags = set(features)
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) or "BF16" in set(capabilities)
+
+
+def default_precision(features: Iterable[str], capabilities: Iterable[str] = ()) -> str:
+    return "bf16" if native_bf16(features, capabilities) else "f32"
+
+
+def precision_hint(dtype: str | None) -> str | None:
+    """A model's ``dtype`` option as OpenVINO's precision hint; None when not given."""
+    if dtype is None:
+        return None
+    hint = PRECISION_HINTS.get(dtype.strip().lower())
+    if hint is None:
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
+    return hint
+
+
+def auto_threads(auto: int, usable_cpus: int, features: Iterable[str], dtype: str | None = None) -> int:
+    """The automatic thread count for OpenVINO on the CPU, given the daemon's general automatic
+    choice ``auto``: at least ``BF16_MIN_THREADS`` where the CPU will compute in bf16."""
+    hint = precision_hint(dtype) if dtype else None
+    precision = hint or default_precision(features)
+    if precision == "bf16" and usable_cpus >= BF16_MIN_THREADS:
+        return max(auto, BF16_MIN_THREADS)
+    return auto
+
+
+def plan(
+    threads: int,
+    dtype: str | None,
+    usable_cpus: int,
+    features: Iterable[str],
+    capabilities: Iterable[str] = (),
+) -> CpuPlan:
+    """Threads and precision for one OpenVINO CPU load. ``threads`` is what the daemon hands the
+    engine (0: OpenVINO's own choice, which is one thread per core, so ``usable_cpus`` here)."""
+    asked = precision_hint(dtype)
+    default = default_precision(features, capabilities)
+    precision = asked or default
+    effective = threads if threads > 0 else max(1, usable_cpus)
+    if precision != "bf16" or effective >= BF16_MIN_THREADS:
+        return CpuPlan(threads, precision, asked, "")
+    if asked == "bf16" and usable_cpus >= BF16_MIN_THREADS:
+        note = f"bf16 compute crashes OpenVINO at one thread on this CPU: {BF16_MIN_THREADS} threads"
+        return CpuPlan(BF16_MIN_THREADS, "bf16", "bf16", note)
+    why = "one thread was asked for" if threads == 1 and usable_cpus >= BF16_MIN_THREADS else "one CPU"
+    note = f"bf16 compute crashes OpenVINO at one thread on this CPU ({why}): f32 compute"
+    return CpuPlan(threads, "f32", "f32", note)
+
+
+def precision_name(value: object) -> str:
+    """OpenVINO's precision property (an ``ov.Type`` or its text) as "f32" / "bf16" / "f16"."""
+    name = getattr(value, "get_type_name", None)
+    text = str(name() if callable(name) else value).strip().lower()
+    text = text.removeprefix("<type: '").removesuffix("'>")
+    return PRECISION_HINTS.get(text, text)

@@ -1,0 +1,138 @@
+"""Threads and precision for OpenVINO on the CPU, for both CPU classes the project runs on:
+the 2-core AMD EPYC (AVX2 only) and the 2-core Intel Xeon (AVX-512-BF16, AMX), where OpenVINO
+computes in bf16 by default and crashes with bf16 at one thread. The feature sets are built by
+hand, so both classes are checked on either machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from hfd.backends import openvino_cpu
+from hfd.backends.hardware import CpuInfo, parse_cpuinfo
+from hfd.daemon import threads
+from hfd.daemon.settings import ModelSpec, load_settings
+
+AMD_FLAGS = "fpu sse2 sse4_2 avx avx2 fma f16c"
+INTEL_FLAGS = AMD_FLAGS + " avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
+
+
+def features(flags: str) -> tuple[str, ...]:
+    _, _, found = parse_cpuinfo(f"vendor_id\t: x\nflags\t\t: {flags}\n")
+    return tuple(sorted(found))
+
+
+AMD = features(AMD_FLAGS)
+INTEL = features(INTEL_FLAGS)
+
+
+def cpu(feats: tuple[str, ...], usable: int) -> CpuInfo:
+    return CpuInfo("v", "m", "x86_64", usable, usable, usable, feats)
+
+
+def test_only_native_bf16_cpus_compute_in_bf16_by_default() -> None:
+    assert openvino_cpu.default_precision(AMD) == "f32"
+    assert openvino_cpu.default_precision(INTEL) == "bf16"
+    assert openvino_cpu.default_precision(features(AMD_FLAGS + " avx512_bf16")) == "bf16"
+    assert openvino_cpu.default_precision(AMD, ["FP32", "BF16"]) == "bf16"  # OpenVINO's own view
+
+
+@pytest.mark.parametrize("threads_asked", [0, 1, 2, 4])
+@pytest.mark.parametrize("dtype", [None, "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("usable", [1, 2, 8])
+@pytest.mark.parametrize("feats", [AMD, INTEL], ids=["amd-avx2", "intel-amx"])
+def test_bf16_never_runs_at_one_thread(
+    feats: tuple[str, ...], usable: int, dtype: str | None, threads_asked: int
+) -> None:
+    plan = openvino_cpu.plan(threads_asked, dtype, usable, feats)
+    effective = plan.threads if plan.threads > 0 else usable
+    assert not (plan.precision == "bf16" and effective < 2)
+    # The precision is what was asked, when that is safe.
+    if dtype in ("float32", "float16"):
+        assert plan.precision == openvino_cpu.precision_hint(dtype)
+    # A hint is set whenever the plan departs from OpenVINO's default.
+    if plan.precision != openvino_cpu.default_precision(feats):
+        assert plan.hint == plan.precision
+
+
+def test_amd_plan_is_what_was_asked() -> None:
+    assert openvino_cpu.plan(1, None, 2, AMD) == openvino_cpu.CpuPlan(1, "f32", None, "")
+    assert openvino_cpu.plan(2, "float32", 2, AMD) == openvino_cpu.CpuPlan(2, "f32", "f32", "")
+
+
+def test_intel_one_thread_asked_keeps_the_thread_and_computes_in_f32() -> None:
+    plan = openvino_cpu.plan(1, None, 2, INTEL)
+    assert (plan.threads, plan.precision, plan.hint) == (1, "f32", "f32")
+    assert "one thread was asked for" in plan.note
+
+
+def test_intel_bf16_asked_at_one_thread_gets_two_threads() -> None:
+    plan = openvino_cpu.plan(1, "bfloat16", 2, INTEL)
+    assert (plan.threads, plan.precision, plan.hint) == (2, "bf16", "bf16")
+
+
+def test_intel_one_cpu_box_computes_in_f32() -> None:
+    for asked in (0, 1):
+        plan = openvino_cpu.plan(asked, None, 1, INTEL)
+        assert (plan.precision, plan.hint) == ("f32", "f32")
+        assert "one CPU" in plan.note
+    assert openvino_cpu.plan(1, "bfloat16", 1, INTEL).precision == "f32"
+
+
+def test_intel_two_threads_stay_bf16() -> None:
+    assert openvino_cpu.plan(2, None, 2, INTEL) == openvino_cpu.CpuPlan(2, "bf16", None, "")
+    assert openvino_cpu.plan(0, None, 2, INTEL) == openvino_cpu.CpuPlan(0, "bf16", None, "")
+
+
+def test_automatic_threads_for_openvino_by_cpu_class() -> None:
+    settings = load_settings(cli={"threads": 0}, environ={})
+    spec = ModelSpec(ref="x")
+    auto = threads.auto_threads()
+    # AVX2: the daemon's general rule (leave a core).
+    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(AMD, 2)) == auto
+    # AMX: at least two threads (bf16 crashes at one, and two ran ~8x faster).
+    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(INTEL, 2)) == max(auto, 2)
+    # ... unless the box has one CPU (then the plan computes in f32) or f32 is asked for.
+    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(INTEL, 1)) == auto
+    f32 = ModelSpec(ref="x", options={"dtype": "float32"})
+    assert threads.engine_threads(settings, f32, "openvino", "cpu", cpu(INTEL, 2)) == auto
+    # Other engines and devices, and explicit counts, are not touched.
+    assert threads.engine_threads(settings, spec, "torch", "cpu", cpu(INTEL, 2)) == auto
+    assert threads.engine_threads(settings, spec, "openvino", "GPU.0", cpu(INTEL, 2)) == auto
+    assert threads.engine_threads(settings, ModelSpec(ref="x", threads=1), "openvino", "cpu", cpu(INTEL, 2)) == 1
+
+
+def test_precision_names() -> None:
+    class FakeType:
+        def get_type_name(self) -> str:
+            return "bf16"
+
+    assert openvino_cpu.precision_name(FakeType()) == "bf16"
+    assert openvino_cpu.precision_name("<Type: 'float32'>") == "f32"
+    assert openvino_cpu.precision_name("f16") == "f16"
+    with pytest.raises(ValueError):
+        openvino_cpu.precision_hint("int4")
+
+
+@pytest.mark.parametrize(
+    ("feats", "threads_asked", "expected"),
+    [
+        (AMD, 1, {"INFERENCE_NUM_THREADS": 1}),
+        (INTEL, 1, {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}),
+        (INTEL, 2, {"INFERENCE_NUM_THREADS": 2}),
+    ],
+    ids=["amd-1", "intel-1", "intel-2"],
+)
+def test_the_engine_compiles_with_the_plan(
+    monkeypatch: pytest.MonkeyPatch, feats: tuple[str, ...], threads_asked: int, expected: dict[str, object]
+) -> None:
+    from pathlib import Path
+
+    from hfd.backends import hardware, openvino_backend
+    from hfd.backends.base import LoadOptions
+
+    monkeypatch.setattr(hardware, "probe_cpu", lambda: cpu(feats, 2))
+    monkeypatch.setattr(hardware, "probe_openvino", lambda: hardware.EngineProbe(name="openvino", installed=True))
+    opts = LoadOptions(path=Path("."), task="generate", threads=threads_asked)
+    assert openvino_backend._compile_properties(opts, "CPU") == expected
+    # Not the CPU: only what was asked.
+    assert openvino_backend._compile_properties(opts, "GPU.0") == {}
