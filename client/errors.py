@@ -23,6 +23,7 @@ same class from the code it receives, so ``except ModelNotFound`` works on both 
     ├── RateLimited               429 rate_limited        (per-key limit; has retry_after)
     ├── ModelUnavailable          503 model_unavailable   (breaker open / cannot load; retry_after)
     ├── InsufficientMemory        507 insufficient_memory
+    ├── InsufficientStorage       507 insufficient_storage (the store's disk is full)
     ├── FetchError                502 fetch_failed
     │   └── VerificationFailed    502 verification_failed
     ├── Cancelled                 499 cancelled
@@ -162,6 +163,12 @@ class ModelUnavailable(HfdError):
 
 class InsufficientMemory(HfdError):
     code = "insufficient_memory"
+    status = 507
+    type = "server_error"
+
+
+class InsufficientStorage(HfdError):
+    code = "insufficient_storage"
     status = 507
     type = "server_error"
 

@@ -341,6 +341,14 @@ class Settings:
     store_lock_timeout: float = _setting(
         600.0, "store", "Seconds a pull waits for another process pulling the same model before giving up."
     )
+    store_scrub_interval: float = _setting(
+        0.0,
+        "store",
+        "Seconds between background re-hashes of one stored blob (the least recently verified); 0 turns the scrub off.",
+    )
+    store_scrub_rate: float = _setting(
+        20.0, "store", "MB/s the background scrub reads at most (0: no bound)."
+    )
 
     # -- ipfs
     ipfs_enabled: bool = _setting(
@@ -620,6 +628,9 @@ def _validate(s: Settings) -> None:
     for name in ("ipfs_timeout", "ipfs_connect_timeout", "hub_timeout", "store_lock_timeout"):
         if getattr(s, name) <= 0:
             raise SettingsError(f"{name} must be positive")
+    for name in ("store_scrub_interval", "store_scrub_rate"):
+        if not (0 <= getattr(s, name) < float("inf")):  # NaN compares false too
+            raise SettingsError(f"{name} must be a finite number, 0 or more")
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

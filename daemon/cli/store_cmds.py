@@ -1,4 +1,4 @@
-"""``hfd pull | ls | show | rm | publish | export | import``: the model store from the command line.
+"""``hfd pull | ls | show | rm | verify | publish | export | import``: the model store from the command line.
 
 These commands work on the store directly (they do not need a running daemon): the files are
 written under a per-repository lock that the daemon honours too, and the catalog is opened
@@ -46,6 +46,14 @@ def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser("rm", help="remove models from the store and free the blobs nothing else uses")
     p.add_argument("refs", nargs="+", metavar="ref", help="org/name (every snapshot) or org/name@revision")
     p.set_defaults(handler=_guard(cmd_rm))
+
+    p = subparsers.add_parser(
+        "verify",
+        help="re-hash stored models against the catalog; quarantine bad files so 'hfd pull' fetches them again",
+    )
+    p.add_argument("ref", nargs="?", help="one model (default: the whole store)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_guard(cmd_verify))
 
     p = subparsers.add_parser("publish", help="add a model to the IPFS node, pinned, and print its CID")
     p.add_argument("ref", help="a stored model or a local model directory")
@@ -165,6 +173,27 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
             continue
         print(f"removed {removed.repo} ({len(removed.commits)} snapshot(s)), freed {_human(removed.freed)}")
     return status
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 1 when any blob was bad (changed, truncated or missing)."""
+    report = _store(settings).verify(args.ref)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return 0 if report.ok else 1
+    for bad in report.bad:
+        action = "quarantined" if bad.quarantined else "not there"
+        print(f"BAD  {bad.repo}  {', '.join(bad.files)}  {bad.problem}  ({action})")
+    if report.ok:
+        print(f"ok: {report.blobs} blob(s), {_human(report.hashed_bytes)} verified")
+        return 0
+    repos = sorted({b.repo for b in report.bad})
+    print(
+        f"{len(report.bad)} of {report.blobs} blob(s) bad; `hfd pull MODEL` fetches them again, for: "
+        + ", ".join(repos),
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:

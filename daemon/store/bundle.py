@@ -24,6 +24,7 @@ from hfd.daemon.store.files import fsync_dir, tmp_name
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
 from hfd.daemon.store.safety import check_relpath, select_files
+from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 
@@ -100,6 +101,11 @@ def import_bundle(
     and records the snapshot."""
     keep = set(select_files((f.path for f in manifest.files), allow_pickle=allow_pickle, model=manifest.repo))
     wanted = {f.path: f for f in manifest.files}
+    ensure_space(
+        repo_dir,
+        [FileSpec(p, wanted[p].size, wanted[p].blob, wanted[p].sha256) for p in keep],
+        model=manifest.repo,
+    )
     meter.plan("bundle", len(keep), sum(wanted[p].size for p in keep))
     placed: dict[str, PlacedFile] = {}
     seen: set[str] = set()

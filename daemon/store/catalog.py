@@ -33,7 +33,7 @@ from hfd.daemon.store.writer import PlacedFile
 log = logging.getLogger(__name__)
 
 LOCK_WAIT: Final = 15.0
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: blob_checks (verification times, quarantine marks)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -60,6 +60,18 @@ CREATE TABLE IF NOT EXISTS files (
     blob VARCHAR NOT NULL,
     cid VARCHAR,
     PRIMARY KEY (repo, commit, path)
+);
+CREATE TABLE IF NOT EXISTS blob_checks (
+    repo VARCHAR NOT NULL,
+    blob VARCHAR NOT NULL,
+    size BIGINT,
+    mtime_ns BIGINT,
+    ctime_ns BIGINT,
+    inode BIGINT,
+    verified_at TIMESTAMP,
+    quarantined_at TIMESTAMP,
+    problem VARCHAR,
+    PRIMARY KEY (repo, blob)
 );
 CREATE TABLE IF NOT EXISTS published (
     cid VARCHAR PRIMARY KEY,
@@ -94,6 +106,26 @@ class SnapshotRow:
     allow_pickle: bool
     pulled_at: datetime
     last_used: datetime | None
+
+
+@dataclass(frozen=True)
+class BlobCheck:
+    """When a blob was last hashed and found good, and what its file looked like then; or
+    when it was quarantined and why."""
+
+    repo: str
+    blob: str
+    size: int | None
+    mtime_ns: int | None
+    ctime_ns: int | None
+    inode: int | None
+    verified_at: datetime | None
+    quarantined_at: datetime | None
+    problem: str | None
+
+    def matches(self, stat: tuple[int, int, int, int]) -> bool:
+        """The file is the one that was verified: same size, mtime, ctime and inode."""
+        return self.verified_at is not None and (self.size, self.mtime_ns, self.ctime_ns, self.inode) == stat
 
 
 @dataclass(frozen=True)
@@ -257,6 +289,65 @@ class Catalog:
         def op(conn: duckdb.DuckDBPyConnection) -> None:
             conn.execute("DELETE FROM files WHERE repo = ? AND commit = ?", [repo, commit])
             conn.execute("DELETE FROM snapshots WHERE repo = ? AND commit = ?", [repo, commit])
+
+        self._run(op)
+
+    # ------------------------------------------------------------------ blob verification
+
+    def blob_checks(self, repo: str) -> dict[str, BlobCheck]:
+        rows = self._run(lambda c: c.execute("SELECT * FROM blob_checks WHERE repo = ?", [repo]).fetchall())
+        return {r[1]: BlobCheck(*r) for r in rows}
+
+    def record_verified(
+        self, repo: str, checks: Iterable[tuple[str, tuple[int, int, int, int]]], when: datetime | None = None
+    ) -> None:
+        """``(blob, (size, mtime_ns, ctime_ns, inode))`` for blobs just hashed and found good."""
+        at = when or utcnow()
+        rows = [[repo, blob, *stat, at, None, None] for blob, stat in checks]
+        if rows:
+            self._run(
+                lambda c: c.executemany(
+                    "INSERT OR REPLACE INTO blob_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+            )
+
+    def record_quarantined(self, repo: str, blob: str, problem: str, when: datetime | None = None) -> None:
+        self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO blob_checks VALUES (?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)",
+                [repo, blob, when or utcnow(), problem],
+            )
+        )
+
+    def least_recently_verified(self, limit: int) -> list[tuple[str, str, str, int]]:
+        """``(repo, blob, sha256, size)`` of recorded blobs not quarantined, never-verified first."""
+        rows = self._run(
+            lambda c: c.execute(
+                """
+                SELECT f.repo, f.blob, any_value(f.sha256), max(f.size), min(k.verified_at) AS v
+                FROM files f LEFT JOIN blob_checks k ON f.repo = k.repo AND f.blob = k.blob
+                WHERE k.quarantined_at IS NULL
+                GROUP BY f.repo, f.blob
+                ORDER BY v NULLS FIRST, f.repo, f.blob
+                LIMIT ?
+                """,
+                [limit],
+            ).fetchall()
+        )
+        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+    def forget_checks(self, repo: str, keep: Iterable[str]) -> None:
+        """Drop the rows of blobs that are gone (after ``hfd rm``)."""
+        kept = list(keep)
+
+        def op(conn: duckdb.DuckDBPyConnection) -> None:
+            if kept:
+                marks = ", ".join("?" for _ in kept)
+                conn.execute(
+                    f"DELETE FROM blob_checks WHERE repo = ? AND blob NOT IN ({marks})", [repo, *kept]
+                )
+            else:
+                conn.execute("DELETE FROM blob_checks WHERE repo = ?", [repo])
 
         self._run(op)
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from hfd.client.errors import Cancelled, FetchError, ModelNotFound, VerificationFailed
+from hfd.client.errors import Cancelled, FetchError, InsufficientStorage, ModelNotFound, VerificationFailed
 from hfd.daemon.store.digests import is_git_sha1, is_sha256
 from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
 from hfd.daemon.store.safety import check_commit, check_paths_disjoint, check_relpath, select_files
+from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class HubFetcher:
         skipped = sorted(f.path for f in listing.files if f.path not in keep)
         if skipped:
             log.info("leaving out pickled files", extra={"repo": repo, "files": skipped})
+        ensure_space(repo_dir, specs, model=repo)
         meter.plan("hub", len(specs), sum(f.size for f in specs))
         placed: list[PlacedFile] = []
         for spec in specs:
@@ -147,7 +149,7 @@ class HubFetcher:
                     expected_size=spec.size,
                     tqdm_class=_Silent,
                 )
-            except (Cancelled, VerificationFailed):
+            except (Cancelled, VerificationFailed, InsufficientStorage):
                 raise
             except Exception as exc:
                 raise self._error(exc, f"{repo}/{spec.path}") from exc

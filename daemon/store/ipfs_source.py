@@ -20,6 +20,7 @@ from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
 from hfd.daemon.store.safety import select_files
+from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.client import KuboClient
 from hfd.ipfs.fetch import fetch_file, file_cids, read_manifest
@@ -74,6 +75,9 @@ class IpfsFetcher:
             select_files((f.path for f in manifest.files), allow_pickle=allow_pickle, model=manifest.repo)
         )
         entries = [f for f in manifest.files if f.path in keep]
+        ensure_space(
+            repo_dir, [FileSpec(f.path, f.size, f.blob, f.sha256) for f in entries], model=manifest.repo
+        )
         meter.plan("ipfs", len(entries), sum(f.size for f in entries))
 
         async def run(client: KuboClient) -> Fetched:

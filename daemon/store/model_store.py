@@ -21,7 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
-from hfd.client.errors import FetchError, HfdError, InvalidRequest, ModelNotFound, ValidationFailed
+from hfd.client.errors import (
+    FetchError,
+    HfdError,
+    InsufficientStorage,
+    InvalidRequest,
+    ModelNotFound,
+    ValidationFailed,
+)
 from hfd.daemon.settings import ModelSpec, Settings
 from hfd.daemon.store.bundle import import_bundle, read_bundle_manifest, write_bundle
 from hfd.daemon.store.catalog import Catalog, PublishedRow, SnapshotRow, utcnow
@@ -34,7 +41,9 @@ from hfd.daemon.store.locks import FileLock, lock_path
 from hfd.daemon.store.pull import DONE, PLACING, RESOLVING, WAITING, ProgressCallback, ProgressMeter
 from hfd.daemon.store.refs import ModelRef, parse_ref
 from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
+from hfd.daemon.store.space import is_no_space, no_space_error
 from hfd.daemon.store.task import guess_task
+from hfd.daemon.store.verify import VerifyReport, check_loadable, stat_key, verify
 from hfd.daemon.store.writer import PlacedFile
 from hfd.ipfs.errors import UNREACHABLE
 from hfd.ipfs.index import lookup, read_index, update_index
@@ -137,11 +146,13 @@ class ModelStore:
         """
         mref = self.parse(ref)
         found = self.find(mref)
-        if found is not None:
-            return found
+        if found is not None and (not allow_pull or self.complete(found)):
+            return found  # an incomplete one is refused at load (check_loadable) unless pulled again
         if mref.kind == "path":
+            # Named as the client wrote it: an alias must not reveal the directory it stands for.
+            log.info("model directory does not exist", extra={"ref": mref.text, "path": str(mref.path)})
             raise ModelNotFound(
-                f"model directory {mref.path} does not exist", details={"looked_in": [str(mref.path)]}
+                f"model directory {mref.text!r} does not exist", details={"looked_in": [mref.text]}
             )
         if not allow_pull:
             attempts = [
@@ -231,9 +242,9 @@ class ModelStore:
     ) -> Snapshot:
         assert mref.repo is not None
         attempts = self._local_attempts(mref)
-        with self.repo_lock(mref.repo, meter, should_stop) as repo_dir:
+        with self.repo_lock(mref.repo, meter, should_stop) as repo_dir, self._full_disk(repo_dir):
             found = self.find(mref)  # another pull may have finished while this one waited
-            if found is not None:
+            if found is not None and self.complete(found):
                 return found
             for cid, attempt in self._ipfs_candidates(mref, attempts):
                 try:
@@ -298,11 +309,50 @@ class ModelStore:
             raise failure(
                 str(mref), [Attempt("store", "no snapshot with this CID"), Attempt(place, exc.message, exc)]
             ) from exc
-        with self.repo_lock(manifest.repo, meter, should_stop) as repo_dir:
+        with self.repo_lock(manifest.repo, meter, should_stop) as repo_dir, self._full_disk(repo_dir):
             fetched = self.ipfs.fetch(
                 mref.cid, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=should_stop
             )
             return self.place(fetched, meter, allow_pickle)
+
+    @contextmanager
+    def _full_disk(self, repo_dir: RepoDir) -> Iterator[None]:
+        """A pull that ran out of disk removes what it wrote for the model (call with the repo lock).
+
+        Blobs of the failed pull are not linked by any snapshot yet, and its ``.incomplete``
+        files cannot grow until space is freed: keeping them would only keep the disk full.
+        """
+        try:
+            yield
+        except InsufficientStorage as exc:
+            if exc.details.get("stage") != "pre-check":
+                self._drop_partial(repo_dir)
+            raise
+        except OSError as exc:  # linking, refs: anything else that writes
+            if not is_no_space(exc):
+                raise
+            self._drop_partial(repo_dir)
+            raise no_space_error(exc, repo_dir) from exc
+
+    def _drop_partial(self, repo_dir: RepoDir) -> None:
+        repo_dir.clean_staging()
+        freed = repo_dir.drop_unused_blobs(incomplete=True)
+        log.info("removed the partial download", extra={"repo": repo_dir.repo, "freed": freed})
+
+    def complete(self, snap: Snapshot) -> bool:
+        """Every file of a stored snapshot is there (a quarantined blob leaves a dangling link)."""
+        if snap.source in ("local", "hf-cache") or snap.commit is None:
+            return True
+        repo_dir = self.layout.repo(snap.repo)
+        return all(not b or repo_dir.blob(b).exists() for b in repo_dir.snapshot_files(snap.commit).values())
+
+    def verify(self, ref: str | None = None) -> VerifyReport:
+        """``hfd verify``: re-hash every stored blob (or one model's), quarantining the bad ones."""
+        return verify(self, ref)
+
+    def check_loadable(self, snap: Snapshot, *, ref: str | None = None) -> None:
+        """Raise ModelUnavailable when a stored snapshot is damaged (see ``daemon/store/verify.py``)."""
+        check_loadable(self, snap, ref=ref)
 
     def _ipfs_candidates(self, mref: ModelRef, attempts: list[Attempt]) -> Iterator[tuple[str, str]]:
         """The CIDs known for a repo reference, in order; records why IPFS was skipped."""
@@ -334,6 +384,8 @@ class ModelStore:
             meter.status(PLACING)
         repo_dir = self.layout.repo(fetched.repo)
         path = repo_dir.link_snapshot(fetched.commit, {f.path: f.blob for f in fetched.files})
+        hashed = {f.blob for f in fetched.files if f.hashed}
+        stats = [(b, key) for b in sorted(hashed) if (key := stat_key(repo_dir.blob(b))) is not None]
         if fetched.revision and fetched.revision != fetched.commit:
             repo_dir.write_ref(fetched.revision, fetched.commit)
         self._catalog_call(
@@ -349,6 +401,8 @@ class ModelStore:
             ),
             None,
         )
+        # Hashed as they were written: the load check needs no full hash until a file changes.
+        self._catalog_call(lambda: self.catalog.record_verified(fetched.repo, stats), None)
         log.info(
             "snapshot stored",
             extra={
@@ -370,9 +424,18 @@ class ModelStore:
             log.warning("could not share the model on IPFS", extra={"repo": snap.repo, "error": exc.message})
 
     def _local_attempts(self, mref: ModelRef) -> list[Attempt]:
-        out = [Attempt(f"store ({self.root})", "not there")]
+        # The directories go to the log only: clients of the daemon get these messages.
+        log.info(
+            "model not in the local stores",
+            extra={
+                "ref": str(mref),
+                "store": str(self.root),
+                "hf_cache": str(self.hf_layout.root) if self.hf_layout else None,
+            },
+        )
+        out = [Attempt("store", "not there")]
         if self.hf_layout is not None:
-            out.append(Attempt(f"Hugging Face cache ({self.hf_layout.root})", "not there"))
+            out.append(Attempt("Hugging Face cache", "not there"))
         else:
             out.append(Attempt("Hugging Face cache", "not used (store_use_hf_cache = false)"))
         return out
@@ -476,11 +539,7 @@ class ModelStore:
             if not commits:
                 raise failure(
                     str(mref),
-                    [
-                        Attempt(
-                            f"store ({self.root})", "not there (hfd rm never touches the Hugging Face cache)"
-                        )
-                    ],
+                    [Attempt("store", "not there (hfd rm never touches the Hugging Face cache)")],
                 )
         with self.repo_lock(repo) as repo_dir:
             for commit in commits:
@@ -495,6 +554,7 @@ class ModelStore:
                         (repo_dir.refs / revision).unlink(missing_ok=True)
                 self._catalog_call(partial(self.catalog.forget, repo, commit), None)
             freed = repo_dir.drop_unused_blobs(incomplete=not repo_dir.commits())
+            self._catalog_call(partial(self.catalog.forget_checks, repo, repo_dir.blob_users()), None)
             if not repo_dir.commits():
                 shutil.rmtree(repo_dir.root, ignore_errors=True)
         log.info("snapshots removed", extra={"repo": repo, "commits": commits, "freed": freed})
@@ -621,6 +681,7 @@ def resolver(settings: Settings) -> Callable[[ModelSpec], Path]:
 
     def resolve(spec: ModelSpec) -> Path:
         snap = store.resolve(spec, allow_pull=settings.allow_pull)
+        store.check_loadable(snap)  # a damaged model is refused here, before any engine reads it
         store.touch(snap)
         return snap.path
 

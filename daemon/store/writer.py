@@ -4,6 +4,8 @@ A blob is written to ``blobs/<name>.incomplete`` (same directory, same filesyste
 it is written, flushed to disk, checked against the digest the source promised, and only then
 renamed to ``blobs/<name>``. A pull that dies leaves only the ``.incomplete`` file, which the
 next pull resumes from (its bytes are re-hashed first, so a resumed file is verified as a whole).
+A full disk (``ENOSPC``) deletes the partial file and raises ``InsufficientStorage``: keeping
+it would keep the disk full, and nothing can resume until space is freed anyway.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from hfd.client.errors import Cancelled, VerificationFailed
+from hfd.client.errors import Cancelled, InsufficientStorage, VerificationFailed
 from hfd.daemon.store.digests import READ_CHUNK, Digester, is_git_sha1, is_sha256, sha256_file
 from hfd.daemon.store.files import fsync_dir
 from hfd.daemon.store.layout import INCOMPLETE_SUFFIX, RepoDir
+from hfd.daemon.store.space import is_no_space, no_space_error
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ class PlacedFile:
     sha256: str
     blob: str
     cid: str | None = None
+    # Hashed just now as it was written (False: an existing blob reused on its size alone);
+    # the store records a verification time for these only.
+    hashed: bool = False
 
 
 class BlobSink:
@@ -60,6 +66,7 @@ class BlobSink:
                 f"{spec.path}: blob name {spec.blob!r} is neither a sha256 nor a git sha1"
             )
         self.spec = spec
+        self.repo_dir = repo_dir
         self.final = repo_dir.blob(spec.blob)
         self.partial = self.final.with_name(spec.blob + INCOMPLETE_SUFFIX)
         self._on_bytes = on_bytes
@@ -94,7 +101,12 @@ class BlobSink:
                 f"{self.spec.path}: source sent more than the {self.spec.size} bytes it announced",
                 details={"path": self.spec.path},
             )
-        self._fh.write(data)
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise self._no_space(exc) from exc
+            raise
         self._digester.update(data)
         if self._on_bytes is not None:
             self._on_bytes(len(data))
@@ -128,8 +140,13 @@ class BlobSink:
 
     def finish(self) -> PlacedFile:
         """Flush, verify, and move into place; a mismatch deletes the file and raises."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            if is_no_space(exc):
+                raise self._no_space(exc) from exc
+            raise
         self._fh.close()
         sha256 = self._digester.sha256()
         problem = None
@@ -150,13 +167,29 @@ class BlobSink:
             )
         os.replace(self.partial, self.final)
         fsync_dir(self.final.parent)
-        return PlacedFile(self.spec.path, self.spec.size, sha256, self.spec.blob, self.spec.cid)
+        return PlacedFile(self.spec.path, self.spec.size, sha256, self.spec.blob, self.spec.cid, hashed=True)
+
+    def _no_space(self, exc: OSError) -> InsufficientStorage:
+        """A full disk: drop the partial file and say so."""
+        written = self._digester.size
+        self._close_quietly()
+        self.partial.unlink(missing_ok=True)
+        return no_space_error(exc, self.repo_dir, file=self.spec.path, needed=self.spec.size - written)
+
+    def _close_quietly(self) -> None:
+        try:
+            self._fh.close()  # flushing what is buffered can fail the same way
+        except OSError:
+            pass
 
     def abort(self, *, keep: bool = True) -> None:
         """Stop writing; keep the partial file for a resume unless it is known bad."""
         if not self._fh.closed:
-            self._fh.flush()
-            self._fh.close()
+            try:
+                self._fh.flush()
+            except OSError:
+                keep = False  # a partial file that cannot be flushed is not worth resuming
+            self._close_quietly()
         if not keep:
             self.partial.unlink(missing_ok=True)
 
@@ -165,7 +198,7 @@ class BlobSink:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self._fh.closed:
-            self.abort(keep=not isinstance(exc, VerificationFailed))
+            self.abort(keep=not isinstance(exc, (VerificationFailed, InsufficientStorage)))
 
 
 def existing_blob(repo_dir: RepoDir, spec: FileSpec) -> PlacedFile | None:

@@ -78,8 +78,11 @@ def test_stored_model_resolves_with_every_source_unreachable(tmp_path: Path, hub
         store.resolve("acme/missing", allow_pull=True)
     message = err.value.message
     assert "acme/missing" in message
-    for place in (str(store.root), str(tmp_path / "hf"), "IPFS", "unreachable", "Hub (http://127.0.0.1:"):
+    for place in ("store: not there", "Hugging Face cache: not there", "IPFS", "unreachable", "Hub (http://"):
         assert place in message, place
+    # Clients get this message: it names the places, never the state directory or the HF cache.
+    for path in (str(settings.state_dir), str(tmp_path / "hf")):
+        assert path not in message and path not in str(err.value.to_dict()), path
     assert [p["place"].split(" ")[0] for p in err.value.details["looked_in"]] == [
         "store",
         "Hugging",
