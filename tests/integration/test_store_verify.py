@@ -188,3 +188,29 @@ def test_scrub_rehashes_least_recently_verified_and_quarantines(tmp_path: Path, 
     assert store.catalog.blob_checks(REPO)[blob.name].quarantined_at is not None
     assert blob.name not in {b for _, b, _, _ in store.catalog.least_recently_verified(100)}
     assert not store.complete(store.find(REPO))  # type: ignore[arg-type]
+
+
+def test_the_daemons_scrub_task_finds_a_flipped_byte(tmp_path: Path, hub: HubServer) -> None:
+    import anyio
+
+    from hfd.daemon.settings import with_overrides
+    from hfd.daemon.store.scrub import scrub_loop
+
+    settings = _settings(tmp_path, hub)
+    store = ModelStore(settings)
+    store.pull(REPO)
+    blob = _blob(store)
+    _flip_one_byte(blob)
+    on = with_overrides(settings, store_scrub_interval=0.01, store_scrub_rate=100.0)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scrub_loop, on, ModelStore(on))
+            for _ in range(1200):  # at most a minute; the store is tiny
+                if not blob.exists():
+                    break
+                await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert store.catalog.blob_checks(REPO)[blob.name].quarantined_at is not None
