@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from hfd.client.errors import Cancelled, HfdError, InternalError, MethodNotAllowed, NotFound, RequestTimeout
+from hfd.daemon import reqctx
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,14 @@ _LOGGED = "details are in the daemon's log"
 
 
 def _hide_paths(text: str) -> str:
+    ctx = reqctx.current()
+    sent = ctx.model if ctx is not None else None  # the client's own model reference is no secret
+
     def posix(m: re.Match[str]) -> str:
-        return (
-            _HIDDEN
-            if os.path.isdir("/" + m.group(1)) and m.group(0) != "/" + m.group(1) + "/"
-            else m.group(0)
-        )
+        found = m.group(0)
+        if sent and found in sent:
+            return found
+        return _HIDDEN if os.path.isdir("/" + m.group(1)) and found != "/" + m.group(1) + "/" else found
 
     return _WINDOWS_PATH.sub(_HIDDEN, _POSIX_PATH.sub(posix, text))
 

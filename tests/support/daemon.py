@@ -4,8 +4,10 @@ and the addresses read from its ready line."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,11 @@ def _die_with_parent() -> None:
     run never leaves a daemon behind."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _limited(nofile: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+    _die_with_parent()
 
 
 def write_config(path: Path, models: dict[str, Path | str], extra: str = "") -> Path:
@@ -118,8 +125,11 @@ def start_daemon(
     args: Iterable[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
+    nofile: tuple[int, int] | None = None,
 ) -> Daemon:
-    """Start `hfd serve` on a free port and a socket under ``workdir``; wait for its ready line."""
+    """Start `hfd serve` on a free port and a socket under ``workdir``; wait for its ready line.
+
+    ``nofile``: the (soft, hard) open-file limit the daemon starts with."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_config(workdir / "config.toml", models, extra_config)
     # ipc socket paths are limited to ~100 bytes: keep the runtime dir short.
@@ -150,7 +160,7 @@ def start_daemon(
         stderr=subprocess.STDOUT,
         text=True,
         env=full_env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with_parent if nofile is None else functools.partial(_limited, nofile),
     )
     reader = OutputReader(proc)
     m = reader.wait_ready(timeout)
