@@ -206,11 +206,13 @@ def test_the_daemons_scrub_task_finds_a_flipped_byte(tmp_path: Path, hub: HubSer
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scrub_loop, on, ModelStore(on))
-            for _ in range(1200):  # at most a minute; the store is tiny
-                if not blob.exists():
+            for _ in range(600):  # at most a minute; the store is tiny
+                row = store.catalog.blob_checks(REPO).get(blob.name)
+                if row is not None and row.quarantined_at is not None:
                     break
-                await anyio.sleep(0.05)
+                await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
 
     anyio.run(main)
     assert store.catalog.blob_checks(REPO)[blob.name].quarantined_at is not None
+    assert not blob.exists()
