@@ -184,7 +184,13 @@ class Routes:
 
     async def embeddings(self, request: Request) -> Response:
         req = parse(EmbeddingRequest, await read_json(request))
-        result = await self.service.embed(req)
+        # A client that hangs up cancels its embedding: the encoder scheduler then drops its
+        # items not yet computed at the next batch boundary.
+        finished, result = await until_disconnect(lambda: self.service.embed(req), request.receive)
+        if not finished:
+            log.info("client disconnected; embeddings cancelled", extra={"model": req.model})
+            return Response(status_code=499)
+        assert result is not None
         return JSONResponse(openai_types.embeddings(result, req.encoding_format))
 
     async def ps(self, request: Request) -> Response:
