@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
@@ -73,6 +74,67 @@ T = TypeVar("T")
 
 KeepAlive = float | str | None
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _receive_loop(sock: zmq.asyncio.Socket, queues: dict[str, asyncio.Queue[Reply]]) -> None:
+    """Hand each reply to the queue of its request. A plain function, not a method: a pending
+    task that referred to the client would keep a dropped client (and its sockets) alive."""
+    while True:
+        try:
+            frames = await sock.recv_multipart()
+        except zmq.ZMQError:
+            return  # socket closed
+        try:
+            reply = decode_reply(frames)
+        except HfdError as exc:
+            log.warning("dropping an unreadable reply", extra={"error": str(exc)})
+            continue
+        queue = queues.get(reply.id)
+        if queue is not None:
+            queue.put_nowait(reply)
+
+
+class _AsyncSockets:
+    """What an ``AsyncClient`` must close: its context, its socket, the receiver task and the
+    handshake watch. No reference to the client, so the finalizer that closes them outlives it
+    (see ``hfd.client.sync._Sockets`` for why a dropped client must close them itself)."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.sock: zmq.asyncio.Socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.receiver: asyncio.Task[None] | None = None
+        self.watch: HandshakeWatch | None = None
+
+    def drop_socket(self) -> None:
+        """Close the socket and stop its receiver; never blocks, from any thread."""
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.close()
+        receiver, self.receiver = self.receiver, None
+        sock, self.sock = self.sock, None
+        loop = self.loop
+        if receiver is not None and not receiver.done() and loop is not None and not loop.is_closed():
+            if _running_loop() is loop:
+                receiver.cancel()
+            else:
+                # A collection in another thread: the task belongs to its loop's thread.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(receiver.cancel)
+        if sock is not None:
+            with contextlib.suppress(Exception):  # e.g. its event loop is gone
+                sock.close(linger=0)
+
+    def close_all(self) -> None:
+        self.drop_socket()
+        self.ctx.destroy(linger=0)  # every socket is closed: this does not wait
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class AsyncStream(Generic[T]):
@@ -162,11 +224,9 @@ class AsyncClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._curve = curve_keys(curve_server_key, curve_public_key, curve_secret_key)
-        self._watch: HandshakeWatch | None = None
-        self._ctx = zmq.asyncio.Context()
-        self._sock: zmq.asyncio.Socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._receiver: asyncio.Task[None] | None = None
+        self._res = _AsyncSockets()
+        # A client dropped without close() closes its socket and context when collected.
+        self._finalizer = weakref.finalize(self, self._res.close_all)
         self._queues: dict[str, asyncio.Queue[Reply]] = {}
         self._ids = RequestIds()
         self._checked = False
@@ -183,35 +243,21 @@ class AsyncClient:
         if self._closed:
             raise DaemonUnavailable("this client is closed")
         loop = asyncio.get_running_loop()
-        if self._sock is None or self._loop is not loop:
+        res = self._res
+        if res.sock is None or res.loop is not loop:
             # A socket and its receiver belong to one event loop; a new loop gets new ones.
             self._drop_socket()
-            sock = self._ctx.socket(zmq.DEALER)
+            sock = res.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            res.sock, res.loop = sock, loop
             if self._curve is not None:
                 self._curve.apply(sock)
-                self._watch = HandshakeWatch(sock)  # before connect: the first handshake counts
+                res.watch = HandshakeWatch(sock)  # before connect: the first handshake counts
             sock.connect(self.endpoint)
-            self._sock, self._loop = sock, loop
             self._check_lock = asyncio.Lock()
-            self._receiver = loop.create_task(self._receive_loop(sock))
-        return self._sock
-
-    async def _receive_loop(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            try:
-                frames = await sock.recv_multipart()
-            except zmq.ZMQError:
-                return  # socket closed
-            try:
-                reply = decode_reply(frames)
-            except HfdError as exc:
-                log.warning("dropping an unreadable reply", extra={"error": str(exc)})
-                continue
-            queue = self._queues.get(reply.id)
-            if queue is not None:
-                queue.put_nowait(reply)
+            res.receiver = loop.create_task(_receive_loop(sock, self._queues))
+        return res.sock
 
     async def _ready(self) -> zmq.asyncio.Socket:
         sock = self._socket()
@@ -223,8 +269,8 @@ class AsyncClient:
                     try:
                         await self._roundtrip(sock, OP_HEALTH, {}, self.connect_timeout, connect=True)
                     except DaemonUnavailable as exc:
-                        if self._watch is not None:
-                            raise self._watch.explain(self.endpoint, exc) from None
+                        if self._res.watch is not None:
+                            raise self._res.watch.explain(self.endpoint, exc) from None
                         raise
                     self._stop_watching()
                     self._checked = True
@@ -314,7 +360,7 @@ class AsyncClient:
     def _cancel(self, rid: str) -> None:
         """Tell the daemon to stop ``rid``; fire and forget (called from the client's loop)."""
         self._forget(rid)
-        sock = self._sock
+        sock = self._res.sock
         if sock is None or sock.closed:
             return
         frames = encode_request(Request(id=f"{rid}.cancel", op=OP_CANCEL, body={"id": rid}))
@@ -326,23 +372,17 @@ class AsyncClient:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _cancel_threadsafe(self, rid: str) -> None:
-        loop = self._loop
+        loop = self._res.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._cancel, rid)
 
     def _stop_watching(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        if self._res.watch is not None:
+            self._res.watch.close()
+            self._res.watch = None
 
     def _drop_socket(self) -> None:
-        self._stop_watching()
-        if self._receiver is not None:
-            self._receiver.cancel()
-            self._receiver = None
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        self._res.drop_socket()
         self._queues.clear()
         self._checked = False
 
@@ -401,9 +441,9 @@ class AsyncClient:
     def close(self) -> None:
         if self._closed:
             return
-        self._drop_socket()
+        self._queues.clear()
         self._closed = True
-        self._ctx.destroy(linger=0)
+        self._finalizer()
 
     async def __aenter__(self) -> AsyncClient:
         return self

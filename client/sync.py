@@ -14,6 +14,7 @@ channel's socket is set up with them before it connects.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
@@ -82,19 +83,64 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else max(0, int(seconds * 1000))
 
 
+class _Sockets:
+    """What a ``Client`` must close: its context and its channels' sockets.
+
+    It holds no reference to the client, so the finalizer that closes them outlives it. A
+    dropped client must close its sockets itself before its context ends: left to the garbage
+    collector, the context's own finalizer may run first and ``term()`` then waits for ever on
+    sockets that are still open (weak references to them are already cleared).
+    """
+
+    def __init__(self) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        # Re-entrant: a garbage collection inside a locked block may run a finalizer here.
+        self._lock = threading.RLock()
+        self._open: dict[int, tuple[zmq.Socket[bytes], HandshakeWatch | None]] = {}
+        self._keys = itertools.count()
+
+    def add(self, sock: zmq.Socket[bytes], watch: HandshakeWatch | None) -> int:
+        key = next(self._keys)
+        with self._lock:
+            self._open[key] = (sock, watch)
+        return key
+
+    def release(self, key: int) -> None:
+        """Close one channel's sockets (it was closed or collected); never blocks."""
+        with self._lock:
+            entry = self._open.pop(key, None)
+        if entry is not None:
+            _close_quietly(*entry)
+
+    def close_all(self) -> None:
+        """Close every socket without waiting for unsent messages, then the context."""
+        with self._lock:
+            entries, self._open = list(self._open.values()), {}
+        for entry in entries:
+            _close_quietly(*entry)
+        # Every socket is closed, so this does not wait.
+        self.ctx.destroy(linger=0)
+
+
+def _close_quietly(sock: zmq.Socket[bytes], watch: HandshakeWatch | None) -> None:
+    if watch is not None:
+        watch.close()
+    sock.close(linger=0)
+
+
 class _Channel:
     """One DEALER socket and the replies parked for its open requests."""
 
     def __init__(
         self,
-        ctx: zmq.Context[zmq.Socket[bytes]],
+        sockets: _Sockets,
         endpoint: str,
         curve: CurveKeys | None = None,
         *,
         watch: bool = False,
     ) -> None:
         self.lock = threading.Lock()
-        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        self.sock: zmq.Socket[bytes] = sockets.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         # Queue messages only on a finished connection: a send then tells whether the daemon
         # is there instead of piling up for one that never comes.
@@ -107,6 +153,8 @@ class _Channel:
         self.sock.connect(endpoint)
         self.parked: dict[str, deque[Reply]] = {}
         self.deferred_cancels: deque[str] = deque()
+        # A channel dropped with its thread (or its client) closes its sockets; so does close().
+        self._release = weakref.finalize(self, sockets.release, sockets.add(self.sock, self.watch))
 
     def send(self, frames: list[bytes], timeout: float | None) -> bool:
         """False when the daemon cannot take the message within ``timeout``."""
@@ -163,12 +211,12 @@ class _Channel:
 
     def stop_watching(self) -> None:
         if self.watch is not None:
-            self.watch.close()
+            self.watch.close()  # the finalizer's reference to it is closed too: close is idempotent
             self.watch = None
 
     def close(self) -> None:
         self.stop_watching()
-        self.sock.close(linger=0)
+        self._release()
 
 
 class Stream(Generic[T]):
@@ -178,8 +226,14 @@ class Stream(Generic[T]):
     """
 
     def __init__(
-        self, channel: _Channel, rid: str, parse: Callable[[dict[str, Any]], T], timeout: float | None
+        self,
+        client: Client,
+        channel: _Channel,
+        rid: str,
+        parse: Callable[[dict[str, Any]], T],
+        timeout: float | None,
     ) -> None:
+        self._client = client  # the client (and its sockets) live as long as its streams
         self._channel = channel
         self._rid = rid
         self._parse = parse
@@ -262,7 +316,9 @@ class Client:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._curve = curve_keys(curve_server_key, curve_public_key, curve_secret_key)
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sockets = _Sockets()
+        # A client dropped without close() closes its sockets and context when collected.
+        self._finalizer = weakref.finalize(self, self._sockets.close_all)
         self._local = threading.local()
         self._channels: weakref.WeakSet[_Channel] = weakref.WeakSet()
         self._channels_lock = threading.Lock()
@@ -281,7 +337,7 @@ class Client:
             raise DaemonUnavailable("this client is closed")
         channel: _Channel | None = getattr(self._local, "channel", None)
         if channel is None:
-            channel = _Channel(self._ctx, self.endpoint, self._curve, watch=not self._checked)
+            channel = _Channel(self._sockets, self.endpoint, self._curve, watch=not self._checked)
             self._local.channel = channel
             with self._channels_lock:
                 self._channels.add(channel)
@@ -353,7 +409,7 @@ class Client:
             if not channel.send(encode_request(Request(id=rid, op=op, body=body)), send_timeout):
                 channel.parked.pop(rid, None)
                 raise not_answering(self.endpoint, send_timeout)
-        return Stream(channel, rid, parse, timeout)
+        return Stream(self, channel, rid, parse, timeout)
 
     # ----------------------------------------------------------------- admin
 
@@ -437,11 +493,9 @@ class Client:
         with self._channels_lock:
             channels = list(self._channels)
         for channel in channels:
-            with channel.lock:
+            with channel.lock:  # not while another thread is reading a stream on it
                 channel.close()
-        # Sockets of threads that ended were closed by the garbage collector; destroy()
-        # closes any left without waiting for unsent messages.
-        self._ctx.destroy(linger=0)
+        self._finalizer()  # whatever is left (sockets of ended threads), then the context
 
     def __enter__(self) -> Client:
         return self
