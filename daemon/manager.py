@@ -137,12 +137,15 @@ class LoadedModel:
 
 def detect_task(path: Path) -> Task:
     """generate for causal LMs, embed for encoders, from config.json's architectures."""
+    # Paths go to the log only: client-facing messages must not disclose the filesystem.
     try:
         config = json.loads((path / "config.json").read_text())
     except FileNotFoundError:
-        raise ModelUnavailable(f"{path} has no config.json; is it a model directory?") from None
+        log.warning("model directory has no config.json", extra={"path": str(path)})
+        raise ModelUnavailable("the model's files have no config.json; is it a model directory?") from None
     except (OSError, ValueError) as exc:
-        raise ModelUnavailable(f"cannot read {path / 'config.json'}: {exc}") from exc
+        log.warning("cannot read the model's config.json", extra={"path": str(path), "error": str(exc)})
+        raise ModelUnavailable(f"cannot read the model's config.json ({type(exc).__name__})") from exc
     archs = config.get("architectures") or []
     if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
         return "generate"
@@ -208,8 +211,9 @@ class ModelManager:
                 # Not configured, but a store reference: the store decides at load time whether
                 # it has the model (or may pull it), and says where it looked if not. Local
                 # paths are never taken from a request: clients must not choose files to read.
-                spec = self._specs.setdefault(name, ModelSpec(ref=name))
-                return spec
+                # The spec is not kept until the store resolves it (``_load``): names come from
+                # clients, and every unknown one kept would grow the model list and metrics.
+                return ModelSpec(ref=name)
             raise ModelNotFound(
                 f"model {name!r} is not served here; known models: {', '.join(sorted(self._specs)) or 'none'}",
                 param="model",
@@ -261,6 +265,7 @@ class ModelManager:
 
     @asynccontextmanager
     async def acquire(self, name: str, keep_alive: float | None = None) -> AsyncIterator[LoadedModel]:
+        _check_keep_alive(keep_alive)
         lm = await self.load(name)
         # No await between here and in_use += 1: an evictor cannot slip in between.
         probe = lm.breaker.check() if lm.breaker is not None else False
@@ -289,7 +294,23 @@ class ModelManager:
 
     async def load(self, name: str, keep_alive: float | None = None) -> LoadedModel:
         spec = self.spec(name)
+        _check_keep_alive(keep_alive)
         slot = self._slots.setdefault(spec.public_name, _Slot())
+        try:
+            return await self._load_slot(spec, slot, keep_alive)
+        finally:
+            # A name that never resolved leaves no slot behind (its waiters hold the slot itself
+            # and still share its error); the next request for it starts afresh.
+            name = spec.public_name
+            if (
+                slot.loaded is None
+                and name not in self._specs
+                and not slot.lock.locked()
+                and self._slots.get(name) is slot
+            ):
+                del self._slots[name]
+
+    async def _load_slot(self, spec: ModelSpec, slot: _Slot, keep_alive: float | None) -> LoadedModel:
         dead = slot.loaded
         if dead is not None and not getattr(dead.model, "alive", True):
             # An engine that lives in another process can die on its own (OOM killer, a crash);
@@ -468,6 +489,8 @@ class ModelManager:
         started = time.perf_counter()
         name = spec.public_name
         path = await anyio.to_thread.run_sync(self._resolve, spec)
+        # Resolved in the store (or pulled): from now on the name is one of the daemon's models.
+        self._specs.setdefault(name, spec)
         task: Task
         if spec.task is not None:
             if spec.task not in ("generate", "embed"):
@@ -772,6 +795,14 @@ def _verdict(exc: BaseException) -> bool | None:
     return None  # cancellation, GeneratorExit, KeyboardInterrupt
 
 
+def _check_keep_alive(keep_alive: float | None) -> None:
+    """Refuse a keep-alive that is not a finite number: NaN never compares, so a model kept
+    with it would never expire and its ``hfd ps`` row could not be serialised. The doors'
+    schema refuses these already; this guards every other caller."""
+    if keep_alive is not None and not math.isfinite(keep_alive):
+        raise InvalidRequest(f"keep_alive must be a finite number, not {keep_alive!r}", param="keep_alive")
+
+
 def _describe(exc: BaseException) -> str:
     return exc.message if isinstance(exc, HfdError) else f"{type(exc).__name__}: {exc}"
 
@@ -787,7 +818,8 @@ def is_store_ref(name: str) -> bool:
 
 
 def _resolve_local(spec: ModelSpec) -> Path:
-    """A local directory, or a repo id already in the local Hugging Face cache."""
+    """A local directory, or a repo id already in the local Hugging Face cache. Errors name the
+    model, not where it was looked for: paths go to the log, never to a client."""
     candidate = Path(spec.ref).expanduser()
     if candidate.is_dir():
         return candidate
@@ -798,5 +830,17 @@ def _resolve_local(spec: ModelSpec) -> Path:
 
             return Path(snapshot_download(repo, revision=revision or None, local_files_only=True))
         except Exception as exc:
-            raise ModelNotFound(f"{spec.ref!r} is not in the local Hugging Face cache: {exc}") from exc
-    raise ModelNotFound(f"model {spec.public_name!r}: {spec.ref!r} is neither a directory nor org/name")
+            log.warning(
+                "model is not in the local Hugging Face cache", extra={"model": spec.ref, "error": str(exc)}
+            )
+            raise ModelNotFound(
+                f"model {spec.ref!r} is not in the local Hugging Face cache", param="model"
+            ) from exc
+    log.warning(
+        "model reference is neither a directory nor org/name",
+        extra={"model": spec.public_name, "ref": spec.ref},
+    )
+    raise ModelNotFound(
+        f"model {spec.public_name!r} is not available: its files are missing (the daemon's log says where it looked)",
+        param="model",
+    )

@@ -201,6 +201,11 @@ class _ServiceCollector(Collector):
         rejected = CounterMetricFamily(
             "hfd_scheduler_rejected", "Requests refused because the queue was full.", labels=["model"]
         )
+        dropped = CounterMetricFamily(
+            "hfd_scheduler_dropped",
+            "Encoders: inputs of requests whose client went away, dropped before they were computed.",
+            labels=["model"],
+        )
         try:
             models = list(manager.loaded())
         except Exception:
@@ -225,8 +230,9 @@ class _ServiceCollector(Collector):
                 queue.add_metric([name], stats.get("pending_inputs", 0))
                 batches.add_metric([name, kind], stats.get("batches", 0))
                 rows.add_metric([name, kind], stats.get("inputs", 0))
+                dropped.add_metric([name], stats.get("dropped_items", 0))
             rejected.add_metric([name], stats.get("requests_rejected", 0))
-        yield from (loaded, memory, in_use, queue, running, batches, rows, rejected)
+        yield from (loaded, memory, in_use, queue, running, batches, rows, rejected, dropped)
         yield from _breakers(manager)
         yield from _cache(getattr(self.service, "cache", None))
 

@@ -4,13 +4,19 @@ bodies use the same OpenAI field names and are validated here).
 Parsing raises ``ValidationFailed`` (422) for wrong types/shapes and ``InvalidRequest`` (400)
 for well-typed values the daemon does not support. Unknown fields are ignored, as OpenAI
 clients send fields a server may not know.
+
+Before any field is read, every value of a body is checked (``check_values``): numbers must be
+finite (JSON and msgpack can carry NaN and infinity, and a NaN keep-alive never expires) and
+text must be encodable as UTF-8 (JSON can carry lone surrogates such as ``"\ud800"``, which
+tokenizers refuse with a TypeError). Both answer 400 naming the field.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from hfd.client.errors import InvalidRequest, ValidationFailed
 
@@ -19,9 +25,13 @@ T = TypeVar("T", bound=BaseModel)
 # keep_alive: seconds as a number, or a duration string like "5m", "30s", "1h", "-1".
 KeepAlive = float | str | None
 
+# Seeds reach the engines as remainders modulo this (see ``_Sampling.engine_seed``).
+SEED_RANGE = 2**63
+
 
 class _Base(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+    # allow_inf_nan=False backs up check_values for bodies built in-process.
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False, allow_inf_nan=False)
 
 
 class StreamOptions(_Base):
@@ -56,7 +66,7 @@ class _Sampling(_Base):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    seed: int | None = None
+    seed: StrictInt | None = None  # any integer, as in OpenAI (not a string, bool or float)
     stop: str | list[str] | None = None
     n: Annotated[int, Field(ge=1)] = 1
     stream: bool = False
@@ -85,6 +95,13 @@ class _Sampling(_Base):
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def engine_seed(self) -> int | None:
+        """The seed as every engine can take it. OpenAI accepts any integer; engines take
+        unsigned 64-bit (OpenVINO) or signed 64-bit (torch) values and fail on others, so
+        any integer maps to [0, 2**63) by its remainder: deterministic, and the identity
+        for the seeds clients usually send."""
+        return None if self.seed is None else self.seed % SEED_RANGE
 
     def check_supported(self) -> None:
         if self.n != 1:
@@ -167,6 +184,7 @@ def parse(model: type[T], data: Any) -> T:
     """Validate a decoded body into a request type, mapping pydantic's errors to ours."""
     if not isinstance(data, dict):
         raise ValidationFailed("request body must be an object")
+    check_values(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -179,20 +197,78 @@ def parse(model: type[T], data: Any) -> T:
         ) from exc
 
 
+def check_values(data: Any) -> None:
+    """Refuse a body holding a non-finite number or text that is not encodable UTF-8, with the
+    field's path as ``param``. Iterative, so a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not _utf8(key):
+                    raise InvalidRequest(_NOT_UTF8, param=_param(path) or "body")
+                stack.append((item, (*path, key)))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                # Token-id lists are long: skip their ints without a stack entry each.
+                if type(item) is not int:
+                    stack.append((item, (*path, index)))
+        elif isinstance(value, str):
+            if not _utf8(value):
+                raise InvalidRequest(_NOT_UTF8, param=_param(path))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest(f"{_param(path)}: numbers must be finite, not {value!r}", param=_param(path))
+
+
+_NOT_UTF8 = "text must be valid Unicode (encodable as UTF-8); it has a lone surrogate"
+
+
+def _utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _param(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (after ``check_values``, every text encodes)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def parse_keep_alive(value: KeepAlive) -> float | None:
-    """Seconds from a number or a duration string ("30s", "5m", "1h", "-1", "0")."""
+    """Seconds from a number or a duration string ("30s", "5m", "1h", "-1", "0"); refuses
+    values that are not finite ("1e999s", "nan"): a model kept that long never expires."""
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return float(value)
-    text = value.strip().lower()
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    try:
-        for suffix in ("ms", "s", "m", "h"):
-            if text.endswith(suffix):
-                return float(text[: -len(suffix)]) * units[suffix]
-        return float(text)
-    except ValueError:
-        raise ValidationFailed(
-            f"keep_alive: cannot read a duration from {value!r}", param="keep_alive"
-        ) from None
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer too large for a float
+            seconds = math.inf
+    else:
+        text = value.strip().lower()
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        try:
+            for suffix in ("ms", "s", "m", "h"):
+                if text.endswith(suffix):
+                    seconds = float(text[: -len(suffix)]) * units[suffix]
+                    break
+            else:
+                seconds = float(text)
+        except ValueError:
+            raise ValidationFailed(
+                f"keep_alive: cannot read a duration from {value!r}", param="keep_alive"
+            ) from None
+    if not math.isfinite(seconds):
+        raise InvalidRequest(
+            f"keep_alive must be a finite duration, not {value!r} (negative keeps the model loaded)",
+            param="keep_alive",
+        )
+    return seconds

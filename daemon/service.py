@@ -31,6 +31,7 @@ from hfd.daemon.schema import (
     CompletionRequest,
     EmbeddingRequest,
     parse_keep_alive,
+    utf8_length,
 )
 from hfd.daemon.settings import Settings
 
@@ -184,6 +185,14 @@ class Service:
                 f"{len(texts)} inputs exceed the limit of {self.settings.max_inputs_per_request} per request",
                 param="input",
             )
+        # Bounded before tokenising: the tokenizer's work grows with the bytes, not the inputs.
+        size = sum(utf8_length(t) for t in texts)
+        if size > self.settings.max_input_bytes:
+            raise InvalidRequest(
+                f"the inputs are {size} bytes together; the limit is {self.settings.max_input_bytes} bytes per "
+                "request. Send them in several requests.",
+                param="input",
+            )
         keep_alive = parse_keep_alive(req.keep_alive)
         cache = self.cache if req.cache else None
         identity = self.manager.identity(req.model) if cache is not None else None
@@ -220,6 +229,7 @@ class Service:
 
         async def prompt(lm: LoadedModel) -> list[int]:
             model: GenerationModel = lm.model  # type: ignore[assignment]
+            self._check_prompt_size(sum(utf8_length(m["content"]) for m in messages), model, "messages")
             return await anyio.to_thread.run_sync(model.apply_chat_template, messages)
 
         return await self._generate("chat", req, prompt)
@@ -232,9 +242,24 @@ class Service:
             if isinstance(value, list):
                 return value
             model: GenerationModel = lm.model  # type: ignore[assignment]
+            self._check_prompt_size(utf8_length(value), model, "prompt")
             return await anyio.to_thread.run_sync(model.encode_prompt, value)
 
         return await self._generate("completion", req, prompt)
+
+    def _check_prompt_size(self, size: int, model: GenerationModel, param: str) -> None:
+        """Refuse, before tokenising, a prompt that cannot fit the context at any plausible
+        tokenisation: no ordinary token spans more than ``prompt_bytes_per_token`` bytes, so a
+        longer prompt would be refused after tokenising anyway, having cost seconds of CPU."""
+        context = int(model.context_length)
+        limit = context * self.settings.prompt_bytes_per_token
+        if context > 0 and size > limit:
+            raise ContextLengthExceeded(
+                f"this model's maximum context length is {context} tokens; the prompt is {size} bytes, more "
+                f"than {context} tokens of text can hold (at most {limit} bytes). Shorten the prompt.",
+                param=param,
+                details={"prompt_bytes": size, "max_prompt_bytes": limit, "context_length": context},
+            )
 
     async def _generate(
         self, kind: str, req: ChatCompletionRequest | CompletionRequest, prompt: Any
@@ -312,7 +337,7 @@ def sampling_params(
         max_tokens=limit if limit is not None else room,
         temperature=temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
-        seed=req.seed,
+        seed=req.engine_seed(),
         ignore_eos=req.ignore_eos,
         min_tokens=min(req.min_tokens, limit if limit is not None else room),
         stop=req.stop_list(),

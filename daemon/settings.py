@@ -280,6 +280,17 @@ class Settings:
     max_inputs_per_request: int = _setting(
         2048, "batching", "Embeddings: most inputs in one request (400 beyond)."
     )
+    max_input_bytes: int = _setting(
+        4 * 1024 * 1024,
+        "batching",
+        "Embeddings: most UTF-8 bytes of all inputs of one request together, checked before tokenising (400 beyond).",
+    )
+    prompt_bytes_per_token: int = _setting(
+        16,
+        "batching",
+        "Generation: a prompt of more UTF-8 bytes than the model's context length times this is refused "
+        "(context_length_exceeded, 400) before it is tokenised. See docs/operations.md.",
+    )
 
     # -- memory
     memory_budget_bytes: int = _setting(

@@ -18,6 +18,12 @@ inputs may be spread over several batches; its rows are reassembled in input ord
 
 Back-pressure: at most ``max_queue`` requests are in the scheduler (tokenising, pending or
 computing); beyond that ``embed()`` raises ``Overloaded`` at once.
+
+Abandonment: when the task awaiting ``embed()`` is cancelled (a door cancels it when its client
+goes away), the request is marked done; its inputs not yet in a batch are dropped at the next
+batch boundary, never computed, and counted in ``stats()["dropped_items"]``. A batch already
+computing finishes (an engine call cannot be interrupted), and its rows for the request are
+discarded.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ class EmbedResult:
 class _Request:
     """One ``embed()`` call while its inputs are in flight."""
 
-    __slots__ = ("done", "future", "loop", "remaining", "rows")
+    __slots__ = ("abandoned", "done", "future", "loop", "remaining", "rows")
 
     def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -62,6 +68,7 @@ class _Request:
         self.rows: np.ndarray | None = None  # allocated at the first batch, when dimensions are known
         self.remaining = n
         self.done = False  # failed, cancelled or complete: its pending inputs are dropped
+        self.abandoned = False  # its caller was cancelled
 
 
 @dataclass
@@ -108,6 +115,7 @@ class EncoderScheduler:
         self._compute_seconds = 0.0
         self._rejected = 0
         self._errors = 0
+        self._dropped = 0  # inputs of abandoned requests removed before computing
 
     # ----------------------------------------------------------------- public API
 
@@ -138,8 +146,13 @@ class EncoderScheduler:
             self._enqueue(request, batch.ids)
             try:
                 vectors = await request.future
-            except asyncio.CancelledError:
-                request.done = True  # the worker drops its inputs still pending
+            except BaseException:
+                # Cancelled (the client went away) or interrupted: nobody wants the rest. The
+                # worker drops the request's pending inputs before it chooses its next batch.
+                if not request.done:
+                    request.abandoned = True
+                    request.done = True
+                    self._drop_abandoned()
                 raise
             return EmbedResult(vectors=vectors, prompt_tokens=sum(batch.lengths))
         finally:
@@ -179,6 +192,7 @@ class EncoderScheduler:
             "mean_batch_ms": round(1000 * self._compute_seconds / batches, 3) if batches else 0.0,
             "requests_rejected": self._rejected,
             "errors": self._errors,
+            "dropped_items": self._dropped,
         }
 
     async def aclose(self, grace: float = 0.0) -> None:
@@ -209,6 +223,19 @@ class EncoderScheduler:
                 self._order += 1
             self._cond.notify()
 
+    def _drop_abandoned(self) -> None:
+        """Remove the inputs of finished requests from the pending list (worker's lock)."""
+        with self._cond:
+            self._prune()
+
+    def _prune(self) -> None:
+        kept = [item for item in self._pending if not item.request.done]
+        if len(kept) != len(self._pending):
+            # Inputs of failed requests leave too; only abandoned ones count, as those are the
+            # work a departed client would otherwise have cost.
+            self._dropped += sum(1 for item in self._pending if item.request.abandoned)
+            self._pending = kept
+
     def _run(self) -> None:
         try:
             while True:
@@ -226,7 +253,7 @@ class EncoderScheduler:
         """Block until a batch is due; None when stopping."""
         with self._cond:
             while True:
-                self._pending = [item for item in self._pending if not item.request.done]
+                self._prune()
                 if self._stopping:
                     return None
                 if not self._pending:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from support.models import minilm, tiny_bert
@@ -253,3 +254,42 @@ async def test_closing_fails_pending_requests(recording: Recording) -> None:
 async def test_empty_input_is_refused(scheduler: EncoderScheduler) -> None:
     with pytest.raises(InvalidRequest):
         await scheduler.embed([])
+
+
+class Entered(Recording):
+    """Recording, also saying when the engine has been entered (the first batch is computing)."""
+
+    def __init__(self, model: EncoderModel) -> None:
+        super().__init__(model)
+        self.entered = threading.Event()
+
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        self.entered.set()
+        return super().embed(batch)
+
+
+async def test_an_abandoned_request_stops_at_the_next_batch_boundary(bert: EncoderModel) -> None:
+    engine = Entered(bert)
+    sched = EncoderScheduler(engine, name="bert", max_queue=8, max_batch=8, batch_tokens=1 << 20, wait_ms=0.0)  # type: ignore[arg-type]
+    sched.start()
+    try:
+        engine.gate.clear()  # the engine is slow: the first batch computes until the gate opens
+        texts = [f"{i} the quick brown fox" for i in range(1024)]
+        with anyio.CancelScope() as scope:  # what a door does when its client goes away
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sched.embed, texts)
+                await anyio.to_thread.run_sync(engine.entered.wait, 30)
+                scope.cancel()
+        assert scope.cancelled_caught
+        # Dropped before the worker takes another batch, while the first one still computes.
+        assert sched.stats()["dropped_items"] == 1024 - 8
+        assert sched.stats()["pending_inputs"] == 0
+        engine.gate.set()
+        after = await sched.embed(["next"])
+        assert after.vectors.shape[0] == 1
+        # The engine saw the first batch of the abandoned request, then the one-item request.
+        assert [len(b) for b in engine.batches] == [8, 1]
+        assert sched.stats()["inputs"] == 9 and sched.active == 0
+    finally:
+        engine.gate.set()
+        await sched.aclose()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hfd.backends.base import SamplingParams
@@ -8,6 +10,7 @@ from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ModelRequest,
     parse,
     parse_keep_alive,
 )
@@ -107,3 +110,95 @@ def test_sampling_params_and_context_limit() -> None:
     assert "100" in info.value.message and info.value.status == 400
     with pytest.raises(ContextLengthExceeded):
         sampling_params(parse(ChatCompletionRequest, CHAT), prompt_len=100, context=100)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "param"),
+    [
+        (ChatCompletionRequest, {**CHAT, "keep_alive": NAN}, "keep_alive"),
+        (ChatCompletionRequest, {**CHAT, "keep_alive": INF}, "keep_alive"),
+        (ChatCompletionRequest, {**CHAT, "temperature": NAN}, "temperature"),
+        (ChatCompletionRequest, {**CHAT, "top_p": -INF}, "top_p"),
+        (ChatCompletionRequest, {**CHAT, "presence_penalty": INF}, "presence_penalty"),
+        (ChatCompletionRequest, {**CHAT, "frequency_penalty": NAN}, "frequency_penalty"),
+        (CompletionRequest, {"model": "m", "prompt": "x", "temperature": INF}, "temperature"),
+        (EmbeddingRequest, {"model": "m", "input": "x", "keep_alive": NAN}, "keep_alive"),
+        (ModelRequest, {"model": "m", "keep_alive": NAN}, "keep_alive"),
+        (ModelRequest, {"model": "m", "keep_alive": -INF}, "keep_alive"),
+        # Unknown fields are ignored, but not a NaN inside them.
+        (ChatCompletionRequest, {**CHAT, "metadata": {"x": [1, NAN]}}, "metadata.x.1"),
+    ],
+)
+def test_non_finite_numbers_are_400_naming_the_field(kind: Any, body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse(kind, body)
+    assert info.value.status == 400 and info.value.param == param
+
+
+@pytest.mark.parametrize("value", ["1e999s", "inf", "-inf", "nan", "1e308h", "Infinity", 10**400])
+def test_keep_alive_durations_must_be_finite(value: Any) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_keep_alive(value)
+    assert info.value.status == 400 and info.value.param == "keep_alive"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "param"),
+    [
+        (
+            ChatCompletionRequest,
+            {**CHAT, "messages": [{"role": "user", "content": "a\ud800b"}]},
+            "messages.0.content",
+        ),
+        (
+            ChatCompletionRequest,
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+            "messages.0.content.0.text",
+        ),
+        (ChatCompletionRequest, {**CHAT, "stop": ["ok", "\ud800"]}, "stop.1"),
+        (ChatCompletionRequest, {**CHAT, "model": "org/\ud83d"}, "model"),
+        (ChatCompletionRequest, {**CHAT, "user": "\ud800"}, "user"),
+        (CompletionRequest, {"model": "m", "prompt": ["\ud800"]}, "prompt.0"),
+        (EmbeddingRequest, {"model": "m", "input": ["fine", "\ud800"]}, "input.1"),
+        (ModelRequest, {"model": "\ud800"}, "model"),
+        (ModelRequest, {"model": "m", "keep_alive": "5\ud800m"}, "keep_alive"),
+    ],
+)
+def test_lone_surrogates_are_400_naming_the_field(kind: Any, body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse(kind, body)
+    assert info.value.status == 400 and info.value.type == "invalid_request_error"
+    assert info.value.param == param
+
+
+def test_a_surrogate_pair_written_correctly_is_fine() -> None:
+    req = parse(ChatCompletionRequest, {**CHAT, "messages": [{"role": "user", "content": "\U0001f600 ok"}]})
+    assert req.messages[0].text() == "\U0001f600 ok"
+
+
+def test_a_deeply_nested_unknown_field_does_not_exhaust_the_stack() -> None:
+    deep: Any = NAN
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidRequest):
+        parse(ChatCompletionRequest, {**CHAT, "extra": deep})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, -(2**70), 2**63, 2**63 - 1, 0, 42])
+def test_any_integer_seed_maps_into_the_engines_range(seed: int) -> None:
+    req = parse(ChatCompletionRequest, {**CHAT, "seed": seed})
+    params = sampling_params(req, prompt_len=2, context=100)
+    assert params.seed is not None and 0 <= params.seed < 2**63
+    assert params.seed == sampling_params(parse(ChatCompletionRequest, {**CHAT, "seed": seed}), 2, 100).seed
+    if 0 <= seed < 2**63:
+        assert params.seed == seed  # the usual seeds are passed as sent
+
+
+@pytest.mark.parametrize("seed", ["7", 1.5, True, [1]])
+def test_a_seed_must_be_an_integer(seed: Any) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parse(ChatCompletionRequest, {**CHAT, "seed": seed})
+    assert info.value.param == "seed"
