@@ -74,6 +74,7 @@ from hfd.daemon.schema import (
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
 from hfd.daemon.zmq.bind import bind_private
+from hfd.daemon.zmq.peers import PeerWatch, source_fd
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ log = logging.getLogger(__name__)
 SEND_HWM = 1000
 # Seconds shutdown waits for final replies to leave the socket.
 CLOSE_LINGER_MS = 1000
+# ZMTP heartbeats: a ping every 10 s; no traffic for 30 s and the connection is dropped.
+HEARTBEAT_IVL_MS = 10_000
+HEARTBEAT_TIMEOUT_MS = 30_000
 
 Key = tuple[bytes, str]  # (client identity, request id): ids are only unique per client
 
@@ -106,6 +110,7 @@ class IpcServer:
         self.endpoint = settings.ipc_endpoint()
         self._path = settings.ipc_socket()
         self._sock: zmq.asyncio.Socket | None = None
+        self._peers: PeerWatch
         self._inflight: dict[Key, anyio.CancelScope] = {}
         self._stopping = anyio.Event()
         self._idle = anyio.Event()
@@ -133,6 +138,10 @@ class IpcServer:
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.ipc_max_message_bytes)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        # A peer that answers no ZMTP ping for HEARTBEAT_TIMEOUT_MS (a TCP client whose machine
+        # vanished) is disconnected, which cancels its requests (daemon/zmq/peers.py).
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         self._access.secure_ipc(sock)  # the peer check (ZAP) for every connection
 
         def zmq_bind(at: str) -> None:
@@ -164,12 +173,14 @@ class IpcServer:
             ctx.destroy(linger=0)
             raise
         self._sock = sock
+        self._peers = peers = PeerWatch(sock)
         bound_inode = self._path.stat().st_ino
         log.info("ipc listening", extra={"endpoint": self.endpoint})
         try:
             async with anyio.create_task_group() as requests:
                 async with anyio.create_task_group() as control:
                     control.start_soon(self._receive_loop, sock, requests)
+                    control.start_soon(self._watch_peers, peers)
                     task_status.started(self.endpoint)
                     await self._stopping.wait()
                     with anyio.move_on_after(self.settings.grace_period):
@@ -181,6 +192,7 @@ class IpcServer:
                     scope.cancel()
         finally:
             self._sock = None
+            peers.close()
             sock.close(linger=CLOSE_LINGER_MS)
             # term() waits (up to the linger) for final replies to leave: off the event loop,
             # so the HTTP door's own shutdown is not held up meanwhile.
@@ -203,7 +215,13 @@ class IpcServer:
             parts: list[zmq.Frame] = await sock.recv_multipart(copy=False)
             if len(parts) < 2:
                 continue  # an identity with nothing after it
-            ident, message = parts[0].bytes, [p.bytes for p in parts[1:]]
+            ident = parts[0].bytes
+            # Disconnects first, so the descriptor this message came in on is current.
+            self._cancel_gone(self._peers.drain())
+            if self._peers.is_gone(ident):
+                continue  # queued behind its sender's disconnect: nobody to answer
+            self._peers.seen(ident, source_fd(parts[1]))
+            message = [p.bytes for p in parts[1:]]
             user = _user_id(parts[1])
             try:
                 # Bounded before anything is built: a header's cost is capped by its size and
@@ -246,6 +264,24 @@ class IpcServer:
             scope = anyio.CancelScope()
             self._inflight[key] = scope
             requests.start_soon(self._handle, ident, req, scope, user)
+
+    async def _watch_peers(self, peers: PeerWatch) -> None:
+        while True:
+            self._cancel_gone(await peers.wait())
+
+    def _cancel_gone(self, idents: list[bytes]) -> None:
+        """Cancel every request in flight of clients whose connection ended."""
+        if not idents:
+            return
+        gone = set(idents)
+        keys = [key for key in self._inflight if key[0] in gone]
+        for key in keys:
+            self._inflight[key].cancel()
+        if keys:
+            log.info(
+                "client disconnected; its requests are cancelled",
+                extra={"requests": len(keys), "ids": [rid for _, rid in keys][:10]},
+            )
 
     def _cancel(self, ident: bytes, req: Request) -> None:
         target = req.body.get("id")

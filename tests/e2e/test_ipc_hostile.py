@@ -3,7 +3,11 @@ model) and raw DEALER sockets sending what no client library would."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +127,74 @@ def test_a_large_legitimate_header_is_served(peer: Peer) -> None:
     peer.send(frames)
     reply = peer.replies_until("big")[-1]
     assert reply.kind == "result" and reply.body["status"] == "ok"
+
+
+def encoder_stats(peer: Peer) -> dict[str, Any]:
+    peer.request("ps", "models.ps")
+    models = peer.replies_until("ps")[-1].body["models"]
+    return next((m["scheduler"] for m in models if m["name"] == EMBED), {})
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+BIG_INPUTS = [f"{i} " + "ocean waves " * 50 for i in range(2048)]
+
+CLIENT = """
+import sys
+from hfd.client import Client
+texts = [f"{i} " + "ocean waves " * 50 for i in range(2048)]
+Client(sys.argv[1], timeout=600).embeddings.create(model=sys.argv[2], input=texts)
+"""
+
+
+@pytest.mark.slow  # ~15 s each: 2048 inputs to tokenise
+@pytest.mark.parametrize("how", ["sigkill", "close", "cancel"])
+def test_an_abandoned_embeddings_request_stops_at_the_next_batch(
+    daemon: Daemon, peer: Peer, how: str
+) -> None:
+    """A client that is killed, closes its socket or cancels: the inputs of its request not yet
+    in a batch are dropped (the scheduler's ``dropped_items``), not computed."""
+    peer.send(encode_request(Request(id="load", op="models.load", body={"model": EMBED})))
+    assert peer.replies_until("load", timeout=120)[-1].kind == "result"
+    before = encoder_stats(peer)
+    leaver: subprocess.Popen[str] | Peer
+    if how == "sigkill":
+        leaver = subprocess.Popen([sys.executable, "-c", CLIENT, daemon.ipc, EMBED], text=True)
+    else:
+        leaver = Peer(daemon.ipc)
+        leaver.request("big", "embeddings.create", {"model": EMBED, "input": BIG_INPUTS})
+    try:
+        # Leave once the request is queued and its first batch has run.
+        assert wait_for(
+            lambda: (
+                (s := encoder_stats(peer)).get("pending_inputs", 0) > 0 and s["batches"] > before["batches"]
+            )
+        ), encoder_stats(peer)
+        if isinstance(leaver, Peer):
+            if how == "cancel":
+                leaver.request("big.cancel", "cancel", {"id": "big"})
+                assert leaver.replies_until("big")[-1].body["code"] == "cancelled"
+            leaver.close()
+        else:
+            leaver.send_signal(signal.SIGKILL)
+            leaver.wait(timeout=30)
+    finally:
+        if isinstance(leaver, subprocess.Popen) and leaver.poll() is None:
+            leaver.kill()
+    assert wait_for(lambda: encoder_stats(peer)["active"] == 0), encoder_stats(peer)
+    after = encoder_stats(peer)
+    computed = after["inputs"] - before["inputs"]
+    dropped = after["dropped_items"] - before["dropped_items"]
+    assert computed + dropped >= len(BIG_INPUTS) - after["max_batch"]  # at most one batch in flight
+    assert dropped >= len(BIG_INPUTS) // 2, after
+    # And the door serves the next request.
+    peer.request("small", "embeddings.create", {"model": EMBED, "input": "hello"})
+    small = peer.replies_until("small")[-1]
+    assert small.kind == "result" and small.body["shape"] == [1, 32]

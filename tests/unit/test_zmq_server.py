@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -360,3 +361,59 @@ def test_shutdown_refuses_new_requests_and_gives_in_flight_ones_the_grace_period
     assert replies["quick"].kind == "result" and replies["quick"].body == {"name": "0.3"}
     assert replies["slow"].kind == "error" and replies["slow"].body["code"] == "cancelled"
     assert not settings.ipc_socket().exists()
+
+
+@contextmanager
+def slow_server(settings: Settings) -> Iterator[tuple[IpcServer, anyio.from_thread.BlockingPortal]]:
+    with anyio.from_thread.start_blocking_portal() as portal:
+
+        async def build() -> IpcServer:
+            return IpcServer(SlowLoads(settings, ModelManager(settings)), settings)
+
+        server = portal.call(build)
+        future, _ = portal.start_task(server.serve)
+        try:
+            yield server, portal
+        finally:
+            portal.call(server.shutdown)
+            future.result(timeout=15)
+
+
+def in_flight(server: IpcServer, portal: anyio.from_thread.BlockingPortal) -> list[str]:
+    async def ids() -> list[str]:
+        return sorted(rid for _, rid in server._inflight)
+
+    return portal.call(ids)
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_client_that_disconnects_has_its_requests_cancelled(settings: Settings) -> None:
+    """ZeroMQ does not tell a ROUTER about disconnects; the socket monitor does, and a request
+    that sends nothing until its end (a load, an embeddings request) is cancelled at once."""
+    with slow_server(settings) as (server, portal):
+        gone = Peer(settings.ipc_endpoint())
+        gone.request("a", "models.load", {"model": "60"})
+        assert_serving(gone)
+        assert in_flight(server, portal) == ["a"]
+        gone.close()
+        # Reconnecting at once tends to get the same file descriptor: its requests must not be
+        # taken for the gone client's.
+        other = Peer(settings.ipc_endpoint())
+        try:
+            other.request("b", "models.load", {"model": "60"})
+            assert_serving(other)
+            assert wait_until(lambda: in_flight(server, portal) == ["b"]), in_flight(server, portal)
+            other.request("b2", "health")
+            assert other.reply().id == "b2"
+            assert in_flight(server, portal) == ["b"]
+        finally:
+            other.close()
+        assert wait_until(lambda: in_flight(server, portal) == [])
