@@ -138,6 +138,17 @@ class TorchGenerator(_hf.PromptTokens):
         pad = hf_tokenizer.pad_token_id
         if pad is None:
             pad = min(eos_ids) if eos_ids else 0
+        from hfd.backends.torch_recurrent import RecurrentBatcher, recurrent_layout
+
+        layout = recurrent_layout(model)  # state-space layers: their own batcher, no padding
+        self._batcher: ContinuousBatcher | RecurrentBatcher
+        if layout is not None:
+            self._batcher = RecurrentBatcher(
+                model, layout=layout, device=device, context_length=self.context_length,
+                eos_token_ids=self.eos_token_ids, max_running=opts.max_running,
+                max_batched_tokens=opts.max_batched_tokens,
+            )  # fmt: skip
+            return
         self._batcher = ContinuousBatcher(
             model,
             device=device,
@@ -236,7 +247,8 @@ def _from_pretrained(auto: Any, opts: LoadOptions, device: torch.device, dtype: 
         try:
             model = auto.from_pretrained(opts.path, attn_implementation="sdpa", **kwargs)
         except ValueError as exc:
-            if "sdpa" not in str(exc).lower():
+            # transformers 5.5 names it "scaled_dot_product_attention", older releases "sdpa".
+            if not any(word in str(exc).lower() for word in ("sdpa", "scaled_dot_product_attention")):
                 raise
             model = auto.from_pretrained(opts.path, attn_implementation="eager", **kwargs)
         model = model.to(device).eval()

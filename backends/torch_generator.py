@@ -52,6 +52,44 @@ class _Sequence:
         )
 
 
+def new_sequence(
+    seq_id: int, prompt_ids: Sequence[int], params: SamplingParams, context_length: int
+) -> _Sequence:
+    """A queued sequence, after the checks every torch batcher makes on a request."""
+    prompt = [int(t) for t in prompt_ids]
+    if not prompt:
+        raise InvalidRequest("the prompt is empty: at least one token is needed", param="prompt")
+    if len(prompt) >= context_length:
+        raise ContextLengthExceeded(
+            f"the prompt has {len(prompt)} tokens; this model's context is {context_length} "
+            "tokens, prompt and completion together",
+            param="prompt",
+            details={"prompt_tokens": len(prompt), "context_length": context_length},
+        )
+    if params.max_tokens < 1:
+        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+    if not 0.0 < params.top_p <= 1.0:
+        raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
+    generator = None if params.greedy else make_generator(params.seed)
+    return _Sequence(seq_id, prompt, params, generator)
+
+
+def accept(
+    seq: _Sequence, token: int, eos_token_ids: frozenset[int], context_length: int
+) -> FinishReason | None:
+    """Record a produced token; the finish reason when it ends the sequence."""
+    seq.generated += 1
+    seq.last_token = token
+    p = seq.params
+    if token in eos_token_ids and not p.ignore_eos and seq.generated > p.min_tokens:
+        return "stop"
+    if seq.generated >= p.max_tokens:
+        return "length"
+    if len(seq.prompt) + seq.generated >= context_length:
+        return "length"
+    return None
+
+
 @dataclass(frozen=True)
 class MaskPlan:
     """How this model wants its attention mask: one tensor, or one per layer type."""
@@ -102,22 +140,7 @@ class ContinuousBatcher:
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         if seq_id in self._known:
             raise InvalidRequest(f"sequence {seq_id} is already running")
-        prompt = [int(t) for t in prompt_ids]
-        if not prompt:
-            raise InvalidRequest("the prompt is empty: at least one token is needed", param="prompt")
-        if len(prompt) >= self.context_length:
-            raise ContextLengthExceeded(
-                f"the prompt has {len(prompt)} tokens; this model's context is {self.context_length} "
-                "tokens, prompt and completion together",
-                param="prompt",
-                details={"prompt_tokens": len(prompt), "context_length": self.context_length},
-            )
-        if params.max_tokens < 1:
-            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-        if not 0.0 < params.top_p <= 1.0:
-            raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
-        generator = None if params.greedy else make_generator(params.seed)
-        self._queue.append(_Sequence(seq_id, prompt, params, generator))
+        self._queue.append(new_sequence(seq_id, prompt_ids, params, self.context_length))
         self._known.add(seq_id)
 
     @torch.inference_mode()  # the cache and row tensors are inference tensors
@@ -284,17 +307,7 @@ class ContinuousBatcher:
         return logits
 
     def _accept(self, seq: _Sequence, token: int) -> FinishReason | None:
-        """Record a produced token; the finish reason when it ends the sequence."""
-        seq.generated += 1
-        seq.last_token = token
-        p = seq.params
-        if token in self.eos_token_ids and not p.ignore_eos and seq.generated > p.min_tokens:
-            return "stop"
-        if seq.generated >= p.max_tokens:
-            return "length"
-        if len(seq.prompt) + seq.generated >= self.context_length:
-            return "length"
-        return None
+        return accept(seq, token, self.eos_token_ids, self.context_length)
 
     def _remove_rows(self, rows: list[int]) -> None:
         # Descending order: every row still to remove lies before the current last row.

@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 
+from hfd.backends import families
 from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, Task
 from hfd.backends.proving import EngineCrashed
 from hfd.backends.registry import get_backend
@@ -502,7 +503,14 @@ class ModelManager:
         skipped: list[CircuitBreaker] = []
         too_big: list[InsufficientMemory] = []
         candidates = self._candidates(task, spec)
+        family = families.model_type(path)
         for engine, device, reason in candidates:
+            gap = families.gap(engine, task, family)
+            if gap is not None:  # this engine cannot serve the family here: skipped untried
+                errors.append(f"{engine}/{device}: {gap}")
+                log.info("skipping an engine that cannot serve this model family",
+                         extra={"model": name, "engine": engine, "model_type": family, "reason": gap})  # fmt: skip
+                continue
             key = await anyio.to_thread.run_sync(self._record_key, spec, path, task, engine, device)
             known = self.engine_memory.get(key)
             if known is not None:  # this engine crashed on this model here before: skip it

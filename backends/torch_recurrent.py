@@ -1,0 +1,255 @@
+"""Continuous batching for models whose cache holds recurrent state: Mamba-style state-space
+models and hybrids that mix state-space (or convolution) layers with attention.
+
+``BatchKVCache`` (``torch_cache``) gives every row a band of K/V columns that padding and the
+mask keep apart. A state-space layer has no columns: its state after a padded prompt is the
+state after the padding too, and there is no mask that undoes that. So these models never see
+padding. Each sequence is prefilled alone (batch of one, its exact prompt) into transformers'
+own cache for the model (``DynamicCache(config=...)``, which holds conv and SSM state in
+``LinearAttentionLayer`` s and K/V in ``DynamicLayer`` s), exactly as ``generate()`` does.
+
+Decoding then depends on the layout:
+
+- **recurrent only** (every layer's cache is fixed-size state, e.g. Mamba): one token per row
+  needs no mask and no positions, so the running rows' states are stacked in one batch cache
+  and decode together, one forward pass per step. A joining row's state is concatenated in; a
+  finished row is dropped with an index select (O(rows x state), no column clock).
+- **hybrid** (state-space and attention layers): each row decodes alone with its own cache,
+  one forward pass per row per step. Correct, but a step costs ``rows`` small forward passes
+  instead of one batched pass.
+
+Which layout a model has is read from the cache transformers builds for its config, never from
+its name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from hfd.backends.base import SamplingParams, StepOutput
+from hfd.backends.torch_generator import _Sequence, accept, new_sequence
+from hfd.backends.torch_sampling import sample
+from hfd.client.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["recurrent", "hybrid"]
+
+
+def recurrent_layout(model: Any) -> Layout | None:
+    """``None`` for a plain K/V-cache model (the batched path), else how its state is kept."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer, LinearAttentionCacheLayerMixin
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # a config DynamicCache cannot read: treat as plain attention
+        return None
+    states = [isinstance(layer, LinearAttentionCacheLayerMixin) for layer in layers]
+    if not any(states):
+        return None
+    attention = any(isinstance(layer, DynamicLayer) for layer in layers)
+    return "hybrid" if attention else "recurrent"
+
+
+@dataclass
+class _Row:
+    seq: _Sequence
+    cache: Any = None  # hybrid layout: this row's own cache
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RecurrentBatcher:
+    """The ``ContinuousBatcher`` interface (add, cancel, step, has_work, cache_bytes, close) for
+    models with recurrent state; see the module docstring for how a step runs."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        layout: Layout,
+        device: torch.device,
+        context_length: int,
+        eos_token_ids: frozenset[int],
+        max_running: int,
+        max_batched_tokens: int,
+    ) -> None:
+        self.model = model
+        self.layout = layout
+        self.device = device
+        self.context_length = context_length
+        self.eos_token_ids = eos_token_ids
+        self.max_running = max(1, max_running)
+        self.max_batched_tokens = max(1, max_batched_tokens)
+        self._eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
+        params = inspect.signature(model.forward).parameters
+        # Mamba-family models name their cache argument ``cache_params``.
+        self._cache_arg = "past_key_values" if "past_key_values" in params else "cache_params"
+        self._logits_to_keep = "logits_to_keep" in params
+        self._queue: deque[_Sequence] = deque()
+        self._rows: list[_Row] = []
+        self._batch: Any = None  # recurrent layout: the running rows' stacked states
+        self._decode_owed = False
+        self._known: set[int] = set()
+
+    # -- the GenerationModel calls -------------------------------------------------------------
+
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        if seq_id in self._known:
+            raise InvalidRequest(f"sequence {seq_id} is already running")
+        self._queue.append(new_sequence(seq_id, prompt_ids, params, self.context_length))
+        self._known.add(seq_id)
+
+    @torch.inference_mode()
+    def cancel(self, seq_id: int) -> None:
+        if seq_id not in self._known:
+            return
+        self._known.discard(seq_id)
+        for seq in self._queue:
+            if seq.seq_id == seq_id:
+                self._queue.remove(seq)
+                return
+        for i, row in enumerate(self._rows):
+            if row.seq.seq_id == seq_id:
+                self._remove([i])
+                return
+
+    def has_work(self) -> bool:
+        return bool(self._queue or self._rows)
+
+    def cache_bytes(self) -> int:
+        caches = [self._batch] if self.layout == "recurrent" else [r.cache for r in self._rows]
+        return sum(_cache_nbytes(c) for c in caches if c is not None)
+
+    def close(self) -> None:
+        self._queue.clear()
+        self._rows.clear()
+        self._known.clear()
+        self._batch = None
+        self._decode_owed = False
+
+    @torch.inference_mode()
+    def step(self) -> list[StepOutput]:
+        # The same alternation as ContinuousBatcher: a step prefills newcomers or decodes the
+        # running rows, and a decode is owed after every prefill.
+        out: dict[int, StepOutput] = {}
+        admit = bool(self._queue) and len(self._rows) < self.max_running
+        if admit and not (self._decode_owed and self._rows):
+            self._prefill(out)
+            self._decode_owed = True
+        elif self._rows:
+            self._decode(out)
+            self._decode_owed = False
+        return list(out.values())
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _prefill(self, out: dict[int, StepOutput]) -> None:
+        budget = self.max_batched_tokens
+        first = True
+        while self._queue and len(self._rows) < self.max_running:
+            seq = self._queue[0]
+            if not first and len(seq.prompt) > budget:
+                break
+            self._queue.popleft()
+            first = False
+            budget -= len(seq.prompt)
+            cache = self._new_cache()
+            ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
+            logits = self._forward(ids, cache)
+            token = sample(logits, [seq.sampling()], self._eos)[0]
+            finished = accept(seq, token, self.eos_token_ids, self.context_length)
+            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished)
+            if finished is not None:
+                self._known.discard(seq.seq_id)
+                continue
+            if self.layout == "recurrent":
+                self._batch = cache if self._batch is None else _concat_states(self._batch, cache)
+                self._rows.append(_Row(seq))
+            else:
+                self._rows.append(_Row(seq, cache))
+
+    def _decode(self, out: dict[int, StepOutput]) -> None:
+        rows = self._rows
+        if self.layout == "recurrent":
+            ids = torch.tensor([[r.seq.last_token] for r in rows], dtype=torch.long, device=self.device)
+            logits = self._forward(ids, self._batch)
+        else:
+            logits = torch.cat(
+                [
+                    self._forward(
+                        torch.tensor([[r.seq.last_token]], dtype=torch.long, device=self.device), r.cache
+                    )
+                    for r in rows
+                ]
+            )
+        tokens = sample(logits, [r.seq.sampling() for r in rows], self._eos)
+        done: list[int] = []
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            finished = accept(row.seq, token, self.eos_token_ids, self.context_length)
+            out[row.seq.seq_id] = StepOutput(row.seq.seq_id, [token], finished)
+            if finished is not None:
+                done.append(i)
+                self._known.discard(row.seq.seq_id)
+        if done:
+            self._remove(done)
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _new_cache(self) -> Any:
+        from transformers.cache_utils import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        # No mask and no positions: a row is never padded, so the model's own defaults (all
+        # tokens valid, positions continuing from the cache) are exactly right.
+        kwargs: dict[str, Any] = {"input_ids": ids, self._cache_arg: cache, "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        logits: torch.Tensor = self.model(**kwargs).logits[:, -1, :]
+        return logits
+
+    def _remove(self, rows: list[int]) -> None:
+        gone = set(rows)
+        keep = [i for i in range(len(self._rows)) if i not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        if self.layout == "recurrent":
+            if not keep:
+                self._batch = None
+            else:
+                self._batch.reorder_cache(torch.tensor(keep, dtype=torch.long, device=self.device))
+
+
+def _state_layers(cache: Any) -> list[Any]:
+    return list(cache.layers)
+
+
+def _concat_states(batch: Any, new: Any) -> Any:
+    """Append ``new``'s rows (fixed-size conv/SSM states) to ``batch``, layer by layer."""
+    for mine, theirs in zip(_state_layers(batch), _state_layers(new), strict=True):
+        for name, flag in (("conv_states", "is_conv_states_initialized"),
+                           ("recurrent_states", "is_recurrent_states_initialized")):  # fmt: skip
+            a, b = getattr(mine, name, None), getattr(theirs, name, None)
+            if getattr(theirs, flag, False) and b is not None:
+                setattr(mine, name, b.clone() if a is None else torch.cat([a, b], dim=0))
+                setattr(mine, flag, True)
+        if getattr(mine, "is_conv_states_initialized", False):
+            mine.max_batch_size = mine.conv_states.shape[0]
+    return batch
+
+
+def _cache_nbytes(cache: Any) -> int:
+    total = 0
+    for layer in cache.layers:
+        for name in ("conv_states", "recurrent_states", "keys", "values"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
