@@ -65,6 +65,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--pull", action="store_true", help="benchmark pulling models instead (scripts/bench_pull.py)"
     )
+    p.add_argument(
+        "--soak",
+        action="store_true",
+        help="a soak instead: mixed traffic on both doors for --minutes N (see --soak --help)",
+    )
     return p.parse_args(argv)
 
 
@@ -73,6 +78,10 @@ def main(argv: list[str]) -> int:
         import bench_pull  # type: ignore[import-not-found]
 
         return int(bench_pull.main([a for a in argv if a != "--pull"]) or 0)
+    if "--soak" in argv:
+        from bench_lib import soak
+
+        return soak.main([a for a in argv if a != "--soak"])
     args = parse_args(argv)
     plan = quick_plan() if args.quick else full_plan()
     parts = (args.only,) if args.only else PARTS
