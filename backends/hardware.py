@@ -682,4 +682,30 @@ def hardware_json(
         data["choices"][task] = [c.to_dict() for c in choices]
     if errors:
         data["choice_errors"] = errors
+    data["defaults"] = engine_defaults(report)
     return data
+
+
+def engine_defaults(report: HardwareReport) -> dict[str, dict[str, Any]]:
+    """What each installed engine computes in on this CPU when a model sets no ``dtype``:
+    OpenVINO in bf16 where the CPU has native bf16 (faster; greedy text may then differ from
+    transformers' fp32), f32 elsewhere; torch and ONNX Runtime in f32 on the CPU."""
+    from hfd.backends import openvino_cpu
+
+    out: dict[str, dict[str, Any]] = {}
+    if report.torch.installed:
+        out["torch"] = {"device": "cpu", "precision": "f32", "why": "fp32 weights, fp32 compute on the CPU"}
+    if report.openvino.installed:
+        ov_cpu = report.openvino.first("cpu")
+        caps = (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
+        precision = openvino_cpu.default_precision(report.cpu.features, caps)
+        why = (
+            'the CPU has native bf16 (AVX-512-BF16/AMX): OpenVINO\'s default; dtype = "float32" gives '
+            "transformers' fp32 results"
+            if precision == "bf16"
+            else "no native bf16 on this CPU"
+        )
+        out["openvino"] = {"device": "cpu", "precision": precision, "why": why}
+    if report.onnxruntime.installed:
+        out["onnxruntime"] = {"device": "cpu", "precision": "f32", "why": "the exported graph's fp32"}
+    return out

@@ -15,7 +15,9 @@ that is ready (at least one) and merges them.
 
 The protocol is private to this module. Each message is a little-endian u32 length and a msgpack
 map, over two pipes handed to the child by file descriptor (its stdout stays free for the
-engine's own messages). To the child: ``init`` (answered ``{"ok": true}`` or ``{"error": ...}``),
+engine's own messages). To the child: ``init`` (the child loads the pipeline and runs one short
+warm-up batch, then answers ``{"ok": true, "precision": ..., "kv": bytes}`` or ``{"error": ...}``;
+a child that dies before answering fails the load with ``EngineCrashed``),
 then one-way ``add`` (token ids and a plain dict of ``GenerationConfig`` fields, validated by the
 parent), ``go`` (the parent's ``step()``: requests added since the last one join the pipeline
 now, together), ``cancel`` and ``close``. From the child, after ``init``: ``{"out": [[seq_id, new token

@@ -43,7 +43,7 @@ class EngineCrashed(ModelUnavailable):
         details = dict(kw.pop("details", None) or {})
         details.setdefault("exit_code", code)
         super().__init__(message, details=details, **kw)
-        self.code = code
+        self.exit_code = code  # not ``code``: that is the error code clients see
 
 
 def exit_description(code: int | None) -> str:

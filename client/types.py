@@ -104,6 +104,15 @@ class RunningModel:
     memory_pool: str | None = None
     # The circuit breaker: {"state": "closed" | "half_open" | "open", "engines": {...}}.
     breaker: dict[str, Any] = field(default_factory=dict)
+    # The engine the policy preferred, and why the serving engine is another one (None: it is).
+    preferred_engine: str | None = None
+    fallback_reason: str | None = None
+    # What the engine computes in ("f32", "bf16", "f16"), how the weights are stored, threads.
+    precision: str | None = None
+    weight_format: str | None = None
+    threads: int | None = None
+    # Engines with their own KV cache (OpenVINO): {"planned_bytes", "allocated_bytes"}.
+    kv_cache: dict[str, int] | None = None
 
     @property
     def breaker_state(self) -> str:
@@ -130,6 +139,12 @@ class RunningModel:
             memory_reserved_bytes=int(_get(body, "memory_reserved_bytes", 0)),
             memory_pool=body.get("memory_pool"),
             breaker=dict(_get(body, "breaker", {})),
+            preferred_engine=body.get("preferred_engine"),
+            fallback_reason=body.get("fallback_reason"),
+            precision=body.get("precision"),
+            weight_format=body.get("weight_format"),
+            threads=body.get("threads"),
+            kv_cache=dict(body["kv_cache"]) if isinstance(body.get("kv_cache"), dict) else None,
         )
 
 

@@ -148,7 +148,21 @@ def breaker(model: RunningModel) -> str:
 
 
 def ps_table(models: Sequence[RunningModel]) -> str:
-    rows = [["NAME", "TASK", "ENGINE", "DEVICE", "MEMORY", "ESTIMATE", "BREAKER", "IN USE", "EXPIRES"]]
+    rows = [
+        [
+            "NAME",
+            "TASK",
+            "ENGINE",
+            "DEVICE",
+            "PRECISION",
+            "MEMORY",
+            "ESTIMATE",
+            "BREAKER",
+            "IN USE",
+            "EXPIRES",
+        ]
+    ]
+    notes = []
     for m in models:
         rows.append(
             [
@@ -156,6 +170,7 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 m.task,
                 m.engine,
                 m.device,
+                precision(m),
                 human_bytes(m.memory_bytes),
                 estimate(m),
                 breaker(m),
@@ -163,7 +178,21 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 expires(m),
             ]
         )
-    return table(rows)
+        if m.preferred_engine and m.preferred_engine != m.engine:
+            notes.append(
+                f"{m.name}: {m.engine} serves, {m.preferred_engine} preferred: {m.fallback_reason or 'unknown'}"
+            )
+    return table(rows) + "".join(f"\n{note}" for note in notes)
+
+
+def precision(model: RunningModel) -> str:
+    """Compute precision, and the weight format when it differs ("bf16 (fp32 weights)")."""
+    if not model.precision:
+        return "-"
+    weights = model.weight_format
+    if weights and weights.replace("fp", "f") != model.precision:
+        return f"{model.precision} ({weights} weights)"
+    return model.precision
 
 
 # ----------------------------------------------------------------------------- commands

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
-from hfd.daemon.settings import Settings
+from hfd.daemon.settings import ModelSpec, Settings
+from hfd.daemon.threads import engine_threads
 
 _GIB = 1024**3
 
@@ -23,6 +24,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     report = detect()
     data = hardware_json(report, pinned_engine=settings.engine, pinned_device=settings.device)
+    for engine, defaults in data.get("defaults", {}).items():  # the threads a model would get
+        defaults["threads"] = engine_threads(settings, ModelSpec(ref="doctor"), engine, "cpu", report.cpu)
     if getattr(args, "as_json", False):
         print(json.dumps(data, indent=2))
     else:
@@ -97,4 +100,11 @@ def format_report(report: HardwareReport, data: dict[str, Any]) -> str:
         for i, c in enumerate(choices, 1):
             head = f"  {task}:" if i == 1 else " " * (len(task) + 3)
             lines.append(f"{head} {i}. {c['engine']} on {c['device']}: {c['reason']}")
+    defaults = data.get("defaults") or {}
+    if defaults:
+        lines += ["", "Default compute on the CPU (a model's dtype option overrides)"]
+        rows = [["engine", "precision", "threads", "why"]]
+        for engine, d in defaults.items():
+            rows.append([engine, str(d.get("precision")), str(d.get("threads", "-")), str(d.get("why", ""))])
+        lines += _table(rows)
     return "\n".join(lines)

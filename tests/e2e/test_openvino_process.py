@@ -5,6 +5,7 @@ whether it stops on SIGTERM or dies by SIGKILL."""
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,8 @@ import openai
 import pytest
 from support.daemon import start_daemon
 from support.models import tiny_llama
+
+from hfd.daemon.cli import main as cli
 
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
 pytestmark = [pytest.mark.timeout(300), pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")]
@@ -71,6 +74,12 @@ def test_streams_are_served_and_the_engine_process_ends_with_the_daemon(tmp_path
 
         loaded = httpx.get(d.http + "/api/ps", timeout=10).json()["models"]
         assert [(m["name"], m["engine"]) for m in loaded] == [("chat", "openvino")]
+        row = loaded[0]
+        assert (row["preferred_engine"], row["fallback_reason"]) == ("openvino", None)
+        # One thread: f32 on every CPU (bf16 at one thread crashes OpenVINO where it is native).
+        assert (row["precision"], row["weight_format"], row["threads"]) == ("f32", "fp32", 1)
+        assert row["kv_cache"]["planned_bytes"] > 0
+        assert row["kv_cache"]["allocated_bytes"] > 0  # allocated at the warm-up during load
         children = engine_processes(d.proc.pid)
         assert len(children) == 1, children
 
@@ -122,5 +131,31 @@ def test_a_dead_engine_process_is_replaced_on_the_next_request(tmp_path: Path) -
         [replacement] = engine_processes(d.proc.pid)
         assert replacement != engine
         assert "engine is gone" in "\n".join(d.output)
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="OpenVINO is the first choice on x86 CPUs only",
+)
+def test_an_engine_that_dies_in_warm_up_is_replaced_by_torch_and_ps_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real SIGFPE in the engine process during its warm-up, injected by a test-only option.
+    model = f'[[models]]\nname = "chat"\nref = "{tiny_llama()}"\noptions = {{ test_fault = "warmup" }}\n'
+    d = start_daemon(tmp_path, {}, extra_config=model, args=["--threads", "1"], env={"HFD_TEST_FAULTS": "1"})
+    try:
+        body = {"model": "chat", "prompt": "hello", "max_tokens": 3, "temperature": 0}
+        r = httpx.post(d.base_url + "/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        [row] = httpx.get(d.http + "/api/ps", timeout=10).json()["models"]
+        assert (row["engine"], row["preferred_engine"]) == ("torch", "openvino")
+        assert "SIGFPE" in row["fallback_reason"]
+        assert row["breaker"]["state"] == "closed"
+        assert engine_processes(d.proc.pid) == []
+        assert cli(["ps", "--ipc-path", d.ipc_path.as_posix(), "--timeout", "60"]) == 0
+        assert "chat: torch serves, openvino preferred: " in capsys.readouterr().out
+        assert any("model served by a fallback engine" in line for line in d.output)
     finally:
         assert d.stop() == 0

@@ -13,7 +13,9 @@ from hfd.daemon import threads
 from hfd.daemon.settings import ModelSpec, load_settings
 
 AMD_FLAGS = "fpu sse2 sse4_2 avx avx2 fma f16c"
-INTEL_FLAGS = AMD_FLAGS + " avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
+INTEL_FLAGS = (
+    AMD_FLAGS + " avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
+)
 
 
 def features(flags: str) -> tuple[str, ...]:
@@ -98,7 +100,9 @@ def test_automatic_threads_for_openvino_by_cpu_class() -> None:
     # Other engines and devices, and explicit counts, are not touched.
     assert threads.engine_threads(settings, spec, "torch", "cpu", cpu(INTEL, 2)) == auto
     assert threads.engine_threads(settings, spec, "openvino", "GPU.0", cpu(INTEL, 2)) == auto
-    assert threads.engine_threads(settings, ModelSpec(ref="x", threads=1), "openvino", "cpu", cpu(INTEL, 2)) == 1
+    assert (
+        threads.engine_threads(settings, ModelSpec(ref="x", threads=1), "openvino", "cpu", cpu(INTEL, 2)) == 1
+    )
 
 
 def test_precision_names() -> None:
@@ -131,7 +135,9 @@ def test_the_engine_compiles_with_the_plan(
     from hfd.backends.base import LoadOptions
 
     monkeypatch.setattr(hardware, "probe_cpu", lambda: cpu(feats, 2))
-    monkeypatch.setattr(hardware, "probe_openvino", lambda: hardware.EngineProbe(name="openvino", installed=True))
+    monkeypatch.setattr(
+        hardware, "probe_openvino", lambda: hardware.EngineProbe(name="openvino", installed=True)
+    )
     opts = LoadOptions(path=Path("."), task="generate", threads=threads_asked)
     assert openvino_backend._compile_properties(opts, "CPU") == expected
     # Not the CPU: only what was asked.

@@ -67,6 +67,7 @@ def test_estimate_and_breaker_columns() -> None:
         "TASK",
         "ENGINE",
         "DEVICE",
+        "PRECISION",
         "MEMORY",
         "ESTIMATE",
         "BREAKER",
@@ -75,10 +76,10 @@ def test_estimate_and_breaker_columns() -> None:
         "EXPIRES",
     ]
     cells = {line.split()[0]: line.split() for line in lines}
-    assert cells["ok"][4:9] == ["3.0", "MiB", "4.0", "MiB", "closed"]
-    assert cells["broken"][6:10] == ["1.0", "MiB", "open", "(42s)"]
-    assert cells["probing"][6:8] == ["-", "half_open"]
-    assert cells["old"][6:8] == ["-", "closed"]
+    assert cells["ok"][5:10] == ["3.0", "MiB", "4.0", "MiB", "closed"]
+    assert cells["broken"][7:11] == ["1.0", "MiB", "open", "(42s)"]
+    assert cells["probing"][7:9] == ["-", "half_open"]
+    assert cells["old"][7:9] == ["-", "closed"]
     assert cells["ok"][-2:] == ["in", "5m00s"]
 
 
@@ -90,3 +91,26 @@ def test_durations_round_before_they_split() -> None:
         "1h00m",
         "2h00m",
     ]
+
+
+def test_precision_and_the_engine_fallback_are_shown() -> None:
+    models = [
+        RunningModel.from_dict(row("bf", engine="openvino", precision="bf16", weight_format="fp32")),
+        RunningModel.from_dict(row("f32", engine="openvino", precision="f32", weight_format="fp32")),
+        RunningModel.from_dict(
+            row(
+                "chat",
+                precision="f32",
+                weight_format="f32",
+                preferred_engine="openvino",
+                fallback_reason="openvino/cpu: the engine process died (killed by SIGFPE, code -8)",
+            )
+        ),
+    ]
+    lines = ps_table(models).splitlines()[1:]
+    cells = {line.split()[0]: line.split() for line in lines[:3]}
+    assert cells["bf"][4:7] == ["bf16", "(fp32", "weights)"]
+    assert cells["f32"][4] == "f32" and cells["f32"][5] == "3.0"
+    assert lines[3] == (
+        "chat: torch serves, openvino preferred: openvino/cpu: the engine process died (killed by SIGFPE, code -8)"
+    )
