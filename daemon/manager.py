@@ -299,6 +299,16 @@ class ModelManager:
         slot = self._slots.setdefault(spec.public_name, _Slot())
         try:
             return await self._load_slot(spec, slot, keep_alive)
+        except HfdError as exc:
+            # Engines and loaders name files in their errors; the client gets the message
+            # without them (the log has the full one, from where the load failed).
+            hidden = hide_paths(exc.message)
+            if hidden != exc.message:
+                exc.message = (
+                    hidden if spec.public_name in hidden else f"model {spec.public_name!r}: {hidden}"
+                )
+                exc.args = (exc.message,)
+            raise
         finally:
             # A name that never resolved leaves no slot behind (its waiters hold the slot itself
             # and still share its error); the next request for it starts afresh.
@@ -801,6 +811,16 @@ def _verdict(exc: BaseException) -> bool | None:
     if isinstance(exc, Exception):
         return False
     return None  # cancellation, GeneratorExit, KeyboardInterrupt
+
+
+# An absolute or home-relative path of two or more parts, not inside a word, URL or ref
+# ("org/name", "torch/cpu" and "ipfs://cid" are left alone).
+_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`,;()\[\]]+/[^\s'\"`,;()\[\]]*")
+
+
+def hide_paths(message: str) -> str:
+    """``message`` with filesystem paths replaced by ``<path>``, for client-facing errors."""
+    return _PATH.sub("<path>", message)
 
 
 def _check_keep_alive(keep_alive: float | None) -> None:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from hfd.client.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from hfd.daemon.manager import ModelManager, detect_task, is_store_ref
+from hfd.daemon.manager import ModelManager, detect_task, hide_paths, is_store_ref
 from hfd.daemon.settings import ModelSpec, load_settings
 from hfd.daemon.store import resolver
 
@@ -140,3 +140,42 @@ def test_errors_for_missing_local_models_do_not_name_their_paths(tmp_path: Path)
 
     for message in anyio.run(go):
         assert str(tmp_path) not in message and "private-place" not in message, message
+
+
+def test_an_engine_error_reaches_the_client_without_the_model_directory(tmp_path: Path) -> None:
+    broken = tmp_path / "private-place" / "model"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
+    settings = load_settings(
+        environ={"HFD_STATE_DIR": str(tmp_path / "s"), "HFD_CACHE_DIR": str(tmp_path / "c")}
+    )
+    manager = ModelManager(settings, resolve=lambda spec: broken)
+    spec = ModelSpec(ref="org/broken", engine="torch", device="cpu")
+
+    async def go() -> str:
+        manager._specs[spec.public_name] = spec
+        with pytest.raises((ModelUnavailable, InvalidRequest)) as info:
+            await manager.load("org/broken")
+        return info.value.message
+
+    message = anyio.run(go)
+    assert "private-place" not in message and str(tmp_path) not in message, message
+    assert "org/broken" in message
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("no file named model.safetensors in directory /var/lib/hfd/models/x", "in directory <path>"),
+        ("cannot read '/home/me/.cache/huggingface/hub/config.json'", "cannot read '<path>'"),
+        ("~/models/x is gone", "<path> is gone"),
+        ("torch/cpu: failed; org/name@main and ipfs://bafyabc are refs", None),
+        ("see https://huggingface.co/org/name", None),
+    ],
+)
+def test_hide_paths(message: str, shown: str | None) -> None:
+    out = hide_paths(message)
+    if shown is None:
+        assert out == message
+    else:
+        assert shown in out and "/" not in out.replace("<path>", "")
