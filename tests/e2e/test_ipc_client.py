@@ -200,7 +200,10 @@ def test_a_client_that_goes_away_mid_stream_stops_its_generation(doors: Doors) -
             break
     sock.close(linger=0)
     ctx.term()
-    assert doors.wait_logged("client went away; request cancelled")
+    # Seen as a disconnect (the socket monitor) or as a reply that cannot be delivered.
+    assert doors.wait_logged("client disconnected; its requests are cancelled") or doors.logged(
+        "client went away; request cancelled"
+    )
     after = doors.wait_idle(CHAT)
     assert after["tokens_generated"] - before["tokens_generated"] < budget
 
