@@ -244,8 +244,11 @@ class ModelStore:
         attempts = self._local_attempts(mref)
         with self.repo_lock(mref.repo, meter, should_stop) as repo_dir, self._full_disk(repo_dir):
             found = self.find(mref)  # another pull may have finished while this one waited
-            if found is not None and self.complete(found):
-                return found
+            if found is not None:
+                if self.complete(found):
+                    return found
+                # Quarantined (or deleted) blobs: fetch them again; the intact ones are reused.
+                attempts[0] = Attempt("store", "incomplete: files are missing (quarantined by hfd verify?)")
             for cid, attempt in self._ipfs_candidates(mref, attempts):
                 try:
                     manifest = self.ipfs.read_manifest(cid)

@@ -11,6 +11,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -122,4 +123,27 @@ def test_http_pull_answers_507_on_a_full_disk(tmp_path: Path, hub: HubServer, ti
     err = r.json()["error"]
     assert err["code"] == "insufficient_storage" and REPO in err["message"]
     assert str(tmp_path) not in r.text
+    assert _leftovers(tiny_fs) == []
+
+
+@pytest.mark.ipfs
+def test_ipfs_pull_on_a_full_disk_is_507_and_leaves_nothing(
+    tmp_path: Path, tiny_fs: Path, ipfs_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src-model"
+    src.mkdir()
+    (src / "config.json").write_bytes(b'{"model_type": "bert"}')
+    (src / "model.safetensors").write_bytes(os.urandom(WEIGHTS_BYTES))
+    publisher = ModelStore(store_settings(tmp_path / "pub", ipfs_api=ipfs_node.api))
+    cid = publisher.publish(str(src), repo=REPO).cid
+
+    store = ModelStore(store_settings(tmp_path, ipfs_api=ipfs_node.api))
+    with pytest.raises(InsufficientStorage) as err:
+        store.pull(f"ipfs://{cid}")  # the pre-check, from the manifest's sizes
+    assert err.value.details["stage"] == "pre-check" and _leftovers(tiny_fs) == []
+
+    monkeypatch.setattr(space, "free_bytes", lambda path: 1 << 40)
+    with pytest.raises(InsufficientStorage) as err:
+        store.pull(f"ipfs://{cid}")  # the write itself runs out of space
+    assert err.value.details["stage"] == "writing" and err.value.details["path"] == "model.safetensors"
     assert _leftovers(tiny_fs) == []
