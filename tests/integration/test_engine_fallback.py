@@ -47,11 +47,15 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def manager(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ModelManager]:
+async def manager(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ModelManager]:
     monkeypatch.setenv("HFD_TEST_FAULTS", "1")
     base = load_settings(environ={"HFD_CACHE_DIR": str(cache_dir), "HFD_STATE_DIR": str(tmp_path / "state")})
     specs = (
-        ModelSpec(ref=str(tiny_llama()), name="chat", threads=1, max_running=4, options={"test_fault": "warmup"}),
+        ModelSpec(
+            ref=str(tiny_llama()), name="chat", threads=1, max_running=4, options={"test_fault": "warmup"}
+        ),
         ModelSpec(ref=str(tiny_bert()), name="enc", threads=1, options={"test_fault": "probe"}),
     )
     m = OpenVINOFirst(with_overrides(base, models=specs), budgets=Budgets({RAM: 1 << 40}))
@@ -70,7 +74,8 @@ async def test_a_crash_in_warm_up_falls_back_to_torch_and_is_remembered(manager:
     assert info["breaker"]["state"] == "closed"
     assert manager.breakers.get("chat", "openvino").failures == 0
 
-    [record] = json.loads(Path(manager.settings.state_dir, FILE_NAME).read_text()).values()
+    records = anyio.Path(manager.settings.state_dir, FILE_NAME)
+    [record] = json.loads(await records.read_text()).values()
     assert (record["model"], record["engine"], record["threads"]) == ("chat", "openvino", 1)
 
     # The next load (even in a new daemon reading the same state dir) skips openvino at once.

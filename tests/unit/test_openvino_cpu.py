@@ -142,3 +142,22 @@ def test_the_engine_compiles_with_the_plan(
     assert openvino_backend._compile_properties(opts, "CPU") == expected
     # Not the CPU: only what was asked.
     assert openvino_backend._compile_properties(opts, "GPU.0") == {}
+
+
+@pytest.mark.parametrize(
+    ("feats", "precision"), [(AMD, "f32"), (INTEL, "bf16")], ids=["amd-avx2", "intel-amx"]
+)
+def test_doctor_shows_the_default_precision_per_engine(feats: tuple[str, ...], precision: str) -> None:
+    from hfd.backends.hardware import EngineProbe, HardwareReport, MemoryInfo, engine_defaults
+
+    installed = {
+        name: EngineProbe(name=name, installed=True) for name in ("torch", "openvino", "onnxruntime")
+    }
+    report = HardwareReport(
+        system="Linux", python="3.11", cpu=cpu(feats, 2), memory=MemoryInfo(1 << 34, 1 << 33), **installed
+    )
+    defaults = engine_defaults(report)
+    assert defaults["openvino"]["precision"] == precision
+    assert defaults["torch"]["precision"] == defaults["onnxruntime"]["precision"] == "f32"
+    if precision == "bf16":
+        assert "float32" in defaults["openvino"]["why"]  # how to get transformers' results
