@@ -80,6 +80,18 @@ def raw_error(status: int, reason: str, err: HfdError, *, retry_after: int | Non
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+class _NotInvalidRequest(logging.Filter):
+    # uvicorn logs each malformed request with this bare sentence; ours is throttled.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
+# uvicorn's per-connection messages (tracebacks of the ASGI app among them) still reach the
+# daemon's log through this child of uvicorn.error.
+_UVICORN_LOG = logging.getLogger("uvicorn.error.connections")
+_UVICORN_LOG.addFilter(_NotInvalidRequest())
+
+
 class GuardedProtocol(H11Protocol):
     """uvicorn's h11 protocol with a header timeout, a connection cap and drop logging.
 
@@ -99,6 +111,10 @@ class GuardedProtocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # A level of its own, at least DEBUG: uvicorn formats trace lines for a logger whose
+        # own level is NOTSET.
+        _UVICORN_LOG.setLevel(max(logging.DEBUG, logging.getLogger("uvicorn.error").getEffectiveLevel()))
+        self.logger = _UVICORN_LOG
         self._header_timer: asyncio.TimerHandle | None = None
         self._waiting_since = time.monotonic()
         self._closing_reason: str | None = None
