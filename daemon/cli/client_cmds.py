@@ -157,6 +157,7 @@ def ps_table(models: Sequence[RunningModel]) -> str:
             "PRECISION",
             "MEMORY",
             "ESTIMATE",
+            "KV CACHE",
             "BREAKER",
             "IN USE",
             "EXPIRES",
@@ -173,6 +174,7 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 precision(m),
                 human_bytes(m.memory_bytes),
                 estimate(m),
+                kv_cache(m),
                 breaker(m),
                 str(m.in_use),
                 expires(m),
@@ -183,6 +185,12 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 f"{m.name}: {m.engine} serves, {m.preferred_engine} preferred: {m.fallback_reason or 'unknown'}"
             )
     return table(rows) + "".join(f"\n{note}" for note in notes)
+
+
+def kv_cache(model: RunningModel) -> str:
+    """The KV cache cap of an engine that plans its own (OpenVINO); "-" for the others."""
+    planned = (model.kv_cache or {}).get("planned_bytes")
+    return human_bytes(int(planned)) if planned else "-"
 
 
 def precision(model: RunningModel) -> str:

@@ -70,16 +70,18 @@ def test_estimate_and_breaker_columns() -> None:
         "PRECISION",
         "MEMORY",
         "ESTIMATE",
+        "KV",
+        "CACHE",
         "BREAKER",
         "IN",
         "USE",
         "EXPIRES",
     ]
     cells = {line.split()[0]: line.split() for line in lines}
-    assert cells["ok"][5:10] == ["3.0", "MiB", "4.0", "MiB", "closed"]
-    assert cells["broken"][7:11] == ["1.0", "MiB", "open", "(42s)"]
-    assert cells["probing"][7:9] == ["-", "half_open"]
-    assert cells["old"][7:9] == ["-", "closed"]
+    assert cells["ok"][5:11] == ["3.0", "MiB", "4.0", "MiB", "-", "closed"]
+    assert cells["broken"][7:12] == ["1.0", "MiB", "-", "open", "(42s)"]
+    assert cells["probing"][7:10] == ["-", "-", "half_open"]
+    assert cells["old"][7:10] == ["-", "-", "closed"]
     assert cells["ok"][-2:] == ["in", "5m00s"]
 
 
@@ -96,7 +98,15 @@ def test_durations_round_before_they_split() -> None:
 def test_precision_and_the_engine_fallback_are_shown() -> None:
     models = [
         RunningModel.from_dict(row("bf", engine="openvino", precision="bf16", weight_format="fp32")),
-        RunningModel.from_dict(row("f32", engine="openvino", precision="f32", weight_format="fp32")),
+        RunningModel.from_dict(
+            row(
+                "f32",
+                engine="openvino",
+                precision="f32",
+                weight_format="fp32",
+                kv_cache={"planned_bytes": 512 * MIB, "allocated_bytes": 512 * MIB},
+            )
+        ),
         RunningModel.from_dict(
             row(
                 "chat",
@@ -111,6 +121,7 @@ def test_precision_and_the_engine_fallback_are_shown() -> None:
     cells = {line.split()[0]: line.split() for line in lines[:3]}
     assert cells["bf"][4:7] == ["bf16", "(fp32", "weights)"]
     assert cells["f32"][4] == "f32" and cells["f32"][5] == "3.0"
+    assert cells["f32"][9:11] == ["512.0", "MiB"]  # the KV cache's cap
     assert lines[3] == (
         "chat: torch serves, openvino preferred: openvino/cpu: the engine process died (killed by SIGFPE, code -8)"
     )
