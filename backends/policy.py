@@ -14,8 +14,9 @@ The order comes from measurements (``docs/engines.md`` has the numbers and the c
   export, the manager falls back to OpenVINO.
 - Arm CPU: torch first (OpenVINO's Arm CPU plugin is not measured here), then OpenVINO.
 
-The model manager tries the candidates in order and logs each fallback. A pinned engine or
-device yields only that one candidate.
+The model manager tries the candidates in order and logs each fallback; an engine that crashed
+proving itself on a model here is remembered and skipped (``hfd.daemon.engine_memory``). A
+pinned engine or device yields only that one candidate.
 """
 
 from __future__ import annotations

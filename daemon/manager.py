@@ -15,7 +15,10 @@
   the timer; 0 unloads after the request; negative keeps it loaded. A reaper task unloads
   expired models.
 - Engines are tried in the order the policy gives (fastest first); one that fails to load
-  falls back to the next, with a log line saying why.
+  falls back to the next, with a log line saying why. An engine that crashes natively while it
+  is proven on the model (``EngineCrashed``), or whose engine process keeps dying at its first
+  requests, is remembered per model, engine and machine (``hfd.daemon.engine_memory``) and
+  skipped at once next time; ``hfd ps`` shows the preferred engine and why another serves.
 - A circuit breaker per (model, engine) (``hfd.daemon.breaker``) counts load failures and
   engine errors during requests; while open, the model answers ``ModelUnavailable`` at once.
 
