@@ -17,6 +17,7 @@ as systemd sets them, or /var/lib/hfd, /var/cache/hfd, /run/hfd, /etc/hfd when
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import warnings
@@ -484,7 +485,10 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
                 return int(value, 0)  # accepts 0o660 / 0x...
             return int(value)
         if typ is float or text.startswith("float"):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # TOML and float() read nan and inf
+                raise ValueError(f"not a finite number: {value!r}")
+            return number
         if typ is str or text.startswith("str"):
             if isinstance(value, (dict, list)):
                 raise ValueError("expected a string")
@@ -598,6 +602,9 @@ def load_settings(
 
 
 def _validate(s: Settings) -> None:
+    for spec in s.models:
+        if spec.keep_alive is not None and not math.isfinite(spec.keep_alive):
+            raise SettingsError(f"model {spec.public_name!r}: keep_alive must be a finite number of seconds")
     if s.auth_required.strip().lower() not in ("auto", "true", "false", "yes", "no", "1", "0", "on", "off"):
         raise SettingsError("auth_required must be auto, true or false")
     if s.ipc_tcp and not (s.ipc_curve_secret_key and s.ipc_curve_clients_dir):
@@ -629,6 +636,8 @@ def _validate(s: Settings) -> None:
         "max_queue",
         "encoder_max_batch",
         "encoder_batch_tokens",
+        "max_input_bytes",
+        "prompt_bytes_per_token",
     ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1")

@@ -94,3 +94,20 @@ def test_parse_models_forms() -> None:
 def test_settings_doc_is_current() -> None:
     doc = (ROOT / "docs" / "settings.md").read_text()
     assert doc == settings_markdown(), "run: .venv/bin/python -m hfd.daemon.settings > docs/settings.md"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "default_keep_alive = nan\n",
+        "default_keep_alive = inf\n",
+        '[[models]]\nref = "org/name"\nkeep_alive = -inf\n',
+        '[[models]]\nref = "org/name"\nkeep_alive = nan\n',
+    ],
+)
+def test_non_finite_numbers_in_the_config_are_refused(tmp_path: Path, text: str) -> None:
+    # TOML has nan and inf; a NaN keep-alive would never expire and break `hfd ps`.
+    with pytest.raises(SettingsError, match="finite"):
+        load_settings(environ={}, config_file=write(tmp_path / "c.toml", text))
+    with pytest.raises(SettingsError, match="finite"):
+        load_settings(cli={"default_keep_alive": "1e999"}, environ={})
