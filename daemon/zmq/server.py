@@ -74,6 +74,7 @@ from hfd.daemon.schema import (
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
 from hfd.daemon.zmq.bind import bind_private
+from hfd.daemon.zmq.frames import Receiver
 from hfd.daemon.zmq.peers import PeerWatch, source_fd
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ log = logging.getLogger(__name__)
 SEND_HWM = 1000
 # Seconds shutdown waits for final replies to leave the socket.
 CLOSE_LINGER_MS = 1000
+# Raw frames a request may carry after its header (none of today's operations uses any).
+MAX_PAYLOAD_FRAMES = 16
 # ZMTP heartbeats: a ping every 10 s; no traffic for 30 s and the connection is dropped.
 HEARTBEAT_IVL_MS = 10_000
 HEARTBEAT_TIMEOUT_MS = 30_000
@@ -211,8 +214,16 @@ class IpcServer:
     # ----------------------------------------------------------------- receiving
 
     async def _receive_loop(self, sock: zmq.asyncio.Socket, requests: anyio.abc.TaskGroup) -> None:
+        # The identity frame, the header and the payload frames a request may carry.
+        receiver = Receiver(sock, max_frames=1 + 1 + MAX_PAYLOAD_FRAMES)
         while True:
-            parts: list[zmq.Frame] = await sock.recv_multipart(copy=False)
+            parts, count = await receiver.receive()
+            if count > receiver.max_frames:
+                log.warning(
+                    "dropping an IPC message of too many frames",
+                    extra={"frames": count - 1, "max_frames": MAX_PAYLOAD_FRAMES + 1},
+                )
+                continue
             if len(parts) < 2:
                 continue  # an identity with nothing after it
             ident = parts[0].bytes

@@ -118,6 +118,23 @@ def test_msgpack_bombs_are_refused_without_growing_the_daemon(daemon: Daemon, pe
     assert any("dropping an unreadable IPC message" in line for line in daemon.output)
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_message_of_half_a_million_empty_frames_is_discarded_frame_by_frame(
+    daemon: Daemon, peer: Peer
+) -> None:
+    """1 MB on the wire; as Python objects (recv_multipart) it was 150 MiB and seconds of the
+    event loop. Past the frame bound, frames are discarded as they are read."""
+    assert_serving(peer, "warm")
+    before = peak_rss_kib(daemon.proc.pid)
+    header = encode_request(Request(id="many", op="health", body={}))[0]
+    peer.send([header] + [b""] * 500_000)
+    assert_serving(peer)  # and no reply to "many": replies_until would have failed on it
+    grown_mib = (peak_rss_kib(daemon.proc.pid) - before) / 1024
+    # What is left is ZeroMQ's own buffer for the message (~64 bytes a frame).
+    assert grown_mib < 100, f"the daemon's peak RSS grew by {grown_mib:.0f} MiB"
+    assert any("dropping an IPC message of too many frames" in line for line in daemon.output)
+
+
 def test_a_large_legitimate_header_is_served(peer: Peer) -> None:
     """The bounds leave room for real requests: megabytes of prompt text, 100 000 inputs
     (unknown body fields are ignored, so ``health`` answers whatever else the body holds)."""
