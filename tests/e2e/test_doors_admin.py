@@ -181,7 +181,9 @@ def test_ps_shows_memory_estimate_and_breaker(
 
     assert cli(setup.cli("ps")) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split()[:7] == ["NAME", "TASK", "ENGINE", "DEVICE", "MEMORY", "ESTIMATE", "BREAKER"]
+    assert header.split()[:10] == [
+        "NAME", "TASK", "ENGINE", "DEVICE", "PRECISION", "MEMORY", "ESTIMATE", "KV", "CACHE", "BREAKER"
+    ]  # fmt: skip
     (row,) = [r for r in rows if r.split()[0] == EMB]
     assert "closed" in row.split()
 
