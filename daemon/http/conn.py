@@ -1,8 +1,10 @@
 """The HTTP door's connections: what a slow or vanished client may cost, bounded.
 
-uvicorn's h11 protocol waits for a request's headers for ever and counts no connections, so
-clients that open connections and never finish their headers hold file descriptors until the
-process runs out and the door is dead. ``GuardedProtocol`` adds, per connection:
+uvicorn's h11 protocol waits for a request's headers for ever, so clients that open
+connections and never finish their headers hold file descriptors until the process runs out
+and the door is dead. uvicorn's ``limit_concurrency`` does not help: it is checked only once a
+request's headers are in, so it never answers (or closes) those connections, and while they
+fill its count every real request gets 503. ``GuardedProtocol`` adds, per connection:
 
 - a header timeout: a request's headers (from its first byte, or from the connection's
   start) must arrive within ``http_header_timeout``; beyond, 408 and close;
