@@ -17,7 +17,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from hfd.daemon.http.errors import as_hfd_error
+from hfd.daemon.http.errors import as_hfd_error, error_body
 from hfd.daemon.http.sse import wait_disconnect
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class NdjsonPull(Response):
                     self.client_gone = True
                     return
                 except Exception as exc:  # the stream already started: say so in-band
-                    tail = {"status": "error", "error": as_hfd_error(exc).to_dict()}
+                    tail = {"status": "error", **error_body(as_hfd_error(exc))}
                 try:
                     await write(tail)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
