@@ -107,6 +107,12 @@ def public_message(err: HfdError) -> str:
         for text in _foreign_texts(err):
             if text in message:
                 message = message.replace(text, _LOGGED)
+                continue
+            # Quoted in part (its first line, or a truncated head): cut from there.
+            head = text.splitlines()[0][:40]
+            at = message.find(head) if len(head) >= 8 else -1
+            if at >= 0:
+                message = message[:at] + _LOGGED
     dump = _BINDING_DUMP.search(message)
     if dump is not None:
         message = message[: dump.start()].rstrip(" :.\n") or "invalid argument"

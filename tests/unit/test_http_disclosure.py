@@ -68,6 +68,10 @@ def test_a_5xx_built_from_a_foreign_exception_does_not_repeat_its_text() -> None
     assert text.startswith("model 'm' cannot be loaded") and "log" in text
     # The same holds for an error sent as the last event of a stream.
     assert b"core.cpp" not in sse_error_event(err)
+    # Quoted in part (a truncated or first-line excerpt) is no better.
+    long = RuntimeError("Check 'prompt_ids.size() > 0' failed at src/cpp/src/llm_pipeline.cpp:88\nstack: ...")
+    cut = raised(ModelUnavailable(f"generation failed: {str(long)[:60]}..."), long)
+    assert "llm_pipeline" not in message(cut) and message(cut).startswith("generation failed: ")
     # A 4xx's own words stay as they are.
     four = raised(
         InvalidRequest("temperature must be at most 2"), ValueError("temperature must be at most 2")
