@@ -158,15 +158,16 @@ def quarantine(store: ModelStore, repo_dir: RepoDir, blob: str, problem: str) ->
     moved = False
     if src.exists():
         dest_dir = quarantine_dir(store, repo_dir.repo)
-        dest = dest_dir / f"{blob}.{utcnow().strftime('%Y%m%dT%H%M%S%f')}"
+        target = dest_dir / f"{blob}.{utcnow().strftime('%Y%m%dT%H%M%S%f')}"
+        kept: Path | None = target
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)
-            shutil.move(src, dest)  # a rename on one filesystem, copy and delete across two
+            shutil.move(src, target)  # a rename on one filesystem, copy and delete across two
         except OSError as exc:
             # Kept nowhere (a full or read-only quarantine disk): a bad blob must still leave blobs/.
             log.warning("cannot keep a bad blob in quarantine; deleting it", extra={"error": str(exc)})
             src.unlink(missing_ok=True)
-            dest = None
+            kept = None
         moved = True
         log.warning(
             "blob quarantined",
@@ -174,7 +175,7 @@ def quarantine(store: ModelStore, repo_dir: RepoDir, blob: str, problem: str) ->
                 "repo": repo_dir.repo,
                 "blob": blob,
                 "problem": problem,
-                "moved_to": str(dest) if dest else None,
+                "moved_to": str(kept) if kept else None,
             },
         )
     store._catalog_call(lambda: store.catalog.record_quarantined(repo_dir.repo, blob, problem), None)
@@ -192,7 +193,7 @@ def _blobs_of(store: ModelStore, repo_dir: RepoDir, commits: list[str]) -> dict[
     out: dict[str, _Blob] = {}
     for commit in commits:
         rows = {
-            f.path: f for f in store._catalog_call(lambda c=commit: store.catalog.files(repo_dir.repo, c), [])
+            f.path: f for f in store._catalog_call(partial(store.catalog.files, repo_dir.repo, commit), [])
         }
         for path, blob in sorted(repo_dir.snapshot_files(commit).items()):
             if not blob:
@@ -234,7 +235,7 @@ def verify(store: ModelStore, ref: str | None = None) -> VerifyReport:
     for repo_dir, commits in _targets(store, ref):
         blobs = _blobs_of(store, repo_dir, commits)
         checks: dict[str, BlobCheck] = store._catalog_call(
-            lambda r=repo_dir.repo: store.catalog.blob_checks(r), {}
+            partial(store.catalog.blob_checks, repo_dir.repo), {}
         )
         good: list[tuple[str, Stat]] = []
         bad: list[tuple[str, str]] = []
@@ -314,8 +315,12 @@ def check_loadable(store: ModelStore, snap: Snapshot, *, ref: str | None = None)
         except HfdError as exc:  # the lock is busy (a pull): refuse anyway, hfd verify quarantines later
             log.warning("could not quarantine now", extra={"repo": snap.repo, "error": exc.message})
     files = sorted(f.split("/", 1)[1] for b in bad for f in blobs[b].files)
-    row = store._catalog_call(lambda: store.catalog.snapshot(snap.repo, snap.commit or ""), None)
-    again = f"ipfs://{row.cid}" if row is not None and row.source == "ipfs" and row.cid else None
+    snap_row = store._catalog_call(lambda: store.catalog.snapshot(snap.repo, snap.commit or ""), None)
+    again = (
+        f"ipfs://{snap_row.cid}"
+        if snap_row is not None and snap_row.source == "ipfs" and snap_row.cid
+        else None
+    )
     again = again or ref or f"{snap.repo}@{snap.revision or snap.commit}"
     log.error(
         "refusing to load a damaged model",
