@@ -28,7 +28,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -62,7 +62,6 @@ def recurrent_layout(model: Any) -> Layout | None:
 class _Row:
     seq: _Sequence
     cache: Any = None  # hybrid layout: this row's own cache
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RecurrentBatcher:
@@ -227,13 +226,9 @@ class RecurrentBatcher:
                 self._batch.reorder_cache(torch.tensor(keep, dtype=torch.long, device=self.device))
 
 
-def _state_layers(cache: Any) -> list[Any]:
-    return list(cache.layers)
-
-
 def _concat_states(batch: Any, new: Any) -> Any:
     """Append ``new``'s rows (fixed-size conv/SSM states) to ``batch``, layer by layer."""
-    for mine, theirs in zip(_state_layers(batch), _state_layers(new), strict=True):
+    for mine, theirs in zip(batch.layers, new.layers, strict=True):
         for name, flag in (("conv_states", "is_conv_states_initialized"),
                            ("recurrent_states", "is_recurrent_states_initialized")):  # fmt: skip
             a, b = getattr(mine, name, None), getattr(theirs, name, None)
