@@ -27,6 +27,7 @@ from hfd.client.errors import (
     InsufficientStorage,
     InvalidRequest,
     ModelNotFound,
+    ModelUnavailable,
     ValidationFailed,
 )
 from hfd.daemon.settings import ModelSpec, Settings
@@ -684,7 +685,22 @@ def resolver(settings: Settings) -> Callable[[ModelSpec], Path]:
 
     def resolve(spec: ModelSpec) -> Path:
         snap = store.resolve(spec, allow_pull=settings.allow_pull)
-        store.check_loadable(snap)  # a damaged model is refused here, before any engine reads it
+        try:
+            store.check_loadable(snap)  # a damaged model is refused here, before any engine reads it
+        except ModelUnavailable as damaged:
+            if not settings.allow_pull:
+                raise
+            # Its bad files were quarantined: a pull fetches just those; if it cannot, the
+            # client hears that the model is damaged, not where the pull looked.
+            try:
+                snap = store.resolve(spec, allow_pull=True)
+                store.check_loadable(snap)
+            except HfdError as exc:
+                log.warning(
+                    "could not repair a damaged model",
+                    extra={"model": spec.public_name, "error": exc.message},
+                )
+                raise damaged from exc
         store.touch(snap)
         return snap.path
 

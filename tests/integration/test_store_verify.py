@@ -216,3 +216,29 @@ def test_the_daemons_scrub_task_finds_a_flipped_byte(tmp_path: Path, hub: HubSer
     anyio.run(main)
     assert store.catalog.blob_checks(REPO)[blob.name].quarantined_at is not None
     assert not blob.exists()
+
+
+def test_with_pulling_on_a_damaged_model_is_repaired_at_load(tmp_path: Path, hub: HubServer) -> None:
+    from hfd.daemon.settings import with_overrides
+
+    settings = with_overrides(_settings(tmp_path, hub), allow_pull=True)
+    store = ModelStore(settings)
+    store.pull(REPO)
+    blob = _blob(store)
+    _flip_one_byte(blob)
+    before = _hub_fetches(hub, blob.name)
+    path = resolver(settings)(ModelSpec(ref=REPO))  # found bad, quarantined, fetched again
+    assert _hub_fetches(hub, blob.name) == before + 1
+    assert (path / WEIGHTS).resolve() == blob and store.verify(REPO).ok
+
+
+def test_with_pulling_on_but_no_source_the_error_still_says_damaged(tmp_path: Path, hub: HubServer) -> None:
+    from hfd.daemon.settings import with_overrides
+
+    store = ModelStore(_settings(tmp_path, hub))
+    store.pull(REPO)
+    _flip_one_byte(_blob(store))
+    offline = with_overrides(_settings(tmp_path, hub), allow_pull=True, hub_offline=True)
+    with pytest.raises(ModelUnavailable) as err:
+        resolver(offline)(ModelSpec(ref=REPO))
+    assert "damaged" in err.value.message
