@@ -41,6 +41,8 @@ def source_fd(frame: zmq.Frame) -> int | None:
 class PeerWatch:
     def __init__(self, sock: zmq.asyncio.Socket) -> None:
         self._monitor: zmq.asyncio.Socket = sock.get_monitor_socket(EVENTS)
+        # The same socket, for reads that must not wait (drain).
+        self._plain: zmq.Socket[bytes] = zmq.Socket.shadow(self._monitor.underlying)
         self._sock = sock
         self._by_fd: dict[int, set[bytes]] = {}
         self._gone: OrderedDict[bytes, None] = OrderedDict()
@@ -61,8 +63,10 @@ class PeerWatch:
 
     async def wait(self) -> list[bytes]:
         """Wait for the next events; returns identities that went away."""
-        frames = await self._monitor.recv_multipart()
-        return self._apply(frames) + self.drain()
+        # Poll, then read and apply at once: an event received into a future but applied only
+        # when its task next runs could come after a message on the reused descriptor.
+        await self._monitor.poll(flags=zmq.POLLIN)  # type: ignore[call-arg]
+        return self.drain()
 
     def close(self) -> None:
         try:
@@ -74,12 +78,8 @@ class PeerWatch:
     # ----------------------------------------------------------------- internals
 
     def _recv_nowait(self) -> list[bytes] | None:
-        if not self._monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            return None
-        # The asyncio socket's recv returns a future; with a message waiting it is done already.
-        future = self._monitor.recv_multipart(zmq.NOBLOCK)
         try:
-            return list(future.result())  # type: ignore[union-attr]
+            return self._plain.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return None
 
