@@ -12,7 +12,9 @@ is closed regardless, so a client cannot keep the daemon reading for ever.
 ``BodyTimeout`` bounds the pause between two reads of a body (a body shorter than its
 ``Content-Length`` is otherwise waited for until the client gives up): beyond it, whoever is
 reading the body (the access middleware or a route) gets ``RequestTimeout``, answered 408 with
-``Connection: close``. Reads after the body (disconnect watches) are not bounded.
+``Connection: close``. After its first ``timeout`` seconds a body must also keep an average
+of ``MIN_BODY_RATE``, so a byte dripped just within every timeout does not hold a connection
+for ever. Reads after the body (disconnect watches) are not bounded.
 """
 
 from __future__ import annotations
@@ -87,28 +89,49 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
+# The slowest a body may arrive on average once its first ``timeout`` seconds are spent (as
+# Apache's mod_reqtimeout MinRate): a client dripping a byte just within every timeout would
+# otherwise hold a connection, busy and never reclaimed, for days.
+MIN_BODY_RATE = 16 * 1024  # bytes per second
+
+
 class BodyTimeout:
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, timeout: float, min_rate: float = MIN_BODY_RATE) -> None:
         self.app = app
         self.timeout = timeout
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         complete = False
+        started = anyio.current_time()
+        received = 0
 
         async def timed_receive() -> Message:
-            nonlocal complete
+            nonlocal complete, received
             if complete:
                 return await receive()
-            with anyio.move_on_after(self.timeout) as waited:
-                message = await receive()
-            if waited.cancelled_caught:
+            # Every byte received buys 1/min_rate seconds more for the whole body.
+            left = started + self.timeout + received / self.min_rate - anyio.current_time()
+            wait = min(self.timeout, left)
+            message: Message | None = None
+            if wait > 0:
+                with anyio.move_on_after(wait):
+                    message = await receive()
+            if message is None:
+                if wait < self.timeout:
+                    raise RequestTimeout(
+                        f"the request body arrives too slowly (under {self.min_rate / 1024:g} KiB/s "
+                        f"after its first {self.timeout:g} s)"
+                    )
                 raise RequestTimeout(
                     f"the request body stopped arriving: nothing for {self.timeout:g} s "
                     "(is it shorter than its Content-Length?)"
                 )
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 complete = True
             return message

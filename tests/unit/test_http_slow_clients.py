@@ -88,6 +88,32 @@ def test_a_body_shorter_than_its_content_length_gets_408(tmp_path: Path) -> None
         assert in_flight(address) == 1  # only the scrape itself
 
 
+def test_a_body_dripped_just_within_each_timeout_gets_408(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, http_body_timeout=0.5)
+    with serving(settings) as (address, _), sockets() as held:
+        sock = connect(address)
+        held.append(sock)
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: hfd\r\nContent-Length: 100000\r\n\r\n")
+        sock.settimeout(0.1)  # one byte per 0.1 s: never a pause of 0.5 s
+        raw = b""
+        for _ in range(600):
+            try:
+                sock.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            raw += chunk
+            if not chunk or b"\r\n\r\n" in raw:
+                break
+        sock.settimeout(15)
+        raw += read_all(sock)
+        assert status_of(raw) == 408, raw
+        assert b"too slowly" in raw
+
+
 def test_slow_connections_at_the_cap_are_reclaimed_and_health_still_answers(tmp_path: Path) -> None:
     cap = 16
     settings = make_settings(tmp_path, http_max_connections=cap, http_header_timeout=300.0)
