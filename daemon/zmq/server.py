@@ -74,6 +74,7 @@ from hfd.daemon.schema import (
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
 from hfd.daemon.zmq.bind import bind_private
+from hfd.daemon.zmq.droplog import DropLog
 from hfd.daemon.zmq.frames import Receiver
 from hfd.daemon.zmq.peers import PeerWatch, source_fd
 
@@ -114,6 +115,7 @@ class IpcServer:
         self._path = settings.ipc_socket()
         self._sock: zmq.asyncio.Socket | None = None
         self._peers: PeerWatch
+        self._drops = DropLog()
         self._inflight: dict[Key, anyio.CancelScope] = {}
         self._stopping = anyio.Event()
         self._idle = anyio.Event()
@@ -219,9 +221,10 @@ class IpcServer:
         while True:
             parts, count = await receiver.receive()
             if count > receiver.max_frames:
-                log.warning(
+                self._drops.drop(
                     "dropping an IPC message of too many frames",
-                    extra={"frames": count - 1, "max_frames": MAX_PAYLOAD_FRAMES + 1},
+                    frames=count - 1,
+                    max_frames=MAX_PAYLOAD_FRAMES + 1,
                 )
                 continue
             if len(parts) < 2:
@@ -247,9 +250,8 @@ class IpcServer:
                 if isinstance(rid, str) and rid:
                     requests.start_soon(self._send_error, ident, rid, exc)
                 else:
-                    log.warning(
-                        "dropping an unreadable IPC message",
-                        extra={"error": exc.message, "frames": len(message)},
+                    self._drops.drop(
+                        "dropping an unreadable IPC message", error=exc.message, frames=len(message)
                     )
                 continue
             except Exception:
