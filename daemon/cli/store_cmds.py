@@ -155,6 +155,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         ("last used", info.last_used.isoformat(" ", "seconds") if info.last_used else "-"),
     ):
         print(f"{key:>10}  {value}")
+    if info.missing:
+        print(f"{'missing':>10}  {', '.join(info.missing)} (quarantined or deleted; `hfd pull` fetches them)")
     print()
     for f in info.files:
         print(f"  {f.path}  {_human(f.size)}  sha256:{f.sha256}" + (f"  {f.cid}" if f.cid else ""))

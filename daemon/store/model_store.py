@@ -462,6 +462,8 @@ class ModelStore:
             refs = tuple(sorted(r for r, c in repo_dir.refs_map().items() if c == snap.commit))
             links = repo_dir.snapshot_files(snap.commit)
             sizes = {p: _size(snap.path / p) for p in links}
+            # A dangling link: its blob was quarantined (hfd verify) or deleted.
+            missing = tuple(sorted(p for p, b in links.items() if b and not repo_dir.blob(b).exists()))
             if with_files:
                 known = {
                     f.path: f
@@ -469,11 +471,17 @@ class ModelStore:
                 }
                 files = tuple(
                     known.get(p)
-                    or PlacedFile(p, sizes[p], b if is_sha256(b) else sha256_file(snap.path / p), b or "")
+                    or PlacedFile(
+                        p,
+                        sizes[p],
+                        b if is_sha256(b) or p in missing else sha256_file(snap.path / p),
+                        b or "",
+                    )
                     for p, b in sorted(links.items())
                 )
         else:
             refs = ()
+            missing = ()
             sizes = {str(p.relative_to(snap.path)): p.stat().st_size for p in _walk(snap.path)}
             if with_files:
                 files = tuple(
@@ -489,6 +497,7 @@ class ModelStore:
             pulled_at=row.pulled_at if row else None,
             last_used=row.last_used if row else None,
             files=files,
+            missing=missing,
         )
 
     def list_snapshots(self) -> list[SnapshotInfo]:

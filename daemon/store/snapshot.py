@@ -45,6 +45,7 @@ class SnapshotInfo:
     pulled_at: datetime | None
     last_used: datetime | None
     files: tuple[PlacedFile, ...] = field(default=())
+    missing: tuple[str, ...] = field(default=())  # paths whose blob is gone (quarantined): re-pull
 
     def to_dict(self) -> dict[str, Any]:
         out = self.snapshot.to_dict()
@@ -57,6 +58,8 @@ class SnapshotInfo:
             pulled_at=self.pulled_at.isoformat() + "Z" if self.pulled_at else None,
             last_used=self.last_used.isoformat() + "Z" if self.last_used else None,
         )
+        if self.missing:
+            out["missing"] = list(self.missing)
         if self.files:
             out["files"] = [
                 {"path": f.path, "size": f.size, "sha256": f.sha256, "blob": f.blob, "cid": f.cid}

@@ -99,6 +99,8 @@ def test_flipped_byte_is_reported_quarantined_refused_and_pulled_again(
     assert main(["verify", *flags]) == 1
     out = capsys.readouterr()
     assert "BAD" in out.out and WEIGHTS in out.out and "quarantined" in out.out and "hfd pull" in out.err
+    assert main(["show", REPO, "--json", *flags]) == 0  # hfd show tells too
+    assert json.loads(capsys.readouterr().out)["missing"] == [WEIGHTS]
 
     # A load refuses it, saying what to run, and naming no directory of the daemon's.
     resolve = resolver(settings)
