@@ -173,12 +173,13 @@ class IpcServer:
         ctx = zmq.asyncio.Context()
         try:
             sock = self._bind(ctx)
+            peers = PeerWatch(sock)
         except BaseException:
             # destroy(), not term(): a socket a failed setup left open would make term() wait.
             ctx.destroy(linger=0)
             raise
         self._sock = sock
-        self._peers = peers = PeerWatch(sock)
+        self._peers = peers
         bound_inode = self._path.stat().st_ino
         log.info("ipc listening", extra={"endpoint": self.endpoint})
         try:
