@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ log = logging.getLogger(__name__)
 # Weight formats that are Python pickles: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SAFE_SUFFIXES = (".safetensors",)
-
-# sentence-transformers module types that these helpers understand.
-_ST_TRANSFORMER = "sentence_transformers.models.Transformer"
-_ST_POOLING = "sentence_transformers.models.Pooling"
-_ST_NORMALIZE = "sentence_transformers.models.Normalize"
-
-POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -89,106 +81,28 @@ def check_weights(path: Path, *, allow_pickle: bool) -> bool:
     raise InvalidRequest(f"{path} has no weight files (*.safetensors)", param="path")
 
 
-@dataclass(frozen=True)
-class PoolingConfig:
-    """How token embeddings become one sentence embedding (sentence-transformers semantics)."""
+def model_config(path: Path, *, trust_remote_code: bool = False) -> Any:
+    """The model's configuration as transformers reads it (``AutoConfig``), so fields are read
+    under their common names whatever an architecture calls them in ``config.json``
+    (DistilBERT's ``dim`` is ``hidden_size``). Imports transformers."""
+    from hfd.client.errors import ModelUnavailable
 
-    modes: tuple[str, ...] = ("mean",)  # concatenated in this order, as sentence-transformers does
-    normalize: bool = False
-    word_embedding_dimension: int | None = None
-    include_prompt: bool = True
-    max_seq_length: int | None = None
-    # True when the directory says how to pool; False: the mean-pooling fallback.
-    from_config: bool = False
-
-    @property
-    def dimensions_factor(self) -> int:
-        return len(self.modes)
-
-
-def read_pooling_config(path: Path) -> PoolingConfig:
-    """Pooling as the directory's sentence-transformers config says, else plain mean pooling.
-
-    Raises ``InvalidRequest`` for a pipeline with a module this daemon cannot reproduce (a Dense
-    projection, say): silently skipping it would return wrong embeddings.
-    """
-    modules_file = path / "modules.json"
-    max_seq_length = _max_seq_length(path)
-    if not modules_file.is_file():
-        return PoolingConfig(max_seq_length=max_seq_length)
     try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"cannot read modules.json in {path}: {exc}") from exc
-    if not isinstance(modules, list):
-        raise InvalidRequest(f"{modules_file} is not a list of modules")
+        from transformers import AutoConfig
 
-    pooling: dict[str, Any] | None = None
-    normalize = False
-    for module in sorted(modules, key=lambda m: int(m.get("idx", 0))):
-        kind = str(module.get("type", ""))
-        if kind == _ST_TRANSFORMER:
-            continue
-        if kind == _ST_POOLING:
-            pooling = read_json(path / str(module.get("path", "")) / "config.json")
-        elif kind == _ST_NORMALIZE:
-            normalize = True
-        else:
-            raise InvalidRequest(
-                f"{path} uses the sentence-transformers module {kind!r}, which is not supported",
-                details={"module": kind},
-            )
-    if pooling is None:
-        return PoolingConfig(normalize=normalize, max_seq_length=max_seq_length, from_config=True)
-    return PoolingConfig(
-        modes=_pooling_modes(pooling, path),
-        normalize=normalize,
-        word_embedding_dimension=pooling.get("word_embedding_dimension"),
-        include_prompt=bool(pooling.get("include_prompt", True)),
-        max_seq_length=max_seq_length,
-        from_config=True,
-    )
+        return AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelUnavailable(f"transformers cannot read the config of {path}: {exc}") from exc
 
 
-def _pooling_modes(pooling: dict[str, Any], path: Path) -> tuple[str, ...]:
-    # Newer configs name one mode; older ones set one boolean flag per mode.
-    if isinstance(pooling.get("pooling_mode"), str):
-        modes: tuple[str, ...] = (_canonical_mode(pooling["pooling_mode"], path),)
-    else:
-        flags = {
-            "cls": "pooling_mode_cls_token",
-            "max": "pooling_mode_max_tokens",
-            "mean": "pooling_mode_mean_tokens",
-            "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
-            "weightedmean": "pooling_mode_weightedmean_tokens",
-            "lasttoken": "pooling_mode_lasttoken",
-        }
-        # sentence-transformers concatenates in this fixed order.
-        modes = tuple(mode for mode, key in flags.items() if pooling.get(key))
-    if not modes:
-        raise InvalidRequest(f"{path}: the pooling config enables no pooling mode")
-    return modes
-
-
-def _canonical_mode(name: str, path: Path) -> str:
-    aliases = {
-        "cls_token": "cls",
-        "mean_tokens": "mean",
-        "max_tokens": "max",
-        "mean_sqrt_len_tokens": "mean_sqrt_len",
-    }
-    mode = aliases.get(name, name)
-    if mode not in POOLING_MODES:
-        raise InvalidRequest(f"{path}: unknown pooling mode {name!r}")
-    return mode
-
-
-def _max_seq_length(path: Path) -> int | None:
-    config = path / "sentence_bert_config.json"
-    if not config.is_file():
-        return None
-    value = read_json(config).get("max_seq_length")
-    return int(value) if isinstance(value, int) and value > 0 else None
+def config_int(config: Any, name: str) -> int:
+    """An integer field of a transformers config (its text config for multimodal ones), 0 when
+    it has none."""
+    for source in (config, getattr(config, "get_text_config", lambda: None)()):
+        value = getattr(source, name, None) if source is not None else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
 
 
 def eos_token_ids(path: Path, config: dict[str, Any]) -> set[int]:

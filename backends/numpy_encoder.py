@@ -7,6 +7,7 @@ the torch engine), so embeddings agree across engines.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,14 @@ import numpy as np
 
 from hfd.backends import _hf
 from hfd.backends.base import TokenizedBatch
+from hfd.backends.st_config import Dense, PoolingConfig, read_pooling_config
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 
-def pool(hidden: np.ndarray, mask: np.ndarray, config: _hf.PoolingConfig) -> np.ndarray:
+def pool(hidden: np.ndarray, mask: np.ndarray, config: PoolingConfig) -> np.ndarray:
     """Token embeddings ``[batch, tokens, dim]`` and a 0/1 mask ``[batch, tokens]`` (right
-    padding) to float32 sentence embeddings ``[batch, dim * len(modes)]``, L2-normalised when the
-    config says so."""
+    padding) to float32 sentence embeddings: the pooling modes concatenated, then the folder's
+    Dense and Normalize modules in order."""
     hidden = hidden.astype(np.float32, copy=False)
     weights = mask.astype(np.float32)[:, :, None]
     counts = np.clip(weights.sum(axis=1), 1e-9, None)
@@ -46,10 +48,36 @@ def pool(hidden: np.ndarray, mask: np.ndarray, config: _hf.PoolingConfig) -> np.
         else:  # pragma: no cover - read_pooling_config only yields known modes
             raise InvalidRequest(f"unknown pooling mode {mode!r}")
     pooled = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    if config.normalize:
-        norms = np.linalg.norm(pooled, axis=-1, keepdims=True)
-        pooled = pooled / np.clip(norms, 1e-12, None)
+    for step in config.steps:
+        if isinstance(step, Dense):
+            pooled = dense(pooled, step)
+        else:
+            norms = np.linalg.norm(pooled, axis=-1, keepdims=True)
+            pooled = pooled / np.clip(norms, 1e-12, None)
     return np.ascontiguousarray(pooled, dtype=np.float32)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def dense(x: np.ndarray, step: Dense) -> np.ndarray:
+    """A sentence-transformers Dense module: ``activation(x W^T + b)``, plus the residual."""
+    y = x @ step.weight.T
+    if step.bias is not None:
+        y = y + step.bias
+    if step.activation == "Tanh":
+        y = np.tanh(y)
+    elif step.activation == "ReLU":
+        y = np.maximum(y, 0)
+    elif step.activation == "GELU":  # torch's default GELU is the exact (erf) one
+        y = 0.5 * y * (1.0 + _erf(y / math.sqrt(2.0)))
+    elif step.activation == "Sigmoid":
+        y = 1.0 / (1.0 + np.exp(-y))
+    elif step.activation == "SiLU":
+        y = y / (1.0 + np.exp(-y))
+    if step.use_residual:
+        y = y + (x if step.residual is None else x @ step.residual.T)
+    return y.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -57,7 +85,7 @@ class EncoderHead:
     """The parts of an encoder that are not the network: tokenizer, limits, pooling."""
 
     tokenizer: Any  # a `tokenizers.Tokenizer` set to truncate once at load, then only read
-    pooling: _hf.PoolingConfig
+    pooling: PoolingConfig
     max_length: int
     dimensions: int
     pad_token_id: int
@@ -67,6 +95,8 @@ class EncoderHead:
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 raise InvalidRequest(f"input {i} is not a string", param="input")
+        if self.pooling.lowercase:  # sentence_bert_config's do_lower_case
+            items = [text.lower() for text in items]
         # The Rust tokenizer is configured once at load and then only read: safe across threads.
         encodings = self.tokenizer.encode_batch(items, add_special_tokens=True)
         return TokenizedBatch(ids=[list(e.ids) for e in encodings])
@@ -95,8 +125,9 @@ class EncoderHead:
 
 def load_head(path: Path, *, trust_remote_code: bool = False) -> EncoderHead:
     """Read a model directory's tokenizer, pooling config and limits."""
-    config = _hf.require_model_dir(path)
-    pooling = _hf.read_pooling_config(path)
+    _hf.require_model_dir(path)
+    pooling = read_pooling_config(path)
+    config = _hf.model_config(path, trust_remote_code=trust_remote_code)
     try:
         from tokenizers import Tokenizer
         from transformers import AutoTokenizer
@@ -109,28 +140,30 @@ def load_head(path: Path, *, trust_remote_code: bool = False) -> EncoderHead:
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ModelUnavailable(f"{path} has no fast tokenizer (tokenizer.json); this engine needs one")
-    max_length = encoder_max_length(pooling, hf_tokenizer.model_max_length, config)
+    max_length = encoder_max_length(
+        pooling, hf_tokenizer.model_max_length, _hf.config_int(config, "max_position_embeddings")
+    )
     # A private copy: transformers' wrapper re-configures the shared Rust object on calls.
     tokenizer = Tokenizer.from_str(backend.to_str())
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
-    hidden = int(pooling.word_embedding_dimension or config.get("hidden_size") or 0)
+    hidden = pooling.word_embedding_dimension or _hf.config_int(config, "hidden_size")
     if hidden <= 0:
-        raise ModelUnavailable(f"{path}: cannot tell the embedding size (no hidden_size in config.json)")
+        raise ModelUnavailable(f"{path}: cannot tell the embedding size (the config has no hidden size)")
     pad = hf_tokenizer.pad_token_id
     return EncoderHead(
         tokenizer=tokenizer,
         pooling=pooling,
         max_length=max_length,
-        dimensions=hidden * pooling.dimensions_factor,
+        dimensions=pooling.output_dimensions(hidden),
         pad_token_id=int(pad if pad is not None else 0),
     )
 
 
-def encoder_max_length(pooling: _hf.PoolingConfig, model_max_length: int, config: dict[str, Any]) -> int:
+def encoder_max_length(pooling: PoolingConfig, model_max_length: int, max_positions: int) -> int:
     """The most tokens per input: the sentence-transformers limit, else the tokenizer's, never
     beyond the model's position embeddings."""
-    limits = [int(config.get("max_position_embeddings") or 0)]
+    limits = [max_positions]
     if pooling.max_seq_length:
         limits.append(pooling.max_seq_length)
     elif 0 < model_max_length < 10**7:

@@ -1,8 +1,8 @@
 """The ONNX Runtime engine, for encoders (embeddings).
 
 A snapshot that ships an ONNX graph (``model.onnx`` or ``onnx/model.onnx``) is run as it is;
-otherwise the transformers model is exported once with ``torch.onnx.export`` into the export
-cache. The graph maps ``input_ids``/``attention_mask`` to token embeddings; tokenization and
+otherwise the transformers model is exported once with ``torch.onnx.export`` (the dynamo
+exporter) into the export cache, and checked against the model there (``encoder_check``). The graph maps ``input_ids``/``attention_mask`` to token embeddings; tokenization and
 pooling are done in numpy (``hfd.backends.numpy_encoder``), as for the OpenVINO engine.
 
 The execution provider follows the device: ``cpu``, ``cuda:N`` (CUDA, or ROCm on an AMD build),
@@ -14,18 +14,20 @@ Nothing here imports onnxruntime or torch at module import time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
-import inspect
+import importlib.util
 import logging
+import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hfd.backends import _hf, hardware
+from hfd.backends import _hf, encoder_check, hardware
 from hfd.backends.base import LoadOptions, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
@@ -35,8 +37,9 @@ from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 log = logging.getLogger(__name__)
 
 # Bump when the way we export changes, so old exports are not reused.
-EXPORT_REVISION = 1
-ONNX_OPSET = 17
+# 2: the dynamo exporter with the model's own 2-D mask, checked against the model.
+EXPORT_REVISION = 2
+ONNX_OPSET = 18
 ONNX_FILE = "model.onnx"
 _KNOWN_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
 
@@ -131,15 +134,31 @@ def export_options() -> dict[str, Any]:
         "format": "onnx",
         "task": "feature-extraction",
         "opset": ONNX_OPSET,
+        "exporter": "dynamo",
         "torch": _version("torch"),
+        "onnxscript": _version("onnxscript"),
         "transformers": _version("transformers"),
         "revision": EXPORT_REVISION,
     }
 
 
+def onnx_export_key(opts: LoadOptions) -> str:
+    """The export cache key of a model's ONNX graph."""
+    return export_key(
+        opts.path,
+        engine="onnxruntime",
+        engine_version=_version("onnxruntime"),
+        options=export_options(),
+        # The graph depends on the config and weights only: folders that wrap one transformer
+        # in different pooling configs share its export.
+        commit=opts.extra.get("commit") or encoder_check.weights_identity(opts.path),
+    )
+
+
 def prepare_onnx(opts: LoadOptions) -> tuple[Path, bool]:
-    """The ONNX graph to run: shipped with the model, or exported into the cache on first use.
-    Returns (graph file, whether this call exported it)."""
+    """The ONNX graph to run: shipped with the model, or exported into the cache on first use
+    (and checked against the model there). Returns (graph file, whether this call exported it);
+    ``ModelUnavailable`` when the export failed its check."""
     config = _hf.require_model_dir(opts.path)
     shipped = shipped_graph(opts.path)
     if shipped is not None:
@@ -148,35 +167,42 @@ def prepare_onnx(opts: LoadOptions) -> tuple[Path, bool]:
     _hf.check_weights(opts.path, allow_pickle=allow_pickle)
     if opts.cache_dir is None:
         raise ModelUnavailable("the onnxruntime engine needs a cache directory for its exports")
-    options = export_options()
-    key = export_key(
-        opts.path,
-        engine="onnxruntime",
-        engine_version=_version("onnxruntime"),
-        options=options,
-        commit=opts.extra.get("commit"),
-    )
+    key = onnx_export_key(opts)
     meta = {
         "engine": "onnxruntime",
         "task": "embed",
         "source": str(opts.path),
         "model_type": config.get("model_type"),
-        "options": options,
+        "options": export_options(),
     }
     result = ExportCache(opts.cache_dir).get_or_build(
         key, lambda out: export_onnx(opts.path, out, opts.trust_remote_code, allow_pickle), meta
     )
+    check = encoder_check.read(result.path)
+    if check is None:  # exported before checks were recorded
+        raise ModelUnavailable(f"the onnxruntime export {result.path} has no {encoder_check.CHECK_FILE}")
+    encoder_check.require_passed(check, "onnxruntime", opts.path)
     return result.path / ONNX_FILE, result.built
 
 
 def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: bool) -> None:
     """Export a transformers encoder to ``out/model.onnx``: (input_ids, attention_mask) ->
-    last_hidden_state, batch and sequence dynamic."""
+    last_hidden_state, batch and sequence dynamic; then check it against the model
+    (``out/hfd-check.json``).
+
+    The model gets its own 2-D attention mask, exactly as transformers would: no wrapper
+    reshapes it (an additive 4-D mask is read as a boolean one by DeBERTa-v2 and refused by
+    MPNet). The graph comes from ``torch.export`` (the dynamo exporter): it keeps the batch and
+    sequence sizes symbolic through transformers' mask code, where the TorchScript tracer fails
+    or bakes the example's length into relative-position tables.
+    """
     try:
         import torch
         from transformers import AutoModel
     except Exception as exc:
         raise ModelUnavailable(f"exporting to ONNX needs torch and transformers (hfd[torch]): {exc}") from exc
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ModelUnavailable("exporting to ONNX needs onnxscript (install hfd[onnxruntime])")
     log.info("onnx export", extra={"model_path": str(source)})
     try:
         model = AutoModel.from_pretrained(
@@ -187,61 +213,83 @@ def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: 
             dtype=torch.float32,
             attn_implementation="eager",
         ).eval()
-        wrapper = _wrap_for_export(model)
-        ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]], dtype=torch.long)
-        mask = (ids != 0).long()
-        with torch.no_grad(), warnings.catch_warnings():
-            # The legacy exporter is chosen on purpose (see below); its deprecation and tracer
-            # notes are noise in the daemon's log.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        ids, mask = (torch.from_numpy(a) for a in encoder_check.probe_batch(model.config, _pad_id(model)))
+        # AUTO: torch.export infers each axis's range (a position table bounds the tokens)
+        # instead of failing on a guard and retrying.
+        dynamic = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper,
+                _Positional(model),
                 (ids, mask),
                 str(out / ONNX_FILE),
                 input_names=["input_ids", "attention_mask"],
                 output_names=["last_hidden_state"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "tokens"},
-                    "attention_mask": {0: "batch", 1: "tokens"},
-                    "last_hidden_state": {0: "batch", 1: "tokens"},
-                },
+                dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
                 opset_version=ONNX_OPSET,
-                # The TorchScript exporter: the dynamo one needs onnxscript, and this graph is
-                # plain enough for tracing.
-                dynamo=False,
+                dynamo=True,
+                verbose=False,
+                # One self-contained file unless protobuf's 2 GB limit forces weights beside it.
+                external_data=_parameter_bytes(model) > _PROTOBUF_LIMIT,
             )
     except HfdError:
         raise
     except Exception as exc:
         raise ModelUnavailable(f"ONNX export of {source} failed: {exc}") from exc
+    result = encoder_check.run_check(
+        model,
+        lambda i, m: _run_graph(out / ONNX_FILE, i, m),
+        _pad_id(model),
+        encoder_check.THRESHOLDS["fp32"],
+    )
+    encoder_check.write(out, result)
+    log.info("onnx export checked", extra={"model_path": str(source), **result})
 
 
-def _wrap_for_export(model: Any) -> Any:
+_PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: the graph's own bytes come on top
+
+
+def _parameter_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _pad_id(model: Any) -> int | None:
+    pad = getattr(model.config, "pad_token_id", None)
+    return int(pad) if isinstance(pad, int) else None
+
+
+def _run_graph(graph: Path, ids: Any, mask: Any) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    return session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})[0]
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter prints its progress to stdout; the daemon's output is its log."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def _Positional(model: Any) -> Any:
     import torch
 
-    class EncoderForExport(torch.nn.Module):
-        """(input_ids, attention_mask) -> last_hidden_state, with the mask made 4-D here.
-
-        transformers builds its attention mask with Python-level shape logic that the tracer
-        turns into tensors (and then fails on); an additive 4-D mask is taken as it is.
-        """
+    class Positional(torch.nn.Module):
+        """Names the two positional export inputs for the model's forward; nothing else."""
 
         def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model
-            self.token_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            extended = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(
-                torch.float32
-            ).min
-            kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": extended}
-            if self.token_types:
-                kwargs["token_type_ids"] = torch.zeros_like(input_ids)
-            return self.model(**kwargs).last_hidden_state  # type: ignore[no-any-return]
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # type: ignore[no-any-return]
 
-    return EncoderForExport(model)
+    return Positional(model)
 
 
 # -- encoder ------------------------------------------------------------------------------------

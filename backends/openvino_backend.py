@@ -29,7 +29,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from hfd.backends import _hf, families, hardware, openvino_cpu
+from hfd.backends import _hf, encoder_check, families, hardware, openvino_cpu
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
@@ -238,7 +238,8 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
         engine="openvino",
         engine_version=_version("openvino"),
         options=options,
-        commit=opts.extra.get("commit"),
+        # An encoder graph depends on its config and weights only (encoder_check.weights_identity).
+        commit=opts.extra.get("commit") or (encoder_check.weights_identity(opts.path) if task == "embed" else None),
     )
     meta = {
         "engine": "openvino",
@@ -249,9 +250,16 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
         "options": options,
     }
     cache = ExportCache(opts.cache_dir)
-    result = cache.get_or_build(
-        key, lambda out: export_ir(opts.path, out, task, weight_format, opts.trust_remote_code), meta
-    )
+
+    def build(out: Path) -> None:
+        export_ir(opts.path, out, task, weight_format, opts.trust_remote_code)
+        if task == "embed":  # checked against the model here; a failed check is cached too
+            encoder_check.check_openvino(opts.path, out, IR_FILE, weight_format, trust_remote_code=opts.trust_remote_code,
+                                         allow_pickle=bool(opts.extra.get("allow_pickle")))  # fmt: skip
+
+    result = cache.get_or_build(key, build, meta)
+    if task == "embed":
+        encoder_check.require_checked(result.path, "openvino", opts.path)
     return result.path, result.built
 
 

@@ -63,16 +63,21 @@ class TorchBackend:
     def load_encoder(self, opts: LoadOptions) -> TorchEncoder:
         from transformers import AutoModel
 
+        from hfd.backends.numpy_encoder import encoder_max_length
+        from hfd.backends.st_config import read_pooling_config
         from hfd.backends.torch_encoder import TorchEncoder
 
         _hf.require_model_dir(opts.path)
-        pooling = _hf.read_pooling_config(opts.path)
+        pooling = read_pooling_config(opts.path)
         device, dtype = _prepare(opts)
         model = _from_pretrained(AutoModel, opts, device, dtype)
         hf_tokenizer = _load_tokenizer(opts)
-        max_length = _encoder_max_length(pooling, hf_tokenizer, model.config)
+        max_length = encoder_max_length(
+            pooling, hf_tokenizer.model_max_length, _hf.config_int(model.config, "max_position_embeddings")
+        )
         tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=max_length)
-        hidden = int(pooling.word_embedding_dimension or model.config.hidden_size)
+        # Read through the config class: DistilBERT's `dim` is its `hidden_size` there.
+        hidden = pooling.word_embedding_dimension or _hf.config_int(model.config, "hidden_size")
         pad = hf_tokenizer.pad_token_id
         encoder = TorchEncoder(
             model,
@@ -80,14 +85,14 @@ class TorchBackend:
             device=device,
             pooling=pooling,
             max_length=max_length,
-            dimensions=hidden * pooling.dimensions_factor,
+            dimensions=pooling.output_dimensions(hidden),
             pad_token_id=int(pad if pad is not None else 0),
             uses_token_types="token_type_ids" in inspect.signature(model.forward).parameters,
         )
         log.info(
             "encoder loaded",
             extra={"model_path": str(opts.path), "device": str(device), "dtype": str(dtype),
-                   "pooling": ",".join(pooling.modes), "normalize": pooling.normalize},
+                   "pooling": pooling.describe, "attention": model.config._attn_implementation},
         )  # fmt: skip
         return encoder
 
@@ -244,19 +249,36 @@ def _from_pretrained(auto: Any, opts: LoadOptions, device: torch.device, dtype: 
         "trust_remote_code": opts.trust_remote_code,
     }
     try:
-        try:
-            model = auto.from_pretrained(opts.path, attn_implementation="sdpa", **kwargs)
-        except ValueError as exc:
-            # transformers 5.5 names it "scaled_dot_product_attention", older releases "sdpa".
-            if not any(word in str(exc).lower() for word in ("sdpa", "scaled_dot_product_attention")):
-                raise
-            model = auto.from_pretrained(opts.path, attn_implementation="eager", **kwargs)
+        attention = attention_implementation(auto, opts)
+        model = auto.from_pretrained(opts.path, attn_implementation=attention, **kwargs)
         model = model.to(device).eval()
     except HfdError:
         raise
     except Exception as exc:
         raise ModelUnavailable(f"cannot load {opts.path} with transformers: {exc}") from exc
     return model
+
+
+def attention_implementation(auto: Any, opts: LoadOptions) -> str:
+    """``sdpa`` when the model class that ``auto`` resolves to supports it, else ``eager``.
+
+    Decided from the class's ``_supports_sdpa`` before loading: transformers refuses an
+    unsupported ``sdpa`` request with a plain ``ValueError`` whose text changes between releases
+    (5.5's does not say "sdpa"), so matching on the message missed MPNet and DeBERTa-v2.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.auto_factory import _get_model_class
+
+    config = AutoConfig.from_pretrained(
+        opts.path, local_files_only=True, trust_remote_code=opts.trust_remote_code
+    )
+    try:
+        model_class = _get_model_class(config, auto._model_mapping)
+    except (KeyError, ValueError, AttributeError):
+        # Remote code (auto_map) names its class only once from_pretrained imports it; eager
+        # attention is the one every architecture implements.
+        return "eager"
+    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
 
 
 def _load_tokenizer(opts: LoadOptions) -> Any:
@@ -290,16 +312,6 @@ def _frozen_tokenizer(hf_tokenizer: Any, *, truncate_to: int | None) -> Any:
     else:
         tok.enable_truncation(max_length=truncate_to)
     return tok
-
-
-def _encoder_max_length(pooling: _hf.PoolingConfig, hf_tokenizer: Any, model_config: Any) -> int:
-    limits = [int(getattr(model_config, "max_position_embeddings", 0) or 0)]
-    if pooling.max_seq_length:
-        limits.append(pooling.max_seq_length)
-    elif 0 < hf_tokenizer.model_max_length < 10**7:
-        limits.append(int(hf_tokenizer.model_max_length))
-    limits = [x for x in limits if x > 0]
-    return min(limits) if limits else 512
 
 
 def _mask_plan(model: Any) -> MaskPlan:

@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hfd.backends._hf import PoolingConfig
 from hfd.backends.base import TokenizedBatch
+from hfd.backends.st_config import Dense, PoolingConfig
 from hfd.client.errors import InvalidRequest
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, config: PoolingConfig) -> torch.Tensor:
     """Token embeddings ``[batch, tokens, dim]`` and a 0/1 mask ``[batch, tokens]`` (right padding)
-    to sentence embeddings ``[batch, dim * len(modes)]``, then L2-normalised if the config says so."""
+    to sentence embeddings: the pooling modes concatenated, then the folder's Dense and Normalize
+    modules in order."""
     hidden = hidden.float()
     weights = mask.to(hidden.dtype).unsqueeze(-1)
     counts = weights.sum(dim=1).clamp(min=1e-9)
@@ -39,9 +40,35 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, config: PoolingConfig) -> tor
         else:  # pragma: no cover - read_pooling_config only yields known modes
             raise InvalidRequest(f"unknown pooling mode {mode!r}")
     pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-    if config.normalize:
-        pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+    for step in config.steps:
+        if isinstance(step, Dense):
+            pooled = dense(pooled, step)
+        else:
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
     return pooled
+
+
+_ACTIVATIONS: dict[str, Any] = {
+    "Identity": lambda y: y,
+    "Tanh": torch.tanh,
+    "ReLU": torch.relu,
+    "GELU": torch.nn.functional.gelu,
+    "Sigmoid": torch.sigmoid,
+    "SiLU": torch.nn.functional.silu,
+}
+
+
+def dense(x: torch.Tensor, step: Dense) -> torch.Tensor:
+    """A sentence-transformers Dense module: ``activation(x W^T + b)``, plus the residual."""
+
+    def tensor(a: Any) -> torch.Tensor:
+        return torch.from_numpy(a).to(device=x.device, dtype=x.dtype)
+
+    bias = tensor(step.bias) if step.bias is not None else None
+    y = _ACTIVATIONS[step.activation](torch.nn.functional.linear(x, tensor(step.weight), bias))
+    if step.use_residual:
+        y = y + (x if step.residual is None else torch.nn.functional.linear(x, tensor(step.residual)))
+    return y
 
 
 class TorchEncoder:
@@ -76,6 +103,8 @@ class TorchEncoder:
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 raise InvalidRequest(f"input {i} is not a string", param="input")
+        if self._pooling.lowercase:  # sentence_bert_config's do_lower_case
+            items = [text.lower() for text in items]
         # `encode_batch` only reads the tokenizer (truncation was set once at load), so
         # concurrent calls from several threads are safe.
         encodings = self._tokenizer.encode_batch(items, add_special_tokens=True)

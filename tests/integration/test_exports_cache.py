@@ -156,12 +156,7 @@ def test_onnx_warm_load_skips_the_export(tmp_path: Path, monkeypatch: pytest.Mon
     cold = backend.load_encoder(opts)
     first = cold.embed(cold.tokenize(texts))
     assert len(exporter_calls) == 1
-    key = export_key(
-        opts.path,
-        engine="onnxruntime",
-        engine_version=onnx_backend._version("onnxruntime"),
-        options=onnx_backend.export_options(),
-    )
+    key = onnx_backend.onnx_export_key(opts)
     cache = ExportCache(opts.cache_dir)  # type: ignore[arg-type]
     assert cache.has(key)
     marker = (cache.path(key) / MARKER).read_bytes()
