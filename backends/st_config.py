@@ -20,12 +20,15 @@ numpy (and safetensors, for Dense weights) is imported only when a folder has a 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hfd.backends._hf import read_json
 from hfd.client.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
 # The pre-6.0 flags, in the order sentence-transformers concatenates the modes they enable.
@@ -123,6 +126,7 @@ def read_pooling_config(path: Path) -> PoolingConfig:
         else None,
         "lowercase": bool(st_config.get("do_lower_case", False)),
     }
+    _warn_default_prompt(path)
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return PoolingConfig(**common)
@@ -208,6 +212,23 @@ def _canonical_mode(name: str, path: Path) -> str:
 def _sentence_bert_config(path: Path) -> dict[str, Any]:
     config = path / "sentence_bert_config.json"
     return read_json(config) if config.is_file() else {}
+
+
+def _warn_default_prompt(path: Path) -> None:
+    """sentence-transformers' ``encode()`` prepends a folder's default prompt to every text;
+    hfd embeds texts as they are sent (a client that wants the prompt sends it)."""
+    config = path / "config_sentence_transformers.json"
+    if not config.is_file():
+        return
+    data = read_json(config)
+    name = data.get("default_prompt_name")
+    prompts = data.get("prompts")
+    prompt = prompts.get(name) if isinstance(prompts, dict) and isinstance(name, str) else None
+    if prompt:
+        log.warning(
+            "default prompt not applied: texts are embedded as sent",
+            extra={"model_path": str(path), "prompt_name": name, "prompt": str(prompt)[:80]},
+        )
 
 
 def _module_config(folder: Path) -> dict[str, Any]:

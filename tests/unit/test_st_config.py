@@ -181,3 +181,11 @@ def test_numpy_and_torch_heads_agree_with_sentence_transformers(
     got_torch = torch_encoder.pool(torch.from_numpy(hidden), torch.from_numpy(mask), config).numpy()
     np.testing.assert_allclose(got_numpy, want, atol=1e-5)
     np.testing.assert_allclose(got_torch, want, atol=1e-5)
+
+
+def test_a_default_prompt_is_named_in_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write(tmp_path / "config_sentence_transformers.json",
+           {"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"})  # fmt: skip
+    with caplog.at_level("WARNING", logger="hfd.backends.st_config"):
+        read_pooling_config(tmp_path)
+    assert any("default prompt not applied" in r.getMessage() for r in caplog.records)
