@@ -147,25 +147,34 @@ class HardwareReport:
     torch: EngineProbe
     openvino: EngineProbe
     onnxruntime: EngineProbe
+    # Probes of the other registered engines (``hfd.backends.registry``), in the registry's order.
+    others: tuple[EngineProbe, ...] = ()
+
+    @property
+    def probes(self) -> tuple[EngineProbe, ...]:
+        """Every engine's probe."""
+        return (self.torch, self.openvino, self.onnxruntime, *self.others)
 
     def engine(self, name: str) -> EngineProbe:
-        probes = {"torch": self.torch, "openvino": self.openvino, "onnxruntime": self.onnxruntime}
-        try:
-            return probes[name]
-        except KeyError:
-            raise ValueError(f"unknown engine {name!r}") from None
+        for probe in self.probes:
+            if probe.name == name:
+                return probe
+        raise ValueError(f"unknown engine {name!r}")
 
     @property
     def accelerators(self) -> list[Device]:
         """Every non-CPU device any engine sees."""
         out: list[Device] = []
-        for probe in (self.torch, self.openvino, self.onnxruntime):
+        for probe in self.probes:
             out.extend(d for d in probe.devices if d.kind != "cpu")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["cpu"]["features"] = list(self.cpu.features)
+        # One key per engine, as for the three that always have a field.
+        for probe, probe_data in zip(self.others, data.pop("others"), strict=True):
+            data[probe.name] = probe_data
         return _jsonable(data)
 
 
@@ -639,23 +648,34 @@ def probe_onnxruntime() -> EngineProbe:
 
 
 def detect(refresh: bool = False) -> HardwareReport:
-    """The hardware report, probed once per process (``refresh=True`` probes again)."""
+    """The hardware report, probed once per process (``refresh=True`` probes again). Each engine
+    is probed through its record in ``hfd.backends.registry``."""
+    from hfd.backends import registry  # the registry names this module's probes
+
     if refresh:
         clear_cache()
+    probes = {r.name: r.run_probe() for r in registry.RECORDS}
     return HardwareReport(
         system=platform.system(),
         python=platform.python_version(),
         cpu=probe_cpu(),
         memory=probe_memory(),
-        torch=probe_torch(),
-        openvino=probe_openvino(),
-        onnxruntime=probe_onnxruntime(),
+        torch=probes.pop("torch"),
+        openvino=probes.pop("openvino"),
+        onnxruntime=probes.pop("onnxruntime"),
+        others=tuple(probes.values()),
     )
 
 
 def clear_cache() -> None:
-    for probe in (probe_cpu, probe_memory, probe_torch, probe_openvino, probe_onnxruntime):
-        probe.cache_clear()
+    from hfd.backends import registry
+
+    probe_cpu.cache_clear()
+    probe_memory.cache_clear()
+    for r in registry.RECORDS:
+        probe = registry.resolve(r.probe)
+        if hasattr(probe, "cache_clear"):
+            probe.cache_clear()
 
 
 def hardware_json(
@@ -687,25 +707,15 @@ def hardware_json(
 
 
 def engine_defaults(report: HardwareReport) -> dict[str, dict[str, Any]]:
-    """What each installed engine computes in on this CPU when a model sets no ``dtype``:
-    OpenVINO in bf16 where the CPU has native bf16 (faster; greedy text may then differ from
-    transformers' fp32), f32 elsewhere; torch and ONNX Runtime in f32 on the CPU."""
-    from hfd.backends import openvino_cpu
+    """What each installed engine computes in on this CPU when a model sets no ``dtype``, as
+    its registry record says: OpenVINO in bf16 where the CPU has native bf16 (faster; greedy
+    text may then differ from transformers' fp32), f32 elsewhere; torch and ONNX Runtime in f32."""
+    from hfd.backends import registry
 
     out: dict[str, dict[str, Any]] = {}
-    if report.torch.installed:
-        out["torch"] = {"device": "cpu", "precision": "f32", "why": "fp32 weights, fp32 compute on the CPU"}
-    if report.openvino.installed:
-        ov_cpu = report.openvino.first("cpu")
-        caps = (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
-        precision = openvino_cpu.default_precision(report.cpu.features, caps)
-        why = (
-            'the CPU has native bf16 (AVX-512-BF16/AMX): OpenVINO\'s default; dtype = "float32" gives '
-            "transformers' fp32 results"
-            if precision == "bf16"
-            else "no native bf16 on this CPU"
-        )
-        out["openvino"] = {"device": "cpu", "precision": precision, "why": why}
-    if report.onnxruntime.installed:
-        out["onnxruntime"] = {"device": "cpu", "precision": "f32", "why": "the exported graph's fp32"}
+    for r in registry.RECORDS:
+        if r.cpu_precision is None or not report.engine(r.name).installed:
+            continue
+        precision, why = r.cpu_precision(report)
+        out[r.name] = {"device": "cpu", "precision": precision, "why": why}
     return out

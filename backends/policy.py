@@ -17,6 +17,10 @@ The order comes from measurements (``docs/engines.md`` has the numbers and the c
 The model manager tries the candidates in order and logs each fallback; an engine that crashed
 proving itself on a model here is remembered and skipped (``hfd.daemon.engine_memory``). A
 pinned engine or device yields only that one candidate.
+
+Which engines exist and which tasks each runs come from ``hfd.backends.registry``; an engine
+whose record is not offered (the fake engine) is chosen only when pinned, or, with
+``HFD_FAKE_ENGINE=1``, as the only candidate.
 """
 
 from __future__ import annotations
@@ -24,16 +28,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from hfd.backends import registry
 from hfd.backends.base import Task
 from hfd.backends.hardware import Device, HardwareReport
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 TASKS: Final[tuple[Task, ...]] = ("generate", "embed")
-ENGINE_TASKS: Final[dict[str, frozenset[str]]] = {
-    "torch": frozenset({"generate", "embed"}),
-    "openvino": frozenset({"generate", "embed"}),
-    "onnxruntime": frozenset({"embed"}),
-}
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,19 @@ def _gpus(devices: tuple[Device, ...], kinds: tuple[str, ...]) -> list[Device]:
 
 def candidates(task: Task, report: HardwareReport) -> list[Choice]:
     """Every engine/device that can run ``task`` here, fastest first."""
+    forced = [
+        r.name
+        for r in registry.RECORDS
+        if not r.default_offer and r.offered and task in r.tasks and _installed(report, r.name)
+    ]
+    if forced:  # an engine only tests ask for: never mixed with real ones
+        return [Choice(name, "cpu", f"{registry.FAKE_ENGINE_ENV} is set") for name in forced]
     torch, ov, ort = report.torch, report.openvino, report.onnxruntime
     out: list[Choice] = []
 
     def add(engine: str, device: str, reason: str) -> None:
-        if task in ENGINE_TASKS[engine] and all((c.engine, c.device) != (engine, device) for c in out):
+        r = registry.record(engine)
+        if task in r.tasks and r.offered and all((c.engine, c.device) != (engine, device) for c in out):
             out.append(Choice(engine, device, reason))
 
     if torch.installed:
@@ -154,15 +162,16 @@ def choose_engine(
     if task not in TASKS:
         raise InvalidRequest(f"unknown task {task!r}; known: {', '.join(TASKS)}", param="task")
     if pinned_engine is not None:
-        if pinned_engine not in ENGINE_TASKS:
+        if pinned_engine not in registry.ENGINES:
             raise InvalidRequest(
-                f"unknown engine {pinned_engine!r}; known: {', '.join(sorted(ENGINE_TASKS))}", param="engine"
+                f"unknown engine {pinned_engine!r}; known: {', '.join(sorted(registry.ENGINES))}",
+                param="engine",
             )
-        if task not in ENGINE_TASKS[pinned_engine]:
+        if task not in registry.ENGINES[pinned_engine].tasks:
             raise InvalidRequest(f"engine {pinned_engine!r} cannot {task}", param="engine")
-        probe = report.engine(pinned_engine)
-        if not probe.installed:
-            raise ModelUnavailable(f"engine {pinned_engine!r} is not available: {probe.reason}")
+        if not _installed(report, pinned_engine):
+            why = report.engine(pinned_engine).reason if _probed(report, pinned_engine) else "not probed"
+            raise ModelUnavailable(f"engine {pinned_engine!r} is not available: {why}")
 
     found = candidates(task, report)  # type: ignore[arg-type]  # checked against TASKS above
     if pinned_engine is None and pinned_device is None:
@@ -194,6 +203,14 @@ def choose_engine(
     ]
 
 
+def _probed(report: HardwareReport, engine: str) -> bool:
+    return any(p.name == engine for p in report.probes)
+
+
+def _installed(report: HardwareReport, engine: str) -> bool:
+    return _probed(report, engine) and report.engine(engine).installed
+
+
 def _engine_for(kind: str, task: str, report: HardwareReport) -> str:
     preferred = {
         "cuda": "torch",
@@ -212,7 +229,7 @@ def _check_device_seen(device: str, engine: str | None, report: HardwareReport) 
     kind = device_kind(device)
     if kind == "cpu":
         return
-    probes = [report.engine(engine)] if engine else [report.torch, report.openvino, report.onnxruntime]
+    probes = [report.engine(engine)] if engine else list(report.probes)
     kinds = {kind, "rocm"} if kind == "cuda" else {kind}
     if any(d.kind in kinds for p in probes for d in p.devices):
         return  # seen, just not under that exact id: let the engine say whether the index exists
