@@ -14,9 +14,11 @@ Decoding then depends on the layout:
   needs no mask and no positions, so the running rows' states are stacked in one batch cache
   and decode together, one forward pass per step. A joining row's state is concatenated in; a
   finished row is dropped with an index select (O(rows x state), no column clock).
-- **hybrid** (state-space and attention layers): each row decodes alone with its own cache,
-  one forward pass per row per step. Correct, but a step costs ``rows`` small forward passes
-  instead of one batched pass.
+- **hybrid** (state-space and attention layers): each row keeps its own cache; a decode step
+  stacks them into one step cache (K/V left-padded to the longest row and masked, each row at
+  its own positions, states concatenated), runs one forward pass and copies each row's part
+  back: two copies of the rows' K/V per step instead of a forward pass per row. A model with a
+  sliding-window layer (whose cache drops columns) decodes one row per forward pass.
 
 Which layout a model has is read from the cache transformers builds for its config, never from
 its name.
@@ -96,6 +98,9 @@ class RecurrentBatcher:
         self._batch: Any = None  # recurrent layout: the running rows' stacked states
         self._decode_owed = False
         self._known: set[int] = set()
+        # Hybrid rows decode in one stacked pass unless a layer keeps a sliding window (its
+        # cache drops columns, so rows' K/V would not line up); then one pass per row.
+        self._stackable = layout == "hybrid" and _plain_attention(self._new_cache())
 
     # -- the GenerationModel calls -------------------------------------------------------------
 
@@ -179,15 +184,11 @@ class RecurrentBatcher:
         if self.layout == "recurrent":
             ids = torch.tensor([[r.seq.last_token] for r in rows], dtype=torch.long, device=self.device)
             logits = self._forward(ids, self._batch)
+        elif len(rows) > 1 and self._stackable:
+            logits = self._decode_stacked(rows)
         else:
-            logits = torch.cat(
-                [
-                    self._forward(
-                        torch.tensor([[r.seq.last_token]], dtype=torch.long, device=self.device), r.cache
-                    )
-                    for r in rows
-                ]
-            )
+            one = [torch.tensor([[r.seq.last_token]], dtype=torch.long, device=self.device) for r in rows]
+            logits = torch.cat([self._forward(ids, r.cache) for ids, r in zip(one, rows, strict=True)])
         tokens = sample(logits, [r.seq.sampling() for r in rows], self._eos)
         done: list[int] = []
         for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
@@ -198,6 +199,34 @@ class RecurrentBatcher:
                 self._known.discard(row.seq.seq_id)
         if done:
             self._remove(done)
+
+    def _decode_stacked(self, rows: list[_Row]) -> torch.Tensor:
+        """One forward pass for every hybrid row: the rows' caches are stacked into one for the
+        step (K/V left-padded to the longest row and masked, states concatenated), and each
+        row's updated part is copied back into its own cache afterwards."""
+        caches = [r.cache for r in rows]
+        lengths = [int(c.get_seq_length()) for c in caches]
+        width = max(lengths)
+        batch = self._new_cache()
+        for idx, layer in enumerate(batch.layers):
+            _stack_layer(layer, [c.layers[idx] for c in caches], lengths, width)
+        mask = torch.zeros((len(rows), width + 1), dtype=torch.long, device=self.device)
+        for i, n in enumerate(lengths):
+            mask[i, width - n :] = 1
+        ids = torch.tensor([[r.seq.last_token] for r in rows], dtype=torch.long, device=self.device)
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": torch.tensor(lengths, dtype=torch.long, device=self.device).unsqueeze(1),
+            self._cache_arg: batch,
+            "use_cache": True,
+        }
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        logits: torch.Tensor = self.model(**kwargs).logits[:, -1, :]
+        for idx, layer in enumerate(batch.layers):
+            _unstack_layer(layer, [c.layers[idx] for c in caches], lengths, width + 1)
+        return logits
 
     # -- shared ----------------------------------------------------------------------------------
 
@@ -248,3 +277,56 @@ def _cache_nbytes(cache: Any) -> int:
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
     return total
+
+
+_STATES = (
+    ("conv_states", "is_conv_states_initialized"),
+    ("recurrent_states", "is_recurrent_states_initialized"),
+)
+
+
+def _plain_attention(cache: Any) -> bool:
+    """Whether every attention layer of this cache is a plain ``DynamicLayer`` (no window)."""
+    from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+
+    return all(
+        isinstance(la, LinearAttentionCacheLayerMixin) or type(la) is DynamicLayer for la in cache.layers
+    )
+
+
+def _stack_layer(layer: Any, parts: list[Any], lengths: list[int], width: int) -> None:
+    """Fill one layer of a fresh step cache from the rows' layers (see ``_decode_stacked``)."""
+    for name, flag in _STATES:
+        if parts and all(getattr(p, flag, False) for p in parts):
+            state = torch.cat([getattr(p, name) for p in parts], dim=0)
+            setattr(layer, name, state)
+            setattr(layer, flag, True)
+            layer.has_previous_state = True
+            layer.dtype, layer.device = state.dtype, state.device
+            if name == "conv_states":
+                layer.max_batch_size, layer.conv_kernel_size = state.shape[0], state.shape[-1]
+    if parts and all(
+        getattr(p, "is_initialized", False) and getattr(p, "keys", None) is not None for p in parts
+    ):
+        k0, v0 = parts[0].keys, parts[0].values
+        keys = k0.new_zeros((len(parts), k0.shape[1], width, k0.shape[3]))
+        values = v0.new_zeros((len(parts), v0.shape[1], width, v0.shape[3]))
+        for i, (p, n) in enumerate(zip(parts, lengths, strict=True)):
+            keys[i, :, width - n :] = p.keys[0]
+            values[i, :, width - n :] = p.values[0]
+        layer.keys, layer.values = keys, values
+        layer.dtype, layer.device = k0.dtype, k0.device
+        layer.is_initialized = True
+
+
+def _unstack_layer(layer: Any, parts: list[Any], lengths: list[int], width: int) -> None:
+    """Copy each row's part of a step cache layer (``width`` columns now) back into its own."""
+    for name, flag in _STATES:
+        if getattr(layer, flag, False):
+            full = getattr(layer, name)
+            for i, p in enumerate(parts):
+                setattr(p, name, full[i : i + 1].clone())
+    if getattr(layer, "is_initialized", False) and getattr(layer, "keys", None) is not None:
+        for i, (p, n) in enumerate(zip(parts, lengths, strict=True)):
+            p.keys = layer.keys[i : i + 1, :, width - n - 1 :].clone()
+            p.values = layer.values[i : i + 1, :, width - n - 1 :].clone()
