@@ -10,7 +10,8 @@ with no model at all:
 - Generation: the k-th token of a sequence is a hash of its prompt ids and k (and the seed when
   sampling), so a sequence's tokens never depend on what else is in the batch. ``eos_after``
   ends a sequence with eos after that many tokens (unless ``ignore_eos``).
-- Embeddings: a unit vector derived from a hash of the (truncated) token ids, i.e. of the text.
+- Embeddings: tokens are whitespace-separated words (between bos and eos); the vector is a unit
+  vector derived from a hash of the (truncated) token ids, i.e. of the text.
 
 Load options (the model's ``options`` table, ``LoadOptions.extra``), all optional:
 
@@ -190,13 +191,19 @@ class FakeEncoder(_Model):
         super().__init__(opts)
         self.dimensions = _int(opts, "dimensions", 8)
         self.max_length = _int(opts, "max_length", 512)
-        if self.dimensions < 1 or self.max_length < 1:
-            raise InvalidRequest("fake engine: dimensions and max_length must be at least 1")
+        if self.dimensions < 1 or self.max_length < 2:
+            raise InvalidRequest("fake engine: dimensions must be at least 1 and max_length 2")
         self._batch_s = _ms(opts, "batch_ms")
         self._faults = _Faults(opts, "fail_at_batch")
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
-        return TokenizedBatch([Tokenizer.encode(t)[: self.max_length] for t in texts])
+        # One token per word between bos and eos, as a BERT tokenizer's [CLS] ... [SEP] would
+        # give: lengths (what batching and padding depend on) are close to a real model's.
+        rows = []
+        for text in texts:
+            words = [WORD_BASE + int.from_bytes(_digest(w)[:4], "little") % 30_000 for w in text.split()]
+            rows.append([BOS, *words[: self.max_length - 2], EOS])
+        return TokenizedBatch(rows)
 
     def embed(self, batch: TokenizedBatch) -> np.ndarray:
         self._sleep(self._batch_s)

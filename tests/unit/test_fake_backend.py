@@ -104,14 +104,14 @@ def test_cancel_frees_the_sequence(tmp_path: Path) -> None:
 
 def test_embeddings_are_unit_vectors_of_the_text(tmp_path: Path) -> None:
     model = enc(tmp_path, dimensions=16, max_length=4)
-    batch = model.tokenize(["abcdef", "abcd", "xyz"])
-    assert batch.lengths == [4, 4, 3]  # truncated to max_length
+    batch = model.tokenize(["a b c d", "a b e", "x"])
+    assert batch.lengths == [4, 4, 3]  # bos, words, eos; truncated to max_length
     vectors = model.embed(batch)
     assert vectors.shape == (3, 16) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(vectors[0], vectors[1])  # same tokens after truncation
     assert not np.allclose(vectors[0], vectors[2])
-    np.testing.assert_array_equal(enc(tmp_path, dimensions=16).embed(model.tokenize(["xyz"]))[0], vectors[2])
+    np.testing.assert_array_equal(enc(tmp_path, dimensions=16).embed(model.tokenize(["x"]))[0], vectors[2])
 
 
 def test_injected_failures(tmp_path: Path) -> None:
