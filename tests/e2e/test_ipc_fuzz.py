@@ -10,6 +10,7 @@ read), never ``internal_error``, and keeps serving. Bounded to about a minute in
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -242,6 +243,9 @@ def test_after_the_fuzzing_the_daemon_serves_and_logged_what_it_dropped(daemon: 
     reply = door.reply()
     assert reply.kind == "result" and reply.body["shape"] == [2, 32]
     assert door.dropped > 0
-    assert any("dropping an unreadable IPC message" in line for line in daemon.output)
+    deadline = time.monotonic() + 30  # the daemon's output is read on a thread
+    while not any("dropping an unreadable IPC message" in line for line in daemon.output):
+        assert time.monotonic() < deadline, "the dropped messages were not logged"
+        time.sleep(0.05)
     for bad in ("unexpected error while serving an IPC request", "failed to decode"):
         assert not any(bad in line for line in daemon.output), bad
