@@ -14,15 +14,18 @@ All calls on one loaded model are made from one worker thread, except ``tokenize
 ``encode_prompt``, ``apply_chat_template`` and ``decode``, which must be thread-safe (the
 daemon tokenizes the next batch while the current one computes).
 
-Two optional members, for engines that compute in another process (OpenVINO generation):
-``interrupt()``, callable from any thread, makes a waiting ``step()`` return early so a
-newcomer can be added at once; ``alive`` (a property) turns False when that process has died,
-and the model manager then loads the model again on its next request.
+Two optional members, for engines that compute in another process (OpenVINO generation), each
+declared as a Protocol of its own below with its default for engines that lack it:
+``Interruptible.interrupt()``, callable from any thread, makes a waiting ``step()`` return
+early so a newcomer can be added at once (default: none; a newcomer waits for the step to
+finish); ``Supervised.alive`` (a property) turns False when that process has died, and the
+model manager then loads the model again on its next request (default: always alive). Read
+them with ``interrupter(model)`` and ``is_alive(model)``, never by attribute name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -154,6 +157,35 @@ class GenerationModel(Protocol):
     def memory_bytes(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A model whose ``step()`` can be woken early (see the module's doc)."""
+
+    def interrupt(self) -> None:
+        """Thread-safe. Make a ``step()`` that waits return soon, possibly with no outputs."""
+        ...
+
+
+@runtime_checkable
+class Supervised(Protocol):
+    """A model that computes in another process, which can die on its own."""
+
+    @property
+    def alive(self) -> bool:
+        """False once the process is gone; the model must then be loaded again."""
+        ...
+
+
+def interrupter(model: object) -> Callable[[], None] | None:
+    """The model's ``interrupt``, or None for a model whose steps cannot be woken."""
+    return model.interrupt if isinstance(model, Interruptible) else None
+
+
+def is_alive(model: object) -> bool:
+    """Whether the model can still compute; a model not in another process always can."""
+    return model.alive if isinstance(model, Supervised) else True
 
 
 class Backend(Protocol):

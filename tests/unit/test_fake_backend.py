@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from hfd.backends import registry
-from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, SamplingParams, StepOutput
+from hfd.backends.base import (
+    EncoderModel,
+    GenerationModel,
+    LoadOptions,
+    SamplingParams,
+    StepOutput,
+    interrupter,
+    is_alive,
+)
 from hfd.backends.fake_backend import EOS, FakeGenerator, Tokenizer
 from hfd.backends.hardware import detect
 from hfd.backends.policy import choose_engine
@@ -172,3 +180,18 @@ def test_importing_it_imports_no_engine_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_optional_members_are_read_through_base_with_their_defaults(tmp_path: Path) -> None:
+    model = gen(tmp_path, die_at_step=1)
+    assert interrupter(model) == model.interrupt  # type: ignore[attr-defined]
+    assert is_alive(model)
+    model.add(1, [5], GREEDY)
+    with pytest.raises(RuntimeError):
+        model.step()
+    assert not is_alive(model)
+
+    class Plain:  # an engine model without either member
+        pass
+
+    assert interrupter(Plain()) is None and is_alive(Plain())
