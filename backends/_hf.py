@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# The suffix lists live in backends.formats (the store reads them too); re-exported here.
+from hfd.backends.formats import PICKLE_SUFFIXES as PICKLE_SUFFIXES
+from hfd.backends.formats import SAFE_SUFFIXES as SAFE_SUFFIXES
+from hfd.backends.formats import is_pickle
 from hfd.client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
-# Weight formats that are Python pickles: loading one can run arbitrary code.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-SAFE_SUFFIXES = (".safetensors",)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def _weight_files(path: Path) -> list[Path]:
 
 def pickled_weights(path: Path) -> list[Path]:
     """Files in a model directory whose format is a Python pickle."""
-    return [p for p in _weight_files(path) if p.suffix in PICKLE_SUFFIXES]
+    return [p for p in _weight_files(path) if is_pickle(p)]
 
 
 def safetensors_weights(path: Path) -> list[Path]:
@@ -103,6 +104,23 @@ def config_int(config: Any, name: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return 0
+
+
+# Families whose position ids start after the padding index (RoBERTa's scheme): the last
+# pad_token_id + 1 position embeddings can never be reached (roberta-base: 514, 512 tokens).
+_OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text", "ibert",
+     "longformer", "luke", "roberta-prelayernorm", "xmod", "esm"}
+)  # fmt: skip
+
+
+def max_positions(config: Any) -> int:
+    """The most tokens the model's position embeddings cover (0: no limit known)."""
+    limit = config_int(config, "max_position_embeddings")
+    if limit and getattr(config, "model_type", None) in _OFFSET_POSITIONS:
+        pad = getattr(config, "pad_token_id", None)
+        limit -= (pad if isinstance(pad, int) and pad >= 0 else 1) + 1
+    return max(0, limit)
 
 
 def eos_token_ids(path: Path, config: dict[str, Any]) -> set[int]:

@@ -73,7 +73,7 @@ class TorchBackend:
         model = _from_pretrained(AutoModel, opts, device, dtype)
         hf_tokenizer = _load_tokenizer(opts)
         max_length = encoder_max_length(
-            pooling, hf_tokenizer.model_max_length, _hf.config_int(model.config, "max_position_embeddings")
+            pooling, hf_tokenizer.model_max_length, _hf.max_positions(model.config)
         )
         tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=max_length)
         # Read through the config class: DistilBERT's `dim` is its `hidden_size` there.
