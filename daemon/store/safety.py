@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Final
 
+from hfd.backends.formats import PICKLE_SUFFIXES
 from hfd.client.errors import Forbidden, ValidationFailed
 
-# Weights that unpickle on load, i.e. run code from the file.
-PICKLE_SUFFIXES: Final = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 # Files that hold weights in any format (used to tell "only pickled weights" apart).
 WEIGHT_SUFFIXES: Final = PICKLE_SUFFIXES | {".safetensors", ".onnx", ".gguf", ".h5", ".msgpack", ".xml"}
 
