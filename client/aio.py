@@ -108,26 +108,43 @@ class _AsyncSockets:
 
     def drop_socket(self) -> None:
         """Close the socket and stop its receiver; never blocks, from any thread."""
-        watch, self.watch = self.watch, None
-        if watch is not None:
-            watch.close()
-        receiver, self.receiver = self.receiver, None
-        sock, self.sock = self.sock, None
-        loop = self.loop
-        if receiver is not None and not receiver.done() and loop is not None and not loop.is_closed():
-            if _running_loop() is loop:
-                receiver.cancel()
-            else:
-                # A collection in another thread: the task belongs to its loop's thread.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(receiver.cancel)
-        if sock is not None:
-            with contextlib.suppress(Exception):  # e.g. its event loop is gone
-                sock.close(linger=0)
+        _on_loop(self.loop, self._detach())
 
     def close_all(self) -> None:
-        self.drop_socket()
-        self.ctx.destroy(linger=0)  # every socket is closed: this does not wait
+        close = self._detach()
+        ctx = self.ctx
+
+        def close_all() -> None:
+            close()
+            ctx.destroy(linger=0)  # every socket is closed: this does not wait
+
+        _on_loop(self.loop, close_all)
+
+    def _detach(self) -> Callable[[], None]:
+        """Forget the socket, its receiver and watch; returns what closes them."""
+        watch, receiver, sock = self.watch, self.receiver, self.sock
+        self.watch = self.receiver = self.sock = None
+
+        def close() -> None:
+            if watch is not None:
+                watch.close()
+            if receiver is not None and not receiver.done():
+                receiver.cancel()
+            if sock is not None:
+                with contextlib.suppress(Exception):  # e.g. its event loop is gone
+                    sock.close(linger=0)
+
+        return close
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], None]) -> None:
+    """Run ``fn`` now, or on ``loop`` when that loop runs in another thread (a garbage
+    collection there): an asyncio socket and its task belong to their loop's thread."""
+    if loop is not None and not loop.is_closed() and loop.is_running() and _running_loop() is not loop:
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: then close here
+            loop.call_soon_threadsafe(fn)
+            return
+    fn()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

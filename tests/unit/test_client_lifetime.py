@@ -63,15 +63,25 @@ SCRIPT = textwrap.dedent(
         t.start()
         t.join()
 
+    # An event loop in another thread: a collection in this thread finalizes its clients.
+    other_loop = asyncio.new_event_loop()
+    threading.Thread(target=other_loop.run_forever, daemon=True).start()
+
+    def on_other_loop():
+        asyncio.run_coroutine_threadsafe(use_async(), other_loop).result(timeout=30)
+        gc.collect()
+
     def sample():
         gc.collect()
         return len(os.listdir("/proc/self/fd")), threading.active_count()
 
-    use_sync(); asyncio.run(use_async()); worker_thread()
+    use_sync(); asyncio.run(use_async()); worker_thread(); on_other_loop()
     start = sample()
     for _ in range(rounds):
         use_sync()
         worker_thread()
+    for _ in range(rounds // 10):
+        on_other_loop()
     async def many():
         for _ in range(rounds):
             await use_async()
