@@ -22,7 +22,7 @@ import anyio
 
 from hfd import __version__
 from hfd.daemon.http.tls import check_plaintext
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.notify import Notifier, watchdog_interval
 from hfd.daemon.ops import ops_for
 from hfd.daemon.service import Service

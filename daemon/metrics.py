@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from hfd.daemon.scheduler.base import EncoderStats, GenerationStats, Scheduler, SchedulerStats
+
+if TYPE_CHECKING:
+    from hfd.daemon.cache import ResponseCache
+    from hfd.daemon.models.manager import ModelManager
+    from hfd.daemon.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +121,11 @@ class Metrics:
 
     # ------------------------------------------------------------------ wiring
 
-    def bind_service(self, service: Any) -> None:
+    def bind_service(self, service: Service) -> None:
         """Read model state from this service at scrape time (replaces an earlier one)."""
         if self._state is not None:
             self.registry.unregister(self._state)
-        manager = getattr(service, "manager", None)
-        if manager is None:
-            return
+        manager = service.manager
         self._state = _ServiceCollector(service)
         self.registry.register(self._state)
         self._known = lambda: [s.public_name for s in manager.specs()]
@@ -167,7 +172,7 @@ class Metrics:
 class _ServiceCollector(Collector):
     """Model and scheduler state, read from the service when Prometheus scrapes."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
 
     def describe(self) -> Iterable[Metric]:
@@ -220,32 +225,32 @@ class _ServiceCollector(Collector):
             except Exception:
                 pass
             stats = _stats(lm.scheduler)
-            kind = str(stats.get("kind", ""))
-            if kind == "generation":
-                queue.add_metric([name], stats.get("waiting", 0))
-                running.add_metric([name], stats.get("running", 0))
-                batches.add_metric([name, kind], stats.get("steps", 0))
-                rows.add_metric([name, kind], stats.get("tokens_generated", 0))
-            elif kind == "encoder":
-                queue.add_metric([name], stats.get("pending_inputs", 0))
-                batches.add_metric([name, kind], stats.get("batches", 0))
-                rows.add_metric([name, kind], stats.get("inputs", 0))
-                dropped.add_metric([name], stats.get("dropped_items", 0))
-            rejected.add_metric([name], stats.get("requests_rejected", 0))
+            if isinstance(stats, GenerationStats):
+                queue.add_metric([name], stats.waiting)
+                running.add_metric([name], stats.running)
+                batches.add_metric([name, stats.kind], stats.steps)
+                rows.add_metric([name, stats.kind], stats.tokens_generated)
+            elif isinstance(stats, EncoderStats):
+                queue.add_metric([name], stats.pending_inputs)
+                batches.add_metric([name, stats.kind], stats.batches)
+                rows.add_metric([name, stats.kind], stats.inputs)
+                dropped.add_metric([name], stats.dropped_items)
+            if stats is not None:
+                rejected.add_metric([name], stats.requests_rejected)
         yield from (loaded, memory, in_use, queue, running, batches, rows, rejected, dropped)
         yield from _breakers(manager)
-        yield from _cache(getattr(self.service, "cache", None))
+        yield from _cache(self.service.cache)
 
 
-def _stats(scheduler: Any) -> dict[str, Any]:
+def _stats(scheduler: Scheduler) -> SchedulerStats | None:
+    """A scheduler's counters; None if it cannot tell (a scrape must not fail for it)."""
     try:
-        stats = scheduler.stats()
+        return scheduler.stats()
     except Exception:
-        return {}
-    return stats if isinstance(stats, dict) else {}
+        return None
 
 
-def _cache(cache: Any) -> Iterator[Metric]:
+def _cache(cache: ResponseCache | None) -> Iterator[Metric]:
     """The response cache's own counters (it counts hits and misses as it answers)."""
     if cache is None:
         return
@@ -267,11 +272,9 @@ def _cache(cache: Any) -> Iterator[Metric]:
 _BREAKER_STATES = ("closed", "half_open", "open")
 
 
-def _breakers(manager: Any) -> Iterator[Metric]:
+def _breakers(manager: ModelManager) -> Iterator[Metric]:
     """Circuit breaker per (model, engine) that has seen traffic: 1 for its current state."""
-    breakers = getattr(manager, "breakers", None)
-    if breakers is None or not hasattr(breakers, "of"):
-        return
+    breakers = manager.breakers
     family = GaugeMetricFamily(
         "hfd_breaker_state",
         "Circuit breaker per model and engine: 1 for its current state.",

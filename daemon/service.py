@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,8 @@ from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
 from hfd.daemon import reqctx
 from hfd.daemon.cache import RecordingStream, ReplayStream, ResponseCache
-from hfd.daemon.manager import LoadedModel, ModelManager
+from hfd.daemon.models.loaded import LoadedModel
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -211,7 +212,7 @@ class Service:
                 if hit is not None:
                     reqctx.note_tokens(hit.prompt_tokens)
                     return hit
-            result = await lm.scheduler.embed(texts)
+            result = await lm.encoder().embed(texts)
         vectors = result.vectors
         if req.dimensions is not None:
             vectors = _shorten(vectors, req.dimensions)
@@ -262,7 +263,10 @@ class Service:
             )
 
     async def _generate(
-        self, kind: str, req: ChatCompletionRequest | CompletionRequest, prompt: Any
+        self,
+        kind: str,
+        req: ChatCompletionRequest | CompletionRequest,
+        prompt: Callable[[LoadedModel], Awaitable[list[int]]],
     ) -> Generation:
         keep_alive = parse_keep_alive(req.keep_alive)
         cacheable = req.cache and rcache.generation_cacheable(req.temperature, req.seed)
@@ -286,7 +290,7 @@ class Service:
                     return hit
             ids = await prompt(lm)
             params = sampling_params(req, len(ids), lm.model.context_length)  # type: ignore[union-attr]
-            stream: Any = lm.scheduler.submit(ids, params)
+            stream: Any = lm.generation().submit(ids, params)
             if cache is not None:
                 stream = RecordingStream(stream, cache, rcache.request_key(kind, lm.identity, req))
         except BaseException:

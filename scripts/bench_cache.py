@@ -198,7 +198,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     from support.models import bench_llama, minilm
 
-    from hfd.daemon.memory import estimate_model
+    from hfd.daemon.models.memory import estimate_model
 
     llama, embed = bench_llama(), minilm()
     max_running = 8

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
+from hfd.daemon.models.threads import engine_threads
 from hfd.daemon.settings import ModelSpec, Settings
-from hfd.daemon.threads import engine_threads
 
 _GIB = 1024**3
 

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import numpy as np
@@ -42,6 +41,7 @@ import numpy as np
 from hfd.backends.base import EncoderModel, TokenizedBatch
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
 from hfd.daemon.metrics import record_batch
+from hfd.daemon.scheduler.base import EncoderStats
 
 log = logging.getLogger(__name__)
 
@@ -176,24 +176,23 @@ class EncoderScheduler:
         except Exception as exc:
             raise InvalidRequest(f"cannot tokenize the input: {exc}", param="input") from exc
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EncoderStats:
         batches = self._batches
-        return {
-            "kind": "encoder",
-            "active": self._active,
-            "pending_inputs": len(self._pending),
-            "max_queue": self.max_queue,
-            "max_batch": self.max_batch,
-            "batch_tokens": self.batch_tokens,
-            "batches": batches,
-            "inputs": self._inputs,
-            "mean_batch_size": round(self._inputs / batches, 3) if batches else 0.0,
-            "padding_efficiency": round(self._real / self._padded, 3) if self._padded else 1.0,
-            "mean_batch_ms": round(1000 * self._compute_seconds / batches, 3) if batches else 0.0,
-            "requests_rejected": self._rejected,
-            "errors": self._errors,
-            "dropped_items": self._dropped,
-        }
+        return EncoderStats(
+            active=self._active,
+            pending_inputs=len(self._pending),
+            max_queue=self.max_queue,
+            max_batch=self.max_batch,
+            batch_tokens=self.batch_tokens,
+            batches=batches,
+            inputs=self._inputs,
+            mean_batch_size=round(self._inputs / batches, 3) if batches else 0.0,
+            padding_efficiency=round(self._real / self._padded, 3) if self._padded else 1.0,
+            mean_batch_ms=round(1000 * self._compute_seconds / batches, 3) if batches else 0.0,
+            requests_rejected=self._rejected,
+            errors=self._errors,
+            dropped_items=self._dropped,
+        )
 
     async def aclose(self, grace: float = 0.0) -> None:
         """Let queued work finish for up to ``grace`` seconds, fail the rest, stop the thread."""

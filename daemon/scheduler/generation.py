@@ -31,13 +31,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import anyio
 
 from hfd.backends.base import GenerationModel, SamplingParams, StepOutput
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
 from hfd.daemon.metrics import record_batch
+from hfd.daemon.scheduler.base import GenerationStats
 from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger(__name__)
@@ -241,23 +241,22 @@ class GenerationScheduler:
         """Waiting plus running requests."""
         return self._active
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> GenerationStats:
         steps = self._steps
-        return {
-            "kind": "generation",
-            "waiting": len(self._waiting),
-            "running": len(self._running),
-            "active": self._active,
-            "max_running": self.max_running,
-            "max_queue": self.max_queue,
-            "steps": steps,
-            "tokens_generated": self._tokens,
-            "requests_finished": self._finished,
-            "requests_rejected": self._rejected,
-            "errors": self._errors,
-            "mean_batch_size": round(self._rows / steps, 3) if steps else 0.0,
-            "mean_step_ms": round(1000 * self._step_seconds / steps, 3) if steps else 0.0,
-        }
+        return GenerationStats(
+            waiting=len(self._waiting),
+            running=len(self._running),
+            active=self._active,
+            max_running=self.max_running,
+            max_queue=self.max_queue,
+            steps=steps,
+            tokens_generated=self._tokens,
+            requests_finished=self._finished,
+            requests_rejected=self._rejected,
+            errors=self._errors,
+            mean_batch_size=round(self._rows / steps, 3) if steps else 0.0,
+            mean_step_ms=round(1000 * self._step_seconds / steps, 3) if steps else 0.0,
+        )
 
     async def aclose(self, grace: float = 0.0) -> None:
         """Let running work finish for up to ``grace`` seconds, cancel the rest, stop the thread."""

@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     plan = quick_plan() if args.quick else full_plan()
     parts = (args.only,) if args.only else PARTS
-    from hfd.daemon.threads import auto_threads, available_cores
+    from hfd.daemon.models.threads import auto_threads, available_cores
 
     threads = args.threads or auto_threads()
     models: dict[str, tuple[Path, str]] = {}

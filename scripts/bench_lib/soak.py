@@ -418,7 +418,7 @@ def main(argv: list[str]) -> int:
     if concurrency < 2:
         raise SystemExit("--concurrency must be at least 2 (one client per door)")
     models = {GEN_MODEL: (plan.gen_model(), "generate"), EMBED_MODEL: (plan.embed_model(), "embed")}
-    from hfd.daemon.threads import auto_threads, available_cores
+    from hfd.daemon.models.threads import auto_threads, available_cores
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hfd-soak-") as tmp:

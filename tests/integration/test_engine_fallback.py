@@ -9,6 +9,7 @@ with the test-only model option ``test_fault``, which the engine honours only un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +19,11 @@ import anyio
 import pytest
 from support.models import tiny_bert, tiny_llama
 
-from hfd.backends.base import Task
-from hfd.daemon.engine_memory import FILE_NAME
-from hfd.daemon.manager import ModelManager
-from hfd.daemon.memory import RAM, Budgets
+from hfd.backends import hardware
+from hfd.backends.hardware import EngineProbe, HardwareReport
+from hfd.daemon.models.engine_memory import FILE_NAME
+from hfd.daemon.models.manager import ModelManager
+from hfd.daemon.models.memory import RAM, Budgets
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
@@ -34,11 +36,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class OpenVINOFirst(ModelManager):
-    """The x86 CPU policy's order for generation (OpenVINO, then torch), on any box and task."""
-
-    def _candidates(self, task: Task, spec: ModelSpec) -> list[tuple[str, str, str]]:
-        return [("openvino", "cpu", "preferred here"), ("torch", "cpu", "the reference engine")]
+def openvino_first() -> HardwareReport:
+    """This box seen as an x86 CPU without ONNX Runtime: the policy's order is then OpenVINO,
+    then torch, for generation and for encoders alike."""
+    report = hardware.detect()
+    return dataclasses.replace(
+        report,
+        cpu=dataclasses.replace(report.cpu, arch="x86_64"),
+        onnxruntime=EngineProbe(name="onnxruntime", installed=False, reason="left out by the test"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +64,9 @@ async def manager(
         ),
         ModelSpec(ref=str(tiny_bert()), name="enc", threads=1, options={"test_fault": "probe"}),
     )
-    m = OpenVINOFirst(with_overrides(base, models=specs), budgets=Budgets({RAM: 1 << 40}))
+    m = ModelManager(
+        with_overrides(base, models=specs), budgets=Budgets({RAM: 1 << 40}), detect_hardware=openvino_first
+    )
     yield m
     await m.aclose()
 
@@ -80,7 +88,7 @@ async def test_a_crash_in_warm_up_falls_back_to_torch_and_is_remembered(manager:
 
     # The next load (even in a new daemon reading the same state dir) skips openvino at once.
     await manager.unload("chat")
-    again = OpenVINOFirst(manager.settings, budgets=Budgets({RAM: 1 << 40}))
+    again = ModelManager(manager.settings, budgets=Budgets({RAM: 1 << 40}), detect_hardware=openvino_first)
     try:
         with anyio.fail_after(120):
             lm2 = await again.load("chat")

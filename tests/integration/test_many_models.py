@@ -14,8 +14,9 @@ import pytest
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.errors import ModelUnavailable
-from hfd.daemon.manager import ModelManager, _resolve_local
-from hfd.daemon.memory import RAM, Budgets
+from hfd.daemon.models.manager import ModelManager
+from hfd.daemon.models.memory import RAM, Budgets
+from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
@@ -42,7 +43,7 @@ class CountingResolver:
 
     def __call__(self, spec: ModelSpec) -> Path:
         self.calls[spec.public_name] = self.calls.get(spec.public_name, 0) + 1
-        return _resolve_local(spec)
+        return resolve_local(spec)
 
 
 def spec(path: Path, name: str, **kw: Any) -> ModelSpec:
@@ -76,7 +77,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
 
 def batches(service: Service, name: str) -> int:
     lm = next(lm for lm in service.manager.loaded() if lm.name == name)
-    return int(lm.scheduler.stats()["batches"])
+    return int(lm.encoder().stats().batches)
 
 
 # ----------------------------------------------------------------------------- response cache

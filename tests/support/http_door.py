@@ -15,7 +15,7 @@ import anyio.from_thread
 import httpx
 
 from hfd.daemon.http.server import HttpServer
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings, load_settings, with_overrides
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hfd.client.errors import ModelUnavailable
-from hfd.daemon.breaker import Breakers, CircuitBreaker
+from hfd.daemon.models.breaker import Breakers, CircuitBreaker
 from hfd.daemon.settings import SettingsError
 
 

@@ -28,7 +28,7 @@ import zmq
 from hfd.client import AsyncClient, Client
 from hfd.client.errors import ContextLengthExceeded, DaemonUnavailable, ModelNotFound, Timeout
 from hfd.client.protocol import Reply, Request, decode_request, encode_reply
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 from hfd.daemon.zmq.server import IpcServer

@@ -9,9 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from hfd.daemon import engine_memory
-from hfd.daemon.engine_memory import EngineMemory, record_key
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models import engine_memory
+from hfd.daemon.models.engine_memory import EngineMemory, record_key
+from hfd.daemon.models.manager import ModelManager
+from hfd.daemon.scheduler.base import GenerationStats
 from hfd.daemon.settings import load_settings
 
 AMD = {"cpu": "AMD EPYC", "arch": "x86_64", "features": ["avx2", "fma"]}
@@ -54,7 +55,10 @@ def test_records_survive_a_restart_and_a_broken_file_starts_afresh(tmp_path: Pat
 
 
 def dead_model(finished: int, key: str = "key") -> Any:
-    stats = {"requests_finished": finished}
+    stats = GenerationStats(
+        active=0, max_queue=1, requests_rejected=0, errors=0, waiting=0, running=0, max_running=1,
+        steps=0, tokens_generated=0, requests_finished=finished, mean_batch_size=0.0, mean_step_ms=0.0,
+    )  # fmt: skip
     return SimpleNamespace(
         record_key=key,
         name="chat",
@@ -67,9 +71,9 @@ def dead_model(finished: int, key: str = "key") -> Any:
 def test_an_engine_process_dying_twice_at_its_first_requests_is_remembered(tmp_path: Path) -> None:
     settings = load_settings(environ={"HFD_STATE_DIR": str(tmp_path)})
     manager = ModelManager(settings)
-    manager._engine_died(dead_model(finished=0))
+    manager.loader.engine_died(dead_model(finished=0))
     assert manager.engine_memory.get("key") is None  # once may be chance (the OOM killer)
-    manager._engine_died(dead_model(finished=1))
+    manager.loader.engine_died(dead_model(finished=1))
     record = manager.engine_memory.get("key")
     assert record is not None and "died 2 times" in record["reason"]
     assert json.loads((tmp_path / engine_memory.FILE_NAME).read_text())["key"]["engine"] == "openvino"
@@ -78,9 +82,9 @@ def test_an_engine_process_dying_twice_at_its_first_requests_is_remembered(tmp_p
 def test_an_engine_process_that_served_for_a_while_is_not_blamed(tmp_path: Path) -> None:
     settings = load_settings(environ={"HFD_STATE_DIR": str(tmp_path)})
     manager = ModelManager(settings)
-    manager._engine_died(dead_model(finished=0))
-    manager._engine_died(dead_model(finished=engine_memory.EARLY_REQUESTS))  # a long life resets
-    manager._engine_died(dead_model(finished=0))
+    manager.loader.engine_died(dead_model(finished=0))
+    manager.loader.engine_died(dead_model(finished=engine_memory.EARLY_REQUESTS))  # a long life resets
+    manager.loader.engine_died(dead_model(finished=0))
     assert manager.engine_memory.get("key") is None
 
 

@@ -16,7 +16,7 @@ import pytest
 from hfd import __version__
 from hfd.client.errors import Overloaded
 from hfd.daemon.http.app import create_app
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 

@@ -14,8 +14,9 @@ import pytest
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.errors import InsufficientMemory, InternalError, InvalidRequest, ModelUnavailable
-from hfd.daemon.manager import ModelManager, _resolve_local
-from hfd.daemon.memory import RAM, Budgets
+from hfd.daemon.models.manager import ModelManager
+from hfd.daemon.models.memory import RAM, Budgets
+from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +43,7 @@ class CountingResolver:
 
     def __call__(self, spec: ModelSpec) -> Path:
         self.calls[spec.public_name] = self.calls.get(spec.public_name, 0) + 1
-        return _resolve_local(spec)
+        return resolve_local(spec)
 
 
 def settings(tmp_path: Path, *specs: ModelSpec, **changes: Any) -> Settings:
@@ -276,14 +277,14 @@ async def test_engine_errors_during_requests_open_the_breaker(make: Any) -> None
 
 def test_an_engine_in_its_own_process_is_charged_for_that_process(tmp_path: Path) -> None:
     from hfd.backends.base import LoadOptions
-    from hfd.daemon.memory import ENGINE_PROCESS_BYTES
+    from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES
 
     manager = ModelManager(settings(tmp_path))
     path = tiny_llama()
 
     def overhead(engine: str, **extra: object) -> int:
         opts = LoadOptions(path=path, task="generate", max_running=4, extra=dict(extra))
-        return manager._estimate(path, "generate", engine, opts).overhead
+        return manager.loader.estimate(path, "generate", engine, opts).overhead
 
     assert overhead("openvino") == overhead("torch") + ENGINE_PROCESS_BYTES
     assert overhead("openvino", pipeline_process=False) == overhead("torch")

@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from hfd.client.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from hfd.daemon.manager import ModelManager, detect_task, hide_paths, is_store_ref
+from hfd.daemon.models.manager import ModelManager
+from hfd.daemon.models.refs import detect_task, hide_paths, is_store_ref
 from hfd.daemon.settings import ModelSpec, load_settings
 from hfd.daemon.store import resolver
 

@@ -10,8 +10,15 @@ from safetensors import safe_open
 from support.models import tiny_bert, tiny_llama
 
 from hfd.backends.hardware import CpuInfo, Device, EngineProbe, HardwareReport, MemoryInfo
-from hfd.daemon import memory
-from hfd.daemon.memory import RAM, Budgets, default_budgets, estimate_model, kv_cache_bytes, weights_bytes
+from hfd.daemon.models import memory
+from hfd.daemon.models.memory import (
+    RAM,
+    Budgets,
+    default_budgets,
+    estimate_model,
+    kv_cache_bytes,
+    weights_bytes,
+)
 
 
 def _param_count(path: Path) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hfd.daemon.manager import ModelManager
 from hfd.daemon.metrics import UNKNOWN_MODEL, Metrics
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import load_settings
 

@@ -9,7 +9,7 @@ import pytest
 
 from hfd.backends import openvino_cpu
 from hfd.backends.hardware import CpuInfo, parse_cpuinfo
-from hfd.daemon import threads
+from hfd.daemon.models import threads
 from hfd.daemon.settings import ModelSpec, load_settings
 
 AMD_FLAGS = "fpu sse2 sse4_2 avx avx2 fma f16c"

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 from hfd.backends._hf import PromptTokens
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides

@@ -125,7 +125,7 @@ async def test_a_large_request_is_split_and_reassembled(
     np.testing.assert_allclose(result.vectors, one_at_a_time(bert, texts), rtol=1e-4, atol=1e-5)
     assert sum(len(b) for b in recording.batches) == 30
     assert len(recording.batches) >= 4  # 30 inputs, at most 8 per batch
-    assert scheduler.stats()["inputs"] == 30
+    assert scheduler.stats().inputs == 30
 
 
 async def test_batches_respect_the_token_budget_and_group_similar_lengths(
@@ -203,7 +203,7 @@ async def test_a_full_queue_answers_overloaded_and_recovers(recording: Recording
         assert sched.active == 0
         again = await sched.embed(["back to normal"])
         assert again.vectors.shape[0] == 1
-        assert sched.stats()["requests_rejected"] == 1
+        assert sched.stats().requests_rejected == 1
     finally:
         recording.gate.set()
         await sched.aclose()
@@ -217,7 +217,7 @@ async def test_an_engine_failure_fails_that_batch_only(
         await scheduler.embed(sentences(3))
     recording.fail = False
     assert (await scheduler.embed(sentences(2))).vectors.shape[0] == 2
-    assert scheduler.stats()["errors"] == 1
+    assert scheduler.stats().errors == 1
 
 
 async def test_a_cancelled_caller_leaves_nothing_behind(
@@ -282,14 +282,14 @@ async def test_an_abandoned_request_stops_at_the_next_batch_boundary(bert: Encod
                 scope.cancel()
         assert scope.cancelled_caught
         # Dropped before the worker takes another batch, while the first one still computes.
-        assert sched.stats()["dropped_items"] == 1024 - 8
-        assert sched.stats()["pending_inputs"] == 0
+        assert sched.stats().dropped_items == 1024 - 8
+        assert sched.stats().pending_inputs == 0
         engine.gate.set()
         after = await sched.embed(["next"])
         assert after.vectors.shape[0] == 1
         # The engine saw the first batch of the abandoned request, then the one-item request.
         assert [len(b) for b in engine.batches] == [8, 1]
-        assert sched.stats()["inputs"] == 9 and sched.active == 0
+        assert sched.stats().inputs == 9 and sched.active == 0
     finally:
         engine.gate.set()
         await sched.aclose()

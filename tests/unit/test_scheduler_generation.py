@@ -99,7 +99,7 @@ async def test_greedy_tokens_are_the_same_alone_and_in_a_changing_batch(
                 tg.create_task(run(3))
         results[0] = tokens(got0)
     assert [results[i] for i in range(len(PROMPTS))] == expected
-    assert scheduler.stats()["mean_batch_size"] > 1.0
+    assert scheduler.stats().mean_batch_size > 1.0
 
 
 async def test_seeded_sampling_is_the_same_alone_and_among_greedy_requests(
@@ -225,7 +225,7 @@ async def test_cancelling_frees_the_slot_for_a_waiting_request(engine: Generatio
             ids(engine, PROMPTS[1]), SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
         )
         await asyncio.sleep(0.05)
-        assert sched.stats()["waiting"] == 1 and sched.stats()["running"] == 1
+        assert sched.stats().waiting == 1 and sched.stats().running == 1
         assert sched.active == 2
 
         running.cancel()
@@ -275,7 +275,7 @@ async def test_closing_a_stream_before_it_starts_cancels_it(engine: GenerationMo
         assert len(tokens(await collect(running))) == 16
         await asyncio.sleep(0.05)
         assert sched.active == 0
-        assert sched.stats()["requests_finished"] == 1
+        assert sched.stats().requests_finished == 1
     finally:
         await sched.aclose()
 
@@ -291,7 +291,7 @@ async def test_a_full_queue_answers_overloaded_and_recovers(engine: GenerationMo
             sched.submit(ids(engine, PROMPTS[2]), GREEDY16)
         assert err.value.code == "overloaded"
         assert err.value.retry_after is not None and err.value.retry_after > 0
-        assert sched.stats()["requests_rejected"] == 1
+        assert sched.stats().requests_rejected == 1
 
         await running.aclose()
         assert len(tokens(await collect(queued))) == 16
@@ -367,7 +367,7 @@ async def test_an_engine_failure_fails_the_running_requests_only(engine: Generat
         assert not engine.has_work()
         after = await collect(sched.submit(ids(engine, PROMPTS[2]), GREEDY16))
         assert len(tokens(after)) == 16
-        assert sched.stats()["errors"] == 1
+        assert sched.stats().errors == 1
     finally:
         await sched.aclose()
 
@@ -375,10 +375,10 @@ async def test_an_engine_failure_fails_the_running_requests_only(engine: Generat
 async def test_stats_count_the_work(scheduler: GenerationScheduler, engine: GenerationModel) -> None:
     await asyncio.gather(*(alone(scheduler, engine, p, GREEDY16) for p in PROMPTS))
     stats = scheduler.stats()
-    assert stats["tokens_generated"] == 16 * len(PROMPTS)
-    assert stats["requests_finished"] == len(PROMPTS)
-    assert 1.0 <= stats["mean_batch_size"] <= len(PROMPTS)
-    assert stats["waiting"] == stats["running"] == stats["active"] == 0
+    assert stats.tokens_generated == 16 * len(PROMPTS)
+    assert stats.requests_finished == len(PROMPTS)
+    assert 1.0 <= stats.mean_batch_size <= len(PROMPTS)
+    assert stats.waiting == stats.running == stats.active == 0
 
 
 async def test_closing_with_grace_returns_once_idle(engine: GenerationModel) -> None:

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from support.models import tiny_bert
 
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.schema import EmbeddingRequest, parse
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
@@ -52,7 +52,7 @@ async def test_cancelling_the_caller_of_embed_drops_the_rest_of_its_inputs(tmp_p
                 tg.start_soon(service.embed, request)
                 await anyio.to_thread.run_sync(entered.wait, 30)
                 scope.cancel()  # the client went away
-        assert lm.scheduler.stats()["dropped_items"] == 1024 - 8
+        assert lm.encoder().stats().dropped_items == 1024 - 8
         gate.set()
         one = await service.embed(parse(EmbeddingRequest, {"model": "emb", "input": "next"}))
         assert one.vectors.shape[0] == 1

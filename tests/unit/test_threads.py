@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hfd.daemon import threads
+from hfd.daemon.models import threads
 from hfd.daemon.settings import ModelSpec, Settings, load_settings
 
 

@@ -24,7 +24,7 @@ import zmq
 
 from hfd.client.errors import HfdError
 from hfd.client.protocol import PROTOCOL_VERSION, Reply, Request, decode_reply, encode_request, packb
-from hfd.daemon.manager import ModelManager
+from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 from hfd.daemon.zmq.server import IpcServer

@@ -1,0 +1,383 @@
+"""Loading a model: engine choice, fallback, the engines remembered as failing, and starting
+the model's scheduler.
+
+- Engines are tried in the order the policy gives for the detected hardware (fastest first);
+  one that fails to load falls back to the next, with a log line saying why. An engine that
+  cannot serve the model's family with the pinned versions is skipped untried.
+- An engine that crashes natively while it is proven on the model (``EngineCrashed``), or
+  whose engine process keeps dying at its first requests, is remembered per model, engine and
+  machine (``hfd.daemon.models.engine_memory``) and skipped at once next time; ``hfd ps``
+  shows the preferred engine and why another serves.
+- A circuit breaker per (model, engine) (``hfd.daemon.models.breaker``) counts load failures;
+  while open, the engine is skipped and the model answers ``ModelUnavailable`` at once.
+
+As Ollama's scheduler takes its server constructor and GPU discovery as functions, ``Loader``
+takes the engine loader (``EngineLoader``) and the hardware detector (``HardwareDetector``) as
+callables, so tests can pass fakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from hfd.backends import families, registry
+from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, Task
+from hfd.backends.proving import EngineCrashed
+from hfd.backends.registry import get_backend
+from hfd.client.errors import HfdError, InsufficientMemory, InvalidRequest, ModelUnavailable
+from hfd.daemon.cache import snapshot_identity
+from hfd.daemon.models import engine_info
+from hfd.daemon.models.breaker import Breakers, CircuitBreaker
+from hfd.daemon.models.engine_memory import EARLY_DEATHS, EARLY_REQUESTS, EngineMemory, record_key
+from hfd.daemon.models.loaded import LoadedModel
+from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES, MemoryEstimate, estimate_model
+from hfd.daemon.models.refs import detect_task
+from hfd.daemon.models.residency import Residency
+from hfd.daemon.models.threads import engine_threads
+from hfd.daemon.scheduler.base import GenerationStats, Scheduler
+from hfd.daemon.scheduler.encoder import EncoderScheduler
+from hfd.daemon.scheduler.generation import GenerationScheduler
+from hfd.daemon.settings import ModelSpec, Settings
+
+if TYPE_CHECKING:
+    from hfd.backends.hardware import HardwareReport
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Model = EncoderModel | GenerationModel
+# Loads ``task`` with the named engine; runs in a worker thread (loads block).
+EngineLoader = Callable[[str, Task, LoadOptions], Model]
+# What the box has (CPU, memory, each engine's devices); the policy orders engines from it.
+HardwareDetector = Callable[[], "HardwareReport"]
+
+
+def load_engine(engine: str, task: Task, opts: LoadOptions) -> Model:
+    """The default engine loader: the engine registered under ``engine``."""
+    backend = get_backend(engine)
+    if task == "generate":
+        return backend.load_generator(opts)
+    return backend.load_encoder(opts)
+
+
+def detect_hardware() -> HardwareReport:
+    """The default hardware detector (cached after the first call)."""
+    from hfd.backends import hardware
+
+    return hardware.detect()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a model was last loaded: enough to recompute its identity without loading it."""
+
+    path: Path
+    engine: str
+    device: str
+    extra: dict[str, Any]
+
+    def identity(self) -> str:
+        return snapshot_identity(self.path, engine=self.engine, device=self.device, options=self.extra)
+
+
+class Loader:
+    def __init__(
+        self,
+        settings: Settings,
+        residency: Residency,
+        breakers: Breakers,
+        *,
+        clock: Clock,
+        counters: dict[str, int],
+        load_engine: EngineLoader = load_engine,
+        detect_hardware: HardwareDetector = detect_hardware,
+    ) -> None:
+        self.settings = settings
+        self.residency = residency
+        self.breakers = breakers
+        self.engine_memory = EngineMemory(settings.state_dir)
+        self.recipes: dict[str, Recipe] = {}
+        self.counters = counters
+        self._clock = clock
+        self._load_engine = load_engine
+        self._detect_hardware = detect_hardware
+        self._early_deaths: dict[str, int] = {}  # record key -> engine deaths at first requests
+
+    async def load(self, spec: ModelSpec, path: Path) -> LoadedModel:
+        """Load the model at ``path`` with the first engine that works, reserving its memory."""
+        started = time.perf_counter()
+        name = spec.public_name
+        budgets = self.residency.budgets
+        task: Task
+        if spec.task is not None:
+            if spec.task not in ("generate", "embed"):
+                raise InvalidRequest(f"model {name!r}: task must be generate or embed")
+            task = spec.task  # type: ignore[assignment]
+        else:
+            task = detect_task(path)
+        errors: list[str] = []
+        skipped: list[CircuitBreaker] = []
+        too_big: list[InsufficientMemory] = []
+        candidates = self.candidates(task, spec)
+        family = families.model_type(path)
+        for engine, device, reason in candidates:
+            gap = families.gap(engine, task, family)
+            if gap is not None:  # this engine cannot serve the family here: skipped untried
+                errors.append(f"{engine}/{device}: {gap}")
+                log.info("skipping an engine that cannot serve this model family",
+                         extra={"model": name, "engine": engine, "model_type": family, "reason": gap})  # fmt: skip
+                continue
+            key = await anyio.to_thread.run_sync(self._record_key, spec, path, task, engine, device)
+            known = self.engine_memory.get(key)
+            if known is not None:  # this engine crashed on this model here before: skip it
+                errors.append(f"{engine}/{device}: {known.get('reason')} (remembered)")
+                log.info("skipping an engine known to fail on this model here",
+                         extra={"model": name, "engine": engine, "reason": known.get("reason")})  # fmt: skip
+                continue
+            breaker = self.breakers.get(name, engine)
+            allowed, probe = breaker.allow()
+            if not allowed:
+                skipped.append(breaker)
+                errors.append(f"{engine}/{device}: circuit breaker open")
+                continue
+            opts = self.options(spec, path, task, device, engine)
+            estimate = await anyio.to_thread.run_sync(self.estimate, path, task, engine, opts)
+            pool = budgets.pool(device)
+            try:
+                await self.residency.make_room(name, pool, estimate.total, estimate)
+            except InsufficientMemory as exc:
+                # Too big for this device's budget: the next candidate may use another pool.
+                if probe:
+                    breaker.release()
+                too_big.append(exc)
+                errors.append(f"{engine}/{device}: {exc.message}")
+                continue
+            except BaseException:
+                if probe:
+                    breaker.release()
+                raise
+            # Engines that size their own KV cache (OpenVINO's paged cache) get what was reserved.
+            opts = dataclasses.replace(opts, extra={**opts.extra, "kv_cache_bytes": estimate.kv_cache})
+            # A load cannot be interrupted (it runs in a thread) and may be shared with other
+            # waiters: finish it and its bookkeeping even if the caller is cancelled meanwhile.
+            with anyio.CancelScope(shield=True):
+                try:
+                    model = await anyio.to_thread.run_sync(self._load_engine, engine, task, opts)
+                except EngineCrashed as exc:
+                    # A native crash proving the engine: no breaker (another engine may serve
+                    # the model), but remembered, so the next load skips this engine at once.
+                    budgets.release(name)
+                    self.residency.notify()
+                    if probe:
+                        breaker.release()
+                    self.counters["load_failures"] += 1
+                    errors.append(f"{engine}/{device}: {exc.message}")
+                    self.engine_memory.remember(key, model=name, engine=engine, device=device, reason=exc.message,
+                                                threads=opts.threads, dtype=opts.dtype)  # fmt: skip
+                    continue
+                except HfdError as exc:
+                    budgets.release(name)
+                    self.residency.notify()
+                    if exc.status < 500:
+                        if probe:
+                            breaker.release()
+                        raise
+                    self._failed(breaker, spec, engine, device, exc.message, errors)
+                    continue
+                except Exception as exc:  # an engine's own failure: fall back to the next engine
+                    budgets.release(name)
+                    self.residency.notify()
+                    self._failed(breaker, spec, engine, device, f"{type(exc).__name__}: {exc}", errors)
+                    continue
+                breaker.success()
+                lm = self._loaded(
+                    spec, task, engine, device, path, opts, model, estimate, pool, breaker, started, reason
+                )
+                self._served_by(lm, candidates[0][0], errors, key, opts)
+                return lm
+        if too_big and len(too_big) == len(errors):
+            raise too_big[0]
+        if skipped and len(skipped) == len(errors):
+            raise min(skipped, key=lambda b: b.retry_after()).unavailable()
+        retry = [b.retry_after() for b in self.breakers.of(name) if b.state == "open"]
+        raise ModelUnavailable(
+            f"model {name!r} could not be loaded: " + "; ".join(errors),
+            retry_after=round(min(retry), 3) if retry else None,
+        )
+
+    def candidates(self, task: Task, spec: ModelSpec) -> list[tuple[str, str, str]]:
+        """(engine, device, why) in the order to try them, pins from the model or settings."""
+        from hfd.backends import policy
+
+        engine = spec.engine or self.settings.engine
+        device = spec.device or self.settings.device
+        choices = policy.choose_engine(
+            task, self._detect_hardware(), pinned_engine=engine, pinned_device=device
+        )
+        return [(c.engine, c.device, c.reason) for c in choices]
+
+    def options(
+        self, spec: ModelSpec, path: Path, task: Task, device: str, engine: str | None = None
+    ) -> LoadOptions:
+        dtype = spec.options.get("dtype")
+        return LoadOptions(
+            path=path,
+            task=task,
+            device=device,
+            threads=engine_threads(self.settings, spec, engine, device),
+            dtype=str(dtype) if dtype else None,
+            weight_format=spec.weight_format,
+            trust_remote_code=spec.trust_remote_code,
+            max_running=spec.max_running or self.settings.max_running,
+            max_batched_tokens=self.settings.max_batched_tokens,
+            cache_dir=self.settings.cache_dir,
+            extra={
+                "allow_pickle": spec.allow_pickle,
+                "prefix_caching": self.settings.prefix_caching,
+                **dict(spec.options),
+            },
+        )
+
+    def estimate(self, path: Path, task: Task, engine: str, opts: LoadOptions) -> MemoryEstimate:
+        s = self.settings
+        estimate = estimate_model(
+            path, task, load_dtype=_load_dtype(engine, opts), max_running=opts.max_running,
+            context_tokens=s.memory_context_tokens, max_batched_tokens=opts.max_batched_tokens,
+            encoder_batch_tokens=s.encoder_batch_tokens, encoder_max_batch=s.encoder_max_batch,
+        )  # fmt: skip
+        if _own_process(engine, task, opts):
+            estimate = dataclasses.replace(estimate, overhead=estimate.overhead + ENGINE_PROCESS_BYTES)
+        return estimate
+
+    def engine_died(self, dead: LoadedModel) -> None:
+        """An engine process that keeps dying before it has served a few requests cannot serve
+        the model here: after ``EARLY_DEATHS`` such deaths it is remembered as failing, and the
+        next load falls back to the next engine."""
+        try:
+            stats = dead.scheduler.stats()
+            # Only generation counts finished requests; an encoder's death says nothing early.
+            finished = stats.requests_finished if isinstance(stats, GenerationStats) else EARLY_REQUESTS
+        except Exception:
+            finished = EARLY_REQUESTS
+        if not dead.record_key or finished >= EARLY_REQUESTS:
+            self._early_deaths.pop(dead.record_key, None)
+            return
+        deaths = self._early_deaths.get(dead.record_key, 0) + 1
+        self._early_deaths[dead.record_key] = deaths
+        if deaths >= EARLY_DEATHS:
+            self._early_deaths.pop(dead.record_key, None)
+            self.engine_memory.remember(
+                dead.record_key, model=dead.name, engine=dead.engine, device=dead.device,
+                reason=f"the engine process died {deaths} times within its first {EARLY_REQUESTS} requests",
+            )  # fmt: skip
+
+    def _record_key(self, spec: ModelSpec, path: Path, task: Task, engine: str, device: str) -> str:
+        opts = self.options(spec, path, task, device, engine)
+        return record_key(path, engine, device, opts.threads, opts.dtype)
+
+    def _served_by(
+        self, lm: LoadedModel, preferred: str, errors: list[str], key: str, opts: LoadOptions
+    ) -> None:
+        """Say which engine serves, which was preferred and why that one is not serving."""
+        lm.preferred_engine = preferred
+        lm.record_key = key
+        lm.details = engine_info.engine_details(lm.model, lm.engine, opts)
+        if lm.engine != preferred:
+            lm.fallback_reason = "; ".join(errors) or None
+            log.warning(
+                "model served by a fallback engine",
+                extra={"model": lm.name, "engine": lm.engine, "preferred_engine": preferred,
+                       "fallback_reason": lm.fallback_reason},
+            )  # fmt: skip
+        log.info("model engine", extra={"model": lm.name, "engine": lm.engine, **lm.details})
+
+    def _failed(
+        self,
+        breaker: CircuitBreaker,
+        spec: ModelSpec,
+        engine: str,
+        device: str,
+        message: str,
+        errors: list[str],
+    ) -> None:
+        self.counters["load_failures"] += 1
+        breaker.failure(message)
+        errors.append(f"{engine}/{device}: {message}")
+        log.warning(
+            "engine failed to load model, trying the next",
+            extra={"model": spec.public_name, "engine": engine, "error": message, "breaker": breaker.state},
+        )
+
+    def _loaded(
+        self, spec: ModelSpec, task: Task, engine: str, device: str, path: Path, opts: LoadOptions,
+        model: Model, estimate: MemoryEstimate, pool: str, breaker: CircuitBreaker, started: float, reason: str,
+    ) -> LoadedModel:  # fmt: skip
+        name = spec.public_name
+        scheduler = self._scheduler(spec, task, model)
+        scheduler.start()
+        try:
+            measured = int(model.memory_bytes())
+        except Exception:
+            measured = 0
+        reserved = max(estimate.total, measured)
+        self.residency.budgets.reserve(name, pool, reserved)
+        if reserved > estimate.total:
+            log.warning(
+                "model uses more memory than estimated",
+                extra={"model": name, "estimated": estimate.total, "measured": measured},
+            )
+        recipe = Recipe(path=path, engine=engine, device=device, extra=dict(opts.extra))
+        identity = recipe.identity()
+        self.recipes[name] = recipe
+        seconds = time.perf_counter() - started
+        now = self._clock()
+        self.counters["loads"] += 1
+        log.info(
+            "model loaded",
+            extra={"model": name, "engine": engine, "device": device, "seconds": round(seconds, 3), "why": reason,
+                   "estimated_bytes": estimate.total, "measured_bytes": measured, "pool": pool},
+        )  # fmt: skip
+        return LoadedModel(
+            spec=spec, name=name, task=task, engine=engine, device=device, path=path,
+            model=model, scheduler=scheduler, loaded_at=now, load_seconds=seconds,
+            keep_alive=self.residency.default_keep_alive(spec), last_used=now, estimate=estimate, pool=pool,
+            reserved_bytes=reserved, identity=identity, breaker=breaker,
+        )  # fmt: skip
+
+    def _scheduler(self, spec: ModelSpec, task: Task, model: Model) -> Scheduler:
+        s = self.settings
+        if task == "generate":
+            assert isinstance(model, GenerationModel)
+            return GenerationScheduler(
+                model,
+                name=spec.public_name,
+                max_queue=s.max_queue,
+                max_running=spec.max_running or s.max_running,
+            )
+        assert isinstance(model, EncoderModel)
+        return EncoderScheduler(
+            model,
+            name=spec.public_name,
+            max_queue=s.max_queue,
+            max_batch=s.encoder_max_batch,
+            batch_tokens=s.encoder_batch_tokens,
+            wait_ms=s.encoder_batch_wait_ms,
+        )
+
+
+def _own_process(engine: str, task: Task, opts: LoadOptions) -> bool:
+    """The engine will run in a process of its own, as its registry record says (OpenVINO
+    generation, unless the model's ``pipeline_process`` option says otherwise)."""
+    return registry.own_process(engine, task, opts)
+
+
+def _load_dtype(engine: str, opts: LoadOptions) -> str | None:
+    """The dtype an engine will hold the weights in, for the estimate (its registry record)."""
+    return registry.load_dtype(engine, opts)
