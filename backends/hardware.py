@@ -5,9 +5,11 @@ process, and never raises: a probe that cannot see a device records *why* (a mis
 missing driver, a CPU-only build) so that ``hfd doctor`` and ``GET /api/hardware`` can tell the
 user what to install.
 
-Nothing here imports torch, OpenVINO or ONNX Runtime at module import time. torch in particular
-is only imported when a GPU driver is present or on macOS (MPS): importing it costs seconds and
-would only confirm what the missing driver already says.
+This module holds the report's types, the CPU and memory probes and the GPU driver checks.
+Each engine's probe lives next to its engine (``torch_probe``, ``openvino_probe``,
+``onnx_probe``) and is named by the engine's record in ``hfd.backends.registry``; ``detect()``
+runs every record's probe. Nothing here imports torch, OpenVINO or ONNX Runtime at module import
+time.
 """
 
 from __future__ import annotations
@@ -366,7 +368,7 @@ def _macos_available() -> int | None:
 # ----------------------------------------------------------------------------- engines
 
 
-def _installed(module: str, dist: str) -> tuple[bool, str | None, str]:
+def library_installed(module: str, dist: str) -> tuple[bool, str | None, str]:
     """(installed, version, why not) without importing the module."""
     try:
         # A module set to None in sys.modules is how Python marks "this import must fail".
@@ -412,236 +414,20 @@ def rocm_driver_reason() -> str | None:
     return None
 
 
-@functools.cache
-def probe_torch() -> EngineProbe:
-    installed, version, reason = _installed("torch", "torch")
-    if not installed:
-        return EngineProbe(
-            name="torch",
-            installed=False,
-            reason=reason,
-            unavailable={"cuda": reason, "rocm": reason, "mps": reason},
-        )
-    cpu = Device(engine="torch", id="cpu", kind="cpu", name=probe_cpu().model)
-    unavailable: dict[str, str] = {}
-    nvidia = nvidia_driver_reason()
-    rocm = rocm_driver_reason()
-    want_mps = sys.platform == "darwin"
-    if nvidia:
-        unavailable["cuda"] = nvidia
-    if rocm:
-        unavailable["rocm"] = rocm
-    if not want_mps:
-        unavailable["mps"] = "MPS needs macOS on Apple silicon"
-    if nvidia and rocm and not want_mps:
-        return EngineProbe(
-            name="torch", installed=True, version=version, devices=(cpu,), unavailable=unavailable
-        )
-    try:
-        torch = importlib.import_module("torch")
-    except Exception as exc:
-        why = f"torch failed to import: {exc}"
-        return EngineProbe(
-            name="torch",
-            installed=False,
-            version=version,
-            reason=why,
-            unavailable={"cuda": why, "rocm": why, "mps": why},
-        )
-    devices = [cpu]
-    if not (nvidia and rocm):
-        devices.extend(_torch_gpus(torch, unavailable))
-    if want_mps:
-        try:
-            if torch.backends.mps.is_available():
-                devices.append(Device(engine="torch", id="mps", kind="mps", name=probe_cpu().model))
-            elif not torch.backends.mps.is_built():
-                unavailable["mps"] = "torch was built without MPS"
-            else:
-                unavailable["mps"] = "MPS not available (needs Apple silicon and macOS 12.3+)"
-        except Exception as exc:
-            unavailable["mps"] = f"MPS probe failed: {exc}"
-    return EngineProbe(
-        name="torch", installed=True, version=version, devices=tuple(devices), unavailable=unavailable
-    )
-
-
-def _torch_gpus(torch: Any, unavailable: dict[str, str]) -> list[Device]:
-    hip = getattr(torch.version, "hip", None)
-    kind = "rocm" if hip else "cuda"
-    other = "cuda" if hip else "rocm"
-    if not (hip or getattr(torch.version, "cuda", None)):
-        why = "torch is a CPU-only build"
-        unavailable.setdefault("cuda", why)
-        unavailable.setdefault("rocm", why)
-        return []
-    unavailable.setdefault(other, f"torch is a {kind.upper()} build")
-    try:
-        if not torch.cuda.is_available():
-            unavailable[kind] = f"torch sees no {kind.upper()} device"
-            return []
-        devices = []
-        for index in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(index)
-            capability = getattr(props, "gcnArchName", None) if hip else f"{props.major}.{props.minor}"
-            devices.append(
-                Device(
-                    engine="torch",
-                    id=f"cuda:{index}",
-                    kind=kind,
-                    name=str(props.name),
-                    memory_bytes=int(props.total_memory),
-                    capability=capability,
-                    properties={"multiprocessors": int(getattr(props, "multi_processor_count", 0))},
-                )
-            )
-        unavailable.pop(kind, None)
-        return devices
-    except Exception as exc:
-        unavailable[kind] = f"{kind.upper()} probe failed: {exc}"
-        return []
-
-
-def ov_device_kind(device_id: str) -> str:
-    base = device_id.split(".")[0].upper()
-    return {"CPU": "cpu", "GPU": "intel_gpu", "NPU": "npu"}.get(base, base.lower())
-
-
-def _ov_gpu_reason() -> str:
-    if sys.platform.startswith("linux") and not glob.glob("/dev/dri/renderD*"):
-        return "openvino: no GPU plugin device (no /dev/dri/renderD* node)"
-    return "openvino: no GPU plugin device"
-
-
-def _ov_npu_reason() -> str:
-    if sys.platform.startswith("linux") and not glob.glob("/dev/accel/accel*"):
-        return "openvino: no NPU plugin device (no /dev/accel/accel* node)"
-    return "openvino: no NPU plugin device"
-
-
-@functools.cache
-def probe_openvino() -> EngineProbe:
-    installed, version, reason = _installed("openvino", "openvino")
-    if not installed:
-        return EngineProbe(
-            name="openvino",
-            installed=False,
-            reason=reason,
-            unavailable={"intel_gpu": reason, "npu": reason, "cpu": reason},
-        )
-    try:
-        ov = importlib.import_module("openvino")
-        core = ov.Core()
-        ids = list(core.available_devices)
-    except Exception as exc:
-        why = f"openvino failed to start: {exc}"
-        return EngineProbe(
-            name="openvino",
-            installed=False,
-            version=version,
-            reason=why,
-            unavailable={"intel_gpu": why, "npu": why, "cpu": why},
-        )
-    devices = []
-    for device_id in ids:
-        devices.append(_ov_device(core, device_id))
-    unavailable: dict[str, str] = {}
-    kinds = {d.kind for d in devices}
-    if "intel_gpu" not in kinds:
-        unavailable["intel_gpu"] = _ov_gpu_reason()
-    if "npu" not in kinds:
-        unavailable["npu"] = _ov_npu_reason()
-    if "cpu" not in kinds:
-        unavailable["cpu"] = "openvino: no CPU plugin (unsupported CPU)"
-    return EngineProbe(
-        name="openvino", installed=True, version=version, devices=tuple(devices), unavailable=unavailable
-    )
-
-
-def _ov_device(core: Any, device_id: str) -> Device:
-    def prop(name: str) -> Any:
-        try:
-            return core.get_property(device_id, name)
-        except Exception:
-            return None
-
-    full_name = prop("FULL_DEVICE_NAME") or device_id
-    caps = prop("OPTIMIZATION_CAPABILITIES")
-    memory = prop("GPU_DEVICE_TOTAL_MEM_SIZE") if device_id.startswith("GPU") else None
-    properties: dict[str, Any] = {}
-    device_type = prop("DEVICE_TYPE")
-    if device_type is not None:
-        properties["device_type"] = str(device_type).rsplit(".", 1)[-1].lower()
-    return Device(
-        engine="openvino",
-        id=device_id,
-        kind=ov_device_kind(device_id),
-        name=str(full_name),
-        memory_bytes=int(memory) if memory else None,
-        capability=",".join(str(c) for c in caps) if caps else None,
-        properties=properties,
-    )
-
-
-# ONNX Runtime execution provider -> the device kind it drives.
-_ORT_PROVIDER_KINDS: dict[str, str] = {
-    "CUDAExecutionProvider": "cuda",
-    "TensorrtExecutionProvider": "cuda",
-    "ROCMExecutionProvider": "rocm",
-    "MIGraphXExecutionProvider": "rocm",
-    "CoreMLExecutionProvider": "coreml",
-    "OpenVINOExecutionProvider": "openvino",
-    "QNNExecutionProvider": "qnn",
-    "DmlExecutionProvider": "directml",
-    "CPUExecutionProvider": "cpu",
+# The engine probes live next to their engines; these names are kept for existing callers.
+_MOVED = {
+    "probe_torch": "hfd.backends.torch_probe",
+    "probe_openvino": "hfd.backends.openvino_probe",
+    "ov_device_kind": "hfd.backends.openvino_probe",
+    "probe_onnxruntime": "hfd.backends.onnx_probe",
 }
 
 
-@functools.cache
-def probe_onnxruntime() -> EngineProbe:
-    installed, version, reason = _installed("onnxruntime", "onnxruntime")
-    if not installed:
-        # GPU builds ship under other distribution names but import as the same module.
-        return EngineProbe(name="onnxruntime", installed=False, reason=reason)
-    try:
-        ort = importlib.import_module("onnxruntime")
-        providers = tuple(ort.get_available_providers())
-        version = version or getattr(ort, "__version__", None)
-    except Exception as exc:
-        return EngineProbe(
-            name="onnxruntime",
-            installed=False,
-            version=version,
-            reason=f"onnxruntime failed to import: {exc}",
-        )
-    devices = []
-    for provider in providers:
-        kind = _ORT_PROVIDER_KINDS.get(provider)
-        if kind is None:  # e.g. AzureExecutionProvider: a remote endpoint, not a device
-            continue
-        if kind == "cpu":
-            devices.append(Device(engine="onnxruntime", id="cpu", kind="cpu", name=probe_cpu().model))
-        elif kind == "cuda" and nvidia_driver_reason() is None:
-            if not any(d.kind == "cuda" for d in devices):
-                devices.append(Device(engine="onnxruntime", id="cuda:0", kind="cuda", name=provider))
-        elif kind == "rocm" and rocm_driver_reason() is None:
-            if not any(d.kind == "rocm" for d in devices):
-                devices.append(Device(engine="onnxruntime", id="cuda:0", kind="rocm", name=provider))
-        elif kind not in ("cuda", "rocm"):  # CoreML, OpenVINO, QNN, DirectML: the provider is the device
-            devices.append(Device(engine="onnxruntime", id=kind, kind=kind, name=provider))
-    unavailable: dict[str, str] = {}
-    if "CUDAExecutionProvider" not in providers:
-        unavailable["cuda"] = "onnxruntime: no CUDAExecutionProvider (install onnxruntime-gpu)"
-    elif nvidia_driver_reason():
-        unavailable["cuda"] = f"onnxruntime: {nvidia_driver_reason()}"
-    return EngineProbe(
-        name="onnxruntime",
-        installed=True,
-        version=version,
-        devices=tuple(devices),
-        unavailable=unavailable,
-        providers=providers,
-    )
+def __getattr__(name: str) -> Any:
+    # Lazily: the probe modules import this one.
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- report
