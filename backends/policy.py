@@ -15,7 +15,7 @@ The order comes from measurements (``docs/engines.md`` has the numbers and the c
 - Arm CPU: torch first (OpenVINO's Arm CPU plugin is not measured here), then OpenVINO.
 
 The model manager tries the candidates in order and logs each fallback; an engine that crashed
-proving itself on a model here is remembered and skipped (``hfd.daemon.engine_memory``). A
+proving itself on a model here is remembered and skipped (``hfd.daemon.models.engine_memory``). A
 pinned engine or device yields only that one candidate.
 
 Which engines exist and which tasks each runs come from ``hfd.backends.registry``; an engine
