@@ -21,7 +21,6 @@ from hfd.client.errors import InvalidRequest
 log = logging.getLogger(__name__)
 
 
-
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a model directory; a clear error when it is not one."""
     try:
