@@ -32,12 +32,16 @@ FILE_NAME = "engine-failures.json"
 EARLY_DEATHS = 2
 EARLY_REQUESTS = 3
 
-_ENGINE_DISTS = {"openvino": "openvino", "torch": "torch", "onnxruntime": "onnxruntime"}
-
 
 def _engine_version(engine: str) -> str:
+    from hfd.backends import registry
+
+    record = registry.ENGINES.get(engine)
+    dist = engine if record is None else record.dist
+    if dist is None:
+        return "none"
     try:
-        return importlib.metadata.version(_ENGINE_DISTS.get(engine, engine))
+        return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "none"
 

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from hfd.backends.base import Task
+from hfd.backends.base import Task, is_alive
 from hfd.client.errors import Cancelled, HfdError, ModelNotFound, ModelUnavailable, Overloaded
 from hfd.daemon.models.breaker import Breakers
 from hfd.daemon.models.engine_memory import EngineMemory
@@ -204,7 +204,7 @@ class ModelManager:
 
     async def _load_slot(self, spec: ModelSpec, slot: Slot, keep_alive: float | None) -> LoadedModel:
         dead = slot.loaded
-        if dead is not None and not getattr(dead.model, "alive", True):
+        if dead is not None and not is_alive(dead.model):
             # An engine that lives in another process can die on its own (OOM killer, a crash);
             # its requests have failed already. Drop it, and load the model afresh below.
             async with slot.lock:

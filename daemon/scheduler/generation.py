@@ -34,7 +34,7 @@ from types import TracebackType
 
 import anyio
 
-from hfd.backends.base import GenerationModel, SamplingParams, StepOutput
+from hfd.backends.base import GenerationModel, SamplingParams, StepOutput, interrupter
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
 from hfd.daemon.metrics import record_batch
 from hfd.daemon.scheduler.base import GenerationStats
@@ -171,7 +171,7 @@ class GenerationScheduler:
             raise ValueError("max_queue and max_running must be at least 1")
         self.model = model
         # Optional on engines: wakes a step() that waits on another process (see backends.base).
-        self._interrupt: Callable[[], None] | None = getattr(model, "interrupt", None)
+        self._interrupt: Callable[[], None] | None = interrupter(model)
         self.name = name
         self.max_queue = max_queue
         self.max_running = max_running

@@ -1,5 +1,6 @@
-"""Dynamic batching of embeddings with the real torch engine (a tiny BERT built locally, and
-the real all-MiniLM-L6-v2 for the order check)."""
+"""Dynamic batching of embeddings, on the fake engine (no torch needed) and on the real torch
+engine (a tiny BERT built locally, and the real all-MiniLM-L6-v2 for the order check; skipped
+where torch is not installed)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,14 @@ def _load(path: Any) -> EncoderModel:
     return get_backend("torch").load_encoder(LoadOptions(path=path, task="embed", threads=1))
 
 
-@pytest.fixture(scope="module")
-def bert() -> Iterator[EncoderModel]:
-    model = _load(tiny_bert())
+@pytest.fixture(scope="module", params=["fake", "torch"])
+def bert(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EncoderModel]:
+    if request.param == "torch":
+        pytest.importorskip("torch")
+        model = _load(tiny_bert())
+    else:
+        opts = LoadOptions(path=tmp_path_factory.mktemp("fake"), task="embed", extra={"dimensions": 32})
+        model = get_backend("fake").load_encoder(opts)
     yield model
     model.close()
 
@@ -162,6 +168,7 @@ async def test_batches_respect_the_token_budget_and_group_similar_lengths(
 
 
 async def test_real_minilm_batched_equals_one_at_a_time() -> None:
+    pytest.importorskip("torch")
     model = _load(minilm())
     sched = EncoderScheduler(model, name="minilm", max_queue=16, max_batch=4, batch_tokens=8192, wait_ms=2.0)
     sched.start()

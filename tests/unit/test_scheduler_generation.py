@@ -1,4 +1,5 @@
-"""Continuous batching with the real torch engine on a tiny Llama built locally."""
+"""Continuous batching, on the fake engine (no torch needed) and on the real torch engine with a
+tiny Llama built locally (skipped where torch is not installed)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[GenerationModel]:
-    model = get_backend("torch").load_generator(
-        LoadOptions(path=tiny_llama(), task="generate", threads=1, max_running=8, max_batched_tokens=512)
+@pytest.fixture(scope="module", params=["fake", "torch"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GenerationModel]:
+    if request.param == "torch":
+        pytest.importorskip("torch")
+        path = tiny_llama()
+        extra: dict[str, Any] = {}
+    else:
+        # A step takes a few ms, as the tiny Llama's does, so a long request is still running
+        # when a test looks at it.
+        path, extra = tmp_path_factory.mktemp("fake"), {"step_ms": 5}
+    model = get_backend(request.param).load_generator(
+        LoadOptions(path=path, task="generate", threads=1, max_running=8, max_batched_tokens=512, extra=extra)
     )
     yield model
     model.close()
