@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from hfd.backends import registry
 from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
 from hfd.daemon.models.threads import engine_threads
 from hfd.daemon.settings import ModelSpec, Settings
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "as_json", False):
         print(json.dumps(data, indent=2))
     else:
-        print(format_report(report, data))
+        print(format_report(report, data, pinned_engine=settings.engine))
     # Non-zero when some task cannot run here at all: scripts can gate on it.
     return 1 if any(not choices for choices in data["choices"].values()) else 0
 
@@ -54,8 +55,19 @@ def _devices(probe: EngineProbe) -> str:
     return "; ".join(parts) or "none"
 
 
-def format_report(report: HardwareReport, data: dict[str, Any]) -> str:
+def _shown(report: HardwareReport, pinned_engine: str | None) -> list[EngineProbe]:
+    """The probes of the engines the registry offers, and of the pinned one (the fake engine is
+    shown only when pinned or offered)."""
+    return [
+        p
+        for p in report.probes
+        if p.name == pinned_engine or (p.name in registry.ENGINES and registry.ENGINES[p.name].offered)
+    ]
+
+
+def format_report(report: HardwareReport, data: dict[str, Any], pinned_engine: str | None = None) -> str:
     cpu, mem = report.cpu, report.memory
+    probes = _shown(report, pinned_engine)
     lines = [
         "Hardware",
         *_table(
@@ -78,16 +90,14 @@ def format_report(report: HardwareReport, data: dict[str, Any]) -> str:
         "Engines",
     ]
     rows = [["engine", "version", "devices"]]
-    for probe in (report.torch, report.openvino, report.onnxruntime):
+    for probe in probes:
         status = (probe.version or "-") if probe.installed else f"not available: {probe.reason}"
         rows.append([probe.name, status, _devices(probe)])
     lines += _table(rows)
     if report.onnxruntime.providers:
         lines.append(f"  onnxruntime providers: {', '.join(report.onnxruntime.providers)}")
     unavailable = [
-        [f"{probe.name}/{kind}", why]
-        for probe in (report.torch, report.openvino, report.onnxruntime)
-        for kind, why in probe.unavailable.items()
+        [f"{probe.name}/{kind}", why] for probe in probes for kind, why in probe.unavailable.items()
     ]
     if unavailable:
         lines += ["", "Not available", *_table(unavailable)]
