@@ -259,16 +259,10 @@ def anyio_backend() -> str:
 async def test_default_order_serves_gemma_on_torch_without_trying_an_export(
     openvino: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import importlib
-
     from hfd.backends import hardware, openvino_backend, policy
+    from hfd.daemon.models.manager import ModelManager
     from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
-    try:
-        manager_module = importlib.import_module("hfd.daemon.models.manager")
-    except ImportError:
-        manager_module = importlib.import_module("hfd.daemon.manager")
-    ModelManager = manager_module.ModelManager
     # The preferred engine for generation on this box, before any model is known.
     if policy.choose_engine("generate", hardware.detect())[0].engine != "openvino":
         pytest.skip("OpenVINO is not the first engine for generation here (not an x86 CPU)")
