@@ -4,7 +4,6 @@ for unpinned models only when ``HFD_FAKE_ENGINE`` asks for it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from support.fake_models import fake_model
 
 from hfd.backends import registry
 from hfd.backends.base import SamplingParams
@@ -23,19 +23,6 @@ from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
 pytestmark = pytest.mark.anyio
 
-# Enough of a Llama config for task detection and the memory estimate; the fake reads no weights.
-LLAMA_CONFIG = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "intermediate_size": 128,
-    "vocab_size": 1000,
-    "max_position_embeddings": 512,
-}
-
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -44,10 +31,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def snapshot(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny-fake"
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(LLAMA_CONFIG))
-    return path
+    return fake_model(tmp_path / "models")
 
 
 @pytest.fixture
@@ -112,6 +96,14 @@ async def test_an_engine_that_died_is_loaded_again(make: Any, snapshot: Path) ->
     assert await generate(manager, "g", n=1) == 1
     assert manager.counters["loads"] == 2
     assert manager.loaded()[0] is not first
+
+
+async def test_an_encoder_on_the_fake_engine(make: Any, tmp_path: Path) -> None:
+    manager = make(fake(fake_model(tmp_path / "models", "bert"), name="e", dimensions=4))
+    async with manager.acquire("e") as lm:
+        assert lm.task == "embed"
+        result = await lm.encoder().embed(["one text", "another text"])
+    assert result.vectors.shape == (2, 4)
 
 
 async def test_the_fake_engine_is_chosen_unpinned_only_when_asked(
