@@ -21,7 +21,7 @@ computing); beyond that ``embed()`` raises ``Overloaded`` at once.
 
 Abandonment: when the task awaiting ``embed()`` is cancelled (a door cancels it when its client
 goes away), the request is marked done; its inputs not yet in a batch are dropped at the next
-batch boundary, never computed, and counted in ``stats()["dropped_items"]``. A batch already
+batch boundary, never computed, and counted in ``stats().dropped_items``. A batch already
 computing finishes (an engine call cannot be interrupted), and its rows for the request are
 discarded.
 """
