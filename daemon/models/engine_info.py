@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hfd.backends import registry
 from hfd.backends.base import LoadOptions
 
 _NAMES = {"float32": "f32", "fp32": "f32", "f32": "f32", "float16": "f16", "fp16": "f16", "f16": "f16",
@@ -26,10 +27,9 @@ def engine_details(model: Any, engine: str, opts: LoadOptions) -> dict[str, Any]
     """The engine fields of one ``hfd ps`` row, fixed at load."""
     precision = getattr(model, "precision", None)
     if precision is None:
-        dtype = getattr(model, "dtype", None) or opts.dtype
-        if dtype is None and engine == "torch":
-            dtype = "float32" if opts.device.lower() in ("cpu", "") else "float16"
-        precision = dtype
+        # What the engine's registry record says it holds the weights in (torch: fp32 on CPUs,
+        # fp16 on accelerators), unless the model says.
+        precision = getattr(model, "dtype", None) or registry.load_dtype(engine, opts)
     weight_format = getattr(model, "weight_format", None) or opts.weight_format
     if weight_format is None and precision is not None:
         weight_format = precision_name(precision)  # torch holds the weights in what it computes in

@@ -48,3 +48,22 @@ def test_own_process_and_load_dtype_come_from_the_records(tmp_path: Path) -> Non
     assert registry.load_dtype("onnxruntime", gen) is None
     with pytest.raises(ValueError, match="known: fake, onnxruntime, openvino, torch"):
         registry.record("tpu")
+
+
+def test_ps_precision_falls_back_to_the_records_load_dtype(tmp_path: Path) -> None:
+    from hfd.daemon.models.engine_info import engine_details
+
+    class Plain:  # a loaded model that says nothing about its precision
+        pass
+
+    cpu = LoadOptions(path=tmp_path, task="embed")
+    gpu = LoadOptions(path=tmp_path, task="embed", device="cuda:0")
+    assert engine_details(Plain(), "torch", cpu)["precision"] == "f32"
+    assert engine_details(Plain(), "torch", gpu)["weight_format"] == "f16"
+    assert engine_details(Plain(), "fake", cpu)["precision"] is None
+    assert (
+        engine_details(Plain(), "onnxruntime", LoadOptions(path=tmp_path, task="embed", dtype="float16"))[
+            "precision"
+        ]
+        == "f16"
+    )
