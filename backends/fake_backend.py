@@ -54,7 +54,8 @@ from hfd.backends.base import (
     Task,
     TokenizedBatch,
 )
-from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
+from hfd.backends.prompt_checks import check_sequence
+from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 if TYPE_CHECKING:
     from hfd.backends.hardware import EngineProbe
@@ -248,18 +249,7 @@ class FakeGenerator(_Model):
         return Tokenizer.decode(token_ids)
 
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
-        prompt = tuple(int(t) for t in prompt_ids)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty: at least one token is needed", param="prompt")
-        if len(prompt) >= self.context_length:
-            raise ContextLengthExceeded(
-                f"the prompt has {len(prompt)} tokens; this model's context is {self.context_length} "
-                "tokens, prompt and completion together",
-                param="prompt",
-                details={"prompt_tokens": len(prompt), "context_length": self.context_length},
-            )
-        if params.max_tokens < 1:
-            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+        prompt = tuple(check_sequence(prompt_ids, params, self.context_length, WORD_BASE + len(WORDS)))
         salt: object = None
         if not params.greedy:
             salt = ("seed", params.seed) if params.seed is not None else ("random", random.random())

@@ -97,6 +97,10 @@ def test_bad_prompts_are_refused(tmp_path: Path) -> None:
         model.add(1, [], GREEDY)
     with pytest.raises(ContextLengthExceeded):
         model.add(1, Tokenizer.encode("123456789"), GREEDY)
+    with pytest.raises(InvalidRequest, match="top_p"):
+        model.add(1, [5], SamplingParams(top_p=0.0))
+    with pytest.raises(InvalidRequest, match="token ids"):
+        model.add(1, [-1], GREEDY)
     with pytest.raises(InvalidRequest):
         gen(tmp_path, step_ms="slow")
 
