@@ -17,6 +17,13 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import pytest
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Tests marked ``anyio`` run on asyncio only: the daemon runs on asyncio (uvicorn, pyzmq's
+    asyncio sockets), so a trio run would test a configuration that is never shipped."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def ipfs_node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real IPFS node (Kubo or js-ipfs) on 127.0.0.1, shared by the session; skips saying why

@@ -250,11 +250,6 @@ def test_the_gap_table_agrees_with_optimum_intel(openvino: Any) -> None:
 # -- the manager: a family OpenVINO cannot export goes to torch at once ---------------------------------
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_default_order_serves_gemma_on_torch_without_trying_an_export(
     openvino: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

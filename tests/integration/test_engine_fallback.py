@@ -31,11 +31,6 @@ pytest.importorskip("optimum.intel", reason="optimum-intel is not installed (nee
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def openvino_first() -> HardwareReport:
     """This box seen as an x86 CPU without ONNX Runtime: the policy's order is then OpenVINO,
     then torch, for generation and for encoders alike."""

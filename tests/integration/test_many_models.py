@@ -24,11 +24,6 @@ from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0

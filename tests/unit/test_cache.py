@@ -18,11 +18,6 @@ from hfd.daemon.schema import ChatCompletionRequest, EmbeddingRequest
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1_700_000_000.0

@@ -26,11 +26,6 @@ LIMIT = 4096
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     base = load_settings(
         environ={

@@ -22,11 +22,6 @@ from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrid
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0

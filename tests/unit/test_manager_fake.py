@@ -25,11 +25,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def snapshot(tmp_path: Path) -> Path:
     return fake_model(tmp_path / "models")
 

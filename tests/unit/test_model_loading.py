@@ -20,11 +20,6 @@ from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def x86_box() -> HardwareReport:
     """An x86 CPU with torch and OpenVINO (no ONNX Runtime): OpenVINO first, then torch."""
     cpu = CpuInfo("AuthenticAMD", "test CPU", "x86_64", 2, 2, 2, ("avx2",))

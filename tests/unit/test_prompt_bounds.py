@@ -25,11 +25,6 @@ from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Counting:
     """Counts calls of one method of a real object."""
 

@@ -21,11 +21,6 @@ from hfd.daemon.store.pull import PullProgress
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def progress(status: str, completed: int = 0) -> PullProgress:
     return PullProgress(ref="acme/x@main", status=status, source="hub", completed=completed, total=100)
 

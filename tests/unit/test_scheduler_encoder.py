@@ -45,11 +45,6 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return [f"{i}: " + " ".join(rng.choice(WORDS, size=int(rng.integers(1, 30)))) for i in range(n)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _load(path: Any) -> EncoderModel:
     return get_backend("torch").load_encoder(LoadOptions(path=path, task="embed", threads=1))
 

@@ -20,11 +20,6 @@ from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_cancelling_the_caller_of_embed_drops_the_rest_of_its_inputs(tmp_path: Path) -> None:
     base = load_settings(environ={"HFD_STATE_DIR": str(tmp_path / "s"), "HFD_CACHE_DIR": str(tmp_path / "c")})
     spec = ModelSpec(ref=str(tiny_bert()), name="emb", engine="torch", device="cpu", threads=1)
