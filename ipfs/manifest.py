@@ -23,15 +23,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from hfd.client.errors import ValidationFailed
-from hfd.daemon.store.digests import is_git_sha1, is_sha256
-from hfd.daemon.store.safety import (
+from hfd._digests import is_git_sha1, is_sha256
+from hfd._safe_paths import (
     check_commit,
     check_paths_disjoint,
     check_relpath,
     check_repo,
     check_revision,
 )
+from hfd.client.errors import ValidationFailed
 
 MANIFEST_NAME: Final = "hfd-manifest.json"
 FORMAT: Final = "hfd-manifest"

@@ -1,7 +1,8 @@
 """The local model store: Hugging Face cache layout, DuckDB catalog, pulls from IPFS or the Hub.
 
-The names below are imported lazily, so ``import hfd.daemon.store.<module>`` stays cheap and
-``hfd.ipfs`` can use the store's small helpers without an import cycle. The async pull is
+The names below are imported lazily, so ``import hfd.daemon.store.<module>`` stays cheap. The
+store imports ``hfd.ipfs``, never the other way round: the digests and path checks both use live
+in ``hfd._digests`` and ``hfd._safe_paths``. The async pull is
 ``await store.apull(ref, progress)`` or ``hfd.daemon.store.pull.pull(store, ref, progress)``.
 """
 

@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
+from hfd._digests import READ_CHUNK
+from hfd._safe_paths import check_relpath
 from hfd.client.errors import Cancelled, ValidationFailed, VerificationFailed
-from hfd.daemon.store.digests import READ_CHUNK
 from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.files import fsync_dir, tmp_name
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
-from hfd.daemon.store.safety import check_relpath, select_files
+from hfd.daemon.store.safety import select_files
 from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest

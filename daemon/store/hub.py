@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from hfd._digests import is_git_sha1, is_sha256
+from hfd._safe_paths import check_commit, check_paths_disjoint, check_relpath
 from hfd.client.errors import Cancelled, FetchError, InsufficientStorage, ModelNotFound, VerificationFailed
-from hfd.daemon.store.digests import is_git_sha1, is_sha256
 from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
-from hfd.daemon.store.safety import check_commit, check_paths_disjoint, check_relpath, select_files
+from hfd.daemon.store.safety import select_files
 from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 

@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
+from hfd._digests import is_sha256, sha256_file
 from hfd.client.errors import (
     FetchError,
     HfdError,
@@ -33,7 +34,7 @@ from hfd.client.errors import (
 from hfd.daemon.settings import ModelSpec, Settings
 from hfd.daemon.store.bundle import import_bundle, read_bundle_manifest, write_bundle
 from hfd.daemon.store.catalog import Catalog, PublishedRow, SnapshotRow, utcnow
-from hfd.daemon.store.digests import is_sha256, sha256_file
+from hfd.daemon.store.cid_index import lookup, read_index, update_index
 from hfd.daemon.store.fetch import Attempt, Fetched, Flight, SingleFlight, failure
 from hfd.daemon.store.hub import HubFetcher, hub_endpoint, hub_offline
 from hfd.daemon.store.ipfs_source import IpfsFetcher
@@ -47,7 +48,6 @@ from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.verify import VerifyReport, check_loadable, stat_key, verify
 from hfd.daemon.store.writer import PlacedFile
 from hfd.ipfs.errors import UNREACHABLE
-from hfd.ipfs.index import lookup, read_index, update_index
 from hfd.ipfs.manifest import MANIFEST_NAME, Manifest, ManifestFile, content_commit
 from hfd.ipfs.publish import IMPORT_OPTIONS
 

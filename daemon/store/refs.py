@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal
 
+from hfd._safe_paths import check_repo, check_revision
 from hfd.client.errors import InvalidRequest, ValidationFailed
 from hfd.daemon.settings import ModelSpec, Settings
-from hfd.daemon.store.safety import check_repo, check_revision
 
 DEFAULT_REVISION: Final = "main"
 IPFS_SCHEME: Final = "ipfs://"

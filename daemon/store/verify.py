@@ -29,9 +29,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from hfd._digests import READ_CHUNK, Digester, is_git_sha1, is_sha256
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 from hfd.daemon.store.catalog import BlobCheck, utcnow
-from hfd.daemon.store.digests import READ_CHUNK, Digester, is_git_sha1, is_sha256
 from hfd.daemon.store.fetch import failure
 from hfd.daemon.store.layout import RepoDir, repo_folder_name
 from hfd.daemon.store.locks import FileLock, lock_path

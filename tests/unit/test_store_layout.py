@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from support.models import tiny_bert
 
+from hfd._digests import git_blob_sha1
 from hfd.client.errors import Cancelled, VerificationFailed
-from hfd.daemon.store.digests import git_blob_sha1
 from hfd.daemon.store.layout import CacheLayout
 from hfd.daemon.store.writer import BlobSink, FileSpec
 
