@@ -31,6 +31,13 @@ same class from the code it receives, so ``except ModelNotFound`` works on both 
     ├── DaemonUnavailable         503 daemon_unavailable  (client side: nothing listening)
     ├── NotSupported              501 not_supported       (a feature this build or box lacks)
     └── InternalError             500 internal_error
+        ├── KeyStoreError         500 keystore_error      (the API key database cannot be read or written)
+        ├── CurveKeyError         500 invalid_curve_key   (a CURVE key file is missing, malformed or unsafe)
+        └── UsageLogError         500 usage_log_error     (the usage log cannot be opened)
+
+A module raises the tree's class under its own name where that reads better (the daemon's
+``hfd.daemon.access.keys.KeyStoreError`` is this ``KeyStoreError``); no error class lives
+outside this file, so every code the daemon sends is one the client can rebuild.
 """
 
 from __future__ import annotations
@@ -211,6 +218,24 @@ class InternalError(HfdError):
     code = "internal_error"
     status = 500
     type = "server_error"
+
+
+class KeyStoreError(InternalError):
+    """The API key database cannot be read or written."""
+
+    code = "keystore_error"
+
+
+class CurveKeyError(InternalError):
+    """A CURVE key file is missing, malformed or unsafe."""
+
+    code = "invalid_curve_key"
+
+
+class UsageLogError(InternalError):
+    """The usage log cannot be opened or written."""
+
+    code = "usage_log_error"
 
 
 def _all_subclasses(cls: type[HfdError]) -> list[type[HfdError]]:
