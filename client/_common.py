@@ -1,4 +1,4 @@
-"""What the sync and async clients share: request bodies, request ids, the reachability probe."""
+"""What the transports share: request ids, the reachability probe, reply-kind checks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import itertools
 import os
 import socket
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
 
-from hfd.client.errors import DaemonUnavailable, HfdError, ProtocolError, error_from_dict
+from hfd.client.errors import DaemonUnavailable, ProtocolError, error_from_dict
 from hfd.client.paths import socket_path
 from hfd.client.protocol import KIND_ERROR, Reply
 
@@ -96,28 +94,3 @@ def expect_kind(reply: Reply, *kinds: str) -> Reply:
     if reply.kind not in kinds:
         raise ProtocolError(f"unexpected reply kind {reply.kind!r}; expected {' or '.join(kinds)}")
     return reply
-
-
-def clean(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A request body: parameters left at None are not sent (the daemon applies its defaults)."""
-    return {k: v for k, v in params.items() if v is not None}
-
-
-def chat_body(
-    model: str, messages: Iterable[Mapping[str, Any]], stream: bool, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    return clean({"model": model, "messages": [dict(m) for m in messages], "stream": stream, **params})
-
-
-def completion_body(model: str, prompt: Any, stream: bool, params: Mapping[str, Any]) -> dict[str, Any]:
-    return clean({"model": model, "prompt": prompt, "stream": stream, **params})
-
-
-def embeddings_body(model: str, input: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(input, tuple):
-        input = list(input)
-    return clean({"model": model, "input": input, **params})
-
-
-def wrap_unexpected(exc: Exception, what: str) -> HfdError:
-    return ProtocolError(f"{what}: {exc}")

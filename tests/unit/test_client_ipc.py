@@ -1,8 +1,9 @@
 """``Client`` and ``AsyncClient`` over real ZeroMQ sockets.
 
-Most tests talk to the real IPC server in-process. Client-side behaviour that needs a daemon
-to misbehave on cue (never answer, stream then stall, interleave two streams) uses a real
-ROUTER socket in a thread that plays the daemon's part of the protocol by a script.
+Most tests talk to the real IPC server in-process. Client-side socket behaviour that needs a
+daemon to misbehave on cue (never answer, stream then stall, interleave two streams) uses a
+real ROUTER socket in a thread that plays the daemon's part of the protocol by a script.
+Request building and reply parsing are tested without sockets in test_client_calls.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
-import numpy as np
 import pytest
 import zmq
 
@@ -323,26 +323,6 @@ def test_async_two_streams_read_concurrently(short_dir: Path) -> None:
 
     with fake_daemon(short_dir, interleave_two_streams) as daemon:
         asyncio.run(main(daemon))
-
-
-def embeddings_reply(daemon: FakeDaemon, ident: bytes, req: Request) -> None:
-    vectors = np.arange(len(req.body["input"]) * 4, dtype="<f4").reshape(-1, 4)
-    body = {
-        "model": req.body["model"],
-        "shape": list(vectors.shape),
-        "usage": {"prompt_tokens": 5, "total_tokens": 5},
-    }
-    daemon.send(ident, Reply(id=req.id, kind="result", body=body, frames=[vectors.tobytes()]))
-
-
-def test_embeddings_arrive_as_float32_arrays(short_dir: Path) -> None:
-    with fake_daemon(short_dir, embeddings_reply) as daemon, Client(daemon.endpoint) as client:
-        result = client.embeddings.create(model="e", input=("one", "two", "three"))
-        assert result.embeddings.dtype == np.float32 and result.embeddings.shape == (3, 4)
-        np.testing.assert_array_equal(result.data[2].embedding, [8, 9, 10, 11])
-        assert result.model == "e" and result.usage is not None and result.usage.prompt_tokens == 5
-        (req,) = [r for r in daemon.received if r.op == "embeddings.create"]
-        assert req.body == {"model": "e", "input": ["one", "two", "three"]}
 
 
 # ----------------------------------------------------------------------------- the real server
