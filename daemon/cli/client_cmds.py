@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hfd._units import format_bytes
 from hfd.client import Client
 from hfd.client.errors import HfdError, InvalidRequest
 from hfd.client.types import RunningModel
@@ -93,15 +94,6 @@ def _client(args: argparse.Namespace, settings: Settings) -> Client:
 # ----------------------------------------------------------------------------- formatting
 
 
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def human_duration(seconds: float) -> str:
     whole = round(seconds)  # rounded first, or 299.97 s would read "4m60s"
     if whole < 60:
@@ -131,9 +123,9 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 def estimate(model: RunningModel) -> str:
     """What the daemon expected the model to need (and reserved for it) before loading it."""
     if model.memory_estimate and model.memory_estimate.get("total"):
-        return human_bytes(model.memory_estimate["total"])
+        return format_bytes(model.memory_estimate["total"])
     if model.memory_reserved_bytes:
-        return human_bytes(model.memory_reserved_bytes)
+        return format_bytes(model.memory_reserved_bytes)
     return "-"
 
 
@@ -172,7 +164,7 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 m.engine,
                 m.device,
                 precision(m),
-                human_bytes(m.memory_bytes),
+                format_bytes(m.memory_bytes),
                 estimate(m),
                 kv_cache(m),
                 breaker(m),
@@ -190,7 +182,7 @@ def ps_table(models: Sequence[RunningModel]) -> str:
 def kv_cache(model: RunningModel) -> str:
     """The KV cache cap of an engine that plans its own (OpenVINO); "-" for the others."""
     planned = (model.kv_cache or {}).get("planned_bytes")
-    return human_bytes(int(planned)) if planned else "-"
+    return format_bytes(int(planned)) if planned else "-"
 
 
 def precision(model: RunningModel) -> str:
@@ -276,7 +268,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     with _client(args, settings) as client:
         m = client.load(args.load_model, keep_alive=_duration(args.load_keep_alive))
     print(
-        f"loaded {m.name}: {m.task} on {m.engine}/{m.device}, {human_bytes(m.memory_bytes)}, "
+        f"loaded {m.name}: {m.task} on {m.engine}/{m.device}, {format_bytes(m.memory_bytes)}, "
         f"in {m.load_seconds:.1f}s; {_kept(m)}"
     )
     return 0

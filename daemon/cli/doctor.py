@@ -6,12 +6,11 @@ import argparse
 import json
 from typing import Any
 
+from hfd._units import format_bytes
 from hfd.backends import registry
 from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
 from hfd.daemon.models.threads import engine_threads
 from hfd.daemon.settings import ModelSpec, Settings
-
-_GIB = 1024**3
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,8 +34,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(not choices for choices in data["choices"].values()) else 0
 
 
-def _gib(n: int | None) -> str:
-    return "?" if not n else f"{n / _GIB:.1f} GiB"
+def _size(n: int | None) -> str:
+    return "?" if not n else format_bytes(n)
 
 
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
@@ -49,7 +48,7 @@ def _devices(probe: EngineProbe) -> str:
         return "-"
     parts = []
     for d in probe.devices:
-        extra = [x for x in (_gib(d.memory_bytes) if d.memory_bytes else "", d.capability or "") if x]
+        extra = [x for x in (_size(d.memory_bytes) if d.memory_bytes else "", d.capability or "") if x]
         label = d.id if d.name in (d.id, "") else f"{d.id} ({d.name})"
         parts.append(label + (f" [{', '.join(extra)}]" if extra else ""))
     return "; ".join(parts) or "none"
@@ -81,8 +80,8 @@ def format_report(report: HardwareReport, data: dict[str, Any], pinned_engine: s
                 ["features", " ".join(cpu.features) or "none detected"],
                 [
                     "memory",
-                    f"{_gib(mem.total_bytes)} total, {_gib(mem.available_bytes)} available"
-                    + (f", cgroup limit {_gib(mem.limit_bytes)}" if mem.limit_bytes else ""),
+                    f"{_size(mem.total_bytes)} total, {_size(mem.available_bytes)} available"
+                    + (f", cgroup limit {_size(mem.limit_bytes)}" if mem.limit_bytes else ""),
                 ],
             ]
         ),

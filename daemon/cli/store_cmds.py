@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hfd._units import format_bytes
 from hfd.client.errors import HfdError
 from hfd.daemon.settings import Settings
 
@@ -95,14 +96,6 @@ def _store(settings: Settings) -> Any:
     return ModelStore(settings)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     from hfd.daemon.store.pull import LogProgress, TerminalProgress
 
@@ -127,7 +120,14 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
         name = i.snapshot.repo + (f"@{','.join(i.refs)}" if i.refs else "")
         used = i.last_used.strftime("%Y-%m-%d %H:%M") if i.last_used else "-"
         rows.append(
-            (name, (i.snapshot.commit or "")[:12], _human(i.size), i.snapshot.source, i.task or "-", used)
+            (
+                name,
+                (i.snapshot.commit or "")[:12],
+                format_bytes(i.size),
+                i.snapshot.source,
+                i.task or "-",
+                used,
+            )
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
@@ -150,7 +150,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         ("source", snap.source),
         ("task", info.task or "-"),
         ("cid", info.cid or "-"),
-        ("size", f"{_human(info.size)} in {info.file_count} files"),
+        ("size", f"{format_bytes(info.size)} in {info.file_count} files"),
         ("pulled", info.pulled_at.isoformat(" ", "seconds") if info.pulled_at else "-"),
         ("last used", info.last_used.isoformat(" ", "seconds") if info.last_used else "-"),
     ):
@@ -159,7 +159,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{'missing':>10}  {', '.join(info.missing)} (quarantined or deleted; `hfd pull` fetches them)")
     print()
     for f in info.files:
-        print(f"  {f.path}  {_human(f.size)}  sha256:{f.sha256}" + (f"  {f.cid}" if f.cid else ""))
+        print(f"  {f.path}  {format_bytes(f.size)}  sha256:{f.sha256}" + (f"  {f.cid}" if f.cid else ""))
     return 0
 
 
@@ -173,7 +173,9 @@ def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
             print(f"hfd: {exc.message} [{exc.code}]", file=sys.stderr)
             status = 1
             continue
-        print(f"removed {removed.repo} ({len(removed.commits)} snapshot(s)), freed {_human(removed.freed)}")
+        print(
+            f"removed {removed.repo} ({len(removed.commits)} snapshot(s)), freed {format_bytes(removed.freed)}"
+        )
     return status
 
 
@@ -187,7 +189,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         action = "quarantined" if bad.quarantined else "not there"
         print(f"BAD  {bad.repo}  {', '.join(bad.files)}  {bad.problem}  ({action})")
     if report.ok:
-        print(f"ok: {report.blobs} blob(s), {_human(report.hashed_bytes)} verified")
+        print(f"ok: {report.blobs} blob(s), {format_bytes(report.hashed_bytes)} verified")
         return 0
     repos = sorted({b.repo for b in report.bad})
     print(
@@ -201,7 +203,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     result = _store(settings).publish(args.ref, repo=args.repo)
     print(
-        f"published {result.repo}@{result.commit[:12]} ({result.files} files, {_human(result.size)})",
+        f"published {result.repo}@{result.commit[:12]} ({result.files} files, {format_bytes(result.size)})",
         file=sys.stderr,
     )
     print(result.cid)
@@ -210,7 +212,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     manifest, size = _store(settings).export(args.ref, args.output, repo=args.repo)
-    print(f"exported {manifest.repo}@{manifest.commit[:12]} to {args.output} ({_human(size)})")
+    print(f"exported {manifest.repo}@{manifest.commit[:12]} to {args.output} ({format_bytes(size)})")
     return 0
 
 

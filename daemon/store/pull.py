@@ -23,6 +23,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from hfd._units import format_bytes
 from hfd.daemon.metrics import record_fetch
 
 if TYPE_CHECKING:
@@ -165,14 +166,6 @@ async def pull(
 # ----------------------------------------------------------------------------- rendering
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -190,8 +183,8 @@ def format_line(p: PullProgress, width: int = 24) -> str:
     filled = int(frac * width)
     bar = "█" * filled + "░" * (width - filled)
     return (
-        f"{p.ref} [{p.source}] {bar} {frac * 100:5.1f}%  {_human(p.completed)}/{_human(p.total)}  "
-        f"{_human(p.speed)}/s  ETA {_eta(p.eta)}  ({p.files_done}/{p.files_total} files)"
+        f"{p.ref} [{p.source}] {bar} {frac * 100:5.1f}%  {format_bytes(p.completed)}/{format_bytes(p.total)}  "
+        f"{format_bytes(p.speed)}/s  ETA {_eta(p.eta)}  ({p.files_done}/{p.files_total} files)"
     )
 
 

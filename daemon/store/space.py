@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from hfd._units import format_bytes
 from hfd.client.errors import InsufficientStorage
 from hfd.daemon.store.layout import INCOMPLETE_SUFFIX, RepoDir
 
@@ -68,8 +69,8 @@ def ensure_space(repo_dir: RepoDir, specs: Iterable[FileSpec], *, model: str) ->
         extra={"model": model, "path": str(repo_dir.root), "needed": needed, "free": free},
     )
     raise InsufficientStorage(
-        f"not enough disk space in the model store for {model}: it needs {_mb(needed)} "
-        f"({needed} bytes) and {_mb(free)} is free; free some space (hfd rm) and pull again",
+        f"not enough disk space in the model store for {model}: it needs {format_bytes(needed)} "
+        f"({needed} bytes) and {format_bytes(free)} is free; free some space (hfd rm) and pull again",
         details={"model": model, "needed": needed, "free": free, "stage": "pre-check"},
     )
 
@@ -92,14 +93,14 @@ def no_space_error(
         },
     )
     where = f"{model}/{file}" if file else model
-    more = f", {_mb(needed)} ({needed} bytes) more were needed" if needed else ""
+    more = f", {format_bytes(needed)} ({needed} bytes) more were needed" if needed else ""
     details: dict[str, object] = {"model": model, "free": free, "stage": "writing"}
     if file:
         details["path"] = file
     if needed:
         details["needed"] = needed
     return InsufficientStorage(
-        f"the disk holding the model store is full while writing {where} ({_mb(free)} free{more}); "
+        f"the disk holding the model store is full while writing {where} ({format_bytes(free)} free{more}); "
         "free some space (hfd rm) and pull again",
         details=details,
     )
@@ -110,7 +111,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
