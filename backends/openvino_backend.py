@@ -1,50 +1,33 @@
 """The OpenVINO engine: continuously batched generation through OpenVINO GenAI's
 ``ContinuousBatchingPipeline`` and embeddings through a compiled OpenVINO model.
 
-A Hugging Face snapshot is exported to OpenVINO IR once with optimum-intel (into the export
-cache, keyed by the snapshot and the options) and every later load reads the IR. A directory that
-already holds ``openvino_model.xml`` is used as it is. Tokenization stays with the snapshot's
-Hugging Face tokenizer, so prompt ids are exactly the ones the torch engine would use.
-
-Weight formats (``LoadOptions.weight_format``): ``fp32``, ``fp16`` (IR stored in half precision;
-the CPU plugin still computes in fp32 unless told otherwise) and ``int8`` (weight-only
-compression with NNCF). Defaults: ``fp32`` for encoders on the CPU and for generators under a
-billion parameters on the CPU; ``int8`` for generators of a billion parameters or more (decoding
-is memory-bound: int8 weights halve the bytes read per token, as optimum-intel itself does by
-default); ``fp16`` on GPU and NPU.
+The snapshot's OpenVINO IR (exported once, weight formats) comes from ``openvino_export``.
+Tokenization stays with the snapshot's Hugging Face tokenizer, so prompt ids are exactly the
+ones the torch engine would use.
 
 Nothing here imports openvino at module import time.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from hfd.backends import _hf, encoder_check, families, hardware, openvino_cpu
+from hfd.backends import _hf, hardware, openvino_cpu
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
-from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
+from hfd.backends.openvino_export import IR_FILE, prepare_ir, resolve_weight_format
 from hfd.backends.openvino_process import LocalPipeline, PipelineProcess, generation_config
 from hfd.backends.proving import probe_compile
-from hfd.client.errors import ContextLengthExceeded, HfdError, InvalidRequest, ModelUnavailable
+from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
-
-WEIGHT_FORMATS = ("fp32", "fp16", "int8")
-# Bump when the way we export changes, so old exports are not reused.
-EXPORT_REVISION = 1
-IR_FILE = "openvino_model.xml"
-_BILLION = 1_000_000_000
-_EXPORT_TASKS: dict[str, str] = {"generate": "text-generation-with-past", "embed": "feature-extraction"}
 
 
 class OpenVINOBackend:
@@ -124,46 +107,6 @@ def ov_device(device: str) -> str:
     raise ModelUnavailable(f"OpenVINO device {name} is not available: {why}", details={"device": name})
 
 
-def resolve_weight_format(opts: LoadOptions, device: str) -> str:
-    if opts.weight_format is not None:
-        wf = opts.weight_format.lower()
-        if wf not in WEIGHT_FORMATS:
-            raise InvalidRequest(
-                f"unknown weight format {opts.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}",
-                param="weight_format",
-            )
-        return wf
-    if (opts.path / IR_FILE).is_file():
-        return "fp32"  # a ready IR is used as it is, whatever its weights are
-    if not device.startswith("CPU"):
-        return "int8" if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION else "fp16"
-    if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION:
-        return "int8"
-    return "fp32"
-
-
-def _parameter_count(path: Path) -> int:
-    """Parameters of a snapshot, from its safetensors headers (no weights are read)."""
-    import json
-    import struct
-
-    total = 0
-    for file in _hf.safetensors_weights(path):
-        try:
-            with file.open("rb") as fh:
-                (size,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(size))
-        except (OSError, ValueError, struct.error):
-            continue
-        for name, entry in header.items():
-            if name != "__metadata__" and isinstance(entry, dict):
-                count = 1
-                for dim in entry.get("shape", []):
-                    count *= int(dim)
-                total += count
-    return total
-
-
 def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
     """Compile properties: threads and precision hint. On the CPU both come from one rule
     (``openvino_cpu.plan``): bf16 compute never runs at one thread, where OpenVINO crashes."""
@@ -199,121 +142,6 @@ def _test_fault(opts: LoadOptions) -> str | None:
         return None
     fault = opts.extra.get("test_fault")
     return str(fault) if fault else None
-
-
-# -- export -------------------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
-def export_options(task: Task, weight_format: str) -> dict[str, Any]:
-    return {
-        "format": "openvino-ir",
-        "task": _EXPORT_TASKS[task],
-        "weight_format": weight_format,
-        "optimum_intel": _version("optimum-intel"),
-        "nncf": _version("nncf") if weight_format == "int8" else None,
-        "revision": EXPORT_REVISION,
-    }
-
-
-def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path, bool]:
-    """The directory of the model's OpenVINO IR, exported into the cache on first use.
-    Returns (directory, whether this call exported it)."""
-    config = _hf.require_model_dir(opts.path)
-    if (opts.path / IR_FILE).is_file():
-        return opts.path, False
-    families.check("openvino", task, opts.path, config)  # a family the exporter refuses: before exporting
-    _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
-    if opts.cache_dir is None:
-        raise ModelUnavailable("the openvino engine needs a cache directory for its exports")
-    options = export_options(task, weight_format)
-    key = export_key(
-        opts.path,
-        engine="openvino",
-        engine_version=_version("openvino"),
-        options=options,
-        # An encoder graph depends on its config and weights only (encoder_check.weights_identity).
-        commit=opts.extra.get("commit") or (encoder_check.weights_identity(opts.path) if task == "embed" else None),
-    )
-    meta = {
-        "engine": "openvino",
-        "task": task,
-        "weight_format": weight_format,
-        "source": str(opts.path),
-        "model_type": config.get("model_type"),
-        "options": options,
-    }
-    cache = ExportCache(opts.cache_dir)
-
-    def build(out: Path) -> None:
-        export_ir(opts.path, out, task, weight_format, opts.trust_remote_code)
-        if task == "embed":  # checked against the model here; a failed check is cached too
-            encoder_check.check_openvino(opts.path, out, IR_FILE, weight_format, trust_remote_code=opts.trust_remote_code,
-                                         allow_pickle=bool(opts.extra.get("allow_pickle")))  # fmt: skip
-
-    result = cache.get_or_build(key, build, meta)
-    if task == "embed":
-        encoder_check.require_checked(result.path, "openvino", opts.path)
-    return result.path, result.built
-
-
-def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_remote_code: bool) -> None:
-    """Export a Hugging Face snapshot to OpenVINO IR in ``out`` (optimum-intel), then compress
-    the weights when asked."""
-    try:
-        from optimum.exporters.openvino import main_export
-        from optimum.intel import OVConfig
-    except Exception as exc:
-        raise ModelUnavailable(
-            f"exporting to OpenVINO needs optimum-intel (install hfd[openvino]): {exc}"
-        ) from exc
-    log.info(
-        "openvino export", extra={"model_path": str(source), "task": task, "weight_format": weight_format}
-    )
-    try:
-        with warnings.catch_warnings():
-            # Tracer and deprecation notes from torch/transformers during the export are noise
-            # in the daemon's log; a failed export still raises.
-            warnings.simplefilter("ignore")
-            main_export(
-                str(source),
-                output=out,
-                task=_EXPORT_TASKS[task],
-                # Pool in hfd, not in the graph: the same IR then serves every pooling config.
-                library_name="transformers",
-                ov_config=OVConfig(dtype="fp16" if weight_format == "fp16" else "fp32"),
-                # GenAI reads openvino_tokenizer.xml when present; hfd feeds token ids, so a
-                # tokenizer that does not convert is no reason to fail.
-                convert_tokenizer=task == "generate",
-                trust_remote_code=trust_remote_code,
-                local_files_only=True,
-            )
-    except HfdError:
-        raise
-    except Exception as exc:
-        raise ModelUnavailable(f"OpenVINO export of {source} failed: {exc}") from exc
-    if weight_format == "int8":
-        _compress_int8(out)
-
-
-def _compress_int8(out: Path) -> None:
-    import nncf
-    import openvino as ov
-
-    core = ov.Core()
-    for xml in sorted(out.glob("openvino_*model*.xml")):
-        model = core.read_model(xml)
-        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        tmp = xml.with_name(f".{xml.stem}.int8.xml")
-        ov.save_model(compressed, tmp, compress_to_fp16=False)
-        os.replace(tmp, xml)
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
 
 
 def _ir_bytes(model_dir: Path) -> int:

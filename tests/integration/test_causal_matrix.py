@@ -200,12 +200,12 @@ def test_openvino_families_refused_for_wrong_text_still_give_it(
 def test_openvino_refuses_a_family_it_cannot_export_before_exporting(
     openvino: Any, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hfd.backends import openvino_backend
+    from hfd.backends import openvino_export
 
     def no_export(*args: object) -> None:
         raise AssertionError("an export was attempted")
 
-    monkeypatch.setattr(openvino_backend, "export_ir", no_export)
+    monkeypatch.setattr(openvino_export, "export_ir", no_export)
     with pytest.raises(ModelUnavailable) as info:
         openvino.load_generator(LoadOptions(path=causal_model(name), task="generate", cache_dir=tmp_path))
     assert str(families.gap("openvino", "generate", FAMILIES[name].model_type)) in info.value.message
@@ -254,7 +254,7 @@ def test_the_gap_table_agrees_with_optimum_intel(openvino: Any) -> None:
 async def test_default_order_serves_gemma_on_torch_without_trying_an_export(
     openvino: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from hfd.backends import hardware, openvino_backend, policy
+    from hfd.backends import hardware, openvino_export, policy
     from hfd.daemon.models.manager import ModelManager
     from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
@@ -263,7 +263,7 @@ async def test_default_order_serves_gemma_on_torch_without_trying_an_export(
         pytest.skip("OpenVINO is not the first engine for generation here (not an x86 CPU)")
 
     exports: list[object] = []
-    monkeypatch.setattr(openvino_backend, "export_ir", lambda *a: exports.append(a))
+    monkeypatch.setattr(openvino_export, "export_ir", lambda *a: exports.append(a))
     base = load_settings(
         environ={"HFD_CACHE_DIR": str(tmp_path / "cache"), "HFD_STATE_DIR": str(tmp_path / "state")}
     )

@@ -63,7 +63,7 @@ def test_onnx_exports_record_a_passing_check() -> None:
 
 def test_openvino_exports_record_a_passing_check() -> None:
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    from hfd.backends.openvino_backend import prepare_ir
+    from hfd.backends.openvino_export import prepare_ir
 
     model_dir, _ = prepare_ir(
         LoadOptions(path=em.family("bert"), task="embed", cache_dir=EXPORT_CACHE), "embed", "fp32"

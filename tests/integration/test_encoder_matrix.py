@@ -95,12 +95,12 @@ def test_embeddings_match_the_reference(model: str, engine: str, monkeypatch: py
     if gap is not None:
         if engine == "openvino":
             pytest.importorskip("openvino", reason="the openvino extra is not installed")
-            from hfd.backends import openvino_backend
+            from hfd.backends import openvino_export
 
             def no_export(*args: object, **kwargs: object) -> None:
                 raise AssertionError("the exporter ran for a family the engine is known not to serve")
 
-            monkeypatch.setattr(openvino_backend, "export_ir", no_export)
+            monkeypatch.setattr(openvino_export, "export_ir", no_export)
         with pytest.raises(ModelUnavailable, match=gap):
             load(engine, path)
         return

@@ -20,7 +20,7 @@ from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
 pytest.importorskip("optimum.intel", reason="optimum-intel is not installed (needed to export)")
 
-from hfd.backends import openvino_backend
+from hfd.backends import openvino_backend, openvino_export
 from hfd.backends.exports import MARKER, ExportCache
 from hfd.backends.openvino_backend import OpenVINOBackend, OVGenerator
 from hfd.backends.torch_backend import TorchBackend
@@ -189,11 +189,11 @@ def test_warm_load_skips_the_export(
     ov_llama: OVGenerator, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opts = _opts(tiny_llama(), "generate", cache_dir)
-    key = openvino_backend.export_key(
+    key = openvino_export.export_key(
         opts.path,
         engine="openvino",
-        engine_version=openvino_backend._version("openvino"),
-        options=openvino_backend.export_options("generate", "fp32"),
+        engine_version=openvino_export._version("openvino"),
+        options=openvino_export.export_options("generate", "fp32"),
     )
     cache = ExportCache(cache_dir)
     assert cache.has(key)  # the module's first load exported it
@@ -203,7 +203,7 @@ def test_warm_load_skips_the_export(
     def must_not_export(*args: object, **kwargs: object) -> None:
         raise AssertionError("a warm load must not export again")
 
-    monkeypatch.setattr(openvino_backend, "export_ir", must_not_export)
+    monkeypatch.setattr(openvino_export, "export_ir", must_not_export)
     warm = OpenVINOBackend().load_generator(opts)
     out = run_all(
         warm, [warm.encode_prompt("hello")], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
@@ -220,8 +220,8 @@ def test_weight_formats_are_stored_as_asked(cache_dir: Path, weight_format: str,
 
     opts = _opts(tiny_bert(), "embed", cache_dir, weight_format=weight_format, dtype=None)
     encoder = OpenVINOBackend().load_encoder(opts)
-    ir_dir, _ = openvino_backend.prepare_ir(opts, "embed", weight_format)
-    model = ov.Core().read_model(ir_dir / openvino_backend.IR_FILE)
+    ir_dir, _ = openvino_export.prepare_ir(opts, "embed", weight_format)
+    model = ov.Core().read_model(ir_dir / openvino_export.IR_FILE)
     types = {
         op.get_element_type().get_type_name() for op in model.get_ops() if op.get_type_name() == "Constant"
     }
