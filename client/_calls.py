@@ -2,7 +2,7 @@
 
 A builder turns a method's arguments into a ``Call`` (the operation, its body, how to read
 the final reply); a client's runner sends it over its transport and feeds the replies back
-through ``result``, ``pull_event`` and ``StreamReader``. Everything here is a pure function
+through ``outcome`` and ``StreamBase``. Everything here is a pure function
 of its arguments, so the two clients differ only in how they wait.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
+from hfd.client import types as t
 from hfd.client._common import expect_kind, raise_for_error
 from hfd.client.errors import ModelNotFound, Timeout
 from hfd.client.protocol import (
@@ -32,30 +33,18 @@ from hfd.client.protocol import (
     OP_STATS,
     Reply,
 )
-from hfd.client.types import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    Completion,
-    EmbeddingResponse,
-    Model,
-    ModelList,
-    PulledModel,
-    PullProgress,
-    RunningModel,
-    Usage,
-)
 
 T = TypeVar("T")
 
 KeepAlive = float | str | None
-Progress = Callable[[PullProgress], object]
+Progress = Callable[[t.PullProgress], object]
 
 UNARY: Final = "unary"  # one final ``result``
 STREAM: Final = "stream"  # ``chunk``s, then ``end``: the caller gets a stream object
 PULL: Final = "pull"  # ``event``s for ``progress``, then ``result``
 
 
-def _no_progress(event: PullProgress) -> None:
+def _no_progress(event: t.PullProgress) -> None:
     return None
 
 
@@ -81,9 +70,14 @@ def result(call: Call[T], reply: Reply) -> T:
     return call.parse(expect_kind(reply, KIND_RESULT))
 
 
-def pull_event(reply: Reply) -> PullProgress | None:
-    """The progress a non-final reply reports, if it is an event."""
-    return PullProgress.from_dict(reply.body) if reply.kind == KIND_EVENT else None
+def outcome(call: Call[T], reply: Reply | None, timeout: float | None) -> tuple[bool, Any]:
+    """What one reply to a unary or pull call means: ``(True, value)`` for the final reply,
+    ``(False, progress or None)`` for one before it; silence raises ``Timeout``."""
+    if reply is None:
+        raise timed_out(call.op, timeout)
+    if reply.final:
+        return True, result(call, reply)
+    return False, t.PullProgress.from_dict(reply.body) if reply.kind == KIND_EVENT else None
 
 
 def timed_out(op: str, seconds: float | None) -> Timeout:
@@ -94,23 +88,48 @@ def stream_timed_out(seconds: float | None) -> Timeout:
     return Timeout(f"no data from the daemon for {seconds or 0:g}s; the request was cancelled")
 
 
-class StreamReader(Generic[T]):
-    """The replies of a stream in order: ``feed`` returns a chunk's value, or None for the
-    ``end`` (whose usage and finish reason it keeps); an ``error`` raises its class."""
+class StreamBase(Generic[T]):
+    """What ``Stream`` and ``AsyncStream`` share: the replies of one stream in order.
 
-    def __init__(self, parse: Callable[[dict[str, Any]], T]) -> None:
-        self._parse = parse
-        self.usage: Usage | None = None
+    ``_take`` returns a chunk's value, or None for the ``end`` (whose usage and finish reason
+    it keeps) and other kinds; an ``error`` raises its class, a silence (None) ``Timeout``.
+    The exchange is given up (cancelled unless it ended) once the stream is done.
+    """
+
+    def __init__(self, exchange: Any, call: Call[T], timeout: float | None) -> None:
+        self._exchange = exchange  # it keeps the transport (and its sockets) alive
+        self._parse = call.parse
+        self._timeout = timeout
+        self._done = False
+        self.usage: t.Usage | None = None
         self.finish_reason: str | None = None
 
-    def feed(self, reply: Reply) -> T | None:
+    def _take(self, reply: Reply | None) -> T | None:
+        if reply is None:
+            self._finish()
+            raise stream_timed_out(self._timeout)
+        if reply.final:
+            self._finish()
         raise_for_error(reply)
         if reply.kind == KIND_CHUNK:
             return self._parse(reply.body)
         if reply.kind == KIND_END:
-            self.usage = Usage.from_dict(reply.body.get("usage"))
+            self.usage = t.Usage.from_dict(reply.body.get("usage"))
             self.finish_reason = reply.body.get("finish_reason")
         return None
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._exchange.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._done = True
+            try:
+                self._exchange.close_from_anywhere()
+            except Exception:
+                pass  # interpreter shutdown: the daemon cancels streams of gone clients
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -136,7 +155,7 @@ def _generation(
     body = clean({**body, "stream": stream, **params})
     if stream:
         return Call(op, body, chunk, timeout, STREAM)
-    whole = ChatCompletion.from_dict if op == OP_CHAT else Completion.from_dict
+    whole = t.ChatCompletion.from_dict if op == OP_CHAT else t.Completion.from_dict
     return Call(op, body, lambda reply: whole(reply.body), timeout)
 
 
@@ -148,18 +167,18 @@ def health(*, timeout: float | None = None) -> Call[dict[str, Any]]:
     return Call(OP_HEALTH, {}, _body, timeout)
 
 
-def ps(*, timeout: float | None = None) -> Call[list[RunningModel]]:
+def ps(*, timeout: float | None = None) -> Call[list[t.RunningModel]]:
     """The loaded models, as ``hfd ps`` shows them."""
     return Call(
-        OP_MODELS_PS, {}, lambda r: [RunningModel.from_dict(m) for m in r.body.get("models", [])], timeout
+        OP_MODELS_PS, {}, lambda r: [t.RunningModel.from_dict(m) for m in r.body.get("models", [])], timeout
     )
 
 
-def load(model: str, *, keep_alive: KeepAlive = None, timeout: float | None = None) -> Call[RunningModel]:
+def load(model: str, *, keep_alive: KeepAlive = None, timeout: float | None = None) -> Call[t.RunningModel]:
     """Load ``model`` now. ``keep_alive``: how long it stays loaded when idle, in seconds or
     as a duration ("5m", "1h"); negative keeps it loaded, 0 unloads it once idle."""
     body = clean({"model": model, "keep_alive": keep_alive})
-    return Call(OP_MODELS_LOAD, body, lambda r: RunningModel.from_dict(r.body), timeout)
+    return Call(OP_MODELS_LOAD, body, lambda r: t.RunningModel.from_dict(r.body), timeout)
 
 
 def unload(model: str, *, timeout: float | None = None) -> Call[bool]:
@@ -178,7 +197,9 @@ def stats(*, timeout: float | None = None) -> Call[dict[str, Any]]:
     return Call(OP_STATS, {}, _body, timeout)
 
 
-def pull(model: str, *, progress: Progress | None = None, timeout: float | None = None) -> Call[PulledModel]:
+def pull(
+    model: str, *, progress: Progress | None = None, timeout: float | None = None
+) -> Call[t.PulledModel]:
     """Pull ``model`` (``org/name[@revision]``, ``ipfs://<cid>`` or an alias) into the
     daemon's store; ``progress`` is called with each progress event (in the calling thread;
     with ``AsyncClient`` it may also be a coroutine function).
@@ -188,20 +209,20 @@ def pull(model: str, *, progress: Progress | None = None, timeout: float | None 
     ``progress`` or cancelling the awaiting task cancels the pull on the daemon.
     """
     body = {"model": model, "stream": True}
-    parse = lambda r: PulledModel.from_dict(r.body)  # noqa: E731
+    parse = lambda r: t.PulledModel.from_dict(r.body)  # noqa: E731
     return Call(OP_PULL, body, parse, timeout, PULL, progress or _no_progress)
 
 
-def models_list(*, timeout: float | None = None) -> Call[ModelList]:
+def models_list(*, timeout: float | None = None) -> Call[t.ModelList]:
     """The models this daemon serves."""
-    return Call(OP_MODELS_LIST, {}, lambda r: ModelList.from_dict(r.body), timeout)
+    return Call(OP_MODELS_LIST, {}, lambda r: t.ModelList.from_dict(r.body), timeout)
 
 
-def models_retrieve(model: str, *, timeout: float | None = None) -> Call[Model]:
+def models_retrieve(model: str, *, timeout: float | None = None) -> Call[t.Model]:
     """One served model by name; ``ModelNotFound`` when it is not served here."""
 
-    def find(reply: Reply) -> Model:
-        for m in ModelList.from_dict(reply.body).data:
+    def find(reply: Reply) -> t.Model:
+        for m in t.ModelList.from_dict(reply.body).data:
             if m.id == model:
                 return m
         raise ModelNotFound(f"model {model!r} is not served here", param="model")
@@ -216,11 +237,11 @@ def embeddings(
     dimensions: int | None = None,
     timeout: float | None = None,
     **extra: Any,
-) -> Call[EmbeddingResponse]:
+) -> Call[t.EmbeddingResponse]:
     """Embed ``input`` (one text or many); the vectors come as one float32 array."""
     texts = input if isinstance(input, str) else list(input)
     body = clean({"model": model, "input": texts, "dimensions": dimensions, **extra})
-    return Call(OP_EMBEDDINGS, body, lambda r: EmbeddingResponse.from_reply(r.body, r.frames), timeout)
+    return Call(OP_EMBEDDINGS, body, lambda r: t.EmbeddingResponse.from_reply(r.body, r.frames), timeout)
 
 
 def chat(
@@ -228,11 +249,11 @@ def chat(
 ) -> Call[Any]:
     """A chat completion (``params``: max_tokens, temperature, top_p, seed, stop, timeout, ...)."""
     body = {"model": model, "messages": [dict(m) for m in messages]}
-    return _generation(OP_CHAT, body, stream, params, ChatCompletionChunk.from_dict)
+    return _generation(OP_CHAT, body, stream, params, t.ChatCompletionChunk.from_dict)
 
 
 def completions(model: str, prompt: str | list[int], stream: bool, params: dict[str, Any]) -> Call[Any]:
     """A text completion of ``prompt`` (a string or token ids); ``params`` as for ``chat``."""
     return _generation(
-        OP_COMPLETIONS, {"model": model, "prompt": prompt}, stream, params, Completion.from_dict
+        OP_COMPLETIONS, {"model": model, "prompt": prompt}, stream, params, t.Completion.from_dict
     )

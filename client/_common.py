@@ -8,9 +8,10 @@ import os
 import socket
 import threading
 
+from hfd.client.curve import CurveKeys
 from hfd.client.errors import DaemonUnavailable, ProtocolError, error_from_dict
 from hfd.client.paths import socket_path
-from hfd.client.protocol import KIND_ERROR, Reply
+from hfd.client.protocol import KIND_ERROR, KIND_RESULT, OP_CANCEL, OP_HEALTH, Reply, Request
 
 DEFAULT_TIMEOUT = 60.0
 # How long the first request waits for the daemon to answer `health` before giving up with
@@ -18,6 +19,22 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
 _START_HINT = "start it with `hfd serve` (or `systemctl start hfd`)"
+
+
+class TransportBase:
+    """What the ZeroMQ transports share: where, how long to wait to connect, CURVE keys."""
+
+    def __init__(self, endpoint: str, *, connect_timeout: float, curve: CurveKeys | None = None) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self._curve = curve
+        self._ids = RequestIds()  # for the health check: unique per process, as the clients'
+        self._checked = False  # a daemon answered the health check
+        self._closed = False
+
+    def _send_wait(self, timeout: float | None) -> float:
+        """How long a send may wait for the daemon to take it."""
+        return self.connect_timeout if timeout is None else min(timeout, self.connect_timeout)
 
 
 class RequestIds:
@@ -94,3 +111,19 @@ def expect_kind(reply: Reply, *kinds: str) -> Reply:
     if reply.kind not in kinds:
         raise ProtocolError(f"unexpected reply kind {reply.kind!r}; expected {' or '.join(kinds)}")
     return reply
+
+
+def cancel_request(rid: str) -> Request:
+    """The request that stops ``rid`` on the daemon (it has no reply of its own)."""
+    return Request(id=f"{rid}.cancel", op=OP_CANCEL, body={"id": rid})
+
+
+def health_request(ids: RequestIds) -> Request:
+    return Request(id=ids.next(), op=OP_HEALTH, body={})
+
+
+def check_health(reply: Reply | None, endpoint: str, seconds: float) -> None:
+    """The first request's check: silence means no daemon answers at ``endpoint``."""
+    if reply is None:
+        raise not_answering(endpoint, seconds)
+    expect_kind(reply, KIND_RESULT)

@@ -14,6 +14,10 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from hfd.client import _calls as calls
+from hfd.client._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RequestIds
+from hfd.client.curve import CurveKeys, KeySource, curve_keys
+from hfd.client.paths import normalize_endpoint
+from hfd.client.protocol import Request
 from hfd.client.types import ChatCompletion, ChatCompletionChunk, Completion
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ class Async:
 
 
 F = TypeVar("F", Sync, Async)
+X = TypeVar("X")  # the transport type
 
 
 class Namespace(Generic[F]):
@@ -168,3 +173,46 @@ class Completions(Namespace[F]):
     def create(self, *, model: str, prompt: str | list[int], stream: bool = False, **params: Any) -> Any:
         """A text completion of ``prompt`` (a string or token ids); ``params`` as for chat."""
         return self._run(calls.completions(model, prompt, stream, params))
+
+
+class ClientBase(Admin[F], Generic[F, X]):
+    """What ``Client`` and ``AsyncClient`` share: arguments, namespaces, request ids. Each
+    names its default transport (made from the endpoint, ``connect_timeout`` and CURVE keys)
+    and defines ``_call``, which performs a ``Call`` over ``self._transport``."""
+
+    _default_transport: Callable[..., Any]
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        curve_server_key: KeySource | None = None,
+        curve_public_key: KeySource | None = None,
+        curve_secret_key: KeySource | None = None,
+        transport: X | None = None,
+    ) -> None:
+        super().__init__(self._call)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        if transport is None:
+            self.endpoint = normalize_endpoint(path)
+            curve: CurveKeys | None = curve_keys(curve_server_key, curve_public_key, curve_secret_key)
+            transport = self._default_transport(self.endpoint, connect_timeout=connect_timeout, curve=curve)
+        else:
+            self.endpoint = str(getattr(transport, "endpoint", "custom"))
+        self._transport: X = transport
+        self._ids = RequestIds()
+        self.models: Models[F] = Models(self._run)
+        self.embeddings: Embeddings[F] = Embeddings(self._run)
+        self.chat: Chat[F] = Chat(self._run)
+        self.completions: Completions[F] = Completions(self._run)
+
+    def _call(self, call: calls.Call[Any]) -> Any:
+        raise NotImplementedError
+
+    def _request(self, call: calls.Call[Any]) -> tuple[Request, float | None]:
+        """The request for ``call`` and the timeout that bounds each wait for its replies."""
+        timeout = self.timeout if call.timeout is None else call.timeout
+        return Request(id=self._ids.next(), op=call.op, body=call.body, frames=call.frames), timeout

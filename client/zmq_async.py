@@ -17,18 +17,10 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 
-from hfd.client._common import RequestIds, expect_kind, not_answering, probe_socket
+from hfd.client import _common as common
 from hfd.client.curve import CurveKeys, HandshakeWatch
 from hfd.client.errors import DaemonUnavailable, HfdError
-from hfd.client.protocol import (
-    KIND_RESULT,
-    OP_CANCEL,
-    OP_HEALTH,
-    Reply,
-    Request,
-    decode_reply,
-    encode_request,
-)
+from hfd.client.protocol import Reply, Request, decode_reply, encode_request
 
 log = logging.getLogger(__name__)
 
@@ -112,22 +104,17 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class AsyncZmqTransport:
+class AsyncZmqTransport(common.TransportBase):
     """Requests over one DEALER socket per event loop to ``endpoint``; ``connect_timeout`` as
     for ``hfd.client.zmq_sync.ZmqTransport``."""
 
     def __init__(self, endpoint: str, *, connect_timeout: float, curve: CurveKeys | None = None) -> None:
-        self.endpoint = endpoint
-        self.connect_timeout = connect_timeout
-        self._curve = curve
+        super().__init__(endpoint, connect_timeout=connect_timeout, curve=curve)
         self._res = _AsyncSockets()
         # A transport dropped without close() closes its socket and context when collected.
         self._finalizer = weakref.finalize(self, self._res.close_all)
         self._queues: dict[str, asyncio.Queue[Reply]] = {}
-        self._ids = RequestIds()
-        self._checked = False
         self._check_lock: asyncio.Lock | None = None
-        self._closed = False
 
     async def open(self, request: Request, timeout: float | None) -> _AsyncZmqExchange:
         return await self._open_on(await self._ready(), request, timeout)
@@ -163,9 +150,9 @@ class AsyncZmqTransport:
 
     async def _check(self, sock: zmq.asyncio.Socket) -> None:
         """The first request makes sure a daemon answers, so a missing one fails fast."""
-        probe_socket(self.endpoint)
+        common.probe_socket(self.endpoint)
         try:
-            health = Request(self._ids.next(), OP_HEALTH, {})
+            health = common.health_request(self._ids)
             exchange = await self._open_on(sock, health, self.connect_timeout)
             try:
                 reply = await exchange.receive(self.connect_timeout)
@@ -173,9 +160,7 @@ class AsyncZmqTransport:
                     reply = await exchange.receive(self.connect_timeout)
             finally:
                 exchange.close()
-            if reply is None:
-                raise not_answering(self.endpoint, self.connect_timeout)
-            expect_kind(reply, KIND_RESULT)
+            common.check_health(reply, self.endpoint, self.connect_timeout)
         except DaemonUnavailable as exc:
             if self._res.watch is not None:
                 raise self._res.watch.explain(self.endpoint, exc) from None
@@ -189,10 +174,10 @@ class AsyncZmqTransport:
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         self._queues[request.id] = queue
         try:
-            wait = self.connect_timeout if timeout is None else min(timeout, self.connect_timeout)
+            wait = self._send_wait(timeout)
             # The stubs miss poll's flags argument, which zmq.asyncio has.
             if not await sock.poll(int(wait * 1000), zmq.POLLOUT):  # type: ignore[call-arg]
-                raise not_answering(self.endpoint, wait)
+                raise common.not_answering(self.endpoint, wait)
             await sock.send_multipart(encode_request(request))
         except BaseException:
             self._forget(request.id)
@@ -208,7 +193,7 @@ class AsyncZmqTransport:
         sock = self._res.sock
         if sock is None or sock.closed:
             return
-        frames = encode_request(Request(id=f"{rid}.cancel", op=OP_CANCEL, body={"id": rid}))
+        frames = encode_request(common.cancel_request(rid))
         try:
             future = cast("asyncio.Future[Any]", sock.send_multipart(frames))
         except zmq.ZMQError:
@@ -259,19 +244,12 @@ class _AsyncZmqExchange:
         return reply
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._ended:
-            self._transport._forget(self._rid)
-        else:
-            self._transport._cancel(self._rid)
+        self._end(self._transport._cancel)
 
     def close_from_anywhere(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._ended:
-            self._transport._forget(self._rid)
-        else:
-            self._transport._cancel_threadsafe(self._rid)
+        self._end(self._transport._cancel_threadsafe)
+
+    def _end(self, cancel: Callable[[str], None]) -> None:
+        if not self._closed:
+            self._closed = True
+            (self._transport._forget if self._ended else cancel)(self._rid)

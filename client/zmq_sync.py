@@ -22,18 +22,17 @@ from collections import deque
 
 import zmq
 
-from hfd.client._common import RequestIds, expect_kind, not_answering, probe_socket
+from hfd.client._common import (
+    TransportBase,
+    cancel_request,
+    check_health,
+    health_request,
+    not_answering,
+    probe_socket,
+)
 from hfd.client.curve import CurveKeys, HandshakeWatch
 from hfd.client.errors import DaemonUnavailable
-from hfd.client.protocol import (
-    KIND_RESULT,
-    OP_CANCEL,
-    OP_HEALTH,
-    Reply,
-    Request,
-    decode_reply,
-    encode_request,
-)
+from hfd.client.protocol import Reply, Request, decode_reply, encode_request
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -146,7 +145,7 @@ class _Channel:
 
     def cancel(self, rid: str) -> None:
         self.parked.pop(rid, None)
-        frames = encode_request(Request(id=f"{rid}.cancel", op=OP_CANCEL, body={"id": rid}))
+        frames = encode_request(cancel_request(rid))
         try:
             self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -176,7 +175,7 @@ class _Channel:
         self._release()
 
 
-class ZmqTransport:
+class ZmqTransport(TransportBase):
     """Requests over DEALER sockets, one per thread, to ``endpoint``.
 
     ``connect_timeout`` bounds the first request's ``health`` check (a missing daemon fails
@@ -185,23 +184,18 @@ class ZmqTransport:
     """
 
     def __init__(self, endpoint: str, *, connect_timeout: float, curve: CurveKeys | None = None) -> None:
-        self.endpoint = endpoint
-        self.connect_timeout = connect_timeout
-        self._curve = curve
+        super().__init__(endpoint, connect_timeout=connect_timeout, curve=curve)
         self._sockets = _Sockets()
         self._finalizer = weakref.finalize(self, self._sockets.close_all)
         self._local = threading.local()
         self._channels: weakref.WeakSet[_Channel] = weakref.WeakSet()
         self._channels_lock = threading.Lock()
-        self._ids = RequestIds()
-        self._checked = False
-        self._closed = False
 
     def open(self, request: Request, timeout: float | None) -> _ZmqExchange:
         return self._open_on(self._channel(), request, timeout)
 
     def _open_on(self, channel: _Channel, request: Request, timeout: float | None) -> _ZmqExchange:
-        wait = self.connect_timeout if timeout is None else min(timeout, self.connect_timeout)
+        wait = self._send_wait(timeout)
         with channel.lock:
             channel.parked[request.id] = deque()
             if not channel.send(encode_request(request), wait):
@@ -226,16 +220,14 @@ class ZmqTransport:
         """The first request makes sure a daemon answers, so a missing one fails fast."""
         probe_socket(self.endpoint)
         try:
-            exchange = self._open_on(channel, Request(self._ids.next(), OP_HEALTH, {}), self.connect_timeout)
+            exchange = self._open_on(channel, health_request(self._ids), self.connect_timeout)
             try:
                 reply = exchange.receive(self.connect_timeout)
                 while reply is not None and not reply.final:
                     reply = exchange.receive(self.connect_timeout)
             finally:
                 exchange.close()
-            if reply is None:
-                raise not_answering(self.endpoint, self.connect_timeout)
-            expect_kind(reply, KIND_RESULT)
+            check_health(reply, self.endpoint, self.connect_timeout)
         except DaemonUnavailable as exc:
             if channel.watch is not None:
                 raise channel.watch.explain(self.endpoint, exc) from None
