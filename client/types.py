@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,24 +293,24 @@ class ChatCompletion:
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> ChatCompletion:
-        choices = [
-            Choice(
-                index=int(_get(c, "index", 0)),
-                message=ChatCompletionMessage(
-                    role=str(_get(c.get("message") or {}, "role", "assistant")),
-                    content=(c.get("message") or {}).get("content"),
-                ),
-                finish_reason=c.get("finish_reason"),
-            )
-            for c in _get(body, "choices", [])
-        ]
-        return cls(
-            id=str(_get(body, "id", "")),
-            created=int(_get(body, "created", 0)),
-            model=str(_get(body, "model", "")),
-            choices=choices,
-            usage=Usage.from_dict(body.get("usage")),
-        )
+        def choice(c: dict[str, Any], index: int) -> Choice:
+            message = c.get("message") or {}
+            role = str(_get(message, "role", "assistant"))
+            return Choice(index, ChatCompletionMessage(role, message.get("content")), c.get("finish_reason"))
+
+        return cls(**_generated(body, choice))
+
+
+def _generated(body: dict[str, Any], choice: Callable[[dict[str, Any], int], Any]) -> dict[str, Any]:
+    """The fields a chat completion, its chunks and a completion share; ``choice`` reads one
+    choice (with its index)."""
+    return {
+        "id": str(_get(body, "id", "")),
+        "created": int(_get(body, "created", 0)),
+        "model": str(_get(body, "model", "")),
+        "choices": [choice(c, int(_get(c, "index", 0))) for c in _get(body, "choices", [])],
+        "usage": Usage.from_dict(body.get("usage")),
+    }
 
 
 @dataclass(frozen=True)
@@ -336,24 +337,13 @@ class ChatCompletionChunk:
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> ChatCompletionChunk:
-        choices = [
-            ChunkChoice(
-                index=int(_get(c, "index", 0)),
-                delta=ChoiceDelta(
-                    role=(c.get("delta") or {}).get("role"),
-                    content=(c.get("delta") or {}).get("content"),
-                ),
-                finish_reason=c.get("finish_reason"),
+        def choice(c: dict[str, Any], index: int) -> ChunkChoice:
+            delta = c.get("delta") or {}
+            return ChunkChoice(
+                index, ChoiceDelta(delta.get("role"), delta.get("content")), c.get("finish_reason")
             )
-            for c in _get(body, "choices", [])
-        ]
-        return cls(
-            id=str(_get(body, "id", "")),
-            created=int(_get(body, "created", 0)),
-            model=str(_get(body, "model", "")),
-            choices=choices,
-            usage=Usage.from_dict(body.get("usage")),
-        )
+
+        return cls(**_generated(body, choice))
 
 
 # ----------------------------------------------------------------------------- completions
@@ -379,18 +369,7 @@ class Completion:
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> Completion:
-        choices = [
-            CompletionChoice(
-                index=int(_get(c, "index", 0)),
-                text=str(_get(c, "text", "")),
-                finish_reason=c.get("finish_reason"),
-            )
-            for c in _get(body, "choices", [])
-        ]
-        return cls(
-            id=str(_get(body, "id", "")),
-            created=int(_get(body, "created", 0)),
-            model=str(_get(body, "model", "")),
-            choices=choices,
-            usage=Usage.from_dict(body.get("usage")),
-        )
+        def choice(c: dict[str, Any], index: int) -> CompletionChoice:
+            return CompletionChoice(index, str(_get(c, "text", "")), c.get("finish_reason"))
+
+        return cls(**_generated(body, choice))
