@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hfd.daemon.store.model_store import ModelStore, PublishResult, Removed, resolver
+    from hfd.daemon.store.model_store import ModelStore, Removed, resolver
     from hfd.daemon.store.pull import PullProgress
+    from hfd.daemon.store.sharing import PublishResult
     from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 
 __all__ = ["ModelStore", "PublishResult", "PullProgress", "Removed", "Snapshot", "SnapshotInfo", "resolver"]
 
 _WHERE = {
     "ModelStore": "model_store",
-    "PublishResult": "model_store",
+    "PublishResult": "sharing",
     "Removed": "model_store",
     "resolver": "model_store",
     "PullProgress": "pull",

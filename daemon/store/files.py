@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -68,3 +69,14 @@ def dir_size(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def model_files(root: Path) -> Iterator[Path]:
+    """Regular files of a local model directory, skipping hidden entries (.git, .cache)."""
+    for dirpath, dirnames, names in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith("."):
+                path = Path(dirpath) / name
+                if path.is_file():
+                    yield path

@@ -29,27 +29,27 @@ from hfd.client.errors import (
     InvalidRequest,
     ModelNotFound,
     ModelUnavailable,
-    ValidationFailed,
 )
 from hfd.daemon.settings import ModelSpec, Settings
-from hfd.daemon.store.bundle import import_bundle, read_bundle_manifest, write_bundle
-from hfd.daemon.store.catalog import Catalog, PublishedRow, SnapshotRow, utcnow
-from hfd.daemon.store.cid_index import lookup, read_index, update_index
+from hfd.daemon.store import sharing
+from hfd.daemon.store.catalog import Catalog, SnapshotRow
+from hfd.daemon.store.cid_index import lookup, read_index
 from hfd.daemon.store.fetch import Attempt, Fetched, Flight, SingleFlight, failure
+from hfd.daemon.store.files import model_files
 from hfd.daemon.store.hub import HubFetcher, hub_endpoint, hub_offline
 from hfd.daemon.store.ipfs_source import IpfsFetcher
 from hfd.daemon.store.layout import CacheLayout, RepoDir, default_hf_cache
 from hfd.daemon.store.locks import FileLock, lock_path
 from hfd.daemon.store.pull import DONE, PLACING, RESOLVING, WAITING, ProgressCallback, ProgressMeter
 from hfd.daemon.store.refs import ModelRef, parse_ref
+from hfd.daemon.store.sharing import PublishResult
 from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 from hfd.daemon.store.space import is_no_space, no_space_error
 from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.verify import VerifyReport, check_loadable, stat_key, verify
 from hfd.daemon.store.writer import PlacedFile
 from hfd.ipfs.errors import UNREACHABLE
-from hfd.ipfs.manifest import MANIFEST_NAME, Manifest, ManifestFile, content_commit
-from hfd.ipfs.publish import IMPORT_OPTIONS
+from hfd.ipfs.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,6 @@ class Removed:
     repo: str
     commits: tuple[str, ...]
     freed: int  # bytes of blobs deleted
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    cid: str
-    repo: str
-    revision: str | None
-    commit: str
-    files: int
-    size: int
 
 
 class ModelStore:
@@ -482,7 +472,7 @@ class ModelStore:
         else:
             refs = ()
             missing = ()
-            sizes = {str(p.relative_to(snap.path)): p.stat().st_size for p in _walk(snap.path)}
+            sizes = {str(p.relative_to(snap.path)): p.stat().st_size for p in model_files(snap.path)}
             if with_files:
                 files = tuple(
                     PlacedFile(p, s, sha256_file(snap.path / p), "") for p, s in sorted(sizes.items())
@@ -573,90 +563,18 @@ class ModelStore:
         log.info("snapshots removed", extra={"repo": repo, "commits": commits, "freed": freed})
         return Removed(repo, tuple(commits), freed)
 
-    # ------------------------------------------------------------------ publishing, bundles
+    # ------------------------------------------------------------------ publishing, bundles (sharing.py)
 
     def snapshot_manifest(
         self, snap: Snapshot, *, repo: str | None = None
     ) -> tuple[Manifest, list[tuple[str, Path]]]:
-        """The manifest of a snapshot, and ``(path, file)`` for each of its files."""
-        repo_dir = self._repo_dir_of(snap)
-        if repo_dir is not None and snap.commit is not None:
-            info = self._info(snap, repo_dir, with_files=True)
-            entries = [
-                ManifestFile(f.path, f.size, f.sha256, f.blob or f.sha256)
-                for f in info.files
-                if f.path != MANIFEST_NAME
-            ]
-            manifest = Manifest(
-                snap.repo, snap.revision, snap.commit, tuple(entries), IMPORT_OPTIONS.to_dict()
-            )
-        else:
-            entries = []
-            for file in _walk(snap.path):
-                rel = file.relative_to(snap.path).as_posix()
-                if rel != MANIFEST_NAME:
-                    digest = sha256_file(file)
-                    entries.append(ManifestFile(rel, file.stat().st_size, digest, digest))
-            name = repo or _local_repo_name(snap.path)
-            manifest = Manifest(
-                name, "main", content_commit(entries), tuple(entries), IMPORT_OPTIONS.to_dict()
-            )
-        return manifest, [(f.path, snap.path / f.path) for f in manifest.files]
+        return sharing.snapshot_manifest(self, snap, repo=repo)
 
     def publish(self, ref: str | Snapshot, *, repo: str | None = None) -> PublishResult:
-        """Add a stored (or local) snapshot and its manifest to the IPFS node, pinned; return the CID."""
-        snap = ref if isinstance(ref, Snapshot) else self.find(ref)
-        if snap is None:
-            raise failure(str(ref), self._local_attempts(self.parse(str(ref))))
-        manifest, files = self.snapshot_manifest(snap, repo=repo)
-        published = self.ipfs.publish(manifest, files)
-        self._catalog_call(
-            lambda: self.catalog.record_published(
-                PublishedRow(
-                    published.cid,
-                    manifest.repo,
-                    manifest.revision,
-                    manifest.commit,
-                    published.options.cid_version,
-                    published.options.raw_leaves,
-                    published.options.chunker,
-                    published.options.hash,
-                    utcnow(),
-                )
-            ),
-            None,
-        )
-        if snap.source not in ("local", "hf-cache"):
-            self._catalog_call(
-                lambda: self.catalog.set_cids(
-                    manifest.repo, manifest.commit, published.cid, published.file_cids
-                ),
-                None,
-            )
-        if self.settings.ipfs_index is not None:
-            keys = {f"{manifest.repo}@{manifest.commit}": published.cid}
-            if manifest.revision:
-                keys[f"{manifest.repo}@{manifest.revision}"] = published.cid
-            update_index(self.settings.ipfs_index, keys)
-        log.info(
-            "snapshot published",
-            extra={"repo": manifest.repo, "commit": manifest.commit, "cid": published.cid},
-        )
-        return PublishResult(
-            published.cid,
-            manifest.repo,
-            manifest.revision,
-            manifest.commit,
-            len(manifest.files),
-            manifest.total_size,
-        )
+        return sharing.publish(self, ref, repo=repo)
 
     def export(self, ref: str, out: Path, *, repo: str | None = None) -> tuple[Manifest, int]:
-        snap = self.find(ref)
-        if snap is None:
-            raise failure(ref, self._local_attempts(self.parse(ref)))
-        manifest, files = self.snapshot_manifest(snap, repo=repo)
-        return manifest, write_bundle(manifest, files, out)
+        return sharing.export(self, ref, out, repo=repo)
 
     def import_bundle(
         self,
@@ -666,23 +584,9 @@ class ModelStore:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Snapshot:
-        if not path.is_file():
-            raise ValidationFailed(f"bundle {path} does not exist")
-        meter = ProgressMeter(str(path), progress)
-        stop = should_stop or (lambda: False)
-        manifest = read_bundle_manifest(path)
-        with self.repo_lock(manifest.repo, meter, stop) as repo_dir:
-            try:
-                fetched = import_bundle(
-                    path, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=stop
-                )
-            except BaseException:
-                # A bundle is local, so nothing is worth keeping for a retry.
-                repo_dir.drop_unused_blobs(incomplete=True)
-                raise
-            snap = self.place(fetched, meter, allow_pickle)
-        meter.status(DONE, source="bundle")
-        return snap
+        return sharing.import_bundle(
+            self, path, allow_pickle=allow_pickle, progress=progress, should_stop=should_stop
+        )
 
 
 def resolver(settings: Settings) -> Callable[[ModelSpec], Path]:
@@ -721,21 +625,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    """Regular files of a local model directory, skipping hidden entries (.git, .cache)."""
-    for dirpath, dirnames, names in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                path = Path(dirpath) / name
-                if path.is_file():
-                    yield path
-
-
-def _local_repo_name(path: Path) -> str:
-    import re
-
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("-.") or "model"
-    return f"local/{name}"
