@@ -5,6 +5,11 @@ doors to re-read what can change under them (the HTTP door's TLS certificate).
 At start-up the soft open-file limit is raised to the hard one: a terminal's default of 1024
 descriptors is a few hundred slow clients away from a door that cannot accept.
 
+``Daemon`` is the composition root: it builds the store, the model manager, the response
+cache, the metrics, access control, the service and the doors once, in that order, and passes
+each to what needs it. Nothing looks another object up: one daemon has one ``ModelStore`` (one
+single-flight table for pulls and loads), one ``Access``, one metrics view of its models.
+
 Shutdown order: stop accepting on both doors; in-flight requests get ``grace_period``
 seconds to finish (the doors' ``serve()`` return when they are done); then models unload
 and the IPC socket file is removed. Exit status 0.
@@ -16,17 +21,22 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Protocol
 
 import anyio
+import anyio.abc
 
 from hfd import __version__
+from hfd.daemon.access.control import Access
+from hfd.daemon.cache import ResponseCache
 from hfd.daemon.http.tls import check_plaintext
+from hfd.daemon.metrics import METRICS, Metrics
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.notify import Notifier, watchdog_interval
-from hfd.daemon.ops import ops_for
+from hfd.daemon.pulls import Pulls
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings
+from hfd.daemon.store import ModelStore, resolver
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +51,56 @@ def prepare_dirs(settings: Settings) -> None:
     settings.ipc_socket().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-class Daemon:
-    """One daemon process. ``run()`` returns when the daemon has shut down."""
+class Door(Protocol):
+    """What the lifecycle needs of a door (``IpcServer``, ``HttpServer``)."""
 
-    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[str] = ...) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Daemon:
+    """One daemon process. ``run()`` returns when the daemon has shut down.
+
+    ``metrics``: the process's metrics by default (the store and the schedulers record their
+    events there); one ``Metrics`` watches one daemon's models.
+    """
+
+    def __init__(
+        self, settings: Settings, *, notifier: Notifier | None = None, metrics: Metrics = METRICS
+    ) -> None:
+        from hfd.daemon.zmq.server import IpcServer
+
         self.settings = settings
         self.notifier = notifier or Notifier()
-        self.manager = ModelManager(settings, resolve=_store_resolver(settings))
-        self.service = Service(settings, self.manager)
+        self.store = ModelStore(settings)
+        self.manager = ModelManager(settings, resolve=resolver(settings, self.store))
+        self.cache = ResponseCache.from_settings(settings)
+        self.metrics = metrics
+        metrics.watch(self.manager, self.cache)
+        self.access = Access(settings, metrics)
+        self.service = Service(settings, self.manager, cache=self.cache, pulls=Pulls(settings, self.store))
+        self.doors: dict[str, Door] = {"ipc": IpcServer(self.service, settings, access=self.access)}
+        if settings.http_enabled:
+            from hfd.daemon.http.server import HttpServer  # uvicorn only where HTTP is served
+
+            self.doors["http"] = HttpServer(self.service, settings, access=self.access)
         self.addresses: dict[str, str] = {}
         self._stop = anyio.Event()
-        self._servers: list[tuple[Any, anyio.Event]] = []
+        self._servers: list[tuple[Door, anyio.Event]] = []
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        from hfd.daemon.http.server import HttpServer
-        from hfd.daemon.zmq.server import IpcServer
-
         s = self.settings
         prepare_dirs(s)
         check_plaintext(s)  # no API keys in clear text beyond loopback
-        ops = ops_for(self.service)
-        ops.check_startup()  # refuse what must not serve: keys required but none, bad CURVE keys
-        servers: list[tuple[Any, anyio.Event]] = []
+        access = self.access
+        access.check_startup()  # refuse what must not serve: keys required but none, bad CURVE keys
+        servers: list[tuple[Door, anyio.Event]] = []
 
-        async def door(server: Any, *, task_status: anyio.abc.TaskStatus[str]) -> None:
+        async def door(server: Door, *, task_status: anyio.abc.TaskStatus[str]) -> None:
             finished = anyio.Event()
             servers.append((server, finished))
             try:
@@ -79,14 +112,13 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals, tg.cancel_scope)
             await tg.start(self.manager.run)
-            await tg.start(ops.run)  # the usage log's writer; flushed when the group ends
+            await tg.start(access.run)  # the usage log's writer; flushed when the group ends
             if s.store_scrub_interval > 0:  # re-hash stored blobs slowly in the background
                 from hfd.daemon.store.scrub import scrub_loop
 
                 tg.start_soon(scrub_loop, s)
-            self.addresses["ipc"] = await tg.start(door, IpcServer(self.service, s))
-            if s.http_enabled:
-                self.addresses["http"] = await tg.start(door, HttpServer(self.service, s))
+            for name, server in self.doors.items():
+                self.addresses[name] = await tg.start(door, server)
             await self.manager.preload()
             self._announce_ready()
             interval = watchdog_interval()
@@ -96,7 +128,7 @@ class Daemon:
             await self._stop.wait()
             log.info("shutting down", extra={"grace_period": s.grace_period})
             self.notifier.stopping()
-            ops.mark_stopping()
+            access.mark_stopping()
             for server, _ in servers:
                 server.shutdown()
             # The doors return once in-flight work finished or the grace period ran out;
@@ -116,7 +148,7 @@ class Daemon:
         sys.stdout.flush()
         log.info("ready", extra={"version": __version__, "pid": os.getpid(), **self.addresses})
         self.notifier.ready(f"serving {parts}")
-        ops_for(self.service).mark_ready()
+        self.access.mark_ready()
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -139,15 +171,6 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await anyio.sleep(interval)
-
-
-def _store_resolver(settings: Settings) -> Any:
-    """The store resolves model references when it is available; plain paths otherwise."""
-    try:
-        from hfd.daemon.store import resolver
-    except ImportError:
-        return None
-    return resolver(settings)
 
 
 def _remove(path: os.PathLike[str]) -> None:

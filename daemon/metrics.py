@@ -5,7 +5,7 @@ Two kinds:
 - events, recorded as they happen through the ``record_*`` functions below (requests,
   latency, time to first token, tokens, batch sizes, bytes fetched by source).
   Any module may call them; they cost a dictionary lookup and an addition.
-- state, read at scrape time from the service (loaded models and their memory, queue depth,
+- state, read at scrape time from the model manager (loaded models and their memory, queue depth,
   running sequences, scheduler counters, breaker states, response cache hits), so nothing has
   to keep it current.
 
@@ -28,7 +28,6 @@ from hfd.daemon.scheduler.base import EncoderStats, GenerationStats, Scheduler, 
 if TYPE_CHECKING:
     from hfd.daemon.cache import ResponseCache
     from hfd.daemon.models.manager import ModelManager
-    from hfd.daemon.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +116,17 @@ class Metrics:
         )
         self.in_flight = Gauge("hfd_requests_in_flight", "Requests being answered now.", ["door"], registry=r)
         self._known: Callable[[], Iterable[str]] | None = None
-        self._state: _ServiceCollector | None = None
+        self._state: _StateCollector | None = None
 
     # ------------------------------------------------------------------ wiring
 
-    def bind_service(self, service: Service) -> None:
-        """Read model state from this service at scrape time (replaces an earlier one)."""
+    def watch(self, manager: ModelManager, cache: ResponseCache | None) -> None:
+        """Read model state from this manager and response cache at scrape time. Once per
+        ``Metrics``: the composition root (``hfd.daemon.app``) calls it for the daemon's one
+        manager, so a second caller is a wiring mistake, not a replacement."""
         if self._state is not None:
-            self.registry.unregister(self._state)
-        manager = service.manager
-        self._state = _ServiceCollector(service)
+            raise RuntimeError("these metrics already watch a model manager")
+        self._state = _StateCollector(manager, cache)
         self.registry.register(self._state)
         self._known = lambda: [s.public_name for s in manager.specs()]
 
@@ -169,17 +169,18 @@ class Metrics:
             self.fetched.labels(source).inc(nbytes)
 
 
-class _ServiceCollector(Collector):
-    """Model and scheduler state, read from the service when Prometheus scrapes."""
+class _StateCollector(Collector):
+    """Model and scheduler state, read from the manager when Prometheus scrapes."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, manager: ModelManager, cache: ResponseCache | None) -> None:
+        self.manager = manager
+        self.cache = cache
 
     def describe(self) -> Iterable[Metric]:
         return []  # dynamic: nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        manager = self.service.manager
+        manager = self.manager
         loaded = GaugeMetricFamily(
             "hfd_model_loaded", "1 for each loaded model.", labels=["model", "task", "engine", "device"]
         )
@@ -239,7 +240,7 @@ class _ServiceCollector(Collector):
                 rejected.add_metric([name], stats.requests_rejected)
         yield from (loaded, memory, in_use, queue, running, batches, rows, rejected, dropped)
         yield from _breakers(manager)
-        yield from _cache(self.service.cache)
+        yield from _cache(self.cache)
 
 
 def _stats(scheduler: Scheduler) -> SchedulerStats | None:

@@ -14,15 +14,14 @@ timeout then means the daemon is gone, not that the pull is slow.
 When forwarding fails (the client went away) the pull is cancelled: the store stops at its next
 chunk, unless another caller waits for the same pull, and a later pull resumes the download.
 
-One :class:`~hfd.daemon.store.ModelStore` serves every pull of a service (:func:`store_for`),
-so concurrent pulls of one model through either door share the work.
+The daemon's one :class:`~hfd.daemon.store.ModelStore` serves every pull (:class:`Pulls`, made
+by the composition root in ``hfd.daemon.app``), so concurrent pulls of one model through either
+door share the work.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -33,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hfd.client.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from hfd.daemon.settings import Settings
     from hfd.daemon.store import ModelStore, PullProgress
 
 log = logging.getLogger(__name__)
@@ -52,36 +52,79 @@ class PullRequest(BaseModel):
     stream: bool = True  # progress events before the result (as Ollama's pull API)
 
 
-_STORES: weakref.WeakKeyDictionary[Any, ModelStore] = weakref.WeakKeyDictionary()
-_STORES_LOCK = threading.Lock()
+class Pulls:
+    """Pulls into the daemon's one :class:`~hfd.daemon.store.ModelStore` (the one the model
+    manager resolves through, so a pull and a load of one model share its single-flight table).
 
+    Made without a store (a service built for a test), it makes its own on first use.
+    """
 
-def store_for(service: Any) -> ModelStore:
-    """The one store of this service for pulls (made on first use)."""
-    with _STORES_LOCK:
-        store = _STORES.get(service)
-        if store is None:
+    def __init__(self, settings: Settings, store: ModelStore | None = None) -> None:
+        self.settings = settings
+        self._store = store
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:
             from hfd.daemon.store import ModelStore
 
-            store = _STORES[service] = ModelStore(service.settings)
-        return store
+            self._store = ModelStore(self.settings)
+        return self._store
 
+    def check_ref(self, ref: str) -> str:
+        """``ref`` stripped, when it is a reference a client may pull; raises otherwise.
 
-def check_ref(service: Any, ref: str) -> str:
-    """``ref`` stripped, when it is a reference a client may pull; raises otherwise.
+        Local directories are refused unless the daemon's own configuration names them (an
+        alias): a client must not make the daemon read paths of its choosing.
+        """
+        mref = self.store.parse(ref)  # InvalidRequest / ValidationFailed for a malformed reference
+        if mref.kind == "path" and self.settings.model(ref.strip()) is None:
+            raise InvalidRequest(
+                f"{ref!r} names a local directory; pull org/name[@revision] or ipfs://<cid> "
+                "(local models are served by naming them in the daemon's configuration)",
+                param="model",
+            )
+        return ref.strip()
 
-    Local directories are refused unless the daemon's own configuration names them (an alias):
-    a client must not make the daemon read paths of its choosing.
-    """
-    store = store_for(service)
-    mref = store.parse(ref)  # InvalidRequest / ValidationFailed for a malformed reference
-    if mref.kind == "path" and service.settings.model(ref.strip()) is None:
-        raise InvalidRequest(
-            f"{ref!r} names a local directory; pull org/name[@revision] or ipfs://<cid> "
-            "(local models are served by naming them in the daemon's configuration)",
-            param="model",
+    async def pull(self, ref: str, emit: Emit | None = None) -> dict[str, Any]:
+        """Pull ``ref`` into the store (or find it there); the result is
+        ``{"status": "success", "model": ref, "path", "repo", "revision", "commit", "source"}``.
+
+        ``emit`` gets each progress event; an exception from it cancels the pull and is raised.
+        Call :meth:`check_ref` first where errors must come before anything is sent.
+        """
+        ref = self.check_ref(ref)
+        store = self.store
+        relay = _Relay()
+        failures: list[BaseException] = []
+        snapshot = None
+        # Failures are collected and raised outside the task group, so callers see the error
+        # itself rather than an exception group.
+        async with anyio.create_task_group() as tg:
+            if emit is not None:
+
+                async def forward() -> None:
+                    try:
+                        await relay.forward(emit)
+                    except Exception as exc:
+                        failures.append(exc)
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(forward)
+            try:
+                snapshot = await store.apull(ref, relay.put if emit is not None else None)
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                relay.close()
+        if failures:
+            raise failures[0]
+        assert snapshot is not None
+        log.info(
+            "model pulled",
+            extra={"model": ref, "repo": snapshot.repo, "commit": snapshot.commit, "source": snapshot.source},
         )
-    return ref.strip()
+        return {"status": "success", "model": ref, **snapshot.to_dict()}
 
 
 class _Relay:
@@ -117,44 +160,3 @@ class _Relay:
                 await self.wake.wait()
             if idle.cancelled_caught and last is not None:
                 await emit(last)
-
-
-async def pull(service: Any, ref: str, emit: Emit | None = None) -> dict[str, Any]:
-    """Pull ``ref`` into the service's store (or find it there); the result is
-    ``{"status": "success", "model": ref, "path", "repo", "revision", "commit", "source"}``.
-
-    ``emit`` gets each progress event; an exception from it cancels the pull and is raised.
-    Call :func:`check_ref` first where errors must come before anything is sent.
-    """
-    ref = check_ref(service, ref)
-    store = store_for(service)
-    relay = _Relay()
-    failures: list[BaseException] = []
-    snapshot = None
-    # Failures are collected and raised outside the task group, so callers see the error
-    # itself rather than an exception group.
-    async with anyio.create_task_group() as tg:
-        if emit is not None:
-
-            async def forward() -> None:
-                try:
-                    await relay.forward(emit)
-                except Exception as exc:
-                    failures.append(exc)
-                    tg.cancel_scope.cancel()
-
-            tg.start_soon(forward)
-        try:
-            snapshot = await store.apull(ref, relay.put if emit is not None else None)
-        except Exception as exc:
-            failures.append(exc)
-        finally:
-            relay.close()
-    if failures:
-        raise failures[0]
-    assert snapshot is not None
-    log.info(
-        "model pulled",
-        extra={"model": ref, "repo": snapshot.repo, "commit": snapshot.commit, "source": snapshot.source},
-    )
-    return {"status": "success", "model": ref, **snapshot.to_dict()}

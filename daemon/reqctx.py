@@ -26,7 +26,7 @@ class RequestContext:
     request_id: str
     door: str  # "http" | "ipc"
     route: str = ""
-    principal: Any = None  # hfd.daemon.auth.Principal
+    principal: Any = None  # hfd.daemon.access.auth.Principal
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -27,6 +27,7 @@ from hfd.daemon import reqctx
 from hfd.daemon.cache import RecordingStream, ReplayStream, ResponseCache
 from hfd.daemon.models.loaded import LoadedModel
 from hfd.daemon.models.manager import ModelManager
+from hfd.daemon.pulls import Pulls
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -129,11 +130,19 @@ class Generation:
 
 class Service:
     def __init__(
-        self, settings: Settings, manager: ModelManager, *, cache: ResponseCache | None = None
+        self,
+        settings: Settings,
+        manager: ModelManager,
+        *,
+        cache: ResponseCache | None = None,
+        pulls: Pulls | None = None,
     ) -> None:
         self.settings = settings
         self.manager = manager
         self.cache = cache if cache is not None else ResponseCache.from_settings(settings)
+        # Pulls into the daemon's one store (hfd.daemon.app passes it; a service made alone
+        # for a test gets one of its own).
+        self.pulls = pulls if pulls is not None else Pulls(settings)
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ models

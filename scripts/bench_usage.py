@@ -57,7 +57,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_record(records: int, batch: int) -> dict[str, Any]:
-    from hfd.daemon.usage import UsageLog, UsageRecord, summarize
+    from hfd.daemon.access.usage import UsageLog, UsageRecord, summarize
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
@@ -161,7 +161,7 @@ def bench_burst(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
                 if variant == "on":
-                    from hfd.daemon.usage import summarize
+                    from hfd.daemon.access.usage import summarize
 
                     rows = summarize(workdir / "state", by="route")
                     logged.append(sum(r["requests"] for r in rows if r["group"] == "/v1/embeddings"))

@@ -70,7 +70,7 @@ def _fail(exc: HfdError) -> int:
 
 
 def _store(settings: Settings) -> Any:
-    from hfd.daemon.keys import KeyStore
+    from hfd.daemon.access.keys import KeyStore
 
     return KeyStore(settings.state_dir)
 
@@ -137,7 +137,7 @@ def _revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _curve(args: argparse.Namespace, settings: Settings) -> int:
-    from hfd.daemon.zap import create_keypair
+    from hfd.daemon.access.zap import create_keypair
 
     try:
         public, secret = create_keypair(args.out, args.name)
@@ -150,7 +150,7 @@ def _curve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    from hfd.daemon.usage import parse_since, summarize
+    from hfd.daemon.access.usage import parse_since, summarize
 
     try:
         rows = summarize(settings.state_dir, by=args.by, since=parse_since(args.since))

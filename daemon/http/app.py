@@ -37,12 +37,14 @@ from starlette.types import Receive
 
 from hfd.client.errors import InvalidJSON, ModelNotFound
 from hfd.daemon import pulls
+from hfd.daemon.access.control import Access
 from hfd.daemon.http import admin, openai_types, ops_routes
 from hfd.daemon.http.errors import error_response
 from hfd.daemon.http.limits import BodyLimit, BodyTimeout
 from hfd.daemon.http.middleware import OpsMiddleware
 from hfd.daemon.http.pull_stream import NdjsonPull
 from hfd.daemon.http.sse import EventStream, wait_disconnect
+from hfd.daemon.metrics import Metrics
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -207,10 +209,10 @@ class Routes:
     async def pull(self, request: Request) -> Response:
         req = parse(pulls.PullRequest, await read_json(request))
         # A malformed reference is an error status, not a stream that fails at once.
-        ref = pulls.check_ref(self.service, req.model)
+        ref = self.service.pulls.check_ref(req.model)
         if req.stream:
-            return NdjsonPull(lambda emit: pulls.pull(self.service, ref, emit))
-        finished, result = await until_disconnect(lambda: pulls.pull(self.service, ref), request.receive)
+            return NdjsonPull(lambda emit: self.service.pulls.pull(ref, emit))
+        finished, result = await until_disconnect(lambda: self.service.pulls.pull(ref), request.receive)
         if not finished:
             log.info("client disconnected; pull cancelled", extra={"model": ref})
             return Response(status_code=499)
@@ -230,7 +232,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc, method=request.method, path=request.url.path)
 
 
-def create_app(service: Service, settings: Settings) -> Starlette:
+def create_app(service: Service, settings: Settings, access: Access | None = None) -> Starlette:
+    """The ASGI app. ``access``: the daemon's one (hfd.daemon.app); an app made alone gets its own."""
+    if access is None:
+        access = Access(settings, Metrics())
     r = Routes(service)
     routes = [
         Route("/health", _endpoint(r.health), methods=["GET"]),
@@ -248,10 +253,10 @@ def create_app(service: Service, settings: Settings) -> Starlette:
         Route("/api/version", _endpoint(r.version), methods=["GET"]),
         Route("/api/hardware", _endpoint(r.hardware), methods=["GET"]),
     ]
-    routes += ops_routes.routes(service)  # /ready, /metrics
+    routes += ops_routes.routes(access)  # /ready, /metrics
     middleware = [
         Middleware(BodyTimeout, timeout=settings.http_body_timeout),  # outermost: every body read
-        Middleware(OpsMiddleware, service=service),  # request id, keys, limits, metrics, usage
+        Middleware(OpsMiddleware, access=access),  # request id, keys, limits, metrics, usage
         Middleware(BodyLimit, max_bytes=settings.http_max_body_bytes),
     ]
     if settings.http_cors_origins:

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hfd.client.errors import PayloadTooLarge, Unauthorized
 from hfd.daemon import reqctx
-from hfd.daemon.auth import KNOWN_PATHS, OPEN, scope_for_http
+from hfd.daemon.access.auth import KNOWN_PATHS, OPEN, scope_for_http
+from hfd.daemon.access.control import Access
 from hfd.daemon.http.errors import error_response
-from hfd.daemon.ops import Ops, ops_for
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +36,11 @@ _OTHER_ROUTE = "other"  # unknown paths share one metrics label
 
 
 class OpsMiddleware:
-    def __init__(self, app: ASGIApp, service: Any) -> None:
+    def __init__(self, app: ASGIApp, access: Access) -> None:
         self.app = app
-        self.ops: Ops = ops_for(service)
-        self.max_body = service.settings.http_max_body_bytes
-        self.metrics_public = service.settings.metrics_public
+        self.ops = access
+        self.max_body = access.settings.http_max_body_bytes
+        self.metrics_public = access.settings.metrics_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -6,18 +6,16 @@ listen, it is not shutting down, the store is readable. 200 or 503, with the che
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hfd.daemon.access.control import Access
 from hfd.daemon.metrics import CONTENT_TYPE
-from hfd.daemon.ops import ops_for
 
 
-def routes(service: Any) -> list[Route]:
-    ops = ops_for(service)
+def routes(access: Access) -> list[Route]:
+    ops = access
 
     async def metrics(request: Request) -> Response:
         return Response(ops.metrics.exposition(), media_type=CONTENT_TYPE)
@@ -29,6 +27,6 @@ def routes(service: Any) -> list[Route]:
         )
 
     out = [Route("/ready", ready, methods=["GET"])]
-    if service.settings.metrics_enabled:
+    if access.settings.metrics_enabled:
         out.append(Route("/metrics", metrics, methods=["GET"]))
     return out

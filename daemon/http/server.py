@@ -29,9 +29,11 @@ import anyio
 import anyio.abc
 import uvicorn
 
+from hfd.daemon.access.control import Access
 from hfd.daemon.http.app import create_app
 from hfd.daemon.http.conn import AcceptErrors, GuardedProtocol
 from hfd.daemon.http.tls import TlsConfig, tls_config
+from hfd.daemon.metrics import Metrics
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings
 
@@ -122,8 +124,10 @@ def connection_cap(settings: Settings) -> int:
 
 
 class HttpServer:
-    def __init__(self, service: Service, settings: Settings) -> None:
+    def __init__(self, service: Service, settings: Settings, *, access: Access | None = None) -> None:
         self.service = service
+        # The daemon's one Access (hfd.daemon.app); a door served alone (tests) gets its own.
+        self.access = access if access is not None else Access(settings, Metrics())
         self.settings = settings
         self.address: str | None = None
         self._server: _Uvicorn | None = None
@@ -137,7 +141,7 @@ class HttpServer:
             header_timeout=s.http_header_timeout, max_connections=connection_cap(s)
         )
         return uvicorn.Config(
-            create_app(self.service, s),
+            create_app(self.service, s, self.access),
             lifespan="off",
             log_config=None,  # the daemon configured logging already
             access_log=False,

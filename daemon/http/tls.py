@@ -17,7 +17,7 @@ import logging
 import ssl
 from pathlib import Path
 
-from hfd.daemon.auth import is_loopback
+from hfd.daemon.access.auth import is_loopback
 from hfd.daemon.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

@@ -589,12 +589,13 @@ class ModelStore:
         )
 
 
-def resolver(settings: Settings) -> Callable[[ModelSpec], Path]:
+def resolver(settings: Settings, store: ModelStore | None = None) -> Callable[[ModelSpec], Path]:
     """The model manager's ``resolve``: a model spec to the directory a backend loads from.
 
     Runs on a worker thread; pulls when ``settings.allow_pull`` is on, and records the use.
+    ``store``: the daemon's one store (its pulls then share one single-flight table).
     """
-    store = ModelStore(settings)
+    store = store if store is not None else ModelStore(settings)
 
     def resolve(spec: ModelSpec) -> Path:
         snap = store.resolve(spec, allow_pull=settings.allow_pull)

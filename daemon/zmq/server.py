@@ -61,8 +61,9 @@ from hfd.client.protocol import (
     encode_reply,
 )
 from hfd.daemon import pulls, reqctx
+from hfd.daemon.access.control import Access
 from hfd.daemon.http import admin, openai_types
-from hfd.daemon.ops import ops_for
+from hfd.daemon.metrics import Metrics
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -108,7 +109,7 @@ class PeerGone(Exception):
 
 
 class IpcServer:
-    def __init__(self, service: Service, settings: Settings) -> None:
+    def __init__(self, service: Service, settings: Settings, *, access: Access | None = None) -> None:
         self.service = service
         self.settings = settings
         self.endpoint = settings.ipc_endpoint()
@@ -119,7 +120,9 @@ class IpcServer:
         self._inflight: dict[Key, anyio.CancelScope] = {}
         self._stopping = anyio.Event()
         self._idle = anyio.Event()
-        self._access = ops_for(service)  # peer checks, scopes, metrics, usage (hfd.daemon.ops)
+        # Peer checks, scopes, metrics, usage: the daemon's one Access (hfd.daemon.app); a door
+        # served alone (tests) gets its own.
+        self._access = access if access is not None else Access(settings, Metrics())
         self._ops: dict[str, Callable[[bytes, Request], Awaitable[None]]] = {
             OP_HEALTH: self._health,
             OP_MODELS_LIST: self._models_list,
@@ -418,7 +421,7 @@ class IpcServer:
         async def emit(event: dict[str, Any]) -> None:
             await self._send(ident, Reply(id=req.id, kind=KIND_EVENT, body=event))
 
-        result = await pulls.pull(self.service, body.model, emit if body.stream else None)
+        result = await self.service.pulls.pull(body.model, emit if body.stream else None)
         await self._result(ident, req, result)
 
     async def _stats(self, ident: bytes, req: Request) -> None:

@@ -30,7 +30,7 @@ from hfd.client.protocol import (
     decode_reply,
     encode_request,
 )
-from hfd.daemon.keys import KeyStore
+from hfd.daemon.access.keys import KeyStore
 
 pytestmark = pytest.mark.timeout(300)
 

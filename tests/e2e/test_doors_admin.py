@@ -34,10 +34,10 @@ from hfd.client.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from hfd.daemon.access.zap import create_keypair
 from hfd.daemon.cli import main as cli
 from hfd.daemon.settings import load_settings
 from hfd.daemon.store import ModelStore
-from hfd.daemon.zap import create_keypair
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,7 +13,7 @@ import zmq.auth
 from hfd.client import AsyncClient, Client
 from hfd.client.curve import curve_keys
 from hfd.client.errors import InvalidRequest
-from hfd.daemon.zap import create_keypair
+from hfd.daemon.access.zap import create_keypair
 
 TCP = "tcp://127.0.0.1:1"
 

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from hfd.client.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from hfd.daemon.auth import Authenticator, Principal, keys_required, scope_for_http, scope_for_ipc
-from hfd.daemon.keys import KeyStore, hash_key
+from hfd.daemon.access.auth import Authenticator, Principal, keys_required, scope_for_http, scope_for_ipc
+from hfd.daemon.access.keys import KeyStore, hash_key
 from hfd.daemon.settings import SettingsError, load_settings
 
 

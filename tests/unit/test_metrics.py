@@ -30,8 +30,9 @@ def service(tmp_path: Path) -> Service:
 
 
 def test_recorded_events_are_exposed(tmp_path: Path) -> None:
+    svc = service(tmp_path)
     m = Metrics()
-    m.bind_service(service(tmp_path))
+    m.watch(svc.manager, svc.cache)
     for status in (200, 200, 429):
         m.record_request("http", "/v1/chat/completions", "chat", status, 0.2)
     m.record_request("ipc", "embeddings.create", "no-such-model", 200, 0.01)
@@ -62,7 +63,7 @@ def test_recorded_events_are_exposed(tmp_path: Path) -> None:
 def test_breaker_state_is_read_at_scrape_time(tmp_path: Path) -> None:
     svc = service(tmp_path)
     m = Metrics()
-    m.bind_service(svc)
+    m.watch(svc.manager, svc.cache)
     breaker = svc.manager.breakers.get("chat", "torch")
     key = ("hfd_breaker_state", (("engine", "torch"), ("model", "chat"), ("state", "open")))
     assert samples(m)[key] == 0

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from hfd.daemon.peercred import PeerCred, PeerPolicy, parse_zmq_peer_address, socket_peercred
-from hfd.daemon.zap import (
+from hfd.daemon.access.peercred import PeerCred, PeerPolicy, parse_zmq_peer_address, socket_peercred
+from hfd.daemon.access.zap import (
     CurveClients,
     CurveKeyError,
     ZapAuthenticator,

@@ -15,7 +15,6 @@ from support.store_env import store_settings
 
 from hfd.client.errors import ModelNotFound
 from hfd.daemon import pulls
-from hfd.daemon.settings import Settings
 from hfd.daemon.store.pull import PullProgress
 
 pytestmark = pytest.mark.anyio
@@ -71,14 +70,9 @@ async def test_a_stalled_pull_repeats_its_last_event(monkeypatch: pytest.MonkeyP
     assert len(seen) >= 3 and all(e["status"] == "waiting" for e in seen)
 
 
-class _Service:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-
 @pytest.mark.usefixtures("hub_online")
 async def test_pull_raises_the_error_itself_and_a_gone_client_stops_it(tmp_path: Path) -> None:
-    """Errors leave ``pulls.pull`` as themselves (never wrapped in an exception group): the
+    """Errors leave ``Pulls.pull`` as themselves (never wrapped in an exception group): the
     forwarding's (a client gone), and the store's after its events were forwarded."""
 
     class Gone(Exception):
@@ -93,13 +87,13 @@ async def test_pull_raises_the_error_itself_and_a_gone_client_stops_it(tmp_path:
         seen.append(event["status"])
 
     with HubServer([HubRepo.from_dir("acme/x", tiny_bert())]) as hub:
-        service = _Service(store_settings(tmp_path, hub_offline=False, hub_endpoint=hub.url))
+        service = pulls.Pulls(store_settings(tmp_path, hub_offline=False, hub_endpoint=hub.url))
         with pytest.raises(Gone):
-            await pulls.pull(service, "acme/x", gone)
+            await service.pull("acme/x", gone)
         with pytest.raises(ModelNotFound) as missing:
-            await pulls.pull(service, "acme/nope", note)
+            await service.pull("acme/nope", note)
         assert seen and seen[0] == "resolving"
         assert any(hub.url in p["place"] for p in missing.value.details["looked_in"])
-        result = await pulls.pull(service, "acme/x", note)
+        result = await service.pull("acme/x", note)
     assert result["status"] == "success" and result["commit"] == hub.repos["acme/x"].commit
-    assert pulls.store_for(service).find("acme/x") is not None
+    assert service.store.find("acme/x") is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hfd.client.errors import RateLimited
-from hfd.daemon.ratelimit import Limits, RateLimiter, TokenBucket
+from hfd.daemon.access.ratelimit import Limits, RateLimiter, TokenBucket
 
 
 class Clock:

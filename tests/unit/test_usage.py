@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hfd.client.errors import InvalidRequest
-from hfd.daemon.usage import UsageLog, UsageRecord, parse_since, summarize
+from hfd.daemon.access.usage import UsageLog, UsageRecord, parse_since, summarize
 
 
 def rec(

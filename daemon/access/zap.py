@@ -5,7 +5,7 @@ every new connection on a socket that has a ZAP domain, before any message gets 
 
 - ``ipc://`` connections (NULL mechanism, domain ``hfd-ipc``): the peer's uid/gid/pid, read by
   libzmq with ``SO_PEERCRED``/``LOCAL_PEERCRED`` at accept time, arrive in the address field;
-  :class:`~hfd.daemon.peercred.PeerPolicy` decides. A refused peer never gets a message in.
+  :class:`~hfd.daemon.access.peercred.PeerPolicy` decides. A refused peer never gets a message in.
 - ``tcp://`` connections (CURVE mechanism, domain ``hfd-tcp``): the client's long-term public
   key must be one of the certificates in the allowed clients directory (re-read when it
   changes, so adding or removing a client needs no restart).
@@ -33,7 +33,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from hfd.client.errors import HfdError, InvalidRequest
-from hfd.daemon.peercred import PeerPolicy, parse_zmq_peer_address
+from hfd.daemon.access.peercred import PeerPolicy, parse_zmq_peer_address
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,15 @@
-"""Access control and observability around the doors, in one object per service.
+"""Access control and observability around the doors, in one object per daemon.
 
-Both doors reach it with :func:`ops_for` (one instance per :class:`~hfd.daemon.service.Service`,
-so their constructors need no new argument), and the daemon's lifecycle starts and closes it:
+The composition root (``hfd.daemon.app``) makes the one :class:`Access` and hands it to both
+doors; the daemon's lifecycle starts and closes it:
 
-- before the doors open: :meth:`Ops.check_startup` (keys required but none, bad CURVE keys)
-  and :meth:`Ops.start` (the usage log's writer);
-- per request: :meth:`Ops.begin` / :meth:`Ops.authorize` / :meth:`Ops.finish` (the HTTP
-  middleware and the IPC server call these);
-- the IPC door's sockets: :meth:`Ops.secure_ipc` before binding ``ipc://``,
-  :meth:`Ops.bind_tcp` for the optional CURVE-protected TCP endpoint;
-- :meth:`Ops.mark_ready` / :meth:`Ops.mark_stopping` for ``GET /ready``.
+- before the doors open: :meth:`Access.check_startup` (keys required but none, bad CURVE keys)
+  and :meth:`Access.start` (the usage log's writer);
+- per request: :meth:`Access.begin` / :meth:`Access.authorize` / :meth:`Access.finish` (the
+  HTTP middleware and the IPC server call these);
+- the IPC door's sockets: :meth:`Access.secure_ipc` before binding ``ipc://``,
+  :meth:`Access.bind_tcp` for the optional CURVE-protected TCP endpoint;
+- :meth:`Access.mark_ready` / :meth:`Access.mark_stopping` for ``GET /ready``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from typing import Any
 
 import anyio
@@ -27,15 +26,15 @@ import zmq
 
 from hfd.client.errors import HfdError, RateLimited
 from hfd.daemon import reqctx
-from hfd.daemon.auth import ANONYMOUS, Authenticator, Principal, scope_for_ipc
-from hfd.daemon.keys import KeyStore
-from hfd.daemon.metrics import METRICS, Metrics
-from hfd.daemon.peercred import PeerPolicy
-from hfd.daemon.ratelimit import RateLimiter
+from hfd.daemon.access.auth import ANONYMOUS, Authenticator, Principal, scope_for_ipc
+from hfd.daemon.access.keys import KeyStore
+from hfd.daemon.access.peercred import PeerPolicy
+from hfd.daemon.access.ratelimit import RateLimiter
+from hfd.daemon.access.usage import UsageLog, UsageRecord
+from hfd.daemon.access.zap import CurveClients, ZapAuthenticator, load_server_secret
+from hfd.daemon.metrics import Metrics
 from hfd.daemon.reqctx import RequestContext
 from hfd.daemon.settings import Settings
-from hfd.daemon.usage import UsageLog, UsageRecord
-from hfd.daemon.zap import CurveClients, ZapAuthenticator, load_server_secret
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,14 @@ log = logging.getLogger(__name__)
 _NOT_USAGE = frozenset({"/health", "/ready", "/metrics"})
 
 
-class Ops:
-    def __init__(self, service: Any, *, metrics: Metrics = METRICS) -> None:
-        self.service = service
-        self.settings: Settings = service.settings
-        s = self.settings
+class Access:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        s = settings
         self.keys = KeyStore(s.state_dir)
         self.auth = Authenticator(s, self.keys)
         self.limiter = RateLimiter()
         self.metrics = metrics
-        metrics.bind_service(service)
         self.usage: UsageLog | None = None
         if s.usage_enabled:
             self.usage = UsageLog(
@@ -285,16 +282,3 @@ class Ops:
             and checks["cache_dir"]
         )
         return ok, checks
-
-
-_BY_SERVICE: weakref.WeakKeyDictionary[Any, Ops] = weakref.WeakKeyDictionary()
-_BY_SERVICE_LOCK = threading.Lock()
-
-
-def ops_for(service: Any) -> Ops:
-    """The one Ops of this service (made on first use)."""
-    with _BY_SERVICE_LOCK:
-        ops = _BY_SERVICE.get(service)
-        if ops is None:
-            ops = _BY_SERVICE[service] = Ops(service)
-        return ops

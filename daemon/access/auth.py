@@ -5,7 +5,7 @@ A request is made by a :class:`Principal`:
 - an API key (HTTP ``Authorization: Bearer hfd-...``): the key's scopes, model allow-list and
   rate limits;
 - a local user on the IPC socket (``uid:<n>``, vouched for by the kernel through the peer
-  check in :mod:`hfd.daemon.zap`): every scope, like a user who may open the socket file;
+  check in :mod:`hfd.daemon.access.zap`): every scope, like a user who may open the socket file;
 - a CURVE client on the IPC door's TCP endpoint: the scopes in ``ipc_tcp_scopes``;
 - anonymous: HTTP without a key where keys are not required (loopback by default).
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from hfd.client import protocol as p
 from hfd.client.errors import Forbidden, Unauthorized
-from hfd.daemon.keys import (
+from hfd.daemon.access.keys import (
     ALL_SCOPES,
     KEY_PREFIX,
     SCOPE_ADMIN,
@@ -37,9 +37,9 @@ from hfd.daemon.keys import (
     KeyStore,
     parse_scopes,
 )
-from hfd.daemon.ratelimit import Limits
+from hfd.daemon.access.ratelimit import Limits
+from hfd.daemon.access.zap import USER_CURVE_PREFIX, USER_UID_PREFIX
 from hfd.daemon.settings import Settings, SettingsError
-from hfd.daemon.zap import USER_CURVE_PREFIX, USER_UID_PREFIX
 
 OPEN = None  # a route anyone may call
 
