@@ -2,8 +2,8 @@
 
 A builder turns a method's arguments into a ``Call`` (the operation, its body, how to read
 the final reply); a client's runner sends it over its transport and feeds the replies back
-through ``outcome`` and ``StreamBase``. Everything here is a pure function
-of its arguments, so the two clients differ only in how they wait.
+through ``outcome`` and ``StreamBase``. Nothing here waits or touches a socket, so the two
+clients differ only in how they wait, and this is tested without a daemon.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ whose ``__get__`` gives the builder's own signature with the flavour's return ty
 
 from __future__ import annotations
 
-import functools
+import inspect
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -57,6 +57,12 @@ class op(Generic[P, T]):
     def __init__(self, build: Callable[P, calls.Call[T]]) -> None:
         self._build = build
         self.__doc__ = build.__doc__
+        # What help() and inspect.signature() show: the builder's parameters, not its Call.
+        self._signature = inspect.signature(build).replace(return_annotation=inspect.Signature.empty)
+        self.__name__ = build.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.__name__ = name
 
     @overload
     def __get__(self, obj: None, owner: type) -> op[P, T]: ...
@@ -70,10 +76,12 @@ class op(Generic[P, T]):
             return self
         build, run = self._build, obj._run
 
-        @functools.wraps(build)
         def method(*args: Any, **kwargs: Any) -> Any:
             return run(build(*args, **kwargs))
 
+        method.__name__ = method.__qualname__ = self.__name__
+        method.__doc__ = self.__doc__
+        method.__signature__ = self._signature  # type: ignore[attr-defined]
         return method
 
 

@@ -5,6 +5,7 @@ streams and pulls, with a function in the daemon's place (no sockets). What need
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -239,3 +240,13 @@ def test_async_client_shares_the_calls() -> None:
                 await c.health()
 
     asyncio.run(main())
+
+
+def test_methods_show_their_parameters_and_docs() -> None:
+    for client in (
+        Client(transport=MemoryTransport(Daemon(result({})))),
+        AsyncClient(transport=AsyncMemoryTransport(Daemon(result({})))),
+    ):
+        assert list(inspect.signature(client.load).parameters) == ["model", "keep_alive", "timeout"]
+        assert client.pull.__name__ == "pull" and "progress" in (client.pull.__doc__ or "")
+        assert client.models.list.__name__ == "list"
