@@ -32,7 +32,7 @@ from typing import Any
 
 import duckdb
 
-from hfd.client.errors import HfdError, InvalidRequest, NotFound
+from hfd.client.errors import InvalidRequest, KeyStoreError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at  TIMESTAMPTZ
 )
 """
-
-
-class KeyStoreError(HfdError):
-    """The key database cannot be read or written."""
-
-    code = "keystore_error"
-    status = 500
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from typing import Any
 
 import duckdb
 
-from hfd.client.errors import HfdError, InvalidRequest
+from hfd.client.errors import InvalidRequest
+from hfd.client.errors import UsageLogError as UsageError
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,6 @@ CREATE TABLE IF NOT EXISTS usage (
     latency_ms        DOUBLE
 )
 """
-
-
-class UsageError(HfdError):
-    code = "usage_log_error"
-    status = 500
 
 
 @dataclass(frozen=True)

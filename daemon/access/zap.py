@@ -32,7 +32,7 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from hfd.client.errors import HfdError, InvalidRequest
+from hfd.client.errors import CurveKeyError, InvalidRequest
 from hfd.daemon.access.peercred import PeerPolicy, parse_zmq_peer_address
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ IPC_DOMAIN = b"hfd-ipc"
 TCP_DOMAIN = b"hfd-tcp"
 USER_UID_PREFIX = "uid:"
 USER_CURVE_PREFIX = "curve:"
-
-
-class CurveKeyError(HfdError):
-    """A CURVE key file is missing, malformed or unsafe."""
-
-    code = "invalid_curve_key"
-    status = 500
 
 
 def load_server_secret(path: Path) -> tuple[bytes, bytes]:

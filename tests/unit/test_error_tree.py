@@ -41,6 +41,18 @@ def test_a_server_side_fault_crosses_the_wire_as_its_own_class(name: str, code: 
     assert (rebuilt.code, rebuilt.status) == (code, 500)
 
 
+def test_the_daemon_raises_the_trees_classes_under_their_old_names() -> None:
+    from hfd.daemon.access.keys import KeyStoreError
+    from hfd.daemon.access.usage import UsageError
+    from hfd.daemon.access.zap import CurveKeyError
+
+    assert (KeyStoreError, CurveKeyError, UsageError) == (
+        errors.KeyStoreError,
+        errors.CurveKeyError,
+        errors.UsageLogError,
+    )
+
+
 def test_no_error_code_is_defined_outside_the_tree() -> None:
     """A subclass defined elsewhere with a code of its own would reach the client as a bare
     ``HfdError``: the client only knows the codes of ``hfd.client.errors``."""
