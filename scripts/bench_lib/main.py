@@ -42,11 +42,24 @@ REPO = Path(__file__).resolve().parents[2]
 GEN_MODEL = "bench-llm"
 EMBED_MODEL = "bench-embed"
 PARTS = ("gen", "embed", "ttft")
+# The other benchmarks: ``scripts/bench <name> [options]`` runs ``bench_lib.<module>.main``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "pull": ("pull", "a model pulled by CID from the local IPFS node, against `cat` of the same bytes"),
+    "soak": ("soak", "mixed traffic on both doors for --minutes N, and what it did to the daemon"),
+    "engines": ("engines", "the engines offline on this machine (the numbers behind the engine policy)"),
+    "cache": ("cache", "the response cache, and the memory budget under model rotation"),
+    "usage": ("usage", "what the usage log costs a request"),
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    others = "\n".join(f"  {name:<8} {what}" for name, (_module, what) in SUBCOMMANDS.items())
     p = argparse.ArgumentParser(
-        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="scripts/bench",
+        usage=f"scripts/bench [options] | scripts/bench {{{','.join(SUBCOMMANDS)}}} [options]",
+        description=__doc__,
+        epilog=f"other benchmarks (scripts/bench NAME --help for each):\n{others}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--engine",
@@ -62,26 +75,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="engine threads, daemon and offline (0: the daemon's automatic choice)",
     )
     p.add_argument("--out-dir", type=Path, default=REPO / "bench-results", help="where the JSON and PNG go")
-    p.add_argument(
-        "--pull", action="store_true", help="benchmark pulling models instead (scripts/bench_pull.py)"
-    )
-    p.add_argument(
-        "--soak",
-        action="store_true",
-        help="a soak instead: mixed traffic on both doors for --minutes N (see --soak --help)",
-    )
+    p.add_argument("--pull", action="store_true", help="the same as `scripts/bench pull`")
+    p.add_argument("--soak", action="store_true", help="the same as `scripts/bench soak`")
     return p.parse_args(argv)
 
 
+def _run_subcommand(name: str, argv: list[str]) -> int:
+    module = importlib.import_module(f"bench_lib.{SUBCOMMANDS[name][0]}")
+    return int(module.main(argv) or 0)
+
+
 def main(argv: list[str]) -> int:
-    if "--pull" in argv:
-        import bench_pull  # type: ignore[import-not-found]
-
-        return int(bench_pull.main([a for a in argv if a != "--pull"]) or 0)
-    if "--soak" in argv:
-        from bench_lib import soak
-
-        return soak.main([a for a in argv if a != "--soak"])
+    if argv and argv[0] in SUBCOMMANDS:
+        return _run_subcommand(argv[0], argv[1:])
+    for flag in ("--pull", "--soak"):  # the older spelling of the two subcommands
+        if flag in argv:
+            return _run_subcommand(flag[2:], [a for a in argv if a != flag])
     args = parse_args(argv)
     plan = quick_plan() if args.quick else full_plan()
     parts = (args.only,) if args.only else PARTS

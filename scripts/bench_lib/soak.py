@@ -1,4 +1,4 @@
-"""``scripts/bench --soak [--minutes N]``: mixed traffic on both doors for minutes, and what it did
+"""``scripts/bench soak [--minutes N]``: mixed traffic on both doors for minutes, and what it did
 to the daemon.
 
 One ``hfd serve`` (temporary state, a generation and an embedding model preloaded) gets
@@ -49,7 +49,7 @@ HANGUP_EMBED_AFTER = 0.05  # ... and abandoned after this many seconds
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench --soak", description=__doc__)
+    p = argparse.ArgumentParser(prog="scripts/bench soak", description=__doc__)
     p.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (default 10)")
     p.add_argument("--quick", action="store_true", help="tiny models, 4 clients: a smoke run")
     p.add_argument("--concurrency", type=int, help="clients in all, half per door (default 32; quick: 4)")

@@ -1,4 +1,4 @@
-"""`scripts/bench --soak --quick` end to end, for a few seconds: mixed traffic on both doors with
+"""`scripts/bench soak --quick` end to end, for a few seconds: mixed traffic on both doors with
 hang-ups, and a report of errors, drift and the daemon's resources. Shape only, never speed."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 def test_quick_soak_writes_a_complete_report(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
-            sys.executable, str(REPO / "scripts" / "bench"), "--soak", "--quick", "--minutes", "0.2",
+            sys.executable, str(REPO / "scripts" / "bench"), "soak", "--quick", "--minutes", "0.2",
             "--engine", "torch", "--out-dir", str(tmp_path),
         ],
         cwd=REPO,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Compare the engines offline on this machine: the numbers behind ``hfd.backends.policy``.
 
 Three parts (all by default; pick with ``--only``):
@@ -14,7 +13,7 @@ Three parts (all by default; pick with ``--only``):
   whole process (library imports included).
 
 Results go to ``bench-results/engines.json``. Run from the repository root:
-``.venv/bin/python scripts/bench_engines.py [--only embed,generate,load] [--rounds 5]``.
+``.venv/bin/python scripts/bench engines [--only embed,generate,load] [--rounds 5]``.
 """
 
 from __future__ import annotations
@@ -30,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO), str(REPO / "scripts")]
+
+from support.models import bench_llama, minilm  # noqa: E402
 
 from bench_lib.offline import run_batch  # noqa: E402
 from bench_lib.workload import chat_messages, sentence  # noqa: E402
-from support.models import bench_llama, minilm  # noqa: E402
-
 from hfd.backends.base import LoadOptions, SamplingParams  # noqa: E402
 from hfd.backends.registry import get_backend  # noqa: E402
 
@@ -155,9 +154,11 @@ def bench_load(threads: int) -> dict[str, Any]:
     return results
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="scripts/bench engines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--only", default="embed,generate,load", help="comma-separated parts to run")
     parser.add_argument("--rounds", type=int, default=5, help="embedding rounds per engine (median)")
@@ -165,7 +166,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "engines.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     report: dict[str, Any] = {"machine": _machine(), "threads": args.threads}
     with tempfile.TemporaryDirectory(prefix="hfd-bench-") as tmp:
@@ -187,7 +188,3 @@ def _machine() -> dict[str, Any]:
 
     r = detect()
     return {"cpu": r.cpu.model, "features": list(r.cpu.features), "cores": r.cpu.logical_cores}
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

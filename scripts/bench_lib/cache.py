@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark the response cache and the memory budget of a real ``hfd serve``.
 
 Two parts, both over the daemon's OpenAI-compatible HTTP door (the ``openai``-shaped bodies
@@ -17,8 +16,7 @@ are sent with httpx, one request at a time):
   peak reserved bytes against the budget (from ``/api/ps``), and the RSS after the rotation once
   every model is unloaded (what does not go back to the OS).
 
-Results go to ``bench-results/cache.json``. Run: ``.venv/bin/python scripts/bench_cache.py``
-(``scripts/bench --cache`` dispatches here).
+Results go to ``bench-results/cache.json``. Run: ``.venv/bin/python scripts/bench cache``.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 MiB = 1024 * 1024
@@ -43,7 +41,7 @@ MiB = 1024 * 1024
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="scripts/bench_cache.py",
+        prog="scripts/bench cache",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -279,7 +277,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     results: dict[str, Any] = {
-        "command": "scripts/bench_cache.py " + " ".join(argv),
+        "command": "scripts/bench cache " + " ".join(argv),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
     }
@@ -300,7 +298,3 @@ def main(argv: list[str]) -> int:
     os.replace(tmp, args.out)
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """Pull benchmark: a ~200 MB model from the local IPFS node into an empty store, verification
 included, against the same node streaming the same bytes with ``cat`` to nowhere.
 
-    python scripts/bench_pull.py [--size-mb 200] [--repeat 3] [--ipfs-api MULTIADDR] [--out FILE]
+    scripts/bench pull [--size-mb 200] [--repeat 3] [--ipfs-api MULTIADDR] [--out FILE]
 
 Both are measured in one run, alternating, each pull into a fresh store; the result is the ratio
 of the two throughputs (medians). Without ``--ipfs-api`` a node is started on loopback the way
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TARGET_RATIO = 0.5
 
 
@@ -106,7 +106,7 @@ def _pull_seconds(settings_dir: Path, api: str, cid: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="scripts/bench pull", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size-mb", type=float, default=200.0, help="size of the random weights file (MB)")
     parser.add_argument(
@@ -218,7 +218,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(target >= {TARGET_RATIO}); written to {args.out}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

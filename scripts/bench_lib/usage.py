@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark what the usage log costs a request.
 
 Two parts:
@@ -11,8 +10,7 @@ Two parts:
   ``--rounds`` times. Reports requests per second and latency percentiles of each, and that
   every request of the "on" runs reached the log.
 
-Results go to ``bench-results/usage.json``. Run: ``.venv/bin/python scripts/bench_usage.py``
-(``scripts/bench --usage`` dispatches here).
+Results go to ``bench-results/usage.json``. Run: ``.venv/bin/python scripts/bench usage``.
 """
 
 from __future__ import annotations
@@ -27,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="scripts/bench_usage.py",
+        prog="scripts/bench usage",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -213,7 +211,3 @@ def main(argv: list[str]) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
