@@ -16,7 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hfd.daemon.access.auth import Principal
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -26,7 +29,7 @@ class RequestContext:
     request_id: str
     door: str  # "http" | "ipc"
     route: str = ""
-    principal: Any = None  # hfd.daemon.access.auth.Principal
+    principal: Principal | None = None
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0

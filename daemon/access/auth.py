@@ -15,8 +15,9 @@ to the network), and lets loopback clients in without one. A daemon that require
 has none refuses to start: nobody could use it, which is a configuration mistake.
 
 Scopes: ``inference`` (embeddings, chat, completions, listing models), ``models`` (load,
-unload, pull), ``admin`` (keys, stats, metrics when keys are required). What is not listed
-needs ``admin``, so a new route is closed until it is classified here.
+unload, pull), ``admin`` (keys, stats, metrics when keys are required). Each operation's
+scope is a column of the one table (``hfd.daemon.operations``); what is not in it needs
+``admin``, so a new route is closed until its row names a scope.
 """
 
 from __future__ import annotations
@@ -25,23 +26,21 @@ import ipaddress
 import pwd
 from dataclasses import dataclass, field
 
-from hfd.client import protocol as p
 from hfd.client.errors import Forbidden, Unauthorized
 from hfd.daemon.access.keys import (
     ALL_SCOPES,
     KEY_PREFIX,
     SCOPE_ADMIN,
-    SCOPE_INFERENCE,
-    SCOPE_MODELS,
     ApiKey,
     KeyStore,
     parse_scopes,
 )
 from hfd.daemon.access.ratelimit import Limits
 from hfd.daemon.access.zap import USER_CURVE_PREFIX, USER_UID_PREFIX
+from hfd.daemon.operations import BY_NAME, OPERATIONS
 from hfd.daemon.settings import Settings, SettingsError
 
-OPEN = None  # a route anyone may call
+OPEN = None  # a route anyone may call (as hfd.daemon.operations.OPEN)
 
 
 @dataclass(frozen=True)
@@ -89,49 +88,33 @@ ANONYMOUS = Principal(kind="anonymous", name="anonymous", scopes=ALL_SCOPES)
 
 # ----------------------------------------------------------------------------- scopes
 
-_HTTP_OPEN = frozenset({"/health", "/ready"})
-_HTTP_INFERENCE_EXACT = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/models",
-        "/api/ps",
-        "/api/version",
-        "/api/hardware",
-    }
-)
-_HTTP_MODELS_PREFIXES = ("/api/load", "/api/unload", "/api/pull", "/api/delete", "/api/publish")
+# Read from the one table of operations: a route or op not in it needs ``admin``.
+_HTTP_EXACT: dict[str, str | None] = {}
+_HTTP_PREFIXES: list[tuple[str, str | None]] = []  # templates with a path parameter
+for _op in OPERATIONS:
+    for _method, _path in _op.http:
+        if "{" in _path:
+            _HTTP_PREFIXES.append((_path[: _path.index("{")], _op.scope))
+        else:
+            _HTTP_EXACT[_path] = _op.scope
+_IPC_SCOPES: dict[str, str | None] = {o.op: o.scope for o in OPERATIONS if o.op is not None}
 # Paths used as metrics labels even when a request was refused before routing.
-KNOWN_PATHS = _HTTP_OPEN | _HTTP_INFERENCE_EXACT | {"/metrics", *_HTTP_MODELS_PREFIXES}
+KNOWN_PATHS = frozenset(_HTTP_EXACT)
+_METRICS = BY_NAME["metrics"].http[0][1]
 
 
 def scope_for_http(method: str, path: str, *, metrics_public: bool = False) -> str | None:
     """The scope an HTTP route needs (None: open to anyone)."""
-    if method == "OPTIONS" or path in _HTTP_OPEN:
+    if method == "OPTIONS":
         return OPEN
-    if path == "/metrics":
-        return OPEN if metrics_public else SCOPE_ADMIN
-    if path in _HTTP_INFERENCE_EXACT or path.startswith("/v1/models/"):
-        return SCOPE_INFERENCE
-    if path.startswith(_HTTP_MODELS_PREFIXES):
-        return SCOPE_MODELS
+    if path == _METRICS and metrics_public:
+        return OPEN
+    if path in _HTTP_EXACT:
+        return _HTTP_EXACT[path]
+    for prefix, scope in _HTTP_PREFIXES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return scope
     return SCOPE_ADMIN
-
-
-_IPC_SCOPES: dict[str, str | None] = {
-    p.OP_HEALTH: OPEN,
-    p.OP_CANCEL: OPEN,  # a client can only cancel its own requests
-    p.OP_MODELS_LIST: SCOPE_INFERENCE,
-    p.OP_MODELS_PS: SCOPE_INFERENCE,
-    p.OP_HARDWARE: SCOPE_INFERENCE,
-    p.OP_EMBEDDINGS: SCOPE_INFERENCE,
-    p.OP_CHAT: SCOPE_INFERENCE,
-    p.OP_COMPLETIONS: SCOPE_INFERENCE,
-    p.OP_MODELS_LOAD: SCOPE_MODELS,
-    p.OP_MODELS_UNLOAD: SCOPE_MODELS,
-    p.OP_PULL: SCOPE_MODELS,
-}
 
 
 def scope_for_ipc(op: str) -> str | None:

@@ -14,7 +14,9 @@ from hfd.daemon.access.control import Access
 from hfd.daemon.metrics import CONTENT_TYPE
 
 
-def routes(access: Access) -> list[Route]:
+def routes(access: Access) -> dict[str, Route]:
+    """The routes answered from access control's state, by operation name (the table's
+    ``ready`` and ``metrics`` rows; ``/metrics`` only with ``metrics_enabled``)."""
     ops = access
 
     async def metrics(request: Request) -> Response:
@@ -26,7 +28,7 @@ def routes(access: Access) -> list[Route]:
             {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
         )
 
-    out = [Route("/ready", ready, methods=["GET"])]
+    out = {"ready": Route("/ready", ready, methods=["GET"])}
     if access.settings.metrics_enabled:
-        out.append(Route("/metrics", metrics, methods=["GET"]))
+        out["metrics"] = Route("/metrics", metrics, methods=["GET"])
     return out

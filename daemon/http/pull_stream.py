@@ -13,12 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from hfd.daemon.http.disconnect import until_disconnect
 from hfd.daemon.http.errors import as_hfd_error, error_body
-from hfd.daemon.http.sse import wait_disconnect
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +53,22 @@ class NdjsonPull(Response):
             except Exception as exc:  # servers raise OSError (or their own) once the client is gone
                 raise _ClientGone(str(exc)) from exc
 
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                await wait_disconnect(receive)
-                self.client_gone = True
-                log.info("client disconnected; pull cancelled", extra={"path": scope.get("path")})
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
+        async def respond() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
-                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                try:
-                    tail = await self._run(write)
-                except _ClientGone:
-                    self.client_gone = True
-                    return
-                except Exception as exc:  # the stream already started: say so in-band
-                    tail = {"status": "error", **error_body(as_hfd_error(exc))}
-                try:
-                    await write(tail)
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except _ClientGone:
-                    self.client_gone = True
-            finally:
-                tg.cancel_scope.cancel()
+                tail = await self._run(write)
+            except _ClientGone:
+                self.client_gone = True
+                return
+            except Exception as exc:  # the stream already started: say so in-band
+                tail = {"status": "error", **error_body(as_hfd_error(exc))}
+            try:
+                await write(tail)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except _ClientGone:
+                self.client_gone = True
+
+        finished, _ = await until_disconnect(respond, receive)
+        if not finished:
+            self.client_gone = True
+            log.info("client disconnected; pull cancelled", extra={"path": scope.get("path")})

@@ -17,6 +17,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from hfd.daemon.http.disconnect import until_disconnect
 from hfd.daemon.http.errors import sse_error_event
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,6 @@ DONE = b"data: [DONE]\n\n"
 
 def encode_event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-
-
-async def wait_disconnect(receive: Receive) -> None:
-    """Returns when the client has disconnected (the request body was already read)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 class EventStream(Response):
@@ -50,19 +43,10 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    await wait_disconnect(receive)
-                    self.client_gone = True
-                    log.info("client disconnected; stream cancelled", extra={"path": scope.get("path")})
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch)
-                try:
-                    await self._pump(send)
-                finally:
-                    tg.cancel_scope.cancel()
+            finished, _ = await until_disconnect(lambda: self._pump(send), receive)
+            if not finished:
+                self.client_gone = True
+                log.info("client disconnected; stream cancelled", extra={"path": scope.get("path")})
         finally:
             with anyio.CancelScope(shield=True):
                 aclose = getattr(self._events, "aclose", None)

@@ -20,8 +20,9 @@ in flight get ``grace_period`` seconds, the rest are cancelled, then the socket 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -44,34 +45,16 @@ from hfd.client.protocol import (
     KIND_EVENT,
     KIND_RESULT,
     OP_CANCEL,
-    OP_CHAT,
-    OP_COMPLETIONS,
-    OP_EMBEDDINGS,
-    OP_HARDWARE,
-    OP_HEALTH,
-    OP_MODELS_LIST,
-    OP_MODELS_LOAD,
-    OP_MODELS_PS,
-    OP_MODELS_UNLOAD,
-    OP_PULL,
-    OP_STATS,
     Reply,
     Request,
     decode_request,
     encode_reply,
 )
-from hfd.daemon import pulls, reqctx
+from hfd.daemon import reqctx, responses
 from hfd.daemon.access.control import Access
-from hfd.daemon.http import admin, openai_types
 from hfd.daemon.metrics import Metrics
-from hfd.daemon.schema import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ModelRequest,
-    parse,
-    parse_keep_alive,
-)
+from hfd.daemon.operations import BY_OP, Operation
+from hfd.daemon.schema import parse
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
 from hfd.daemon.zmq.bind import bind_private
@@ -123,18 +106,13 @@ class IpcServer:
         # Peer checks, scopes, metrics, usage: the daemon's one Access (hfd.daemon.app); a door
         # served alone (tests) gets its own.
         self._access = access if access is not None else Access(settings, Metrics())
-        self._ops: dict[str, Callable[[bytes, Request], Awaitable[None]]] = {
-            OP_HEALTH: self._health,
-            OP_MODELS_LIST: self._models_list,
-            OP_MODELS_PS: self._models_ps,
-            OP_MODELS_LOAD: self._models_load,
-            OP_MODELS_UNLOAD: self._models_unload,
-            OP_PULL: self._models_pull,
-            OP_STATS: self._stats,
-            OP_EMBEDDINGS: self._embeddings,
-            OP_CHAT: self._chat,
-            OP_COMPLETIONS: self._completions,
-            OP_HARDWARE: self._hardware,
+        # The IPC dispatch, read from the one table of operations (hfd.daemon.operations).
+        self._ops: dict[str, Operation] = {op: o for op, o in BY_OP.items() if o.call is not None}
+        self._answer: dict[str, Callable[[bytes, Request, Operation], Awaitable[None]]] = {
+            "unary": self._unary,
+            "embedding": self._embedding,
+            "generation": self._generation,
+            "progress": self._progress,
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -319,12 +297,12 @@ class IpcServer:
         try:
             with scope, reqctx.bind(rctx):
                 self._access.authorize_ipc(rctx, user, req.op, req.body)
-                handler = self._ops.get(req.op)
-                if handler is None:
+                operation = self._ops.get(req.op)
+                if operation is None:
                     raise UnknownOperation(
                         f"unknown operation {req.op!r}; known: {', '.join(sorted(self._ops))}"
                     )
-                await handler(ident, req)
+                await self._answer[operation.kind](ident, req, operation)
             if scope.cancelled_caught:
                 status = Cancelled.status
                 await self._send_error(ident, req.id, Cancelled("the request was cancelled"))
@@ -393,79 +371,58 @@ class IpcServer:
     ) -> None:
         await self._send(ident, Reply(id=req.id, kind=KIND_RESULT, body=body, frames=frames or []))
 
-    # ----------------------------------------------------------------- operations
+    # ----------------------------------------------------------------- operations, by kind
 
-    async def _health(self, ident: bytes, req: Request) -> None:
-        await self._result(ident, req, self.service.health())
+    def _parse(self, req: Request, operation: Operation) -> Any:
+        return parse(operation.request, req.body) if operation.request is not None else req.body
 
-    async def _models_list(self, ident: bytes, req: Request) -> None:
-        await self._result(ident, req, openai_types.model_list(self.service.models()))
+    async def _unary(self, ident: bytes, req: Request, operation: Operation) -> None:
+        assert operation.call is not None
+        body = operation.call(self.service, self._parse(req, operation))
+        if inspect.isawaitable(body):
+            body = await body
+        await self._result(ident, req, body)
 
-    async def _models_ps(self, ident: bytes, req: Request) -> None:
-        await self._result(ident, req, {"models": self.service.ps()})
+    async def _embedding(self, ident: bytes, req: Request, operation: Operation) -> None:
+        assert operation.call is not None
+        result = await operation.call(self.service, self._parse(req, operation))
+        body, frame = responses.embeddings_header(result)
+        await self._result(ident, req, body, [frame])
 
-    async def _models_load(self, ident: bytes, req: Request) -> None:
-        body = parse(ModelRequest, req.body)
-        await self._result(ident, req, await self.service.load(body.model, parse_keep_alive(body.keep_alive)))
-
-    async def _models_unload(self, ident: bytes, req: Request) -> None:
-        body = parse(ModelRequest, req.body)
-        await self._result(
-            ident, req, {"model": body.model, "unloaded": await self.service.unload(body.model)}
-        )
-
-    async def _models_pull(self, ident: bytes, req: Request) -> None:
+    async def _progress(self, ident: bytes, req: Request, operation: Operation) -> None:
         """Progress as ``event`` messages (with ``stream``), then the ``result``."""
-        body = parse(pulls.PullRequest, req.body)
+        assert operation.call is not None
+        body = self._parse(req, operation)
 
         async def emit(event: dict[str, Any]) -> None:
             await self._send(ident, Reply(id=req.id, kind=KIND_EVENT, body=event))
 
-        result = await self.service.pulls.pull(body.model, emit if body.stream else None)
+        result = await operation.call(self.service, body, emit if body.stream else None)
         await self._result(ident, req, result)
 
-    async def _stats(self, ident: bytes, req: Request) -> None:
-        await self._result(ident, req, self.service.stats())
-
-    async def _hardware(self, ident: bytes, req: Request) -> None:
-        await self._result(ident, req, await admin.hardware())
-
-    async def _embeddings(self, ident: bytes, req: Request) -> None:
-        result = await self.service.embed(parse(EmbeddingRequest, req.body))
-        body, frame = openai_types.embeddings_header(result)
-        await self._result(ident, req, body, [frame])
-
-    async def _chat(self, ident: bytes, req: Request) -> None:
-        request = parse(ChatCompletionRequest, req.body)
-        gen = await self.service.chat(request)
+    async def _generation(self, ident: bytes, req: Request, operation: Operation) -> None:
+        assert operation.call is not None and operation.reply is not None
+        request = self._parse(req, operation)
+        gen: Generation = await operation.call(self.service, request)
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)
-            await self._stream(ident, req, gen, openai_types.chat_chunks(gen, include_usage=usage))
+            await self._stream(ident, req, gen, operation.reply.chunks(gen, include_usage=usage))
         else:
             async with gen:
                 text = await gen.text()
-            await self._result(ident, req, openai_types.chat_completion(gen, text))
-
-    async def _completions(self, ident: bytes, req: Request) -> None:
-        request = parse(CompletionRequest, req.body)
-        gen = await self.service.complete(request)
-        if request.stream:
-            usage = bool(request.stream_options and request.stream_options.include_usage)
-            await self._stream(ident, req, gen, openai_types.completion_chunks(gen, include_usage=usage))
-        else:
-            async with gen:
-                text = await gen.text()
-            await self._result(ident, req, openai_types.completion(gen, text))
+            await self._result(ident, req, operation.reply.whole(gen, text))
 
     async def _stream(
-        self, ident: bytes, req: Request, gen: Generation, chunks: AsyncGenerator[dict[str, Any], None]
+        self, ident: bytes, req: Request, gen: Generation, chunks: AsyncIterator[dict[str, Any]]
     ) -> None:
         """Send each chunk as a ``chunk`` message, then ``end`` with the usage."""
         try:
             async for chunk in chunks:
                 await self._send(ident, Reply(id=req.id, kind=KIND_CHUNK, body=chunk))
-            await self._send(ident, Reply(id=req.id, kind=KIND_END, body=openai_types.stream_end(gen)))
+            await self._send(ident, Reply(id=req.id, kind=KIND_END, body=responses.stream_end(gen)))
         finally:
             with anyio.CancelScope(shield=True):
-                await chunks.aclose()
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
                 await gen.aclose()

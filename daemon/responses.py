@@ -1,24 +1,42 @@
-"""Response bodies in the OpenAI API's shapes, built from the service's results.
+"""Response bodies both doors send, built from the service's results: the OpenAI API's shapes
+(models, completions, chat completions, their stream chunks, embeddings) and the admin answers
+(version, hardware).
 
-Both doors send these same objects: the HTTP door as JSON (and SSE ``data:`` events), the IPC
-door as msgpack bodies of ``result``/``chunk`` messages. The chunk generators here are the one
-definition of how a stream is cut into chunks (a first chunk with the assistant role, content
-deltas, a last chunk with ``finish_reason``, then, when asked, a usage chunk with no choices).
+The HTTP door sends these objects as JSON (and SSE ``data:`` events), the IPC door as msgpack
+bodies of ``result``/``chunk`` messages, so this module belongs to neither door. The chunk
+generators here are the one definition of how a stream is cut into chunks (a first chunk with
+the assistant role, content deltas, a last chunk with ``finish_reason``, then, when asked, a
+usage chunk with no choices).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import numpy as np
 
-from hfd.daemon.service import EmbeddingResult, Generation
+from hfd import __version__
+from hfd.client.errors import ModelNotFound
+from hfd.client.protocol import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from hfd.daemon.service import EmbeddingResult, Generation
 
 
 def model_list(models: list[dict[str, Any]]) -> dict[str, Any]:
     return {"object": "list", "data": models}
+
+
+def model_entry(models: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
+    """One model of ``models`` by id (``GET /v1/models/{id}``)."""
+    for model in models:
+        if model["id"] == model_id:
+            return model
+    raise ModelNotFound(f"model {model_id!r} is not served here", param="model")
 
 
 def _finish_reason(gen: Generation) -> str | None:
@@ -152,3 +170,31 @@ def embeddings_header(result: EmbeddingResult) -> tuple[dict[str, Any], bytes]:
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
     return body, vectors.tobytes()
+
+
+@dataclass(frozen=True)
+class GenerationReply:
+    """How a generation is answered: as ``chunks`` when streamed, as one ``whole`` body if not."""
+
+    chunks: Callable[..., AsyncIterator[dict[str, Any]]]
+    whole: Callable[[Generation, str], dict[str, Any]]
+
+
+CHAT = GenerationReply(chat_chunks, chat_completion)
+COMPLETION = GenerationReply(completion_chunks, completion)
+
+
+# ----------------------------------------------------------------------------- admin
+
+
+def version() -> dict[str, Any]:
+    return {"version": __version__, "protocol": PROTOCOL_VERSION}
+
+
+async def hardware() -> dict[str, Any]:
+    """What the box has and which engine serves each task. Detection probes drivers and may
+    take a moment, so it runs off the event loop."""
+    from hfd.backends.hardware import hardware_json  # the engines' probes: imported when asked
+
+    report: dict[str, Any] = await anyio.to_thread.run_sync(hardware_json)
+    return report

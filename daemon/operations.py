@@ -1,0 +1,284 @@
+"""The daemon's operations, in one table both doors and access control are derived from.
+
+Each :class:`Operation` names its IPC op (a constant of ``hfd.client.protocol``), its HTTP
+routes, the scope a caller needs, the request type its body parses into, the service call that
+answers it, its kind, and the method of ``hfd.client.Client`` / ``AsyncClient`` that calls it.
+The HTTP routes (``hfd.daemon.http.app``), the IPC dispatch (``hfd.daemon.zmq.server``) and the
+scope checks (``hfd.daemon.access.auth``) are read from :data:`OPERATIONS`; nothing else lists
+operations. ``tests/unit/test_operations.py`` checks every row has a scope, a route or an op, and
+a client method in both clients.
+
+Adding an operation: a protocol constant, a row here, a service method, a client method.
+
+Kinds, which say how each door answers:
+
+- ``unary``: ``call(service, request)`` returns the reply body (a dict), or an awaitable of it.
+- ``embedding``: ``call`` returns an ``EmbeddingResult``: JSON vectors over HTTP (float or
+  base64), one float32 frame over IPC.
+- ``generation``: ``call`` returns a ``Generation``; ``reply`` says how it is cut into stream
+  chunks or one whole body (``stream`` in the request chooses).
+- ``progress``: ``call(service, request, emit)`` forwards progress events to ``emit`` (NDJSON
+  lines over HTTP, ``event`` messages over IPC) and returns the final body; ``check`` refuses
+  a bad request before the first event is sent.
+
+Rows with no ``call`` are answered by the door itself: ``cancel`` (the IPC door's receive loop),
+``/ready`` and ``/metrics`` (``hfd.daemon.http.ops_routes``, from access control's state).
+For an HTTP row without a request type, ``call`` gets the route's path parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pydantic import BaseModel
+
+from hfd.client import protocol as p
+from hfd.daemon import responses
+from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
+from hfd.daemon.pulls import PullRequest
+from hfd.daemon.schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelRequest,
+    parse_keep_alive,
+)
+
+if TYPE_CHECKING:
+    from hfd.daemon.pulls import Emit
+    from hfd.daemon.service import Service
+
+Kind = Literal["unary", "generation", "embedding", "progress"]
+OPEN: Final = None  # a scope anyone has
+
+GET: Final = "GET"
+POST: Final = "POST"
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # the IPC op where there is one; else a name for the HTTP route
+    kind: Kind
+    scope: str | None  # OPEN, or the scope a caller needs (hfd.daemon.access.keys)
+    op: str | None = None  # the IPC op (hfd.client.protocol); None: HTTP only
+    http: tuple[tuple[str, str], ...] = ()  # (method, path template); (): IPC only
+    request: type[BaseModel] | None = None  # what the body parses into
+    call: Callable[..., Any] | None = None  # the service call (see the module's doc)
+    reply: responses.GenerationReply | None = None  # generation: chunks and whole body
+    check: Callable[[Service, Any], object] | None = None  # progress: refuse before streaming
+    client: str | None = None  # the method's attribute path in Client and AsyncClient
+    no_client: str = ""  # why there is no client method (then client is None)
+
+    @property
+    def streams(self) -> bool:
+        return self.kind in ("generation", "progress")
+
+
+# ----------------------------------------------------------------------------- service calls
+
+
+def _health(service: Service, _: object) -> dict[str, Any]:
+    return service.health()
+
+
+def _models(service: Service, _: object) -> dict[str, Any]:
+    return responses.model_list(service.models())
+
+
+def _model(service: Service, params: dict[str, str]) -> dict[str, Any]:
+    return responses.model_entry(service.models(), params["model_id"])
+
+
+def _ps(service: Service, _: object) -> dict[str, Any]:
+    return {"models": service.ps()}
+
+
+async def _load(service: Service, req: ModelRequest) -> dict[str, Any]:
+    return await service.load(req.model, parse_keep_alive(req.keep_alive))
+
+
+async def _unload(service: Service, req: ModelRequest) -> dict[str, Any]:
+    return {"model": req.model, "unloaded": await service.unload(req.model)}
+
+
+async def _pull(service: Service, req: PullRequest, emit: Emit | None) -> dict[str, Any]:
+    return await service.pulls.pull(req.model, emit)
+
+
+def _check_pull(service: Service, req: PullRequest) -> str:
+    return service.pulls.check_ref(req.model)
+
+
+def _stats(service: Service, _: object) -> dict[str, Any]:
+    return service.stats()
+
+
+def _version(service: Service, _: object) -> dict[str, Any]:
+    return responses.version()
+
+
+async def _hardware(service: Service, _: object) -> dict[str, Any]:
+    return await responses.hardware()
+
+
+def _embed(service: Service, req: EmbeddingRequest) -> Awaitable[Any]:
+    return service.embed(req)
+
+
+def _chat(service: Service, req: ChatCompletionRequest) -> Awaitable[Any]:
+    return service.chat(req)
+
+
+def _complete(service: Service, req: CompletionRequest) -> Awaitable[Any]:
+    return service.complete(req)
+
+
+# ----------------------------------------------------------------------------- the table
+
+OPERATIONS: Final[tuple[Operation, ...]] = (
+    Operation(
+        "health", "unary", OPEN, op=p.OP_HEALTH, http=((GET, "/health"),), call=_health, client="health"
+    ),
+    Operation(
+        "ready",
+        "unary",
+        OPEN,
+        http=((GET, "/ready"),),
+        no_client="a probe for service managers and load balancers; IPC clients ask health",
+    ),
+    Operation(
+        "metrics",
+        "unary",
+        SCOPE_ADMIN,  # open to anyone with metrics_public
+        http=((GET, "/metrics"),),
+        no_client="Prometheus scrapes it over HTTP",
+    ),
+    Operation(
+        p.OP_CANCEL,
+        "unary",
+        OPEN,  # a client can only cancel its own requests
+        op=p.OP_CANCEL,
+        no_client="sent by the clients' streams when closed early, not called",
+    ),
+    Operation(
+        p.OP_MODELS_LIST,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_MODELS_LIST,
+        http=((GET, "/v1/models"),),
+        call=_models,
+        client="models.list",
+    ),
+    Operation(
+        "models.retrieve",
+        "unary",
+        SCOPE_INFERENCE,
+        # Model names may contain '/' (org/name), hence the path converter.
+        http=((GET, "/v1/models/{model_id:path}"),),
+        call=_model,
+        client="models.retrieve",
+    ),
+    Operation(
+        p.OP_CHAT,
+        "generation",
+        SCOPE_INFERENCE,
+        op=p.OP_CHAT,
+        http=((POST, "/v1/chat/completions"),),
+        request=ChatCompletionRequest,
+        call=_chat,
+        reply=responses.CHAT,
+        client="chat.completions.create",
+    ),
+    Operation(
+        p.OP_COMPLETIONS,
+        "generation",
+        SCOPE_INFERENCE,
+        op=p.OP_COMPLETIONS,
+        http=((POST, "/v1/completions"),),
+        request=CompletionRequest,
+        call=_complete,
+        reply=responses.COMPLETION,
+        client="completions.create",
+    ),
+    Operation(
+        p.OP_EMBEDDINGS,
+        "embedding",
+        SCOPE_INFERENCE,
+        op=p.OP_EMBEDDINGS,
+        http=((POST, "/v1/embeddings"),),
+        request=EmbeddingRequest,
+        call=_embed,
+        client="embeddings.create",
+    ),
+    Operation(
+        p.OP_MODELS_PS,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_MODELS_PS,
+        http=((GET, "/api/ps"),),
+        call=_ps,
+        client="ps",
+    ),
+    Operation(
+        p.OP_MODELS_LOAD,
+        "unary",
+        SCOPE_MODELS,
+        op=p.OP_MODELS_LOAD,
+        http=((POST, "/api/load"),),
+        request=ModelRequest,
+        call=_load,
+        client="load",
+    ),
+    Operation(
+        p.OP_MODELS_UNLOAD,
+        "unary",
+        SCOPE_MODELS,
+        op=p.OP_MODELS_UNLOAD,
+        http=((POST, "/api/unload"),),
+        request=ModelRequest,
+        call=_unload,
+        client="unload",
+    ),
+    Operation(
+        p.OP_PULL,
+        "progress",
+        SCOPE_MODELS,
+        op=p.OP_PULL,
+        http=((POST, "/api/pull"),),
+        request=PullRequest,
+        call=_pull,
+        check=_check_pull,
+        client="pull",
+    ),
+    Operation(
+        p.OP_STATS,
+        "unary",
+        SCOPE_ADMIN,
+        op=p.OP_STATS,
+        http=((GET, "/api/stats"),),
+        call=_stats,
+        client="stats",
+    ),
+    Operation(
+        "version",
+        "unary",
+        SCOPE_INFERENCE,
+        http=((GET, "/api/version"),),
+        call=_version,
+        no_client="the client reads the daemon's version from health",
+    ),
+    Operation(
+        p.OP_HARDWARE,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_HARDWARE,
+        http=((GET, "/api/hardware"),),
+        call=_hardware,
+        client="hardware",
+    ),
+)
+
+BY_OP: Final[dict[str, Operation]] = {o.op: o for o in OPERATIONS if o.op is not None}
+BY_NAME: Final[dict[str, Operation]] = {o.name: o for o in OPERATIONS}
