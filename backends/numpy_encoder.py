@@ -140,9 +140,7 @@ def load_head(path: Path, *, trust_remote_code: bool = False) -> EncoderHead:
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ModelUnavailable(f"{path} has no fast tokenizer (tokenizer.json); this engine needs one")
-    max_length = encoder_max_length(
-        pooling, hf_tokenizer.model_max_length, _hf.max_positions(config)
-    )
+    max_length = encoder_max_length(pooling, hf_tokenizer.model_max_length, _hf.max_positions(config))
     # A private copy: transformers' wrapper re-configures the shared Rust object on calls.
     tokenizer = Tokenizer.from_str(backend.to_str())
     tokenizer.no_padding()
