@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from hfd.backends.base import FinishReason, SamplingParams, StepOutput
+from hfd.backends.prompt_checks import check_sequence
 from hfd.backends.torch_cache import BatchKVCache
 from hfd.backends.torch_sampling import RowSampling, make_generator, sample
-from hfd.client.errors import ContextLengthExceeded, InvalidRequest
+from hfd.client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,8 @@ class _Sequence:
 def new_sequence(
     seq_id: int, prompt_ids: Sequence[int], params: SamplingParams, context_length: int
 ) -> _Sequence:
-    """A queued sequence, after the checks every torch batcher makes on a request."""
-    prompt = [int(t) for t in prompt_ids]
-    if not prompt:
-        raise InvalidRequest("the prompt is empty: at least one token is needed", param="prompt")
-    if len(prompt) >= context_length:
-        raise ContextLengthExceeded(
-            f"the prompt has {len(prompt)} tokens; this model's context is {context_length} "
-            "tokens, prompt and completion together",
-            param="prompt",
-            details={"prompt_tokens": len(prompt), "context_length": context_length},
-        )
-    if params.max_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-    if not 0.0 < params.top_p <= 1.0:
-        raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
+    """A queued sequence, after the checks every engine makes on a request."""
+    prompt = check_sequence(prompt_ids, params, context_length)
     generator = None if params.greedy else make_generator(params.seed)
     return _Sequence(seq_id, prompt, params, generator)
 
