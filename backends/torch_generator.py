@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -87,6 +87,28 @@ class MaskPlan:
     boolean: bool  # SDPA takes a boolean mask; eager attention an additive float one
 
 
+class Turns:
+    """Whose turn a torch batcher's step is: newcomers' prefill or the running rows' decode.
+
+    A step does one or the other, never both: a request that arrives while long generations run
+    gets its first token after its own prefill, not after a decode of the whole batch as well
+    (that doubled its time to first token). A decode is owed after every prefill, so a stream of
+    arrivals cannot starve running rows. Both torch batchers step by this one rule.
+    """
+
+    def __init__(self) -> None:
+        self.decode_owed = False
+
+    def next(self, waiting: bool, running: int, max_running: int) -> Literal["prefill", "decode"] | None:
+        if waiting and running < max_running and not (self.decode_owed and running):
+            self.decode_owed = True
+            return "prefill"
+        if running:
+            self.decode_owed = False
+            return "decode"
+        return None
+
+
 class ContinuousBatcher:
     """The model-facing half of ``TorchGenerator``: the queue, the running batch, its cache and
     the steps. Token ids in, token ids out; no tokenizer here."""
@@ -117,7 +139,7 @@ class ContinuousBatcher:
         self._logits_to_keep = logits_to_keep
         self._eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
         self._queue: deque[_Sequence] = deque()
-        self._decode_owed = False  # a prefill step ran; the running rows decode before the next one
+        self._turns = Turns()
         self._rows: list[_Sequence] = []  # running rows, in cache row order
         self._start = torch.zeros(0, dtype=torch.long, device=device)  # per row: first column
         self._cache = BatchKVCache(num_layers, row_limit=self.max_running)
@@ -153,7 +175,7 @@ class ContinuousBatcher:
         return self._cache.nbytes()
 
     def close(self) -> None:
-        self._decode_owed = False
+        self._turns = Turns()
         self._queue.clear()
         self._rows.clear()
         self._known.clear()
@@ -162,18 +184,12 @@ class ContinuousBatcher:
 
     @torch.inference_mode()
     def step(self) -> list[StepOutput]:
-        # A step either prefills newcomers or decodes the running rows, never both: a request
-        # that arrives while long generations run gets its first token after its own prefill, not
-        # after a decode of the whole batch as well (that doubled its time to first token). A
-        # decode is owed after every prefill, so a stream of arrivals cannot starve running rows.
         out: dict[int, StepOutput] = {}
-        admit = bool(self._queue) and len(self._rows) < self.max_running
-        if admit and not (self._decode_owed and self._rows):
+        turn = self._turns.next(bool(self._queue), len(self._rows), self.max_running)
+        if turn == "prefill":
             self._prefill(out)
-            self._decode_owed = True
-        elif self._rows:
+        elif turn == "decode":
             self._decode(out)
-            self._decode_owed = False
         self._maybe_trim()
         return list(out.values())
 

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 
 from hfd.backends.base import SamplingParams, StepOutput
-from hfd.backends.torch_generator import _Sequence, accept, new_sequence
+from hfd.backends.torch_generator import Turns, _Sequence, accept, new_sequence
 from hfd.backends.torch_sampling import sample
 from hfd.client.errors import InvalidRequest
 
@@ -96,7 +96,7 @@ class RecurrentBatcher:
         self._queue: deque[_Sequence] = deque()
         self._rows: list[_Row] = []
         self._batch: Any = None  # recurrent layout: the running rows' stacked states
-        self._decode_owed = False
+        self._turns = Turns()
         self._known: set[int] = set()
         # Hybrid rows decode in one stacked pass unless a layer keeps a sliding window (its
         # cache drops columns, so rows' K/V would not line up); then one pass per row.
@@ -136,20 +136,16 @@ class RecurrentBatcher:
         self._rows.clear()
         self._known.clear()
         self._batch = None
-        self._decode_owed = False
+        self._turns = Turns()
 
     @torch.inference_mode()
     def step(self) -> list[StepOutput]:
-        # The same alternation as ContinuousBatcher: a step prefills newcomers or decodes the
-        # running rows, and a decode is owed after every prefill.
         out: dict[int, StepOutput] = {}
-        admit = bool(self._queue) and len(self._rows) < self.max_running
-        if admit and not (self._decode_owed and self._rows):
+        turn = self._turns.next(bool(self._queue), len(self._rows), self.max_running)
+        if turn == "prefill":
             self._prefill(out)
-            self._decode_owed = True
-        elif self._rows:
+        elif turn == "decode":
             self._decode(out)
-            self._decode_owed = False
         return list(out.values())
 
     # -- steps -----------------------------------------------------------------------------------
