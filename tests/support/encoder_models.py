@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from support.models import _cached, _corpus_lines, _write_json
+from support.models import wordpiece as _wordpiece
 
 VERSION = 1
 ST_VERSION = 2
@@ -35,33 +35,6 @@ STD = 0.2  # the default 0.02 makes every sentence embed alike
 
 
 # -- tokenizers ---------------------------------------------------------------------------------
-
-
-def _wordpiece(specials: list[str], cls: str, sep: str, vocab_size: int = 600) -> Any:
-    """An uncased WordPiece tokenizer whose vocabulary is derived from the corpus (characters,
-    ``##`` suffixes, then whole words by frequency): the trainer breaks ties in hash order."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    normalizer = normalizers.BertNormalizer(lowercase=True)
-    splitter = pre_tokenizers.BertPreTokenizer()
-    words: Counter[str] = Counter()
-    for line in _corpus_lines():
-        words.update(w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(line)))
-    chars = sorted({c for w in words for c in w})
-    vocab = specials + chars + [f"##{c}" for c in chars]
-    ranked = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
-    vocab += ranked[: max(0, vocab_size - len(vocab))]
-    unk = next(s for s in specials if "unk" in s.lower())
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=unk))
-    tok.normalizer = normalizer
-    tok.pre_tokenizer = splitter
-    tok.decoder = decoders.WordPiece()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} $B:1 {sep}:1",
-        special_tokens=[(cls, vocab.index(cls)), (sep, vocab.index(sep))],
-    )
-    return tok
 
 
 def _byte_bpe(specials: list[str], cls: str, sep: str, vocab_size: int = 600) -> Any:

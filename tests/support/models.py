@@ -128,7 +128,12 @@ def _bpe_tokenizer(vocab_size: int) -> object:
 
 
 def _wordpiece_tokenizer(vocab_size: int) -> object:
-    """An uncased WordPiece tokenizer with BERT's special tokens.
+    """An uncased WordPiece tokenizer with BERT's special tokens."""
+    return wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "[CLS]", "[SEP]", vocab_size)
+
+
+def wordpiece(specials: list[str], cls: str, sep: str, vocab_size: int = 600) -> Any:
+    """An uncased WordPiece tokenizer with these special tokens (``cls``/``sep`` around inputs).
 
     The vocabulary is derived from the corpus directly (every character, alone and as a ``##``
     suffix, then whole words by frequency) rather than trained: the WordPiece trainer breaks
@@ -138,7 +143,6 @@ def _wordpiece_tokenizer(vocab_size: int) -> object:
 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     normalizer = normalizers.BertNormalizer(lowercase=True)
     splitter = pre_tokenizers.BertPreTokenizer()
     words: Counter[str] = Counter()
@@ -148,15 +152,15 @@ def _wordpiece_tokenizer(vocab_size: int) -> object:
     vocab = specials + chars + [f"##{c}" for c in chars]
     ranked = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
     vocab += ranked[: max(0, vocab_size - len(vocab))]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    unk = next(s for s in specials if "unk" in s.lower())
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=unk))
     tok.normalizer = normalizer
     tok.pre_tokenizer = splitter
     tok.decoder = decoders.WordPiece()
-    cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, vocab.index(cls)), (sep, vocab.index(sep))],
     )
     return tok
 
