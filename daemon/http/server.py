@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
-import stat
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -36,6 +33,7 @@ from hfd.daemon.http.tls import TlsConfig, tls_config
 from hfd.daemon.metrics import Metrics
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings
+from hfd.daemon.unix_paths import claim_socket_path
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +52,12 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _claim_unix_path(path: Path) -> None:
-    """Remove a stale socket file; refuse to take over one a live server listens on."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
-
-
 def bind_socket(settings: Settings) -> tuple[socket.socket, str]:
     """A listening socket for the HTTP door and the address to announce."""
     if settings.http_unix_socket is not None:
         path = settings.http_unix_socket
         path.parent.mkdir(parents=True, exist_ok=True)
-        _claim_unix_path(path)
+        claim_socket_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))
         os.chmod(path, settings.ipc_mode)

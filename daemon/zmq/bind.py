@@ -17,33 +17,13 @@ import errno
 import logging
 import os
 import shutil
-import socket
-import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from hfd.daemon.unix_paths import claim_socket_path
+
 log = logging.getLogger(__name__)
-
-
-def claim_socket_path(path: Path) -> None:
-    """Make room for binding at ``path``: remove a stale socket, refuse a live one."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        log.info("removing a stale IPC socket", extra={"path": str(path)})
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"another daemon is listening on {path}")
 
 
 def bind_private(path: Path, bind: Callable[[str], None], *, mode: int, group: str | None = None) -> None:
