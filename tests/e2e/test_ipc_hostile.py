@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from support.daemon import Daemon, start_daemon
+from support.ipc_peer import Peer
 from support.models import tiny_bert
 
-from hfd.client.protocol import Reply, Request, decode_reply, encode_request
+from hfd.client.protocol import Request, encode_request
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,42 +35,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         assert code == 0, "\n".join(d.output[-40:])
 
 
-class Peer:
-    """A raw DEALER on the daemon's socket."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.linger = 0
-        self.sock.connect(endpoint)
-
-    def send(self, frames: list[bytes]) -> None:
-        self.sock.send_multipart(frames)
-
-    def request(self, rid: str, op: str, body: dict[str, Any] | None = None) -> None:
-        self.send(encode_request(Request(id=rid, op=op, body=body or {})))
-
-    def reply(self, timeout: float = 30.0) -> Reply:
-        assert self.sock.poll(int(timeout * 1000)), "no reply"
-        return decode_reply(self.sock.recv_multipart())
-
-    def replies_until(self, rid: str, timeout: float = 30.0) -> list[Reply]:
-        """Every reply up to and including the final one of ``rid``."""
-        out: list[Reply] = []
-        while True:
-            r = self.reply(timeout)
-            out.append(r)
-            if r.id == rid and r.final:
-                return out
-
-    def close(self) -> None:
-        self.sock.close()
-        self.ctx.term()
-
-
 @pytest.fixture
 def peer(daemon: Daemon) -> Iterator[Peer]:
-    p = Peer(daemon.ipc)
+    p = Peer(daemon.ipc, timeout=30.0)
     yield p
     p.close()
 
@@ -195,7 +162,7 @@ def test_an_abandoned_embeddings_request_stops_at_the_next_batch(
     if how == "sigkill":
         leaver = subprocess.Popen([sys.executable, "-c", CLIENT, daemon.ipc, EMBED], text=True)
     else:
-        leaver = Peer(daemon.ipc)
+        leaver = Peer(daemon.ipc, timeout=30.0)
         leaver.request("big", "embeddings.create", {"model": EMBED, "input": BIG_INPUTS})
     try:
         # Leave once the request is queued and its first batch has run.

@@ -20,10 +20,10 @@ import anyio
 import anyio.from_thread
 import msgpack
 import pytest
-import zmq
+from support.ipc_peer import Peer
 
 from hfd.client.errors import HfdError
-from hfd.client.protocol import PROTOCOL_VERSION, Reply, Request, decode_reply, encode_request, packb
+from hfd.client.protocol import PROTOCOL_VERSION, packb
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
@@ -70,33 +70,6 @@ def running(settings: Settings) -> Iterator[IpcServer]:
         finally:
             portal.call(server.shutdown)
             future.result(timeout=15)
-
-
-class Peer:
-    """A raw DEALER: sends any frames, reads replies."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.linger = 0
-        self.sock.connect(endpoint)
-
-    def send(self, frames: list[bytes]) -> None:
-        self.sock.send_multipart(frames)
-
-    def request(self, rid: str, op: str, body: dict[str, Any] | None = None) -> None:
-        self.send(encode_request(Request(id=rid, op=op, body=body or {})))
-
-    def reply(self, timeout: float = 10.0) -> Reply:
-        assert self.sock.poll(int(timeout * 1000)), "no reply"
-        return decode_reply(self.sock.recv_multipart())
-
-    def silent(self, timeout: float = 0.3) -> bool:
-        return not self.sock.poll(int(timeout * 1000))
-
-    def close(self) -> None:
-        self.sock.close()
-        self.ctx.term()
 
 
 @pytest.fixture
