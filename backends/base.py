@@ -70,6 +70,11 @@ class SamplingParams:
     min_tokens: int = 0
     # Stop strings are matched by the scheduler on decoded text, not by engines.
     stop: tuple[str, ...] = ()
+    # The compiled constraint from ``Constrainable.compile_constraint`` (None: unconstrained).
+    # Contract: it has a ``matcher()`` method returning a fresh ``TokenMatcher``
+    # (``backends.constraints``); the engine calls it once per sequence in ``add``, so sequences
+    # sharing one compiled constraint each keep their own position in it.
+    constraint: Any = None
 
     @property
     def greedy(self) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from hfd.backends.base import FinishReason, SamplingParams, StepOutput
+from hfd.backends.constraints import TokenMatcher
 from hfd.backends.prompt_checks import check_sequence
 from hfd.backends.torch_cache import BatchKVCache
 from hfd.backends.torch_sampling import RowSampling, make_generator, sample
@@ -43,6 +44,7 @@ class _Sequence:
     generator: torch.Generator | None
     generated: int = 0
     last_token: int = -1
+    matcher: TokenMatcher | None = None  # its own position in params.constraint
 
     def sampling(self) -> RowSampling:
         return RowSampling(
@@ -50,6 +52,7 @@ class _Sequence:
             top_p=self.params.top_p,
             generator=self.generator,
             mask_eos=self.generated < self.params.min_tokens,
+            matcher=self.matcher,
         )
 
 
@@ -59,7 +62,8 @@ def new_sequence(
     """A queued sequence, after the checks every engine makes on a request."""
     prompt = check_sequence(prompt_ids, params, context_length)
     generator = None if params.greedy else make_generator(params.seed)
-    return _Sequence(seq_id, prompt, params, generator)
+    matcher = None if params.constraint is None else params.constraint.matcher()
+    return _Sequence(seq_id, prompt, params, generator, matcher=matcher)
 
 
 def accept(
@@ -70,6 +74,8 @@ def accept(
     seq.last_token = token
     p = seq.params
     if token in eos_token_ids and not p.ignore_eos and seq.generated > p.min_tokens:
+        return "stop"
+    if seq.matcher is not None and seq.matcher.finished:  # the grammar is complete
         return "stop"
     if seq.generated >= p.max_tokens:
         return "length"

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from hfd.backends.constraints import TokenMatcher
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class RowSampling:
     top_p: float
     generator: torch.Generator | None  # None for greedy rows
     mask_eos: bool  # min_tokens not reached yet: eos may not be chosen
+    matcher: TokenMatcher | None = None  # constrained decoding: the sequence's grammar position
 
     @property
     def greedy(self) -> bool:
@@ -36,7 +41,18 @@ def sample(logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Ten
         if masked:
             idx = torch.tensor(masked, device=logits.device)
             logits[idx.unsqueeze(1), eos_ids.unsqueeze(0)] = float("-inf")
+    constrained = [i for i, r in enumerate(rows) if r.matcher is not None]
+    if constrained:
+        _mask_constrained(logits, [rows[i].matcher for i in constrained], constrained)
+    tokens = _choose(logits, rows)
+    for i in constrained:
+        matcher = rows[i].matcher
+        assert matcher is not None
+        matcher.accept(tokens[i])
+    return tokens
 
+
+def _choose(logits: torch.Tensor, rows: Sequence[RowSampling]) -> list[int]:
     sampled = [i for i, r in enumerate(rows) if not r.greedy]
     if not sampled:
         return [int(t) for t in logits.argmax(dim=-1).tolist()]
@@ -46,6 +62,26 @@ def sample(logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Ten
     idx = torch.tensor(sampled, device=logits.device)
     chosen[idx] = _sample_rows(logits.index_select(0, idx), [rows[i] for i in sampled])
     return [int(t) for t in chosen.tolist()]
+
+
+def _mask_constrained(logits: torch.Tensor, matchers: list[TokenMatcher | None], rows: list[int]) -> None:
+    """Set the logits of every token a constrained row's grammar forbids to -inf.
+
+    The matchers write one int32 bitmask (bit ``i`` of word ``j``: token ``32 * j + i`` is allowed,
+    xgrammar's layout), which becomes a boolean mask with one vectorised shift; tokens past the
+    bitmask's width (a logits row padded beyond the tokenizer's vocabulary) are forbidden.
+    """
+    vocab = logits.shape[-1]
+    words = (vocab + 31) // 32
+    bitmask = torch.zeros((len(rows), words), dtype=torch.int32)
+    for i, matcher in enumerate(matchers):
+        assert matcher is not None
+        matcher.fill_mask(bitmask, i)
+    bitmask = bitmask.to(logits.device)
+    shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
+    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(len(rows), words * 32)[:, :vocab]
+    idx = torch.tensor(rows, device=logits.device)
+    logits[idx] = logits.index_select(0, idx).masked_fill(~allowed, float("-inf"))
 
 
 # A trained model's nucleus is usually a handful of tokens: rows whose top-k already holds
