@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hfd.daemon.store.model_store import ModelStore, Removed, resolver
+    from hfd.daemon.store.model_store import ModelStore, Removed
     from hfd.daemon.store.pull import PullProgress
+    from hfd.daemon.store.resolving import resolver
     from hfd.daemon.store.sharing import PublishResult
     from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 
@@ -22,7 +23,7 @@ _WHERE = {
     "ModelStore": "model_store",
     "PublishResult": "sharing",
     "Removed": "model_store",
-    "resolver": "model_store",
+    "resolver": "resolving",
     "PullProgress": "pull",
     "Snapshot": "snapshot",
     "SnapshotInfo": "snapshot",

@@ -1,15 +1,23 @@
 """The CID index: a text file of ``org/name[@revision] <cid>`` lines (``#`` starts a comment).
 
 It is how a box learns that a model is on IPFS before asking the Hub: an operator ships the
-file with the box (``ipfs_index`` setting), and ``hfd publish`` adds to it.
+file with the box (``ipfs_index`` setting), and ``hfd publish`` adds to it. ``candidate_cids``
+lists every CID known for a reference, this file among them, in the order a pull tries them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hfd.daemon.store.fetch import Attempt
 from hfd.daemon.store.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from hfd.daemon.settings import Settings
+    from hfd.daemon.store.refs import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +66,30 @@ def update_index(path: Path, entries: dict[str, str]) -> None:
             out.append(line)
     out.extend(f"{k} {v}" for k, v in remaining.items())
     atomic_write_text(path, "\n".join(out) + "\n")
+
+
+def candidate_cids(
+    settings: Settings, mref: ModelRef, attempts: list[Attempt], published: Callable[[], list[str]]
+) -> Iterator[tuple[str, str]]:
+    """The CIDs known for a repo reference, in order (its ``[[models]] cid``, the index file,
+    earlier publishes from this store: ``published``), each with the place to name in errors;
+    records in ``attempts`` why IPFS was skipped."""
+    assert mref.repo is not None
+    base = f"IPFS ({settings.ipfs_api})"
+    if not settings.ipfs_enabled:
+        attempts.append(Attempt(base, "not tried: ipfs_enabled = false"))
+        return
+    cids: list[str] = []
+    if mref.cid:
+        cids.append(mref.cid)
+    if settings.ipfs_index is not None:
+        cid = lookup(read_index(settings.ipfs_index), mref.repo, mref.revision)
+        if cid:
+            cids.append(cid)
+    cids += published()
+    cids = list(dict.fromkeys(cids))
+    if not cids:
+        attempts.append(Attempt(base, "no CID known for it ([[models]] cid, ipfs_index, earlier publish)"))
+        return
+    for cid in cids:
+        yield cid, f"{base} ipfs://{cid}"

@@ -9,34 +9,25 @@ snapshots/<commit>``, a model in an existing Hugging Face cache to its snapshot 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
-from hfd._digests import is_sha256, sha256_file
 from hfd.client.errors import (
     FetchError,
     HfdError,
-    InsufficientStorage,
-    InvalidRequest,
     ModelNotFound,
-    ModelUnavailable,
 )
 from hfd.daemon.settings import ModelSpec, Settings
-from hfd.daemon.store import sharing
-from hfd.daemon.store.catalog import Catalog, SnapshotRow
-from hfd.daemon.store.cid_index import lookup, read_index
+from hfd.daemon.store import inventory, sharing
+from hfd.daemon.store.catalog import Catalog
+from hfd.daemon.store.cid_index import candidate_cids
 from hfd.daemon.store.fetch import Attempt, Fetched, Flight, SingleFlight, failure
-from hfd.daemon.store.files import model_files
 from hfd.daemon.store.hub import HubFetcher, hub_endpoint, hub_offline
+from hfd.daemon.store.inventory import Removed
 from hfd.daemon.store.ipfs_source import IpfsFetcher
 from hfd.daemon.store.layout import CacheLayout, RepoDir, default_hf_cache
 from hfd.daemon.store.locks import FileLock, lock_path
@@ -44,10 +35,9 @@ from hfd.daemon.store.pull import DONE, PLACING, RESOLVING, WAITING, ProgressCal
 from hfd.daemon.store.refs import ModelRef, parse_ref
 from hfd.daemon.store.sharing import PublishResult
 from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
-from hfd.daemon.store.space import is_no_space, no_space_error
+from hfd.daemon.store.space import dropping_partial_on_full_disk
 from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.verify import VerifyReport, check_loadable, stat_key, verify
-from hfd.daemon.store.writer import PlacedFile
 from hfd.ipfs.errors import UNREACHABLE
 from hfd.ipfs.manifest import Manifest
 
@@ -57,13 +47,6 @@ T = TypeVar("T")
 D = TypeVar("D")
 
 TOUCH_EVERY: Final = 60.0  # seconds: last-used times are for eviction, not auditing
-
-
-@dataclass(frozen=True)
-class Removed:
-    repo: str
-    commits: tuple[str, ...]
-    freed: int  # bytes of blobs deleted
 
 
 class ModelStore:
@@ -233,14 +216,24 @@ class ModelStore:
     ) -> Snapshot:
         assert mref.repo is not None
         attempts = self._local_attempts(mref)
-        with self.repo_lock(mref.repo, meter, should_stop) as repo_dir, self._full_disk(repo_dir):
+        with (
+            self.repo_lock(mref.repo, meter, should_stop) as repo_dir,
+            dropping_partial_on_full_disk(repo_dir),
+        ):
             found = self.find(mref)  # another pull may have finished while this one waited
             if found is not None:
                 if self.complete(found):
                     return found
                 # Quarantined (or deleted) blobs: fetch them again; the intact ones are reused.
                 attempts[0] = Attempt("store", "incomplete: files are missing (quarantined by hfd verify?)")
-            for cid, attempt in self._ipfs_candidates(mref, attempts):
+            for cid, attempt in candidate_cids(
+                self.settings,
+                mref,
+                attempts,
+                lambda: self._catalog_call(
+                    lambda: self.catalog.published_cids(mref.repo or "", mref.revision), []
+                ),
+            ):
                 try:
                     manifest = self.ipfs.read_manifest(cid)
                     if manifest.repo != mref.repo or (
@@ -303,35 +296,14 @@ class ModelStore:
             raise failure(
                 str(mref), [Attempt("store", "no snapshot with this CID"), Attempt(place, exc.message, exc)]
             ) from exc
-        with self.repo_lock(manifest.repo, meter, should_stop) as repo_dir, self._full_disk(repo_dir):
+        with (
+            self.repo_lock(manifest.repo, meter, should_stop) as repo_dir,
+            dropping_partial_on_full_disk(repo_dir),
+        ):
             fetched = self.ipfs.fetch(
                 mref.cid, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=should_stop
             )
             return self.place(fetched, meter, allow_pickle)
-
-    @contextmanager
-    def _full_disk(self, repo_dir: RepoDir) -> Iterator[None]:
-        """A pull that ran out of disk removes what it wrote for the model (call with the repo lock).
-
-        Blobs of the failed pull are not linked by any snapshot yet, and its ``.incomplete``
-        files cannot grow until space is freed: keeping them would only keep the disk full.
-        """
-        try:
-            yield
-        except InsufficientStorage as exc:
-            if exc.details.get("stage") != "pre-check":
-                self._drop_partial(repo_dir)
-            raise
-        except OSError as exc:  # linking, refs: anything else that writes
-            if not is_no_space(exc):
-                raise
-            self._drop_partial(repo_dir)
-            raise no_space_error(exc, repo_dir) from exc
-
-    def _drop_partial(self, repo_dir: RepoDir) -> None:
-        repo_dir.clean_staging()
-        freed = repo_dir.drop_unused_blobs(incomplete=True)
-        log.info("removed the partial download", extra={"repo": repo_dir.repo, "freed": freed})
 
     def complete(self, snap: Snapshot) -> bool:
         """Every file of a stored snapshot is there (a quarantined blob leaves a dangling link)."""
@@ -347,30 +319,6 @@ class ModelStore:
     def check_loadable(self, snap: Snapshot, *, ref: str | None = None) -> None:
         """Raise ModelUnavailable when a stored snapshot is damaged (see ``daemon/store/verify.py``)."""
         check_loadable(self, snap, ref=ref)
-
-    def _ipfs_candidates(self, mref: ModelRef, attempts: list[Attempt]) -> Iterator[tuple[str, str]]:
-        """The CIDs known for a repo reference, in order; records why IPFS was skipped."""
-        assert mref.repo is not None
-        base = f"IPFS ({self.settings.ipfs_api})"
-        if not self.settings.ipfs_enabled:
-            attempts.append(Attempt(base, "not tried: ipfs_enabled = false"))
-            return
-        cids: list[str] = []
-        if mref.cid:
-            cids.append(mref.cid)
-        if self.settings.ipfs_index is not None:
-            cid = lookup(read_index(self.settings.ipfs_index), mref.repo, mref.revision)
-            if cid:
-                cids.append(cid)
-        cids += self._catalog_call(lambda: self.catalog.published_cids(mref.repo or "", mref.revision), [])
-        cids = list(dict.fromkeys(cids))
-        if not cids:
-            attempts.append(
-                Attempt(base, "no CID known for it ([[models]] cid, ipfs_index, earlier publish)")
-            )
-            return
-        for cid in cids:
-            yield cid, f"{base} ipfs://{cid}"
 
     def place(self, fetched: Fetched, meter: ProgressMeter | None, allow_pickle: bool = False) -> Snapshot:
         """Link verified blobs into a snapshot, then its ref, then the catalog rows (call with the repo lock)."""
@@ -442,126 +390,19 @@ class ModelStore:
             log.warning("catalog unavailable", extra={"path": str(self.catalog.path), "error": exc.message})
             return default
 
-    # ------------------------------------------------------------------ listing
-
-    def _info(self, snap: Snapshot, repo_dir: RepoDir | None, *, with_files: bool) -> SnapshotInfo:
-        row: SnapshotRow | None = None
-        files: tuple[PlacedFile, ...] = ()
-        if repo_dir is not None and snap.commit is not None:
-            row = self._catalog_call(lambda: self.catalog.snapshot(snap.repo, snap.commit or ""), None)
-            refs = tuple(sorted(r for r, c in repo_dir.refs_map().items() if c == snap.commit))
-            links = repo_dir.snapshot_files(snap.commit)
-            sizes = {p: _size(snap.path / p) for p in links}
-            # A dangling link: its blob was quarantined (hfd verify) or deleted.
-            missing = tuple(sorted(p for p, b in links.items() if b and not repo_dir.blob(b).exists()))
-            if with_files:
-                known = {
-                    f.path: f
-                    for f in self._catalog_call(lambda: self.catalog.files(snap.repo, snap.commit or ""), [])
-                }
-                files = tuple(
-                    known.get(p)
-                    or PlacedFile(
-                        p,
-                        sizes[p],
-                        b if is_sha256(b) or p in missing else sha256_file(snap.path / p),
-                        b or "",
-                    )
-                    for p, b in sorted(links.items())
-                )
-        else:
-            refs = ()
-            missing = ()
-            sizes = {str(p.relative_to(snap.path)): p.stat().st_size for p in model_files(snap.path)}
-            if with_files:
-                files = tuple(
-                    PlacedFile(p, s, sha256_file(snap.path / p), "") for p, s in sorted(sizes.items())
-                )
-        return SnapshotInfo(
-            snapshot=snap,
-            refs=refs,
-            size=sum(sizes.values()),
-            file_count=len(sizes),
-            task=(row.task if row and row.task else guess_task(snap.path)),
-            cid=row.cid if row else None,
-            pulled_at=row.pulled_at if row else None,
-            last_used=row.last_used if row else None,
-            files=files,
-            missing=missing,
-        )
+    # ------------------------------------------------------------------ listing, removing (inventory.py)
 
     def list_snapshots(self) -> list[SnapshotInfo]:
         """Every snapshot in the store, then those of the Hugging Face cache (source ``hf-cache``)."""
-        out: list[SnapshotInfo] = []
-        rows = {(r.repo, r.commit): r for r in self._catalog_call(self.catalog.snapshots, [])}
-        layouts = [(self.layout, "store")] + ([(self.hf_layout, "hf-cache")] if self.hf_layout else [])
-        for layout, kind in layouts:
-            for repo_dir in layout.repos():
-                for commit in repo_dir.commits():
-                    row = rows.get((repo_dir.repo, commit)) if kind == "store" else None
-                    source = row.source if row else kind
-                    revision = row.revision if row else None
-                    snap = Snapshot(repo_dir.snapshot(commit), repo_dir.repo, revision, commit, source)
-                    out.append(self._info(snap, repo_dir, with_files=False))
-        return out
+        return inventory.list_snapshots(self)
 
     def show(self, ref: str) -> SnapshotInfo:
-        snap = self.find(ref)
-        if snap is None:
-            raise failure(ref, self._local_attempts(self.parse(ref)))
-        return self._info(snap, self._repo_dir_of(snap), with_files=True)
-
-    def _repo_dir_of(self, snap: Snapshot) -> RepoDir | None:
-        if snap.source == "local" or snap.commit is None:
-            return None
-        layout = self.hf_layout if snap.source == "hf-cache" and self.hf_layout else self.layout
-        return layout.repo(snap.repo)
-
-    # ------------------------------------------------------------------ removing
+        return inventory.show(self, ref)
 
     def remove(self, ref: str) -> Removed:
         """Delete a snapshot (``org/name@rev``) or every snapshot of a repo (``org/name``), and the
         blobs no remaining snapshot uses. Only the store is touched, never an HF cache or a local dir."""
-        mref = self.parse(ref)
-        if mref.kind == "path":
-            raise InvalidRequest(f"{ref} is a local directory; hfd does not delete it")
-        if mref.kind == "ipfs":
-            snap = self.find(mref)
-            if snap is None:
-                raise ModelNotFound(f"no stored snapshot has CID {mref.cid}")
-            repo, commits = snap.repo, [snap.commit or ""]
-        else:
-            assert mref.repo is not None
-            repo = mref.repo
-            repo_dir = self.layout.repo(repo)
-            if mref.explicit_revision:
-                commit = repo_dir.commit_for(mref.revision)
-                commits = [commit] if commit else []
-            else:
-                commits = repo_dir.commits()
-            if not commits:
-                raise failure(
-                    str(mref),
-                    [Attempt("store", "not there (hfd rm never touches the Hugging Face cache)")],
-                )
-        with self.repo_lock(repo) as repo_dir:
-            for commit in commits:
-                target = repo_dir.snapshot(commit)
-                if target.is_dir():
-                    # Rename first: a crash mid-delete leaves a staging dir (cleaned later), not half a snapshot.
-                    trash = repo_dir.snapshots / f".staging-rm-{commit}-{uuid.uuid4().hex[:8]}"
-                    os.rename(target, trash)
-                    shutil.rmtree(trash, ignore_errors=True)
-                for revision, c in repo_dir.refs_map().items():
-                    if c == commit:
-                        (repo_dir.refs / revision).unlink(missing_ok=True)
-                self._catalog_call(partial(self.catalog.forget, repo, commit), None)
-            freed = repo_dir.drop_unused_blobs(incomplete=not repo_dir.commits())
-            self._catalog_call(partial(self.catalog.forget_checks, repo, repo_dir.blob_users()), None)
-            if not repo_dir.commits():
-                shutil.rmtree(repo_dir.root, ignore_errors=True)
-        log.info("snapshots removed", extra={"repo": repo, "commits": commits, "freed": freed})
-        return Removed(repo, tuple(commits), freed)
+        return inventory.remove(self, ref)
 
     # ------------------------------------------------------------------ publishing, bundles (sharing.py)
 
@@ -587,42 +428,3 @@ class ModelStore:
         return sharing.import_bundle(
             self, path, allow_pickle=allow_pickle, progress=progress, should_stop=should_stop
         )
-
-
-def resolver(settings: Settings, store: ModelStore | None = None) -> Callable[[ModelSpec], Path]:
-    """The model manager's ``resolve``: a model spec to the directory a backend loads from.
-
-    Runs on a worker thread; pulls when ``settings.allow_pull`` is on, and records the use.
-    ``store``: the daemon's one store (its pulls then share one single-flight table).
-    """
-    store = store if store is not None else ModelStore(settings)
-
-    def resolve(spec: ModelSpec) -> Path:
-        snap = store.resolve(spec, allow_pull=settings.allow_pull)
-        try:
-            store.check_loadable(snap)  # a damaged model is refused here, before any engine reads it
-        except ModelUnavailable as damaged:
-            if not settings.allow_pull:
-                raise
-            # Its bad files were quarantined: a pull fetches just those; if it cannot, the
-            # client hears that the model is damaged, not where the pull looked.
-            try:
-                snap = store.resolve(spec, allow_pull=True)
-                store.check_loadable(snap)
-            except HfdError as exc:
-                log.warning(
-                    "could not repair a damaged model",
-                    extra={"model": spec.public_name, "error": exc.message},
-                )
-                raise damaged from exc
-        store.touch(snap)
-        return snap.path
-
-    return resolve
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hfd._digests import sha256_file
 from hfd.client.errors import ValidationFailed
+from hfd.daemon.store import inventory
 from hfd.daemon.store.bundle import import_bundle as _read_bundle
 from hfd.daemon.store.bundle import read_bundle_manifest, write_bundle
 from hfd.daemon.store.catalog import PublishedRow, utcnow
@@ -48,9 +49,9 @@ def snapshot_manifest(
     store: ModelStore, snap: Snapshot, *, repo: str | None = None
 ) -> tuple[Manifest, list[tuple[str, Path]]]:
     """The manifest of a snapshot, and ``(path, file)`` for each of its files."""
-    repo_dir = store._repo_dir_of(snap)
+    repo_dir = inventory.repo_dir_of(store, snap)
     if repo_dir is not None and snap.commit is not None:
-        info = store._info(snap, repo_dir, with_files=True)
+        info = inventory.info(store, snap, repo_dir, with_files=True)
         entries = [
             ManifestFile(f.path, f.size, f.sha256, f.blob or f.sha256)
             for f in info.files

@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -73,6 +74,32 @@ def ensure_space(repo_dir: RepoDir, specs: Iterable[FileSpec], *, model: str) ->
         f"({needed} bytes) and {format_bytes(free)} is free; free some space (hfd rm) and pull again",
         details={"model": model, "needed": needed, "free": free, "stage": "pre-check"},
     )
+
+
+@contextmanager
+def dropping_partial_on_full_disk(repo_dir: RepoDir) -> Iterator[None]:
+    """A pull that ran out of disk removes what it wrote for the model (use with the repo lock).
+
+    Blobs of the failed pull are not linked by any snapshot yet, and its ``.incomplete``
+    files cannot grow until space is freed: keeping them would only keep the disk full.
+    """
+    try:
+        yield
+    except InsufficientStorage as exc:
+        if exc.details.get("stage") != "pre-check":
+            _drop_partial(repo_dir)
+        raise
+    except OSError as exc:  # linking, refs: anything else that writes
+        if not is_no_space(exc):
+            raise
+        _drop_partial(repo_dir)
+        raise no_space_error(exc, repo_dir) from exc
+
+
+def _drop_partial(repo_dir: RepoDir) -> None:
+    repo_dir.clean_staging()
+    freed = repo_dir.drop_unused_blobs(incomplete=True)
+    log.info("removed the partial download", extra={"repo": repo_dir.repo, "freed": freed})
 
 
 def no_space_error(

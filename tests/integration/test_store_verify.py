@@ -20,7 +20,8 @@ from hfd.client.errors import ModelUnavailable
 from hfd.daemon.cli import main
 from hfd.daemon.settings import ModelSpec, Settings
 from hfd.daemon.store import verify as verify_mod
-from hfd.daemon.store.model_store import ModelStore, resolver
+from hfd.daemon.store.model_store import ModelStore
+from hfd.daemon.store.resolving import resolver
 from hfd.daemon.store.scrub import scrub_once
 
 pytestmark = pytest.mark.usefixtures("hub_online")
