@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hfd.backends import hardware
+from hfd.backends import hardware, host
 
 LINUX = sys.platform.startswith("linux")
 
@@ -37,7 +37,7 @@ def _cpuinfo_field(name: str) -> str | None:
 def test_cpu_features_match_proc_cpuinfo() -> None:
     flags = set((_cpuinfo_field("flags") or _cpuinfo_field("features") or "").split())
     report = hardware.detect()
-    table = hardware._X86_FLAGS if report.cpu.is_x86 else hardware._ARM_FLAGS
+    table = host._X86_FLAGS if report.cpu.is_x86 else host._ARM_FLAGS
     for flag, name in table.items():
         expected = flag in flags or any(f in flags for f, n in table.items() if n == name)
         assert report.cpu.has(name) == expected, f"{name} (from flag {flag})"
