@@ -38,13 +38,13 @@ from hfd.daemon.models.breaker import Breakers, CircuitBreaker
 from hfd.daemon.models.engine_memory import EARLY_DEATHS, EARLY_REQUESTS, EngineMemory, record_key
 from hfd.daemon.models.loaded import LoadedModel
 from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES, MemoryEstimate, estimate_model
-from hfd.daemon.models.refs import detect_task
 from hfd.daemon.models.residency import Residency
 from hfd.daemon.models.threads import engine_threads
 from hfd.daemon.scheduler.base import GenerationStats, Scheduler
 from hfd.daemon.scheduler.encoder import EncoderScheduler
 from hfd.daemon.scheduler.generation import GenerationScheduler
 from hfd.daemon.settings import ModelSpec, Settings
+from hfd.daemon.tasks import registry as task_registry
 
 if TYPE_CHECKING:
     from hfd.backends.hardware import HardwareReport
@@ -62,9 +62,9 @@ HardwareDetector = Callable[[], "HardwareReport"]
 def load_engine(engine: str, task: Task, opts: LoadOptions) -> Model:
     """The default engine loader: the engine registered under ``engine``."""
     backend = get_backend(engine)
-    if task == "generate":
-        return backend.load_generator(opts)
-    return backend.load_encoder(opts)
+    # The task's record names the Backend method that loads it (load_encoder, load_generator).
+    model: Model = getattr(backend, task_registry.record(task).loader)(opts)
+    return model
 
 
 def detect_hardware() -> HardwareReport:
@@ -115,20 +115,14 @@ class Loader:
         started = time.perf_counter()
         name = spec.public_name
         budgets = self.residency.budgets
-        task: Task
-        if spec.task is not None:
-            if spec.task not in ("generate", "embed"):
-                raise InvalidRequest(f"model {name!r}: task must be generate or embed")
-            task = spec.task  # type: ignore[assignment]
-        else:
-            task = detect_task(path)
+        task: Task = task_registry.task_for(spec.task, path, name)
         errors: list[str] = []
         skipped: list[CircuitBreaker] = []
         too_big: list[InsufficientMemory] = []
         candidates = self.candidates(task, spec)
         family = families.model_type(path)
         for engine, device, reason in candidates:
-            gap = families.gap(engine, task, family)
+            gap = families.gap(engine, task_registry.record(task).engine_task, family)
             if gap is not None:  # this engine cannot serve the family here: skipped untried
                 errors.append(f"{engine}/{device}: {gap}")
                 log.info("skipping an engine that cannot serve this model family",
@@ -218,10 +212,18 @@ class Loader:
 
         engine = spec.engine or self.settings.engine
         device = spec.device or self.settings.device
+        record = task_registry.record(task)
+        if engine is not None and not record.runs_on(engine):
+            raise InvalidRequest(f"engine {engine!r} cannot {task}", param="engine")
+        # Ranked by the engine-level task whose measurements apply (an encoder head ranks as
+        # embed), then kept to the engines that can run this task.
         choices = policy.choose_engine(
-            task, self._detect_hardware(), pinned_engine=engine, pinned_device=device
+            record.engine_task, self._detect_hardware(), pinned_engine=engine, pinned_device=device
         )
-        return [(c.engine, c.device, c.reason) for c in choices]
+        kept = [(c.engine, c.device, c.reason) for c in choices if record.runs_on(c.engine)]
+        if not kept:
+            raise ModelUnavailable(f"no engine installed can {task}; install hfd[torch]")
+        return kept
 
     def options(
         self, spec: ModelSpec, path: Path, task: Task, device: str, engine: str | None = None
@@ -353,7 +355,7 @@ class Loader:
 
     def _scheduler(self, spec: ModelSpec, task: Task, model: Model) -> Scheduler:
         s = self.settings
-        if task == "generate":
+        if task_registry.record(task).scheduler == "generation":
             assert isinstance(model, GenerationModel)
             return GenerationScheduler(
                 model,

@@ -28,6 +28,7 @@ import anyio.abc
 from hfd.backends.base import Task, is_alive
 from hfd.client.errors import Cancelled, HfdError, ModelNotFound, ModelUnavailable, Overloaded
 from hfd.daemon.models.breaker import Breakers
+from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.engine_memory import EngineMemory
 from hfd.daemon.models.loaded import LoadedModel
 from hfd.daemon.models.loading import (
@@ -37,7 +38,6 @@ from hfd.daemon.models.loading import (
     detect_hardware,
     load_engine,
 )
-from hfd.daemon.models.memory import Budgets
 from hfd.daemon.models.refs import hide_paths, is_store_ref, resolve_local
 from hfd.daemon.models.residency import Clock, Residency, Slot, check_keep_alive
 from hfd.daemon.settings import ModelSpec, Settings

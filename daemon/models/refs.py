@@ -3,14 +3,14 @@ errors about it read to a client (without filesystem paths)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 
 from hfd.backends.base import Task
-from hfd.client.errors import ModelNotFound, ModelUnavailable
+from hfd.client.errors import ModelNotFound
 from hfd.daemon.settings import ModelSpec
+from hfd.daemon.tasks import registry as task_registry
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +34,8 @@ def hide_paths(message: str) -> str:
 
 
 def detect_task(path: Path) -> Task:
-    """generate for causal LMs, embed for encoders, from config.json's architectures."""
-    # Paths go to the log only: client-facing messages must not disclose the filesystem.
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except FileNotFoundError:
-        log.warning("model directory has no config.json", extra={"path": str(path)})
-        raise ModelUnavailable("the model's files have no config.json; is it a model directory?") from None
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read the model's config.json", extra={"path": str(path), "error": str(exc)})
-        raise ModelUnavailable(f"cannot read the model's config.json ({type(exc).__name__})") from exc
-    archs = config.get("architectures") or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
-        return "generate"
-    return "embed"
+    """The model's task from its files (``hfd.daemon.tasks.registry`` has the rules)."""
+    return task_registry.detect_task(path)
 
 
 def resolve_local(spec: ModelSpec) -> Path:

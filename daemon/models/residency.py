@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
+from hfd._units import format_bytes as human
 from hfd.client.errors import HfdError, InsufficientMemory, InvalidRequest, ModelUnavailable
+from hfd.daemon.models.budgets import Budgets, default_budgets, release_to_os
 from hfd.daemon.models.loaded import LoadedModel
-from hfd.daemon.models.memory import Budgets, MemoryEstimate, default_budgets, human, release_to_os
+from hfd.daemon.models.memory import MemoryEstimate
 from hfd.daemon.settings import ModelSpec, Settings
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ from support.models import tiny_bert, tiny_llama
 
 from hfd.backends import hardware
 from hfd.backends.hardware import EngineProbe, HardwareReport
+from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.engine_memory import FILE_NAME
 from hfd.daemon.models.manager import ModelManager
-from hfd.daemon.models.memory import RAM, Budgets
+from hfd.daemon.models.memory import RAM
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")

@@ -14,8 +14,9 @@ import pytest
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.errors import InsufficientMemory, InternalError, InvalidRequest, ModelUnavailable
+from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.manager import ModelManager
-from hfd.daemon.models.memory import RAM, Budgets
+from hfd.daemon.models.memory import RAM
 from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 

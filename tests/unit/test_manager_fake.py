@@ -16,8 +16,9 @@ from support.fake_models import fake_model
 from hfd.backends import registry
 from hfd.backends.base import SamplingParams
 from hfd.client.errors import HfdError, ModelUnavailable
+from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.manager import ModelManager
-from hfd.daemon.models.memory import RAM, Budgets
+from hfd.daemon.models.memory import RAM
 from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 

@@ -11,10 +11,9 @@ from support.models import tiny_bert, tiny_llama
 
 from hfd.backends.hardware import CpuInfo, Device, EngineProbe, HardwareReport, MemoryInfo
 from hfd.daemon.models import memory
+from hfd.daemon.models.budgets import Budgets, default_budgets
 from hfd.daemon.models.memory import (
     RAM,
-    Budgets,
-    default_budgets,
     estimate_model,
     kv_cache_bytes,
     weights_bytes,
@@ -141,4 +140,3 @@ def test_dtype_bytes() -> None:
     assert memory.dtype_bytes("bfloat16") == 2
     assert memory.dtype_bytes("torch.float16") == 2
     assert memory.dtype_bytes(None, default=4) == 4
-    assert memory.human(3 * 1024 * 1024) == "3.0 MiB"

@@ -12,8 +12,9 @@ import pytest
 
 from hfd.backends.base import EncoderModel, LoadOptions, Task, TokenizedBatch
 from hfd.backends.hardware import CpuInfo, Device, EngineProbe, HardwareReport, MemoryInfo
+from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.manager import ModelManager
-from hfd.daemon.models.memory import RAM, Budgets
+from hfd.daemon.models.memory import RAM
 from hfd.daemon.scheduler.base import EncoderStats
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
