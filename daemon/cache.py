@@ -13,7 +13,7 @@ The key is the SHA-256 of canonical JSON (sorted keys, no spaces) of:
   ``keep_alive``, ``cache``, ``encoding_format``).
 
 A streamed and a plain request share entries: a generation is stored as its chunks, which are
-replayed one by one for a stream. Values are msgpack, never pickle.
+replayed one by one for a stream (``cache_streams``). Values are msgpack, never pickle.
 
 Bounded in bytes (LRU) with a TTL. With ``persist``, entries are also written to
 ``<cache_dir>/responses/<key[:2]>/<key>`` (atomic rename, a BLAKE2 checksum that a torn or
@@ -379,70 +379,3 @@ class ResponseCache:
         self._evict()
         if self._entries:
             log.info("response cache loaded", extra={"entries": len(self._entries), "bytes": self._bytes})
-
-
-# ----------------------------------------------------------------------------- streams
-
-
-class ReplayStream:
-    """A cached generation, iterated like the scheduler's ``GenerationStream``."""
-
-    def __init__(self, chunks: list[TokenChunk], prompt_tokens: int) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self.cached = True
-        self._chunks = list(chunks)
-        self._next = 0
-
-    def __aiter__(self) -> ReplayStream:
-        return self
-
-    async def __anext__(self) -> TokenChunk:
-        if self._next >= len(self._chunks):
-            raise StopAsyncIteration
-        chunk = self._chunks[self._next]
-        self._next += 1
-        self.completion_tokens += len(chunk.token_ids)
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-        return chunk
-
-    async def aclose(self) -> None:
-        self._next = len(self._chunks)
-
-
-class RecordingStream:
-    """Passes a live generation through and stores it in the cache once it ended normally."""
-
-    def __init__(self, inner: Any, cache: ResponseCache, key: str) -> None:
-        self._inner = inner
-        self._cache = cache
-        self._key = key
-        self._chunks: list[TokenChunk] = []
-        self.cached = False
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self._inner.prompt_tokens)
-
-    @property
-    def completion_tokens(self) -> int:
-        return int(self._inner.completion_tokens)
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._inner.finish_reason  # type: ignore[no-any-return]
-
-    def __aiter__(self) -> RecordingStream:
-        return self
-
-    async def __anext__(self) -> TokenChunk:
-        chunk: TokenChunk = await self._inner.__anext__()
-        self._chunks.append(chunk)
-        if chunk.finish_reason in ("stop", "length"):
-            await self._cache.aput(self._key, encode_generation(self._chunks, self.prompt_tokens))
-        return chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

@@ -11,7 +11,8 @@ import pytest
 from support.models import tiny_bert
 
 from hfd.daemon import cache as rc
-from hfd.daemon.cache import ReplayStream, ResponseCache
+from hfd.daemon.cache import ResponseCache
+from hfd.daemon.cache_streams import ReplayStream
 from hfd.daemon.scheduler.generation import TokenChunk
 from hfd.daemon.schema import ChatCompletionRequest, EmbeddingRequest
 
