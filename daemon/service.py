@@ -24,7 +24,8 @@ from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
 from hfd.daemon import reqctx
-from hfd.daemon.cache import RecordingStream, ReplayStream, ResponseCache
+from hfd.daemon.cache import ResponseCache
+from hfd.daemon.cache_streams import RecordingStream, ReplayStream
 from hfd.daemon.models.loaded import LoadedModel
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.pulls import Pulls
