@@ -57,24 +57,15 @@ from hfd.daemon.operations import BY_OP, Operation
 from hfd.daemon.schema import parse
 from hfd.daemon.service import Generation, Service
 from hfd.daemon.settings import Settings
-from hfd.daemon.zmq.bind import bind_private
 from hfd.daemon.zmq.droplog import DropLog
 from hfd.daemon.zmq.frames import Receiver
 from hfd.daemon.zmq.peers import PeerWatch, source_fd
+from hfd.daemon.zmq.router import CLOSE_LINGER_MS, open_router
 
 log = logging.getLogger(__name__)
 
-# Messages queued per client before sends to it report EAGAIN (a stream is one message per
-# chunk: this is how far a client may fall behind before it counts as stalled).
-SEND_HWM = 1000
-# Seconds shutdown waits for final replies to leave the socket.
-CLOSE_LINGER_MS = 1000
 # Raw frames a request may carry after its header (none of today's operations uses any).
 MAX_PAYLOAD_FRAMES = 16
-# ZMTP heartbeats: a ping every 10 s; no traffic for 30 s and the connection is dropped.
-HEARTBEAT_IVL_MS = 10_000
-HEARTBEAT_TIMEOUT_MS = 30_000
-
 Key = tuple[bytes, str]  # (client identity, request id): ids are only unique per client
 
 
@@ -118,37 +109,7 @@ class IpcServer:
     # ----------------------------------------------------------------- lifecycle
 
     def _bind(self, ctx: zmq.asyncio.Context) -> zmq.asyncio.Socket:
-        path = self._path
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.ipc_max_message_bytes)
-        sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        # A peer that answers no ZMTP ping for HEARTBEAT_TIMEOUT_MS (a TCP client whose machine
-        # vanished) is disconnected, which cancels its requests (daemon/zmq/peers.py).
-        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        self._access.secure_ipc(sock)  # the peer check (ZAP) for every connection
-
-        def zmq_bind(at: str) -> None:
-            try:
-                sock.bind(f"ipc://{at}")
-            except zmq.ZMQError as exc:
-                raise OSError(exc.errno, f"cannot bind the IPC socket {self.endpoint}: {exc}") from exc
-
-        try:
-            # Never reachable with the umask's mode: bound in a private directory, moved here.
-            bind_private(path, zmq_bind, mode=self.settings.ipc_mode, group=self.settings.ipc_group)
-        except BaseException:
-            sock.close(linger=0)
-            raise
-        try:
-            self._access.bind_tcp(sock)  # the optional CURVE-only TCP endpoint (ipc_tcp)
-        except BaseException:
-            sock.close(linger=0)
-            path.unlink(missing_ok=True)
-            raise
-        return sock
+        return open_router(ctx, self.settings, self._access, self._path, self.endpoint)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         ctx = zmq.asyncio.Context()
