@@ -38,8 +38,11 @@ from hfd.daemon.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Routes that are probes, not usage: counted in metrics, not written to the usage log.
-_NOT_USAGE = frozenset({"/health", "/ready", "/metrics"})
+# Routes that are probes, not usage: counted in metrics, not written to the usage log. The web
+# page's files and the log's own reader are not usage either (the page polls it while open).
+_NOT_USAGE = frozenset(
+    {"/health", "/ready", "/metrics", "/openapi.json", "/", "/web/{path:path}", "/api/usage/recent"}
+)
 
 
 class Access:

@@ -16,7 +16,6 @@ counts from the next request on.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import logging
 import os
@@ -24,8 +23,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,11 @@ from typing import Any
 import duckdb
 
 from hfd.client.errors import InvalidRequest, KeyStoreError, NotFound
+from hfd.daemon.access.locked_db import locked_duckdb
 
 log = logging.getLogger(__name__)
 
 # One thread: these are tiny writes, and the cores belong to the model engines.
-_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1}
-
 KEY_PREFIX = "hfd-"
 SCOPE_INFERENCE = "inference"
 SCOPE_MODELS = "models"
@@ -129,30 +127,15 @@ class KeyStore:
 
     # ------------------------------------------------------------------ file access
 
-    @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        if not write and not self.path.exists():
-            raise FileNotFoundError(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # Readers need no write access: the daemon's user may only be able to read.
-            fd = os.open(self._lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                con = duckdb.connect(str(self.path), read_only=not write, config=_DUCKDB_CONFIG)
-            except duckdb.Error as exc:
-                raise KeyStoreError(f"cannot open the key database {self.path}: {exc}") from exc
-            try:
-                if write:
-                    con.execute(_SCHEMA)
-                yield con
-            finally:
-                con.close()
-        finally:
-            os.close(fd)  # releases the lock
+    def _connect(self, *, write: bool) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return locked_duckdb(
+            self.path,
+            self._lock_path,
+            write=write,
+            schema=_SCHEMA,
+            what="the key database",
+            error=KeyStoreError,
+        )
 
     def _bump_version(self) -> None:
         tmp = self._version_path.with_name(f".keys.version.{uuid.uuid4().hex}")

@@ -12,15 +12,13 @@ lock (``usage.lock``), so ``hfd stats`` can read it while the daemon runs.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,11 @@ import duckdb
 
 from hfd.client.errors import InvalidRequest
 from hfd.client.errors import UsageLogError as UsageError
+from hfd.daemon.access.locked_db import locked_duckdb
 
 log = logging.getLogger(__name__)
 
 # One thread: these are tiny writes, and the cores belong to the model engines.
-_DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1}
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     ts                TIMESTAMPTZ NOT NULL,
@@ -67,30 +64,15 @@ class UsageRecord:
 _COLUMNS = [f.name for f in fields(UsageRecord)]
 
 
-@contextmanager
-def _open(state_dir: Path, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    path = state_dir / "usage.duckdb"
-    if not write and not path.exists():
-        raise FileNotFoundError(path)
-    lock = state_dir / "usage.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            con = duckdb.connect(str(path), read_only=not write, config=_DUCKDB_CONFIG)
-        except duckdb.Error as exc:
-            raise UsageError(f"cannot open the usage log {path}: {exc}") from exc
-        try:
-            if write:
-                con.execute(_SCHEMA)
-            yield con
-        finally:
-            con.close()
-    finally:
-        os.close(fd)
+def _open(state_dir: Path, *, write: bool) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    return locked_duckdb(
+        state_dir / "usage.duckdb",
+        state_dir / "usage.lock",
+        write=write,
+        schema=_SCHEMA,
+        what="the usage log",
+        error=UsageError,
+    )
 
 
 class UsageLog:
@@ -148,6 +130,21 @@ class UsageLog:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` records, newest first: those still queued, then the log's
+        (``GET /api/usage/recent``). Blocking (reads the file): call off the event loop."""
+        # Under the writer's lock, so no record moves from the queue to the file meanwhile.
+        with self._write_lock:
+            with self._lock:
+                queued = [asdict(r) for r in reversed(self._queue)][:limit]
+            rows: list[tuple[Any, ...]] = []
+            if len(queued) < limit and (self.state_dir / "usage.duckdb").exists():
+                select = ", ".join("epoch(ts)" if c == "ts" else c for c in _COLUMNS)
+                with _open(self.state_dir, write=False) as con:
+                    sql = f"SELECT {select} FROM usage ORDER BY ts DESC LIMIT ?"
+                    rows = con.execute(sql, [limit - len(queued)]).fetchall()
+        return queued + [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
 
     def flush(self) -> int:
         """Write what is queued now; returns the number of records written."""
