@@ -10,8 +10,8 @@ same class from the code it receives, so ``except ModelNotFound`` works on both 
     │   ├── InvalidJSON           400 invalid_json
     │   ├── ProtocolError         400 protocol_error
     │   ├── UnknownOperation      400 unknown_operation
-    │   └── ContextLengthExceeded 400 context_length_exceeded
-    ├── ValidationFailed          422 validation_error
+    │   ├── ContextLengthExceeded 400 context_length_exceeded
+    │   └── ValidationFailed      400 validation_error    (wrong type, missing field, out of range)
     ├── PayloadTooLarge           413 payload_too_large
     ├── RequestTimeout            408 request_timeout     (headers or body too slow to arrive)
     ├── Unauthorized              401 unauthorized
@@ -104,10 +104,10 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
-class ValidationFailed(HfdError):
+class ValidationFailed(InvalidRequest):
+    # 400, as OpenAI answers a body that fails validation (wrong type, missing field, value out
+    # of range), so code catching the SDK's BadRequestError catches it; the code stays.
     code = "validation_error"
-    status = 422
-    type = "invalid_request_error"
 
 
 class PayloadTooLarge(HfdError):

@@ -1,9 +1,10 @@
 """Request types shared by both doors (one definition: HTTP JSON bodies and IPC msgpack
 bodies use the same OpenAI field names and are validated here).
 
-Parsing raises ``ValidationFailed`` (422) for wrong types/shapes and ``InvalidRequest`` (400)
-for well-typed values the daemon does not support. Unknown fields are ignored, as OpenAI
-clients send fields a server may not know.
+Parsing raises ``ValidationFailed`` (400 ``validation_error``, as OpenAI answers) for wrong
+types/shapes and values out of range, and ``InvalidRequest`` (400) for well-typed values the
+daemon does not support. Unknown fields are ignored, as OpenAI clients send fields a server may
+not know.
 
 Before any field is read, every value of a body is checked (``check_values``): numbers must be
 finite (JSON and msgpack can carry NaN and infinity, and a NaN keep-alive never expires) and
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from hfd.client.errors import InvalidRequest, ValidationFailed
+from hfd.daemon.validation import validation_failed
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -188,13 +190,7 @@ def parse(model: type[T], data: Any) -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise ValidationFailed(
-            f"{loc or 'body'}: {first.get('msg', 'invalid value')}",
-            param=loc or None,
-            details={"errors": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()[:10]]},
-        ) from exc
+        raise validation_failed(exc) from exc  # 400 naming the field, as OpenAI answers
 
 
 def check_values(data: Any) -> None:

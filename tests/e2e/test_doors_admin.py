@@ -212,7 +212,7 @@ def test_keep_alive_on_load_through_every_door(
     assert {m.name: m.keep_alive for m in client.ps()}[EMB] == 7200.0
 
     bad = httpx.post(setup.http + "/api/load", json={"model": EMB, "keep_alive": "soon"}, timeout=30)
-    assert bad.status_code == 422 and error_of(bad)["param"] == "keep_alive"
+    assert bad.status_code == 400 and error_of(bad)["param"] == "keep_alive"
     with pytest.raises(ValidationFailed) as err:
         client.load(EMB, keep_alive="soon")
     assert err.value.param == "keep_alive"
@@ -319,7 +319,7 @@ def test_pull_refuses_bad_references_before_streaming(setup: Setup, client: Clie
     with pytest.raises(InvalidRequest):
         client.pull(ref)
     missing_model = httpx.post(setup.http + "/api/pull", json={"stream": True}, timeout=30)
-    assert missing_model.status_code == 422 and error_of(missing_model)["param"] == "model"
+    assert missing_model.status_code == 400 and error_of(missing_model)["param"] == "model"
 
 
 # ----------------------------------------------------------------------------- CURVE over TCP

@@ -90,8 +90,8 @@ async def test_unknown_route_and_wrong_method(settings: Settings) -> None:
         (b"{not json", "invalid_json", 400),
         (b"", "invalid_json", 400),
         (b"\xff\xfe\x00garbage", "invalid_json", 400),
-        (b"[1, 2]", "validation_error", 422),
-        (b'"just a string"', "validation_error", 422),
+        (b"[1, 2]", "validation_error", 400),
+        (b'"just a string"', "validation_error", 400),
     ],
 )
 async def test_bodies_that_are_not_a_json_object(
@@ -125,12 +125,12 @@ async def test_bodies_that_are_not_a_json_object(
         ("/api/load", {"name": "chat"}, "model"),
     ],
 )
-async def test_schema_errors_are_422_naming_the_field(
+async def test_schema_errors_are_400_naming_the_field(
     settings: Settings, path: str, body: dict[str, Any], param: str
 ) -> None:
     async with serve(settings) as client:
         r = await client.post(path, json=body)
-        assert r.status_code == 422, r.text
+        assert r.status_code == 400, r.text
         err = error_of(r)
         assert err["code"] == "validation_error"
         assert err["param"].startswith(param)

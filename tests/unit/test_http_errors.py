@@ -23,7 +23,7 @@ from hfd.daemon.http.errors import as_hfd_error, error_response, sse_error_event
             "context_length_exceeded",
             "invalid_request_error",
         ),
-        (errors.ValidationFailed("wrong"), 422, "validation_error", "invalid_request_error"),
+        (errors.ValidationFailed("wrong"), 400, "validation_error", "invalid_request_error"),
         (errors.PayloadTooLarge("big"), 413, "payload_too_large", "invalid_request_error"),
         (errors.ModelNotFound("who"), 404, "model_not_found", "invalid_request_error"),
         (errors.Unauthorized("key"), 401, "unauthorized", "authentication_error"),

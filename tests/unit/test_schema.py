@@ -54,10 +54,10 @@ def test_chat_parses_openai_shapes() -> None:
         {**CHAT, "stop": ""},
     ],
 )
-def test_chat_validation_errors_are_422(body: object) -> None:
+def test_chat_validation_errors_are_400(body: object) -> None:
     with pytest.raises(ValidationFailed) as info:
         parse(ChatCompletionRequest, body)
-    assert info.value.status == 422 and info.value.code == "validation_error"
+    assert info.value.status == 400 and info.value.code == "validation_error"
 
 
 @pytest.mark.parametrize(("field", "value"), [("n", 2), ("logprobs", True), ("presence_penalty", 0.5)])
