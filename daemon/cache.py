@@ -46,6 +46,7 @@ from pydantic import BaseModel
 
 from hfd.daemon.scheduler.generation import TokenChunk
 from hfd.daemon.settings import SettingsError
+from hfd.daemon.store.files import file_stats
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,7 @@ def request_key(kind: str, identity: str, request: BaseModel) -> str:
 def snapshot_identity(path: Path, *, engine: str, device: str, options: dict[str, Any] | None = None) -> str:
     """A digest of what makes a model compute what it computes. Files are found by walking the
     snapshot (symlinks followed, as in the Hugging Face cache layout); hidden folders skipped."""
-    files: list[tuple[str, int, int]] = []
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            full = Path(root) / name
-            try:
-                st = full.stat()
-            except OSError:
-                continue
-            files.append((str(full.relative_to(path)), st.st_size, st.st_mtime_ns))
+    files = file_stats(path)
     relevant = {k: (options or {}).get(k) for k in RESULT_OPTIONS if (options or {}).get(k) is not None}
     data = json.dumps(
         {

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hfd.daemon.store.files import file_stats
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "engine-failures.json"
@@ -46,20 +48,6 @@ def _engine_version(engine: str) -> str:
         return "none"
 
 
-def _files(path: Path) -> list[tuple[str, int, int]]:
-    files: list[tuple[str, int, int]] = []
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            full = Path(root) / name
-            try:
-                st = full.stat()
-            except OSError:
-                continue
-            files.append((str(full.relative_to(path)), st.st_size, st.st_mtime_ns))
-    return files
-
-
 def machine() -> dict[str, Any]:
     """The CPU a record holds for: model name, architecture, vector extensions."""
     from hfd.backends import hardware
@@ -77,7 +65,7 @@ def record_key(
     cpu: dict[str, Any] | None = None,
 ) -> str:
     data = {
-        "model": {"path": str(path.resolve()), "files": _files(path)},
+        "model": {"path": str(path.resolve()), "files": file_stats(path)},
         "engine": engine,
         "version": _engine_version(engine),
         "device": device.lower(),
