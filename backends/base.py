@@ -32,7 +32,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-Task = Literal["generate", "embed"]
+from hfd.backends.logprobs import TokenLogprob
+
+# A task family's name ("generate", "embed", "rerank", "classify", ...): the task registry
+# (hfd.daemon.tasks.registry) lists them; engines declare the engine-level tasks they run.
+Task = str
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
@@ -75,6 +79,17 @@ class SamplingParams:
     # (``backends.constraints``); the engine calls it once per sequence in ``add``, so sequences
     # sharing one compiled constraint each keep their own position in it.
     constraint: Any = None
+    # Log-probabilities (backends.logprobs): None asks for none; k >= 0 asks for the chosen
+    # token's and the k most likely ones', per generated token (``logprobs``) and per prompt
+    # token (``prompt_logprobs``, completions' echo). Engines declare them in ``capabilities``.
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    # OpenAI's penalties (on the generated tokens' counts), HF/vLLM's repetition penalty (on
+    # every token seen, prompt included) and per-token logit biases ((token id, bias), ...).
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -86,6 +101,8 @@ class TokenizedBatch:
     """Token ids of several texts, unpadded. Engines pad as they need."""
 
     ids: list[list[int]]
+    # Segment ids per token (BERT's token_type_ids) for text pairs; None: all zero.
+    type_ids: list[list[int]] | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -99,6 +116,10 @@ class StepOutput:
     seq_id: int
     token_ids: list[int]  # usually one; an engine may emit several (speculative, multi-step)
     finished: FinishReason | None = None  # set on the sequence's last output (eos: "stop")
+    # When the sequence asked (SamplingParams.logprobs): one entry per token of token_ids.
+    logprobs: list[TokenLogprob] | None = None
+    # On its first output, when it asked (prompt_logprobs): one per prompt token, the first None.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @runtime_checkable
@@ -128,8 +149,14 @@ class GenerationModel(Protocol):
     context_length: int  # prompt + generated tokens may not exceed this
     eos_token_ids: frozenset[int]
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """Thread-safe. The prompt ids for a chat, with the generation prompt appended."""
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Thread-safe. The prompt ids for a chat, with the generation prompt appended.
+        ``tools`` (OpenAI function tools) go to the template as transformers passes them; the
+        messages are in Hugging Face's form (``hfd.daemon.tools.render``). An engine with a
+        template may also expose its source as ``chat_template`` (read with ``getattr``), from
+        which the daemon tells whether it renders tools and which parser reads its calls."""
         ...
 
     def encode_prompt(self, text: str) -> list[int]:

@@ -24,9 +24,11 @@ import torch
 
 from hfd.backends.base import FinishReason, SamplingParams, StepOutput
 from hfd.backends.constraints import TokenMatcher
+from hfd.backends.logprobs import TokenLogprob
 from hfd.backends.prompt_checks import check_sequence
 from hfd.backends.torch_cache import BatchKVCache
-from hfd.backends.torch_sampling import RowSampling, make_generator, sample
+from hfd.backends.torch_penalties import Penalties
+from hfd.backends.torch_sampling import RowSampling, make_generator, prompt_logprobs, sample_with_logprobs
 from hfd.client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class _Sequence:
     generated: int = 0
     last_token: int = -1
     matcher: TokenMatcher | None = None  # its own position in params.constraint
+    penalties: Penalties | None = None  # penalty settings and its output's token counts
 
     def sampling(self) -> RowSampling:
         return RowSampling(
@@ -53,6 +56,8 @@ class _Sequence:
             generator=self.generator,
             mask_eos=self.generated < self.params.min_tokens,
             matcher=self.matcher,
+            logprobs=self.params.logprobs,
+            penalties=self.penalties,
         )
 
 
@@ -63,7 +68,8 @@ def new_sequence(
     prompt = check_sequence(prompt_ids, params, context_length)
     generator = None if params.greedy else make_generator(params.seed)
     matcher = None if params.constraint is None else params.constraint.matcher()
-    return _Sequence(seq_id, prompt, params, generator, matcher=matcher)
+    penalties = Penalties.of(params, prompt)
+    return _Sequence(seq_id, prompt, params, generator, matcher=matcher, penalties=penalties)
 
 
 def accept(
@@ -82,6 +88,10 @@ def accept(
     if len(seq.prompt) + seq.generated >= context_length:
         return "length"
     return None
+
+
+def _one(entry: TokenLogprob | None) -> list[TokenLogprob] | None:
+    return None if entry is None else [entry]
 
 
 @dataclass(frozen=True)
@@ -234,14 +244,23 @@ class ContinuousBatcher:
         cache = BatchKVCache(self._num_layers)
         cache.rows = n
         mask = self._prefill_mask(starts, width)
-        logits = self._forward(ids, positions, mask, cache)
+        # Only a batch with a sequence that asked for its prompt's logprobs keeps every position.
+        echo = [i for i, s in enumerate(batch) if s.params.prompt_logprobs is not None]
+        every = self._forward(ids, positions, mask, cache, every_position=bool(echo))
+        logits = every[:, -1, :]
         cache.advance(width)
+        prompt_lps: dict[int, list[TokenLogprob | None]] = {}
+        for i in echo:
+            seq = batch[i]
+            k = seq.params.prompt_logprobs or 0
+            prompt_lps[i] = prompt_logprobs(every[i, width - len(seq.prompt) :], seq.prompt, k)
+        del every
 
-        tokens = sample(logits, [s.sampling() for s in batch], self._eos)
+        tokens, lps = sample_with_logprobs(logits, [s.sampling() for s in batch], self._eos)
         keep: list[int] = []
         for i, (seq, token) in enumerate(zip(batch, tokens, strict=True)):
             finished = self._accept(seq, token)
-            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished)
+            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished, _one(lps[i]), prompt_lps.get(i))
             if finished is None:
                 keep.append(i)
             else:
@@ -279,10 +298,10 @@ class ContinuousBatcher:
         positions = (length - self._start).unsqueeze(1)
         mask = self._decode_mask(length + 1)
         self._cache.rows = len(rows)
-        logits = self._forward(ids, positions, mask, self._cache)
+        logits = self._forward(ids, positions, mask, self._cache)[:, -1, :]
         self._cache.advance(1)
 
-        tokens = sample(logits, [s.sampling() for s in rows], self._eos)
+        tokens, lps = sample_with_logprobs(logits, [s.sampling() for s in rows], self._eos)
         done: list[int] = []
         for row, (seq, token) in enumerate(zip(rows, tokens, strict=True)):
             finished = self._accept(seq, token)
@@ -290,8 +309,10 @@ class ContinuousBatcher:
             if prev is not None:  # joined this step: its prefill token comes first
                 prev.token_ids.append(token)
                 prev.finished = finished
+                if prev.logprobs is not None and lps[row] is not None:
+                    prev.logprobs.append(lps[row])  # type: ignore[arg-type]
             else:
-                out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished)
+                out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished, _one(lps[row]))
             if finished is not None:
                 done.append(row)
                 self._known.discard(seq.seq_id)
@@ -301,8 +322,15 @@ class ContinuousBatcher:
     # -- shared ----------------------------------------------------------------------------------
 
     def _forward(
-        self, ids: torch.Tensor, positions: torch.Tensor, mask: Any, cache: BatchKVCache
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: Any,
+        cache: BatchKVCache,
+        *,
+        every_position: bool = False,
     ) -> torch.Tensor:
+        """``[rows, positions, vocab]`` logits: the last position only unless ``every_position``."""
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": mask,
@@ -310,10 +338,10 @@ class ContinuousBatcher:
             "past_key_values": cache,
             "use_cache": True,
         }
-        if self._logits_to_keep:
+        if self._logits_to_keep and not every_position:
             kwargs["logits_to_keep"] = 1
         result = self.model(**kwargs)
-        logits: torch.Tensor = result.logits[:, -1, :]
+        logits: torch.Tensor = result.logits if every_position else result.logits[:, -1:, :]
         return logits
 
     def _accept(self, seq: _Sequence, token: int) -> FinishReason | None:

@@ -36,8 +36,8 @@ from typing import Any, Literal
 import torch
 
 from hfd.backends.base import SamplingParams, StepOutput
-from hfd.backends.torch_generator import Turns, _Sequence, accept, new_sequence
-from hfd.backends.torch_sampling import sample
+from hfd.backends.torch_generator import Turns, _one, _Sequence, accept, new_sequence
+from hfd.backends.torch_sampling import prompt_logprobs, sample_with_logprobs
 from hfd.client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,13 @@ class RecurrentBatcher:
             budget -= len(seq.prompt)
             cache = self._new_cache()
             ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
-            logits = self._forward(ids, cache)
-            token = sample(logits, [seq.sampling()], self._eos)[0]
+            echo = seq.params.prompt_logprobs
+            every = self._forward(ids, cache, every_position=echo is not None)
+            prompt_lps = None if echo is None else prompt_logprobs(every[0], seq.prompt, echo)
+            tokens, lps = sample_with_logprobs(every[:, -1, :], [seq.sampling()], self._eos)
+            token = tokens[0]
             finished = accept(seq, token, self.eos_token_ids, self.context_length)
-            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished)
+            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished, _one(lps[0]), prompt_lps)
             if finished is not None:
                 self._known.discard(seq.seq_id)
                 continue
@@ -179,17 +182,19 @@ class RecurrentBatcher:
         rows = self._rows
         if self.layout == "recurrent":
             ids = torch.tensor([[r.seq.last_token] for r in rows], dtype=torch.long, device=self.device)
-            logits = self._forward(ids, self._batch)
+            logits = self._forward(ids, self._batch)[:, -1, :]
         elif len(rows) > 1 and self._stackable:
             logits = self._decode_stacked(rows)
         else:
             one = [torch.tensor([[r.seq.last_token]], dtype=torch.long, device=self.device) for r in rows]
-            logits = torch.cat([self._forward(ids, r.cache) for ids, r in zip(one, rows, strict=True)])
-        tokens = sample(logits, [r.seq.sampling() for r in rows], self._eos)
+            logits = torch.cat(
+                [self._forward(ids, r.cache)[:, -1, :] for ids, r in zip(one, rows, strict=True)]
+            )
+        tokens, lps = sample_with_logprobs(logits, [r.seq.sampling() for r in rows], self._eos)
         done: list[int] = []
         for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             finished = accept(row.seq, token, self.eos_token_ids, self.context_length)
-            out[row.seq.seq_id] = StepOutput(row.seq.seq_id, [token], finished)
+            out[row.seq.seq_id] = StepOutput(row.seq.seq_id, [token], finished, _one(lps[i]))
             if finished is not None:
                 done.append(i)
                 self._known.discard(row.seq.seq_id)
@@ -231,14 +236,15 @@ class RecurrentBatcher:
 
         return DynamicCache(config=self.model.config)
 
-    def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, cache: Any, *, every_position: bool = False) -> torch.Tensor:
+        """``[rows, positions, vocab]`` logits: the last position only unless ``every_position``."""
         # No mask and no positions: a row is never padded, so the model's own defaults (all
         # tokens valid, positions continuing from the cache) are exactly right.
         kwargs: dict[str, Any] = {"input_ids": ids, self._cache_arg: cache, "use_cache": True}
-        if self._logits_to_keep:
+        if self._logits_to_keep and not every_position:
             kwargs["logits_to_keep"] = 1
-        logits: torch.Tensor = self.model(**kwargs).logits[:, -1, :]
-        return logits
+        logits: torch.Tensor = self.model(**kwargs).logits
+        return logits if every_position else logits[:, -1:, :]
 
     def _remove(self, rows: list[int]) -> None:
         gone = set(rows)

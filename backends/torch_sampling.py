@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from hfd.backends import torch_penalties
+from hfd.backends.logprobs import TokenLogprob
+
 if TYPE_CHECKING:
     from hfd.backends.constraints import TokenMatcher
+    from hfd.backends.torch_penalties import Penalties
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class RowSampling:
     generator: torch.Generator | None  # None for greedy rows
     mask_eos: bool  # min_tokens not reached yet: eos may not be chosen
     matcher: TokenMatcher | None = None  # constrained decoding: the sequence's grammar position
+    logprobs: int | None = None  # report the chosen token's logprob and this many top ones
+    penalties: Penalties | None = None  # presence/frequency/repetition penalties, logit_bias
 
     @property
     def greedy(self) -> bool:
@@ -35,7 +41,23 @@ class RowSampling:
 def sample(logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Tensor | None) -> list[int]:
     """The next token per row. ``logits`` is ``[rows, vocab]`` (any float dtype, any device); it
     may be modified in place."""
+    return sample_with_logprobs(logits, rows, eos_ids)[0]
+
+
+def sample_with_logprobs(
+    logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Tensor | None
+) -> tuple[list[int], list[TokenLogprob | None]]:
+    """``sample``, and for the rows that ask (``RowSampling.logprobs``) the chosen token's
+    logprob and the top ones, of the raw distribution (``backends.logprobs``): computed before
+    any penalty, bias, mask or temperature touches the logits."""
     logits = logits.float()
+    wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
+    raw = None
+    if wanted:
+        raw = torch.log_softmax(logits.index_select(0, torch.tensor(wanted, device=logits.device)), dim=-1)
+    penalised = [i for i, r in enumerate(rows) if r.penalties is not None]
+    if penalised:
+        torch_penalties.apply(logits, penalised, [rows[i].penalties for i in penalised])  # type: ignore[misc]
     if eos_ids is not None and eos_ids.numel():
         masked = [i for i, r in enumerate(rows) if r.mask_eos]
         if masked:
@@ -49,7 +71,44 @@ def sample(logits: torch.Tensor, rows: Sequence[RowSampling], eos_ids: torch.Ten
         matcher = rows[i].matcher
         assert matcher is not None
         matcher.accept(tokens[i])
-    return tokens
+    for i in penalised:
+        penalties = rows[i].penalties
+        assert penalties is not None
+        penalties.push(tokens[i])
+    logprobs: list[TokenLogprob | None] = [None] * len(rows)
+    if raw is not None:
+        for i, entry in zip(
+            wanted,
+            _logprobs(raw, [tokens[i] for i in wanted], [rows[i].logprobs or 0 for i in wanted]),
+            strict=True,
+        ):
+            logprobs[i] = entry
+    return tokens, logprobs
+
+
+def _logprobs(raw: torch.Tensor, tokens: list[int], ks: list[int]) -> list[TokenLogprob]:
+    """Per row of ``raw`` (log-softmax), the chosen token's logprob and its ``k`` top tokens."""
+    chosen = raw.gather(1, torch.tensor(tokens, device=raw.device).unsqueeze(1)).squeeze(1).tolist()
+    k = min(max(ks), raw.shape[-1])
+    top_v: list[list[float]] = []
+    top_i: list[list[int]] = []
+    if k:
+        values, index = raw.topk(k, dim=-1)
+        top_v, top_i = values.tolist(), index.tolist()
+    out = []
+    for r, (token, lp, kr) in enumerate(zip(tokens, chosen, ks, strict=True)):
+        top = tuple(zip(top_i[r][:kr], top_v[r][:kr], strict=True)) if kr else ()
+        out.append(TokenLogprob(int(token), float(lp), top))
+    return out
+
+
+def prompt_logprobs(logits: torch.Tensor, prompt: Sequence[int], k: int) -> list[TokenLogprob | None]:
+    """Each prompt token's logprob given the tokens before it (the first has none): ``logits``
+    is ``[len(prompt), vocab]``, the model's output at each prompt position."""
+    if len(prompt) < 2:
+        return [None] * len(prompt)
+    raw = torch.log_softmax(logits[:-1].float(), dim=-1)
+    return [None, *_logprobs(raw, [int(t) for t in prompt[1:]], [k] * (len(prompt) - 1))]
 
 
 def _choose(logits: torch.Tensor, rows: Sequence[RowSampling]) -> list[int]:
