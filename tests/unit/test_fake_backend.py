@@ -171,7 +171,11 @@ def test_the_policy_offers_it_only_when_pinned_or_asked(monkeypatch: pytest.Monk
     assert registry.record("fake").tasks == {"generate", "embed"}
     monkeypatch.delenv(registry.FAKE_ENGINE_ENV, raising=False)
     for task in ("generate", "embed"):
-        assert all(c.engine != "fake" for c in choose_engine(task, report))
+        try:
+            unpinned = choose_engine(task, report)
+        except ModelUnavailable:  # no real engine installed: still never the fake one
+            unpinned = []
+        assert all(c.engine != "fake" for c in unpinned)
         assert [c.engine for c in choose_engine(task, report, pinned_engine="fake")] == ["fake"]
     monkeypatch.setenv(registry.FAKE_ENGINE_ENV, "1")
     assert [(c.engine, c.device) for c in choose_engine("embed", report)] == [("fake", "cpu")]

@@ -1,9 +1,13 @@
-"""The model manager with the real torch engine and tiny models built locally: one load for
-many first requests, keep-alive on an injectable clock, memory budgets with LRU eviction, and
-the circuit breaker around requests."""
+"""The model manager over the fake engine (no torch: the manager's logic does not depend on
+what computes): one load for many first requests, keep-alive on an injectable clock, memory
+budgets with LRU eviction (the estimates read the model folders' real config and weights
+files), and the circuit breaker around requests."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +15,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from support.models import tiny_bert, tiny_llama
+from support.fake_models import fake_model
 
 from hfd.client.errors import InsufficientMemory, InternalError, InvalidRequest, ModelUnavailable
 from hfd.daemon.models.budgets import Budgets
@@ -21,6 +25,8 @@ from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 
 pytestmark = pytest.mark.anyio
+
+ENGINE = "fake"
 
 
 class Clock:
@@ -49,13 +55,25 @@ def settings(tmp_path: Path, *specs: ModelSpec, **changes: Any) -> Settings:
     return with_overrides(base, models=specs, **changes)
 
 
+MODELS = Path(tempfile.mkdtemp(prefix="hfd-test-manager-"))  # removed at exit (atexit, below)
+atexit.register(shutil.rmtree, MODELS, True)
+
+
 def bert(name: str, **kw: Any) -> ModelSpec:
-    return ModelSpec(ref=str(tiny_bert()), name=name, engine="torch", device="cpu", threads=1, **kw)
+    return ModelSpec(
+        ref=str(fake_model(MODELS, "bert")), name=name, engine=ENGINE, device="cpu", threads=1, **kw
+    )
 
 
 def llama(name: str, **kw: Any) -> ModelSpec:
     return ModelSpec(
-        ref=str(tiny_llama()), name=name, engine="torch", device="cpu", threads=1, max_running=4, **kw
+        ref=str(fake_model(MODELS, "llama")),
+        name=name,
+        engine=ENGINE,
+        device="cpu",
+        threads=1,
+        max_running=4,
+        **kw,
     )
 
 
@@ -110,7 +128,7 @@ async def test_ps_info_has_memory_expiry_and_breaker(make: Any) -> None:
     manager, clock, _ = make(llama("g", keep_alive=60.0))
     lm = await manager.load("g")
     info = lm.info(clock())
-    assert info["engine"] == "torch" and info["device"] == "cpu" and info["task"] == "generate"
+    assert info["engine"] == ENGINE and info["device"] == "cpu" and info["task"] == "generate"
     assert info["memory_bytes"] > 0
     est = info["memory_estimate"]
     assert est["total"] == est["weights"] + est["kv_cache"] + est["activations"] + est["overhead"]
@@ -242,7 +260,7 @@ async def test_a_model_larger_than_the_budget_is_refused(make: Any) -> None:
     assert "MiB" in err.message and "budget" in err.message
     assert err.details["needed_bytes"] > err.details["budget_bytes"] == 10 * 1024 * 1024
     assert manager.loaded() == [] and manager.budgets.used(RAM) == 0
-    assert manager.breakers.get("g", "torch").state == "closed"  # not the model's fault
+    assert manager.breakers.get("g", ENGINE).state == "closed"  # not the model's fault
 
 
 # ----------------------------------------------------------------------------- breaker
@@ -268,7 +286,7 @@ async def test_engine_errors_during_requests_open_the_breaker(make: Any) -> None
     clock.now += 10
     async with manager.acquire("b"):  # the probe
         pass
-    assert manager.breakers.get("b", "torch").state == "closed"
+    assert manager.breakers.get("b", ENGINE).state == "closed"
 
 
 def test_an_engine_in_its_own_process_is_charged_for_that_process(tmp_path: Path) -> None:
@@ -276,7 +294,7 @@ def test_an_engine_in_its_own_process_is_charged_for_that_process(tmp_path: Path
     from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES
 
     manager = ModelManager(settings(tmp_path))
-    path = tiny_llama()
+    path = fake_model(tmp_path, "llama")
 
     def overhead(engine: str, **extra: object) -> int:
         opts = LoadOptions(path=path, task="generate", max_running=4, extra=dict(extra))

@@ -41,6 +41,7 @@ class Counting:
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    pytest.importorskip("torch", reason="the torch engine serves these tiny models")
     base = load_settings(environ={"HFD_STATE_DIR": str(tmp_path / "s"), "HFD_CACHE_DIR": str(tmp_path / "c")})
     specs = (
         ModelSpec(ref=str(tiny_llama()), name="chat", engine="torch", device="cpu", threads=1, max_running=2),

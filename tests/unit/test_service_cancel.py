@@ -21,6 +21,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_cancelling_the_caller_of_embed_drops_the_rest_of_its_inputs(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the torch engine serves the tiny model")
     base = load_settings(environ={"HFD_STATE_DIR": str(tmp_path / "s"), "HFD_CACHE_DIR": str(tmp_path / "c")})
     spec = ModelSpec(ref=str(tiny_bert()), name="emb", engine="torch", device="cpu", threads=1)
     settings = with_overrides(
