@@ -37,6 +37,7 @@ from hfd.daemon.schema import (
     utf8_length,
 )
 from hfd.daemon.settings import Settings
+from hfd.daemon.tasks.listing import listed_task
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class Service:
                     "created": int(self.started_at),
                     "owned_by": "hfd",
                     "ref": spec.ref,
-                    "task": lm.task if lm else spec.task,
+                    "task": lm.task if lm else listed_task(spec, self.pulls.store),
                     "loaded": lm is not None,
                 }
             )

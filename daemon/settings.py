@@ -60,7 +60,7 @@ class ModelSpec:
 
     ref: str
     name: str = ""
-    task: str | None = None  # "generate" | "embed"; None: from the model's config
+    task: str | None = None  # a task of hfd.daemon.tasks.registry; None: detected from the files
     engine: str | None = None  # pin an engine: "torch" | "openvino" | "onnxruntime"
     device: str | None = None  # pin a device: "cpu", "cuda:0", "GPU", "NPU", "mps"
     keep_alive: float | None = None  # seconds; None: the daemon default; <0: forever; 0: unload after use
@@ -697,7 +697,7 @@ def settings_markdown() -> str:
     model_help = {
         "ref": "A local directory, `org/name[@revision]` or `ipfs://<cid>` (`path` is accepted too).",
         "name": "The name clients use (`alias` is accepted too). Default: `ref`.",
-        "task": "`generate` or `embed`. Default: from the model's config.",
+        "task": "`generate`, `embed`, `rerank`, `classify` or `token-classify` (the task registry). Default: detected from the model's files (docs/models.md).",
         "engine": "Pin an engine: `torch`, `openvino` or `onnxruntime`.",
         "device": "Pin a device: `cpu`, `cuda:0`, `GPU`, `NPU`, `mps`.",
         "keep_alive": "Seconds this model stays loaded when idle (<0 forever, 0 unload after use).",
