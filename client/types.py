@@ -175,7 +175,8 @@ class PullProgress:
     def from_dict(cls, body: dict[str, Any]) -> PullProgress:
         return cls(
             ref=str(_get(body, "ref", "")),
-            status=str(_get(body, "status", "")),
+            # The daemon sends Ollama's progress text as "status" and its own status as "phase".
+            status=str(_get(body, "phase", _get(body, "status", ""))),
             source=body.get("source"),
             file=body.get("file"),
             files_done=int(_get(body, "files_done", 0)),

@@ -22,7 +22,8 @@ Kinds, which say how each door answers:
   a bad request before the first event is sent.
 
 Rows with no ``call`` are answered by the door itself: ``cancel`` (the IPC door's receive loop),
-``/ready`` and ``/metrics`` (``hfd.daemon.http.ops_routes``, from access control's state).
+``/ready`` and ``/metrics`` (``hfd.daemon.http.ops_routes``, from access control's state), and
+the ``ollama.*`` rows, Ollama's API in Ollama's shapes (``hfd.daemon.ollama.routes``).
 For an HTTP row without a request type, ``call`` gets the route's path parameters.
 """
 
@@ -35,8 +36,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel
 
 from hfd.client import protocol as p
-from hfd.daemon import responses
+from hfd.daemon import responses, tokenize_ops
 from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
+from hfd.daemon.ollama import names as ollama_names
+from hfd.daemon.ollama import shapes as ollama_shapes
 from hfd.daemon.pulls import PullRequest
 from hfd.daemon.schema import (
     ChatCompletionRequest,
@@ -55,6 +58,7 @@ OPEN: Final = None  # a scope anyone has
 
 GET: Final = "GET"
 POST: Final = "POST"
+DELETE: Final = "DELETE"
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ def _model(service: Service, params: dict[str, str]) -> dict[str, Any]:
 
 
 def _ps(service: Service, _: object) -> dict[str, Any]:
-    return {"models": service.ps()}
+    # Ollama's shape, hfd's fields beside it (hfd.daemon.ollama.shapes).
+    return {"models": [ollama_shapes.ps_entry(m) for m in service.ps()]}
 
 
 async def _load(service: Service, req: ModelRequest) -> dict[str, Any]:
@@ -104,11 +109,19 @@ async def _unload(service: Service, req: ModelRequest) -> dict[str, Any]:
 
 
 async def _pull(service: Service, req: PullRequest, emit: Emit | None) -> dict[str, Any]:
-    return await service.pulls.pull(req.model, emit)
+    ref = ollama_names.resolve(service.settings, req.model)  # Ollama's name:tag, or hfd's ref
+    if emit is None:
+        return await service.pulls.pull(ref, None)
+    forward = emit
+
+    async def as_ollama(event: dict[str, Any]) -> None:
+        await forward(ollama_shapes.pull_event(event))
+
+    return await service.pulls.pull(ref, as_ollama)
 
 
 def _check_pull(service: Service, req: PullRequest) -> str:
-    return service.pulls.check_ref(req.model)
+    return service.pulls.check_ref(ollama_names.resolve(service.settings, req.model))
 
 
 def _stats(service: Service, _: object) -> dict[str, Any]:
@@ -136,6 +149,8 @@ def _complete(service: Service, req: CompletionRequest) -> Awaitable[Any]:
 
 
 # ----------------------------------------------------------------------------- the table
+
+_OLLAMA: Final = "Ollama's API in Ollama's shapes, for Ollama's clients"
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation(
@@ -278,6 +293,72 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         call=_hardware,
         client="hardware",
     ),
+    # Answered by hfd.daemon.web: the API's own description, the web page and what it reads.
+    Operation(
+        "openapi",
+        "unary",
+        OPEN,  # shapes only, no data: tools read it before they have a key
+        http=((GET, "/openapi.json"),),
+        no_client="the API's description, for HTTP tools",
+    ),
+    Operation(
+        "web",
+        "unary",
+        OPEN,  # the page asks for the key itself and sends it with each API call
+        http=((GET, "/"),),
+        no_client="the web page (http_web), for browsers",
+    ),
+    Operation(
+        "web.static",
+        "unary",
+        OPEN,
+        http=((GET, "/web/{path:path}"),),
+        no_client="the web page's static files",
+    ),
+    Operation(
+        "usage.recent",
+        "unary",
+        SCOPE_ADMIN,
+        http=((GET, "/api/usage/recent"),),
+        no_client="the web page's recent requests; hfd stats reads the usage log itself",
+    ),
+    Operation(
+        p.OP_TOKENIZE,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_TOKENIZE,
+        http=((POST, "/tokenize"),),
+        request=tokenize_ops.TokenizeRequest,
+        call=tokenize_ops.tokenize,
+        client="tokenize",
+    ),
+    Operation(
+        p.OP_DETOKENIZE,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_DETOKENIZE,
+        http=((POST, "/detokenize"),),
+        request=tokenize_ops.DetokenizeRequest,
+        call=tokenize_ops.detokenize,
+        client="detokenize",
+    ),
+    # Ollama's API (hfd.daemon.ollama.routes): HTTP only; Ollama's clients call these.
+    Operation("ollama.chat", "generation", SCOPE_INFERENCE, http=((POST, "/api/chat"),), no_client=_OLLAMA),
+    Operation(
+        "ollama.generate", "generation", SCOPE_INFERENCE, http=((POST, "/api/generate"),), no_client=_OLLAMA
+    ),
+    Operation("ollama.embed", "embedding", SCOPE_INFERENCE, http=((POST, "/api/embed"),), no_client=_OLLAMA),
+    Operation(
+        "ollama.embeddings",
+        "embedding",
+        SCOPE_INFERENCE,
+        http=((POST, "/api/embeddings"),),
+        no_client=_OLLAMA,
+    ),
+    Operation("ollama.tags", "unary", SCOPE_INFERENCE, http=((GET, "/api/tags"),), no_client=_OLLAMA),
+    Operation("ollama.show", "unary", SCOPE_INFERENCE, http=((POST, "/api/show"),), no_client=_OLLAMA),
+    Operation("ollama.delete", "unary", SCOPE_MODELS, http=((DELETE, "/api/delete"),), no_client=_OLLAMA),
+    Operation("ollama.copy", "unary", SCOPE_MODELS, http=((POST, "/api/copy"),), no_client=_OLLAMA),
 )
 
 BY_OP: Final[dict[str, Operation]] = {o.op: o for o in OPERATIONS if o.op is not None}

@@ -17,6 +17,8 @@ inside ``_endpoint``, which hands any exception to the one error mapping
     POST /api/pull                {"model": ..., "stream": bool}: progress as JSON lines
     GET  /api/stats               response cache, model manager, memory pools, breakers
     GET  /api/version, /api/hardware
+    POST /api/chat, /api/generate, /api/embed, /api/embeddings, /api/show, /api/copy;
+    GET /api/tags; DELETE /api/delete: Ollama's API (hfd.daemon.ollama)
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hfd.client.errors import InvalidJSON
-from hfd.daemon import responses
+from hfd.daemon import responses, web
 from hfd.daemon.access.control import Access
-from hfd.daemon.http import ops_routes
+from hfd.daemon.http import anthropic_routes, ops_routes, responses_routes
 from hfd.daemon.http.disconnect import until_disconnect
 from hfd.daemon.http.errors import error_response
 from hfd.daemon.http.limits import BodyLimit, BodyTimeout
@@ -47,6 +49,7 @@ from hfd.daemon.http.middleware import OpsMiddleware
 from hfd.daemon.http.pull_stream import NdjsonPull
 from hfd.daemon.http.sse import EventStream
 from hfd.daemon.metrics import Metrics
+from hfd.daemon.ollama import routes as ollama_routes
 from hfd.daemon.operations import OPERATIONS, Operation
 from hfd.daemon.schema import parse
 from hfd.daemon.service import Generation, Service
@@ -172,6 +175,12 @@ def create_app(service: Service, settings: Settings, access: Access | None = Non
         access = Access(settings, Metrics())
     r = Routes(service)
     own = ops_routes.routes(access)  # /ready, /metrics: answered from access control's state
+    own.update(ollama_routes.routes(service))  # Ollama's API in its own shapes
+    # The Responses and Anthropic Messages APIs: translations over the chat path.
+    own.update(responses_routes.routes(service, read_json))
+    own.update(anthropic_routes.routes(service, read_json))
+    # /openapi.json, the web page, /api/usage/recent; the document lists the routes served.
+    own.update(web.routes(settings, access, lambda o: o.call is not None or o.name in own))
     routes: list[Route] = []
     for operation in OPERATIONS:
         for method, path in operation.http:
@@ -190,7 +199,7 @@ def create_app(service: Service, settings: Settings, access: Access | None = Non
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.http_cors_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
             ),
         )

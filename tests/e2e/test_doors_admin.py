@@ -239,9 +239,9 @@ def test_pull_over_http_streams_progress_then_the_snapshot(setup: Setup) -> None
         repo.commit,
         "hub",
     )
-    statuses = [p["status"] for p in progress]
+    statuses = [p["phase"] for p in progress]
     assert "downloading" in statuses and statuses[-1] == "done"
-    downloading = [p for p in progress if p["status"] == "downloading"][-1]
+    downloading = [p for p in progress if p["phase"] == "downloading"][-1]
     assert downloading["total"] == sum(len(d) for d in repo.files.values())
     assert {"completed", "total", "files_done", "files_total", "source", "ref"} <= set(downloading)
 

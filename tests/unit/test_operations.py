@@ -80,7 +80,7 @@ def test_the_scope_checks_give_the_table_s_scope(operation: Operation) -> None:
 
 def test_what_is_not_in_the_table_needs_admin() -> None:
     # Routes that do not exist get no scope of their own (they once had "models").
-    for path in ("/api/delete", "/api/publish", "/api/load/extra", "/v1/models/"):
+    for path in ("/api/remove", "/api/publish", "/api/load/extra", "/v1/models/"):
         assert scope_for_http("POST", path) == "admin"
     assert scope_for_ipc("models.delete") == "admin"
 

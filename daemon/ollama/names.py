@@ -1,0 +1,148 @@
+"""Model names as Ollama clients send them, and the alias table ``/api/copy`` writes.
+
+Ollama names are ``name[:tag]`` (``llama3:latest``). Hugging Face references are
+``org/name[@revision]``, which cannot contain ``:``, so the mapping is lossless:
+
+- ``org/name:latest`` (or no tag) is ``org/name``: the default revision;
+- ``org/name:<tag>`` is ``org/name@<tag>`` (a branch, tag or commit);
+- a configured model's name is used as is, with or without ``:latest``;
+- ``ipfs://<cid>`` passes through untouched.
+
+Names going out get the tag back: ``org/name`` is shown as ``org/name:latest`` and
+``org/name@v2`` as ``org/name:v2``.
+
+Aliases (``/api/copy``) live in ``<state_dir>/ollama-aliases.json``, ``{alias: target}``,
+written atomically (a temporary file renamed over the old one), so a reader never sees half
+a table. They resolve on the Ollama routes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from hfd.client.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from hfd.daemon.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LATEST: Final = "latest"
+ALIAS_FILE: Final = "ollama-aliases.json"
+
+
+def _untagged(name: str) -> tuple[str, str | None]:
+    """``name:tag`` -> (name, tag); a name without a tag (or a URL) -> (name, None)."""
+    if "://" in name:
+        return name, None
+    base, sep, tag = name.rpartition(":")
+    if not sep or not base or "/" in tag:
+        return name, None
+    return base, tag
+
+
+def to_ref(name: str, configured: frozenset[str] = frozenset()) -> str:
+    """The hfd reference an Ollama name stands for (see the module's doc)."""
+    name = name.strip()
+    if name in configured:
+        return name
+    base, tag = _untagged(name)
+    if tag is None or tag == LATEST:
+        return base
+    if base in configured:
+        raise InvalidRequest(
+            f"model {base!r} is configured here without tags; use {base!r} or {base + ':latest'!r}",
+            param="model",
+        )
+    if "@" in base:
+        raise InvalidRequest(f"model {name!r} has both a revision (@) and a tag (:)", param="model")
+    return f"{base}@{tag}"
+
+
+def to_ollama(ref: str) -> str:
+    """How a reference is shown to Ollama clients: ``org/name:latest``, ``org/name:rev``."""
+    if "://" in ref:
+        return ref
+    if "@" in ref:
+        base, _, rev = ref.partition("@")
+        return f"{base}:{rev}"
+    if _untagged(ref)[1] is not None:
+        return ref
+    return f"{ref}:{LATEST}"
+
+
+class Aliases:
+    """The alias table of one state directory. Reads go to the file each time (it is small,
+    and ``hfd`` commands or another daemon may have changed it); writes are atomic."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / ALIAS_FILE
+        self._lock = threading.Lock()
+
+    def table(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("alias table unreadable; ignored", extra={"path": str(self.path), "error": str(exc)})
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+    def get(self, name: str) -> str | None:
+        table = self.table()
+        base, tag = _untagged(name.strip())
+        for key in (name.strip(), base if tag == LATEST else None, f"{name.strip()}:{LATEST}"):
+            if key is not None and key in table:
+                return table[key]
+        return None
+
+    def set(self, alias: str, target: str) -> None:
+        self._write({**self.table(), _key(alias): target})
+
+    def remove(self, alias: str) -> bool:
+        table = self.table()
+        key = _key(alias)
+        if key not in table:
+            return False
+        del table[key]
+        self._write(table)
+        return True
+
+    def _write(self, table: dict[str, str]) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".aliases-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(table, fh, indent=1, sort_keys=True)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+
+def _key(alias: str) -> str:
+    """Aliases are stored without ``:latest`` (``mine:latest`` and ``mine`` are one alias)."""
+    base, tag = _untagged(alias.strip())
+    return base if tag == LATEST else alias.strip()
+
+
+def resolve(settings: Settings, name: str) -> str:
+    """The hfd reference for an Ollama name: an alias's target, a configured model's name, or
+    a store reference (``org/name:tag`` -> ``org/name@tag``)."""
+    target = Aliases(settings.state_dir).get(name)
+    if target is not None:
+        name = target
+    configured = frozenset(n for s in settings.models for n in (s.public_name, s.ref))
+    return to_ref(name, configured)
