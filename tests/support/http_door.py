@@ -10,14 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.from_thread
 import httpx
 
 from hfd.daemon.http.server import HttpServer
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings, load_settings, with_overrides
+from support.doors import door_in_thread
 
 
 def make_settings(tmp_path: Path, **changes: Any) -> Settings:
@@ -34,18 +33,12 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
 @contextmanager
 def serving(settings: Settings) -> Iterator[tuple[str, HttpServer]]:
     """``(address, server)`` while the door listens; stopped (socket released) afterwards."""
-    with anyio.from_thread.start_blocking_portal() as portal:
-
-        async def build() -> HttpServer:
-            return HttpServer(Service(settings, ModelManager(settings)), settings)
-
-        server = portal.call(build)
-        future, address = portal.start_task(server.serve)
-        try:
-            yield address, server
-        finally:
-            portal.call(server.shutdown)
-            future.result(timeout=15)
+    with door_in_thread(lambda: HttpServer(Service(settings, ModelManager(settings)), settings)) as (
+        server,
+        address,
+        _,
+    ):
+        yield address, server
 
 
 def host_port(address: str) -> tuple[str, int]:

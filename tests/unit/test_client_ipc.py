@@ -20,10 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.from_thread
 import pytest
 import zmq
+from support.doors import door_in_thread
 
 from hfd.client import AsyncClient, Client
 from hfd.client.errors import ContextLengthExceeded, DaemonUnavailable, ModelNotFound, Timeout
@@ -141,18 +140,12 @@ def real_daemon(directory: Path) -> Iterator[str]:
     settings: Settings = with_overrides(
         base, models=(ModelSpec(ref=str(directory / "absent"), name="chat", task="generate"),)
     )
-    with anyio.from_thread.start_blocking_portal() as portal:
-
-        async def build() -> IpcServer:
-            return IpcServer(Service(settings, ModelManager(settings)), settings)
-
-        server = portal.call(build)
-        future, endpoint = portal.start_task(server.serve)
-        try:
-            yield endpoint
-        finally:
-            portal.call(server.shutdown)
-            future.result(timeout=15)
+    with door_in_thread(lambda: IpcServer(Service(settings, ModelManager(settings)), settings)) as (
+        _,
+        endpoint,
+        _,
+    ):
+        yield endpoint
 
 
 # ----------------------------------------------------------------------------- no daemon

@@ -11,14 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.from_thread
 import httpx
 import pytest
+from support.http_door import serving
 
-from hfd.daemon.http.server import HttpServer
-from hfd.daemon.models.manager import ModelManager
-from hfd.daemon.service import Service
 from hfd.daemon.settings import Settings, load_settings, with_overrides
 
 
@@ -35,18 +31,8 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
 
 @contextmanager
 def running(settings: Settings) -> Iterator[str]:
-    with anyio.from_thread.start_blocking_portal() as portal:
-
-        async def build() -> HttpServer:
-            return HttpServer(Service(settings, ModelManager(settings)), settings)
-
-        server = portal.call(build)
-        future, address = portal.start_task(server.serve)
-        try:
-            yield address
-        finally:
-            portal.call(server.shutdown)
-            future.result(timeout=15)
+    with serving(settings) as (address, _):
+        yield address
 
 
 def test_port_zero_gives_a_listening_address_that_is_released_after_shutdown(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import anyio
 import anyio.from_thread
 import msgpack
 import pytest
+from support.doors import door_in_thread
 from support.ipc_peer import Peer
 
 from hfd.client.errors import HfdError
@@ -57,19 +58,13 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
 @contextmanager
 def running(settings: Settings) -> Iterator[IpcServer]:
     """The server on its own event loop in a thread, as the daemon runs it."""
-    with anyio.from_thread.start_blocking_portal() as portal:
-
-        async def build() -> IpcServer:
-            return IpcServer(Service(settings, ModelManager(settings)), settings)
-
-        server = portal.call(build)
-        future, endpoint = portal.start_task(server.serve)
+    with door_in_thread(lambda: IpcServer(Service(settings, ModelManager(settings)), settings)) as (
+        server,
+        endpoint,
+        _,
+    ):
         assert endpoint == settings.ipc_endpoint()
-        try:
-            yield server
-        finally:
-            portal.call(server.shutdown)
-            future.result(timeout=15)
+        yield server
 
 
 @pytest.fixture
@@ -338,18 +333,12 @@ def test_shutdown_refuses_new_requests_and_gives_in_flight_ones_the_grace_period
 
 @contextmanager
 def slow_server(settings: Settings) -> Iterator[tuple[IpcServer, anyio.from_thread.BlockingPortal]]:
-    with anyio.from_thread.start_blocking_portal() as portal:
-
-        async def build() -> IpcServer:
-            return IpcServer(SlowLoads(settings, ModelManager(settings)), settings)
-
-        server = portal.call(build)
-        future, _ = portal.start_task(server.serve)
-        try:
-            yield server, portal
-        finally:
-            portal.call(server.shutdown)
-            future.result(timeout=15)
+    with door_in_thread(lambda: IpcServer(SlowLoads(settings, ModelManager(settings)), settings)) as (
+        server,
+        _,
+        portal,
+    ):
+        yield server, portal
 
 
 def in_flight(server: IpcServer, portal: anyio.from_thread.BlockingPortal) -> list[str]:
