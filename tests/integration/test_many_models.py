@@ -11,35 +11,18 @@ from typing import Any
 
 import anyio
 import pytest
+from support.clocks import Clock, CountingResolver
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.errors import ModelUnavailable
 from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.models.memory import RAM
-from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hfd.daemon.service import Service
 from hfd.daemon.settings import ModelSpec, load_settings, with_overrides
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class CountingResolver:
-    def __init__(self) -> None:
-        self.calls: dict[str, int] = {}
-
-    def __call__(self, spec: ModelSpec) -> Path:
-        self.calls[spec.public_name] = self.calls.get(spec.public_name, 0) + 1
-        return resolve_local(spec)
 
 
 def spec(path: Path, name: str, **kw: Any) -> ModelSpec:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.clocks import Clock
 from support.models import tiny_bert
 
 from hfd.daemon import cache as rc
@@ -17,14 +18,6 @@ from hfd.daemon.scheduler.generation import TokenChunk
 from hfd.daemon.schema import ChatCompletionRequest, EmbeddingRequest
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def chat(**fields: object) -> ChatCompletionRequest:
@@ -96,7 +89,7 @@ def test_lru_by_bytes() -> None:
 
 
 def test_ttl() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     cache = ResponseCache(max_bytes=1000, ttl=60, clock=clock)
     cache.put("k", b"v")
     clock.now += 59
@@ -115,7 +108,7 @@ def test_replacing_an_entry_keeps_the_byte_count_right() -> None:
 
 
 def test_persisted_entries_survive_a_restart(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     first = ResponseCache(max_bytes=1000, ttl=100, directory=tmp_path, clock=clock)
     first.put("a" * 64, b"alpha")
     clock.now += 10
@@ -150,7 +143,7 @@ def test_corrupt_or_torn_files_are_dropped(tmp_path: Path) -> None:
 
 
 def test_restart_with_a_smaller_budget_keeps_the_newest(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     big = ResponseCache(max_bytes=1000, ttl=0, directory=tmp_path, clock=clock)
     for i in range(5):
         clock.now += 1

@@ -15,37 +15,18 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from support.clocks import Clock, CountingResolver
 from support.fake_models import fake_model
 
 from hfd.client.errors import InsufficientMemory, InternalError, InvalidRequest, ModelUnavailable
 from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.models.memory import RAM
-from hfd.daemon.models.refs import resolve_local
 from hfd.daemon.settings import ModelSpec, Settings, load_settings, with_overrides
 
 pytestmark = pytest.mark.anyio
 
 ENGINE = "fake"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class CountingResolver:
-    """The real local resolver, counting how often a model is resolved (once per load)."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, int] = {}
-
-    def __call__(self, spec: ModelSpec) -> Path:
-        self.calls[spec.public_name] = self.calls.get(spec.public_name, 0) + 1
-        return resolve_local(spec)
 
 
 def settings(tmp_path: Path, *specs: ModelSpec, **changes: Any) -> Settings:
