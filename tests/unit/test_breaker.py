@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from support.clocks import Clock
 
 from hfd.client.errors import ModelUnavailable
 from hfd.daemon.models.breaker import Breakers, CircuitBreaker
 from hfd.daemon.settings import SettingsError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def breaker(clock: Clock, threshold: int = 3, cooldown: float = 30.0) -> CircuitBreaker:
@@ -22,7 +15,7 @@ def breaker(clock: Clock, threshold: int = 3, cooldown: float = 30.0) -> Circuit
 
 
 def test_opens_after_consecutive_failures_only() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     b = breaker(clock)
     b.failure("boom")
     b.failure("boom")
@@ -41,7 +34,7 @@ def test_opens_after_consecutive_failures_only() -> None:
 
 
 def test_retry_after_counts_down_and_half_open_lets_one_probe() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     b = breaker(clock, threshold=1, cooldown=10.0)
     b.failure("x")
     clock.now += 4.0
@@ -58,7 +51,7 @@ def test_retry_after_counts_down_and_half_open_lets_one_probe() -> None:
 
 
 def test_failed_probe_reopens_for_a_full_cooldown() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     b = breaker(clock, threshold=2, cooldown=10.0)
     b.failure("x")
     b.failure("x")
@@ -71,7 +64,7 @@ def test_failed_probe_reopens_for_a_full_cooldown() -> None:
 
 
 def test_released_probe_lets_the_next_request_probe() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     b = breaker(clock, threshold=1, cooldown=1.0)
     b.failure("x")
     clock.now += 1.0
@@ -81,7 +74,7 @@ def test_released_probe_lets_the_next_request_probe() -> None:
 
 
 def test_breakers_are_per_model_and_engine() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     reg = Breakers(threshold=1, cooldown=5.0, clock=clock)
     reg.get("a", "torch").failure("x")
     assert reg.get("a", "torch").state == "open"

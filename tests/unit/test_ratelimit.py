@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from support.clocks import Clock
 
 from hfd.client.errors import RateLimited
 from hfd.daemon.access.ratelimit import Limits, RateLimiter, TokenBucket
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_bucket_bursts_then_refills_at_the_rate() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     bucket = TokenBucket(60, clock=clock)  # one per second
     for _ in range(60):
         assert bucket.take() == 0.0
@@ -31,7 +24,7 @@ def test_bucket_bursts_then_refills_at_the_rate() -> None:
 
 
 def test_requests_per_minute() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(clock=clock)
     limits = Limits(rpm=2)
     limiter.admit("k", limits)
@@ -49,7 +42,7 @@ def test_requests_per_minute() -> None:
 
 
 def test_tokens_per_minute_are_charged_after_the_fact() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(clock=clock)
     limits = Limits(tpm=600)  # 10 per second
     limiter.admit("k", limits)
@@ -63,7 +56,7 @@ def test_tokens_per_minute_are_charged_after_the_fact() -> None:
 
 
 def test_unlimited_keys_are_never_refused() -> None:
-    limiter = RateLimiter(clock=Clock())
+    limiter = RateLimiter(clock=Clock(1000.0))
     for _ in range(1000):
         limiter.admit("k", Limits())
     limiter.charge("k", Limits(), 10**9)
