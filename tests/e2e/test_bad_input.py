@@ -11,6 +11,7 @@ import httpx
 import msgpack
 import pytest
 import zmq
+from support.ipc_peer import dealer as ipc_dealer
 
 from hfd.client.protocol import PROTOCOL_VERSION, Reply, decode_reply, packb
 
@@ -33,13 +34,8 @@ def http(doors: Doors) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def dealer(doors: Doors) -> Iterator[zmq.Socket[bytes]]:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(doors.ipc)
-    yield sock
-    sock.close()
-    ctx.term()
+    with ipc_dealer(doors.ipc) as sock:
+        yield sock
 
 
 def still_serving(http: httpx.Client, dealer: zmq.Socket[bytes]) -> None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
+from support.ipc_peer import dealer as ipc_dealer
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.protocol import PROTOCOL_VERSION, Reply, decode_reply, packb
@@ -26,15 +27,12 @@ BIG = 10 * 1024 * 1024
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     # The default body limit (16 MiB): a 10 MB prompt reaches the service.
-    d = start_daemon(
+    with running_daemon(
         tmp_path_factory.mktemp("bounded"),
         {CHAT: tiny_llama(), EMBED: tiny_bert()},
         args=["--engine", "torch"],
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +43,8 @@ def http(daemon: Daemon) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def dealer(daemon: Daemon) -> Iterator[zmq.Socket[bytes]]:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(daemon.ipc)
-    yield sock
-    sock.close()
-    ctx.term()
+    with ipc_dealer(daemon.ipc) as sock:
+        yield sock
 
 
 def ipc(dealer: zmq.Socket[bytes], rid: str, op: str, body: Any = None, timeout: float = 60.0) -> Reply:

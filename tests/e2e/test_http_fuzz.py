@@ -20,7 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 from support.models import tiny_bert, tiny_llama
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -141,11 +141,10 @@ raw_body = (
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     args = ["--engine", "torch", "--http-max-body-bytes", str(256 * 1024), "--hub-offline", "true"]
     args += ["--ipfs-enabled", "false", "--cache-enabled", "false"]
-    d = start_daemon(tmp_path_factory.mktemp("fuzz"), {"chat": tiny_llama(), "emb": tiny_bert()}, args=args)
-    try:
+    with running_daemon(
+        tmp_path_factory.mktemp("fuzz"), {"chat": tiny_llama(), "emb": tiny_bert()}, args=args
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 READY = re.compile(r"^hfd ready (.*)$")
 PR_SET_PDEATHSIG = 1
@@ -175,3 +177,14 @@ def start_daemon(
     reader.thread.join(timeout=5)
     shutil.rmtree(runtime, ignore_errors=True)
     raise RuntimeError("hfd serve did not become ready:\n" + "\n".join(reader.lines))
+
+
+@contextmanager
+def running_daemon(workdir: Path, models: dict[str, Path | str], **options: Any) -> Iterator[Daemon]:
+    """``start_daemon(workdir, models, **options)`` for a ``with`` block; afterwards it must stop
+    cleanly on SIGTERM (exit 0), or the test fails showing the daemon's last lines."""
+    d = start_daemon(workdir, models, **options)
+    try:
+        yield d
+    finally:
+        assert d.stop() == 0, "\n".join(d.output[-40:])
