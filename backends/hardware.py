@@ -60,6 +60,20 @@ class EngineProbe:
     unavailable: dict[str, str] = field(default_factory=dict)
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers
 
+    @classmethod
+    def missing(
+        cls, name: str, reason: str, *, version: str | None = None, kinds: tuple[str, ...] = ()
+    ) -> EngineProbe:
+        """An engine that cannot be used (not installed, or failed to start): ``reason`` says
+        why, for the engine and for each device kind it would drive."""
+        return cls(
+            name=name,
+            installed=False,
+            version=version,
+            reason=reason,
+            unavailable=dict.fromkeys(kinds, reason),
+        )
+
     def has_kind(self, kind: str) -> bool:
         return any(d.kind == kind for d in self.devices)
 

@@ -33,18 +33,13 @@ def probe_onnxruntime() -> EngineProbe:
     installed, version, reason = library_installed("onnxruntime", "onnxruntime")
     if not installed:
         # GPU builds ship under other distribution names but import as the same module.
-        return EngineProbe(name="onnxruntime", installed=False, reason=reason)
+        return EngineProbe.missing("onnxruntime", reason)
     try:
         ort = importlib.import_module("onnxruntime")
         providers = tuple(ort.get_available_providers())
         version = version or getattr(ort, "__version__", None)
     except Exception as exc:
-        return EngineProbe(
-            name="onnxruntime",
-            installed=False,
-            version=version,
-            reason=f"onnxruntime failed to import: {exc}",
-        )
+        return EngineProbe.missing("onnxruntime", f"onnxruntime failed to import: {exc}", version=version)
     devices = []
     for provider in providers:
         kind = _ORT_PROVIDER_KINDS.get(provider)

@@ -14,6 +14,8 @@ from hfd.backends.hardware import (
     library_installed,
 )
 
+_OV_KINDS = ("intel_gpu", "npu", "cpu")
+
 
 def ov_device_kind(device_id: str) -> str:
     base = device_id.split(".")[0].upper()
@@ -36,25 +38,14 @@ def _ov_npu_reason() -> str:
 def probe_openvino() -> EngineProbe:
     installed, version, reason = library_installed("openvino", "openvino")
     if not installed:
-        return EngineProbe(
-            name="openvino",
-            installed=False,
-            reason=reason,
-            unavailable={"intel_gpu": reason, "npu": reason, "cpu": reason},
-        )
+        return EngineProbe.missing("openvino", reason, kinds=_OV_KINDS)
     try:
         ov = importlib.import_module("openvino")
         core = ov.Core()
         ids = list(core.available_devices)
     except Exception as exc:
         why = f"openvino failed to start: {exc}"
-        return EngineProbe(
-            name="openvino",
-            installed=False,
-            version=version,
-            reason=why,
-            unavailable={"intel_gpu": why, "npu": why, "cpu": why},
-        )
+        return EngineProbe.missing("openvino", why, version=version, kinds=_OV_KINDS)
     devices = []
     for device_id in ids:
         devices.append(_ov_device(core, device_id))

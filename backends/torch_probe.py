@@ -26,12 +26,7 @@ from hfd.backends.hardware import (
 def probe_torch() -> EngineProbe:
     installed, version, reason = library_installed("torch", "torch")
     if not installed:
-        return EngineProbe(
-            name="torch",
-            installed=False,
-            reason=reason,
-            unavailable={"cuda": reason, "rocm": reason, "mps": reason},
-        )
+        return EngineProbe.missing("torch", reason, kinds=("cuda", "rocm", "mps"))
     cpu = Device(engine="torch", id="cpu", kind="cpu", name=probe_cpu().model)
     unavailable: dict[str, str] = {}
     nvidia = nvidia_driver_reason()
