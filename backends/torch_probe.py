@@ -21,12 +21,14 @@ from hfd.backends.hardware import (
     rocm_driver_reason,
 )
 
+_TORCH_KINDS = ("cuda", "rocm", "mps")
+
 
 @functools.cache
 def probe_torch() -> EngineProbe:
     installed, version, reason = library_installed("torch", "torch")
     if not installed:
-        return EngineProbe.missing("torch", reason, kinds=("cuda", "rocm", "mps"))
+        return EngineProbe.missing("torch", reason, kinds=_TORCH_KINDS)
     cpu = Device(engine="torch", id="cpu", kind="cpu", name=probe_cpu().model)
     unavailable: dict[str, str] = {}
     nvidia = nvidia_driver_reason()
@@ -46,13 +48,7 @@ def probe_torch() -> EngineProbe:
         torch = importlib.import_module("torch")
     except Exception as exc:
         why = f"torch failed to import: {exc}"
-        return EngineProbe(
-            name="torch",
-            installed=False,
-            version=version,
-            reason=why,
-            unavailable={"cuda": why, "rocm": why, "mps": why},
-        )
+        return EngineProbe.missing("torch", why, version=version, kinds=_TORCH_KINDS)
     devices = [cpu]
     if not (nvidia and rocm):
         devices.extend(_torch_gpus(torch, unavailable))
