@@ -22,6 +22,7 @@ from hfd.client.protocol import (
     KIND_RESULT,
     OP_CHAT,
     OP_COMPLETIONS,
+    OP_DETOKENIZE,
     OP_EMBEDDINGS,
     OP_HARDWARE,
     OP_HEALTH,
@@ -31,6 +32,7 @@ from hfd.client.protocol import (
     OP_MODELS_UNLOAD,
     OP_PULL,
     OP_STATS,
+    OP_TOKENIZE,
     Reply,
 )
 
@@ -211,6 +213,40 @@ def pull(
     body = {"model": model, "stream": True}
     parse = lambda r: t.PulledModel.from_dict(r.body)  # noqa: E731
     return Call(OP_PULL, body, parse, timeout, PULL, progress or _no_progress)
+
+
+def tokenize(
+    model: str | None = None,
+    prompt: str | None = None,
+    *,
+    messages: Iterable[Mapping[str, Any]] | None = None,
+    keep_alive: KeepAlive = None,
+    timeout: float | None = None,
+) -> Call[dict[str, Any]]:
+    """The model's token ids for ``prompt`` (as a completion tokenises it) or for ``messages``
+    (the chat template applied, as a chat completion renders it): ``{"tokens", "count",
+    "max_model_len"}``. ``model`` may be left out when the daemon serves one generation model."""
+    body = clean(
+        {
+            "model": model,
+            "prompt": prompt,
+            "messages": [dict(m) for m in messages] if messages is not None else None,
+            "keep_alive": keep_alive,
+        }
+    )
+    return Call(OP_TOKENIZE, body, _body, timeout)
+
+
+def detokenize(
+    tokens: Iterable[int],
+    model: str | None = None,
+    *,
+    keep_alive: KeepAlive = None,
+    timeout: float | None = None,
+) -> Call[str]:
+    """The text of ``tokens`` (special tokens skipped)."""
+    body = clean({"model": model, "tokens": [int(x) for x in tokens], "keep_alive": keep_alive})
+    return Call(OP_DETOKENIZE, body, lambda r: str(r.body["prompt"]), timeout)
 
 
 def models_list(*, timeout: float | None = None) -> Call[t.ModelList]:

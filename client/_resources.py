@@ -95,6 +95,8 @@ class Admin(Namespace[F]):
     hardware = op(calls.hardware)
     stats = op(calls.stats)
     pull = op(calls.pull)
+    tokenize = op(calls.tokenize)
+    detokenize = op(calls.detokenize)
 
 
 class Models(Namespace[F]):

@@ -53,6 +53,8 @@ OP_PULL: Final = "models.pull"
 OP_HARDWARE: Final = "hardware"
 OP_STATS: Final = "stats"
 OP_CANCEL: Final = "cancel"
+OP_TOKENIZE: Final = "tokenize"
+OP_DETOKENIZE: Final = "detokenize"
 
 KIND_RESULT: Final = "result"
 KIND_CHUNK: Final = "chunk"

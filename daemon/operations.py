@@ -40,6 +40,8 @@ from hfd.daemon import responses, tokenize_ops
 from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
 from hfd.daemon.ollama import names as ollama_names
 from hfd.daemon.ollama import shapes as ollama_shapes
+from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
+from hfd.daemon.openai_responses.schema import ResponsesRequest
 from hfd.daemon.pulls import PullRequest
 from hfd.daemon.schema import (
     ChatCompletionRequest,
@@ -59,6 +61,8 @@ OPEN: Final = None  # a scope anyone has
 GET: Final = "GET"
 POST: Final = "POST"
 DELETE: Final = "DELETE"
+# Why the Responses and Anthropic APIs have no hfd.client method.
+_FOREIGN = "another API's shape over the chat path, for that API's SDKs; hfd.client has chat"
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,53 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation("ollama.show", "unary", SCOPE_INFERENCE, http=((POST, "/api/show"),), no_client=_OLLAMA),
     Operation("ollama.delete", "unary", SCOPE_MODELS, http=((DELETE, "/api/delete"),), no_client=_OLLAMA),
     Operation("ollama.copy", "unary", SCOPE_MODELS, http=((POST, "/api/copy"),), no_client=_OLLAMA),
+    # The Responses and Anthropic Messages APIs: translations over the chat path, answered by
+    # their own routes (hfd.daemon.http.responses_routes, anthropic_routes), HTTP only.
+    Operation(
+        "responses.create",
+        "generation",
+        SCOPE_INFERENCE,
+        http=((POST, "/v1/responses"),),
+        request=ResponsesRequest,
+        no_client=_FOREIGN,
+    ),
+    Operation(
+        "responses.retrieve",
+        "unary",
+        SCOPE_INFERENCE,
+        http=((GET, "/v1/responses/{response_id}"),),
+        no_client=_FOREIGN,
+    ),
+    Operation(
+        "responses.delete",
+        "unary",
+        SCOPE_INFERENCE,
+        http=((DELETE, "/v1/responses/{response_id}"),),
+        no_client=_FOREIGN,
+    ),
+    Operation(
+        "responses.input_items",
+        "unary",
+        SCOPE_INFERENCE,
+        http=((GET, "/v1/responses/{response_id}/input_items"),),
+        no_client=_FOREIGN,
+    ),
+    Operation(
+        "messages.create",
+        "generation",
+        SCOPE_INFERENCE,
+        http=((POST, "/v1/messages"),),
+        request=MessagesRequest,
+        no_client=_FOREIGN,
+    ),
+    Operation(
+        "messages.count_tokens",
+        "unary",
+        SCOPE_INFERENCE,
+        http=((POST, "/v1/messages/count_tokens"),),
+        request=CountTokensRequest,
+        no_client=_FOREIGN,
+    ),
 )
 
 BY_OP: Final[dict[str, Operation]] = {o.op: o for o in OPERATIONS if o.op is not None}

@@ -71,6 +71,7 @@ class ModelSpec:
     threads: int | None = None
     max_running: int | None = None
     cid: str | None = None  # IPFS CID of the published snapshot, when known
+    tool_parser: str | None = None  # how tool calls are read: "hermes", "llama3", "mistral", "json"
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -173,6 +174,11 @@ class Settings:
     )
     http_cors_origins: tuple[str, ...] = _setting(
         (), "http", "Origins allowed by CORS (empty: no CORS headers)."
+    )
+    http_web: bool = _setting(
+        True,
+        "http",
+        "Serve the web page at / (static files under /web/; off: 404). It calls the API with the key the user types, so keys apply as to any client.",
     )
     http_header_timeout: float = _setting(
         10.0,
@@ -325,6 +331,15 @@ class Settings:
     cache_ttl: float = _setting(3600.0, "cache", "Seconds a cached response stays valid (<=0: no expiry).")
     cache_persist: bool = _setting(
         False, "cache", "Keep cached responses in <cache_dir>/responses across restarts."
+    )
+    # -- stored responses (POST /v1/responses with store, previous_response_id)
+    responses_max_age: float = _setting(
+        86400.0,
+        "responses",
+        "Seconds a stored response (/v1/responses with store: true) is kept for previous_response_id and GET (<=0: until max_count pushes it out).",
+    )
+    responses_max_count: int = _setting(
+        1000, "responses", "Most stored responses kept in <state_dir>/responses; the oldest go first."
     )
     prefix_caching: bool = _setting(
         True,
@@ -638,6 +653,7 @@ def _validate(s: Settings) -> None:
         "encoder_batch_tokens",
         "max_input_bytes",
         "prompt_bytes_per_token",
+        "responses_max_count",
     ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1")
@@ -708,6 +724,7 @@ def settings_markdown() -> str:
         "threads": "Engine threads for this model.",
         "max_running": "Generation: most sequences in one step, for this model.",
         "cid": "IPFS CID of the published snapshot.",
+        "tool_parser": "How this model's tool calls are read: `hermes`, `llama3`, `mistral` or `json`. Default: from its chat template (docs/http-api.md, Tools).",
         "options": "Engine-specific options (a table).",
     }
     for f in fields(ModelSpec):

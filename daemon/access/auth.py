@@ -2,8 +2,8 @@
 
 A request is made by a :class:`Principal`:
 
-- an API key (HTTP ``Authorization: Bearer hfd-...``): the key's scopes, model allow-list and
-  rate limits;
+- an API key (HTTP ``Authorization: Bearer hfd-...``, or ``x-api-key: hfd-...`` as Anthropic's
+  SDK sends it): the key's scopes, model allow-list and rate limits;
 - a local user on the IPC socket (``uid:<n>``, vouched for by the kernel through the peer
   check in :mod:`hfd.daemon.access.zap`): every scope, like a user who may open the socket file;
 - a CURVE client on the IPC door's TCP endpoint: the scopes in ``ipc_tcp_scopes``;
@@ -173,9 +173,11 @@ class Authenticator:
                 "(only behind a proxy that authenticates)"
             )
 
-    def http(self, authorization: str | None) -> Principal:
-        """The principal of an HTTP request (keys must be fresh: see KeyStore.refresh)."""
-        token = bearer_token(authorization)
+    def http(self, authorization: str | None, api_key: str | None = None) -> Principal:
+        """The principal of an HTTP request (keys must be fresh: see KeyStore.refresh).
+        ``api_key``: the ``x-api-key`` header, how Anthropic's SDK sends its key, read when
+        there is no bearer token."""
+        token = bearer_token(authorization) or ((api_key or "").strip() or None)
         # Without required keys, OpenAI SDKs still send some placeholder key ("sk-no-key"):
         # only what looks like one of ours is checked, so a revoked hfd key fails everywhere.
         if token is None or (not self.required and not token.startswith(KEY_PREFIX)):

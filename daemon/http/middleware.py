@@ -72,7 +72,7 @@ class OpsMiddleware:
                     body: bytes | None = None
                     if needed is not OPEN:
                         await ops.fresh_keys()
-                        principal = ops.auth.http(headers.get("authorization"))
+                        principal = ops.auth.http(headers.get("authorization"), headers.get("x-api-key"))
                         if method == "POST" and _declared_length(headers) <= self.max_body:
                             body = await _read_body(receive, self.max_body)
                         ops.authorize(ctx, principal, needed, _model_of(path, body))

@@ -32,7 +32,18 @@ def encode_event(data: dict[str, Any]) -> bytes:
 class EventStream(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[dict[str, Any]], close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[dict[str, Any]],
+        close: Callable[[], Awaitable[None]],
+        *,
+        encode: Callable[[dict[str, Any]], bytes] = encode_event,
+        done: bytes = DONE,
+        error: Callable[[BaseException], bytes] = sse_error_event,
+    ) -> None:
+        # encode, done, error: how events, the end and an error after the start are written
+        # (the Responses and Anthropic APIs name their events and send no [DONE]).
+        self._encode, self._done, self._error = encode, done, error
         # As Starlette's StreamingResponse: no body, so no Content-Length header.
         self.status_code = 200
         self.background = None
@@ -67,12 +78,12 @@ class EventStream(Response):
             )
             try:
                 async for event in self._events:
-                    await emit({"type": "http.response.body", "body": encode_event(event), "more_body": True})
-                tail = DONE
+                    await emit({"type": "http.response.body", "body": self._encode(event), "more_body": True})
+                tail = self._done
             except _SendFailed:
                 raise
             except Exception as exc:  # the stream already started: say so in-band
-                tail = sse_error_event(exc)
+                tail = self._error(exc)
             await emit({"type": "http.response.body", "body": tail, "more_body": True})
             await emit({"type": "http.response.body", "body": b"", "more_body": False})
         except _SendFailed as failed:

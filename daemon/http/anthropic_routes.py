@@ -1,0 +1,114 @@
+"""Anthropic's Messages API routes: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+
+A request is translated to a chat completion request (``hfd.daemon.anthropic``) and served by
+the chat path; the chat route's reply (body or chunks) is translated back. Errors on these
+routes are Anthropic's envelope (``{"type": "error", "error": {"type", "message"}}``) with the
+tree's HTTP status, so the ``anthropic`` SDK raises its own classes (``BadRequestError`` for
+400). Errors raised before routing (keys, rate limits, body size) keep OpenAI's envelope: the
+SDK reads the status, which is the same. ``x-api-key`` is accepted as an hfd key
+(``hfd.daemon.access.auth``); ``anthropic-version`` is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hfd.client import protocol as p
+from hfd.client.errors import HfdError
+from hfd.daemon.anthropic import output, translate
+from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
+from hfd.daemon.http.disconnect import until_disconnect
+from hfd.daemon.http.errors import as_hfd_error, error_headers, public_message
+from hfd.daemon.http.sse import EventStream
+from hfd.daemon.operations import BY_OP
+from hfd.daemon.schema import parse
+from hfd.daemon.service import Generation, Service
+
+ReadJson = Callable[[Request], Awaitable[Any]]
+
+
+def named_event(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def error_response(exc: BaseException, request: Request) -> JSONResponse:
+    err = as_hfd_error(exc, method=request.method, path=request.url.path)
+    return JSONResponse(
+        output.error_body(err, public_message(err)), status_code=err.status, headers=error_headers(err)
+    )
+
+
+def error_event(exc: BaseException) -> bytes:
+    err = as_hfd_error(exc)
+    return named_event(output.error_body(err, public_message(err)))
+
+
+def _wrap(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as exc:
+            return error_response(exc, request)
+
+    return run
+
+
+async def _whole(gen: Generation) -> str:
+    async with gen:
+        return await gen.text()
+
+
+def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
+    """The routes by operation name (the table's ``messages.*`` rows)."""
+    chat_reply = BY_OP[p.OP_CHAT].reply
+    assert chat_reply is not None
+
+    async def create(request: Request) -> Response:
+        req = parse(MessagesRequest, await read_json(request))
+        chat_req = translate.chat_request(req)
+        try:
+            gen = await service.chat(chat_req)
+        except HfdError as exc:
+            raise translate.renamed(exc) from exc
+        msg_id = output.new_id()
+        if req.stream:
+            chunks = chat_reply.chunks(gen, include_usage=True)
+            return EventStream(
+                output.events(msg_id, req.model, gen.prompt_tokens, chunks),
+                gen.aclose,
+                encode=named_event,
+                done=b"",
+                error=error_event,
+            )
+        done, text = await until_disconnect(lambda: _whole(gen), request.receive)
+        if not done:
+            return Response(status_code=499)
+        assert text is not None
+        return JSONResponse(output.message(msg_id, req.model, chat_reply.whole(gen, text)))
+
+    async def count_tokens(request: Request) -> Response:
+        req = parse(CountTokensRequest, await read_json(request))
+        chat_req = translate.count_request(req)
+        # The prompt as the chat path renders it (template, tools), counted when it is
+        # submitted; closing before reading cancels the one token asked for.
+        try:
+            gen = await service.chat(chat_req)
+        except HfdError as exc:
+            raise translate.renamed(exc) from exc
+        try:
+            count = gen.prompt_tokens
+        finally:
+            await gen.aclose()
+        return JSONResponse({"input_tokens": count})
+
+    return {
+        "messages.create": Route("/v1/messages", _wrap(create), methods=["POST"]),
+        "messages.count_tokens": Route("/v1/messages/count_tokens", _wrap(count_tokens), methods=["POST"]),
+    }
