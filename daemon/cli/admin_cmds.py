@@ -17,17 +17,23 @@ from typing import Any
 from hfd.client.errors import HfdError
 from hfd.daemon.settings import Settings
 
+NONE_LABEL = "(none)"
+
 
 def add_parsers(sub: Any) -> None:
-    from hfd.daemon.cli import settings_parent
+    from hfd.daemon.cli import STATE_SETTINGS, settings_parent
 
     keys = sub.add_parser("keys", help="manage API keys for the HTTP door")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     # Settings flags (--state-dir ...) go after the action: `hfd keys list --state-dir X`.
-    parent = [settings_parent()]
+    parent = [settings_parent(STATE_SETTINGS)]
 
     create = ksub.add_parser("create", help="create a key and print it (shown once)", parents=parent)
-    create.add_argument("--name", required=True, help="a name for the key (unique among active keys)")
+    create.add_argument(
+        "name", nargs="?", metavar="NAME", help="a name for the key (unique among active keys)"
+    )
+    # The older spelling, kept working.
+    create.add_argument("--name", dest="name_flag", metavar="NAME", help=argparse.SUPPRESS)
     create.add_argument(
         "--models", dest="key_models", help="comma-separated models the key may use (default: all)"
     )
@@ -76,10 +82,14 @@ def _store(settings: Settings) -> Any:
 
 
 def _create(args: argparse.Namespace, settings: Settings) -> int:
+    name = args.name or args.name_flag
+    if not name or (args.name and args.name_flag and args.name != args.name_flag):
+        print("hfd keys create: give the key one NAME, e.g. `hfd keys create laptop`", file=sys.stderr)
+        return 2
     models = args.key_models.split(",") if args.key_models else None
     try:
         key, secret = _store(settings).create(
-            args.name, scopes=args.scopes, models=models, rpm=args.rpm, tpm=args.tpm
+            name, scopes=args.scopes, models=models, rpm=args.rpm, tpm=args.tpm
         )
     except HfdError as exc:
         return _fail(exc)
@@ -166,7 +176,7 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
     for r in rows:
         table.append(
             [
-                str(r["group"]),
+                _group_label(r["group"]),
                 str(r["requests"]),
                 str(r["errors"]),
                 str(r["prompt_tokens"]),
@@ -187,6 +197,13 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
     table.append(total)
     _table(table)
     return 0
+
+
+def _group_label(group: object) -> str:
+    """A row's group as shown: requests that named no model (or no key, route...) are
+    ``(none)``, not a blank cell."""
+    text = "" if group is None else str(group).strip()
+    return text or NONE_LABEL
 
 
 def _table(rows: list[list[str]]) -> None:
