@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "hfd.daemon.cli.store_cmds",
     "hfd.daemon.cli.doctor",
     "hfd.daemon.cli.admin_cmds",
+    "hfd.daemon.cli.completion",
 )
 
 
