@@ -58,6 +58,8 @@ def test_wheel_contains_the_mapped_modules(tmp_path: Path) -> None:
     for pkg in source_packages():
         assert pkg.replace(".", "/") + "/__init__.py" in names, pkg
     assert "hfd/daemon/settings.py" in names
+    for static in ("index.html", "app.js", "style.css"):  # the web page's package data
+        assert f"hfd/daemon/web/static/{static}" in names, static
     assert not any(n.startswith(("daemon/", "client/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hfd = hfd.daemon.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
