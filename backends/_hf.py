@@ -147,12 +147,22 @@ class PromptTokens:
     _hf_tokenizer: Any  # the transformers tokenizer: it owns the chat template
     _tokenizer: Any  # a tokenizers.Tokenizer, safe to call from any thread
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    @property
+    def chat_template(self) -> str | dict[str, str] | None:
+        """The tokenizer's template source (a dict of named templates for some models)."""
+        return getattr(self._hf_tokenizer, "chat_template", None)
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
         if not getattr(self._hf_tokenizer, "chat_template", None):
             raise InvalidRequest("this model has no chat template; use a plain completion instead")
         try:
             text = self._hf_tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
+                list(messages),
+                tools=list(tools) if tools else None,
+                tokenize=False,
+                add_generation_prompt=True,
             )
         except Exception as exc:  # jinja2 errors, including the template's own raise_exception()
             raise InvalidRequest(

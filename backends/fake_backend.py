@@ -238,7 +238,10 @@ class FakeGenerator(_Model):
         self._running: dict[int, _Seq] = {}
         self._waiting: dict[int, _Seq] = {}
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> list[int]:
+        # No template: tools come as a system prompt (hfd.daemon.tools.render's fallback).
         text = "".join(f"<{m.get('role', 'user')}>{m.get('content') or ''}\n" for m in messages)
         return Tokenizer.encode(text + "<assistant>")
 

@@ -40,10 +40,15 @@ def model_entry(models: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
 
 
 def _finish_reason(gen: Generation) -> str | None:
-    return gen.finish_reason
+    tools = getattr(gen, "tools", None)  # chat with tools: "tool_calls" once calls were made
+    return tools.finish_reason(gen.finish_reason) if tools is not None else gen.finish_reason
 
 
 def chat_completion(gen: Generation, text: str) -> dict[str, Any]:
+    tools = getattr(gen, "tools", None)
+    message = (
+        tools.message(text) if tools is not None else {"role": "assistant", "content": text, "refusal": None}
+    )
     return {
         "id": gen.id,
         "object": "chat.completion",
@@ -52,7 +57,7 @@ def chat_completion(gen: Generation, text: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": _finish_reason(gen),
             }
@@ -117,9 +122,17 @@ def _usage_chunk(gen: Generation, obj: str) -> dict[str, Any]:
 async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
     """The chunks of a streamed chat completion. Iterating consumes (and finally closes) ``gen``."""
     yield _chat_chunk(gen, {"role": "assistant", "content": ""}, None, include_usage)
+    tools = gen.tools.stream() if getattr(gen, "tools", None) is not None else None
     async for piece in gen:
-        if piece.text:
+        if not piece.text:
+            continue
+        if tools is None:
             yield _chat_chunk(gen, {"content": piece.text}, None, include_usage)
+        else:  # content and tool_calls deltas, text that may open a call held back
+            for delta in tools.feed(piece.text):
+                yield _chat_chunk(gen, delta, None, include_usage)
+    for delta in tools.finish() if tools is not None else ():
+        yield _chat_chunk(gen, delta, None, include_usage)
     yield _chat_chunk(gen, {}, _finish_reason(gen), include_usage)
     if include_usage:
         yield _usage_chunk(gen, "chat.completion.chunk")

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from hfd.client.errors import InvalidRequest, ValidationFailed
+from hfd.daemon.tools.types import Tool, ToolCallItem, ToolChoice
 from hfd.daemon.validation import validation_failed
 
 T = TypeVar("T", bound=BaseModel)
@@ -49,6 +50,8 @@ class ChatMessage(_Base):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallItem] | None = None  # an assistant's calls (tool history)
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     def text(self) -> str:
         if self.content is None:
@@ -118,6 +121,10 @@ class _Sampling(_Base):
 class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    # Tool calling (hfd.daemon.tools): checked by tools.validate, 400 with the field's name.
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -38,6 +38,8 @@ from hfd.daemon.schema import (
 )
 from hfd.daemon.settings import Settings
 from hfd.daemon.tasks.listing import listed_task
+from hfd.daemon.tools.chat import ChatTools
+from hfd.daemon.tools.output import ToolOutput
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class Generation:
         self._closed = False
         # The request this generation serves (usage and time to first token are noted there).
         self._request = reqctx.current()
+        # How a chat reply is read for tool calls (hfd.daemon.tools.output); None: plain text.
+        self.tools: ToolOutput | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -237,14 +241,17 @@ class Service:
 
     async def chat(self, req: ChatCompletionRequest) -> Generation:
         req.check_supported()
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        chat = ChatTools(req, getattr(self.manager.spec(req.model), "tool_parser", None))
 
         async def prompt(lm: LoadedModel) -> list[int]:
             model: GenerationModel = lm.model  # type: ignore[assignment]
-            self._check_prompt_size(sum(utf8_length(m["content"]) for m in messages), model, "messages")
-            return await anyio.to_thread.run_sync(model.apply_chat_template, messages)
+            self._check_prompt_size(chat.prompt_bytes(), model, "messages")
+            return await anyio.to_thread.run_sync(chat.template_call(lm))
 
-        return await self._generate("chat", req, prompt)
+        req = chat.cache_request(req, self.manager.identity(req.model))
+        gen = await self._generate("chat", req, prompt, adjust=chat.constrain)
+        gen.tools = chat.output()
+        return gen
 
     async def complete(self, req: CompletionRequest) -> Generation:
         req.check_supported()
@@ -278,6 +285,7 @@ class Service:
         kind: str,
         req: ChatCompletionRequest | CompletionRequest,
         prompt: Callable[[LoadedModel], Awaitable[list[int]]],
+        adjust: Callable[[LoadedModel, SamplingParams], Awaitable[SamplingParams]] | None = None,
     ) -> Generation:
         keep_alive = parse_keep_alive(req.keep_alive)
         cacheable = req.cache and rcache.generation_cacheable(req.temperature, req.seed)
@@ -301,6 +309,8 @@ class Service:
                     return hit
             ids = await prompt(lm)
             params = sampling_params(req, len(ids), lm.model.context_length)  # type: ignore[union-attr]
+            if adjust is not None:  # per-request engine state (a compiled constraint)
+                params = await adjust(lm, params)
             stream: Any = lm.generation().submit(ids, params)
             if cache is not None:
                 stream = RecordingStream(stream, cache, rcache.request_key(kind, lm.identity, req))
