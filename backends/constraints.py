@@ -17,7 +17,7 @@ the request then gets a clear error naming the engine, never unconstrained text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -32,11 +32,17 @@ class ConstraintSpec:
 
     ``value`` is the canonical JSON text of the schema for ``json_schema`` (sorted keys, so
     equal schemas share one compiled grammar), the pattern for ``regex``, the JSON list of
-    strings for ``choice``, an EBNF/Lark grammar for ``grammar``, and ``""`` for ``json_object``.
+    strings for ``choice``, an EBNF grammar for ``grammar``, and ``""`` for ``json_object``.
+    ``strict`` (``json_schema``): the schema is read as OpenAI's strict mode does, objects
+    without ``additionalProperties`` allow no other properties; when false, JSON Schema's own
+    defaults apply. ``param`` is the request field the spec came from, named in errors; it is
+    not part of the key (the same schema from ``response_format`` or ``guided_json`` compiles once).
     """
 
     kind: ConstraintKind
     value: str = ""
+    strict: bool = True
+    param: str = field(default="response_format", compare=False)
 
 
 @runtime_checkable

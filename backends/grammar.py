@@ -1,0 +1,221 @@
+"""Constrained decoding with xgrammar: a model's compiled-grammar cache and the per-sequence matcher.
+
+One :class:`GrammarCache` per loaded model: xgrammar's ``TokenizerInfo`` for the model's
+tokenizer (its vocabulary laid out at the model's logits width, so the bitmask the sampler
+allocates for a logits row is the one xgrammar fills), a ``GrammarCompiler`` (with xgrammar's
+own cache of grammar pieces) and a bounded LRU of compiled grammars keyed by
+:class:`~hfd.backends.constraints.ConstraintSpec`, so equal schemas compile once per model.
+
+Compiling runs in the caller's thread (the service calls it in a worker thread before the
+sequence joins the batch); matching runs on the engine's step thread, one matcher per sequence.
+
+JSON is compiled without free whitespace (``any_whitespace=False``): the output is compact
+JSON, and a model that would rather emit spaces than close an object cannot loop in them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from hfd.backends.constraints import ConstraintSpec
+from hfd.client.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+# Compiled grammars kept per model: a schema is a few KiB to a few MiB compiled, and apps use a
+# handful of schemas each.
+DEFAULT_CACHE_SIZE = 64
+
+# JSON Schema keywords xgrammar accepts but does not enforce: a schema using them would get
+# output that may not validate, so it is refused (the guarantee is "it validates").
+_UNENFORCED = ("uniqueItems", "dependentRequired", "dependentSchemas", "$dynamicRef", "$recursiveRef")
+
+
+class CompiledConstraint:
+    """A spec compiled for one model: what ``SamplingParams.constraint`` carries."""
+
+    def __init__(self, spec: ConstraintSpec, compiled: Any) -> None:
+        self.spec = spec
+        self.compiled = compiled  # xgrammar.CompiledGrammar
+
+    def matcher(self) -> GrammarMatcher:
+        """A fresh matcher at the grammar's start, for one sequence."""
+        return GrammarMatcher(self.compiled)
+
+
+class GrammarMatcher:
+    """One sequence's position in its grammar (a ``TokenMatcher``); step thread only."""
+
+    def __init__(self, compiled: Any) -> None:
+        import xgrammar as xgr
+
+        self._matcher = xgr.GrammarMatcher(compiled)
+
+    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
+        self._matcher.fill_next_token_bitmask(bitmask, row)
+
+    def accept(self, token_id: int) -> None:
+        # The sampler chose from this matcher's mask, so a refusal means the mask was not
+        # applied to this row: the output can no longer be guaranteed, and the log says so.
+        if not self._matcher.accept_token(int(token_id)):
+            log.warning("constrained decoding: token outside the grammar", extra={"token": int(token_id)})
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._matcher.is_terminated())
+
+
+class GrammarCache:
+    """The compiled grammars of one model (thread-safe)."""
+
+    def __init__(
+        self,
+        hf_tokenizer: Any,
+        *,
+        vocab_size: int,
+        stop_token_ids: Iterable[int] = (),
+        engine: str = "torch",
+        size: int = DEFAULT_CACHE_SIZE,
+        threads: int = 2,
+    ) -> None:
+        import xgrammar as xgr
+
+        stops = sorted({int(t) for t in stop_token_ids}) or None
+        self.tokenizer_info = xgr.TokenizerInfo.from_huggingface(
+            hf_tokenizer, vocab_size=int(vocab_size), stop_token_ids=stops
+        )
+        self._compiler = xgr.GrammarCompiler(self.tokenizer_info, max_threads=max(1, threads))
+        self._engine = engine
+        self._size = max(1, size)
+        self._lock = threading.Lock()
+        self._compiled: OrderedDict[ConstraintSpec, CompiledConstraint] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._compiled)
+
+    def compile(self, spec: ConstraintSpec) -> CompiledConstraint:
+        with self._lock:
+            hit = self._compiled.get(spec)
+            if hit is not None:
+                self._compiled.move_to_end(spec)
+                return hit
+        # Outside the lock: a slow schema must not hold up other compiles (two threads compiling
+        # the same new spec both succeed; the second result replaces the first).
+        compiled = CompiledConstraint(spec, self._compile(spec))
+        with self._lock:
+            self._compiled[spec] = compiled
+            self._compiled.move_to_end(spec)
+            while len(self._compiled) > self._size:
+                self._compiled.popitem(last=False)
+        return compiled
+
+    def _compile(self, spec: ConstraintSpec) -> Any:
+        param = spec.param
+        try:
+            if spec.kind == "json_object":
+                # Any JSON object (not any value, as xgrammar's builtin JSON grammar allows).
+                return self._compiler.compile_json_schema(
+                    '{"type": "object"}', any_whitespace=False, strict_mode=False
+                )
+            if spec.kind == "json_schema":
+                schema = prepare_schema(spec.value, param)
+                return self._compiler.compile_json_schema(
+                    schema, any_whitespace=False, strict_mode=spec.strict
+                )
+            if spec.kind == "regex":
+                return self._compiler.compile_regex(spec.value)
+            if spec.kind == "choice":
+                return self._compiler.compile_grammar(choice_grammar(spec.value))
+            if spec.kind == "grammar":
+                return self._compiler.compile_grammar(spec.value)
+        except InvalidRequest:
+            raise
+        except Exception as exc:  # xgrammar raises RuntimeError (and others) with its reason
+            raise InvalidRequest(
+                f"the {spec.kind} does not compile for the {self._engine} engine: {_reason(exc)}", param=param
+            ) from exc
+        raise InvalidRequest(f"unknown constraint kind {spec.kind!r}", param=param)
+
+
+def choice_grammar(value: str) -> str:
+    """An EBNF grammar matching exactly one of the JSON list of strings ``value``."""
+    choices = json.loads(value)
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+        raise InvalidRequest("guided_choice must be a non-empty list of strings", param="guided_choice")
+    # A JSON string literal is a valid EBNF string literal in xgrammar's syntax.
+    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+
+
+def prepare_schema(value: str, param: str) -> str:
+    """The schema as xgrammar should compile it: refused when it uses what xgrammar would not
+    enforce (so output could fail it), and with length-bounded strings given a pattern.
+
+    xgrammar 0.2 compiles ``minLength``/``maxLength`` strings to a character class that lets raw
+    control characters through (invalid JSON); a pattern string's characters are JSON-checked,
+    so the same bounds are given as ``^.{min,max}$`` (no escapes: still valid, never invalid).
+    """
+    try:
+        schema = json.loads(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"the JSON schema is not valid JSON: {exc}", param=param) from exc
+    check_schema(schema, param)
+    return json.dumps(_bound_strings(schema), sort_keys=True)
+
+
+def _bound_strings(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_bound_strings(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _bound_strings(v) for k, v in node.items()}
+    kinds = out.get("type")
+    stringy = kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+    bounded = "minLength" in out or "maxLength" in out
+    if stringy and bounded and "pattern" not in out and "format" not in out:
+        low = int(out.get("minLength", 0))
+        high = out.get("maxLength")
+        out["pattern"] = f"^.{{{low},{'' if high is None else int(high)}}}$"
+    return out
+
+
+def check_schema(schema: Any, param: str) -> None:
+    """Refuse a schema that uses what xgrammar would not enforce (so output could fail it)."""
+    for path, key, sub in _walk(schema, "#"):
+        if key in _UNENFORCED and sub not in (False, None, [], {}):
+            raise InvalidRequest(
+                f"JSON schema keyword {key!r} (at {path}) is not supported by constrained decoding",
+                param=param,
+            )
+        if key == "$ref" and isinstance(sub, str) and not sub.startswith("#"):
+            raise InvalidRequest(
+                f"JSON schema $ref {sub!r} (at {path}): only references within the schema ('#/...') are supported",
+                param=param,
+            )
+
+
+def _walk(node: Any, path: str) -> Iterator[tuple[str, str, Any]]:
+    if isinstance(node, dict):
+        for key, sub in node.items():
+            yield path, str(key), sub
+            yield from _walk(sub, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, sub in enumerate(node):
+            yield from _walk(sub, f"{path}/{i}")
+
+
+def _reason(exc: BaseException) -> str:
+    # xgrammar's messages start with a "[hh:mm:ss] /project/cpp/file.cc:123: " prefix.
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if text.startswith("[") and ": " in text:
+        text = text.split(": ", 1)[1]
+        if text.startswith("/") and ": " in text:
+            text = text.split(": ", 1)[1]
+    return text
