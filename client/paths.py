@@ -4,8 +4,9 @@ The daemon reads its settings with ``hfd.daemon.settings``, which the client mus
 (it pulls in platformdirs and the daemon). This is the small part of that rule the client
 needs, kept in step by a test (``tests/unit/test_client_paths.py``):
 
-1. ``$HFD_IPC_PATH``;
-2. ``$HFD_RUNTIME_DIR/hfd.sock``;
+1. ``$HFD_IPC_PATH``, then the config file's ``[ipc] path``;
+2. ``$HFD_RUNTIME_DIR/hfd.sock``, then the config file's ``[paths] runtime_dir`` (the file
+   found as the daemon finds it, ``$HFD_CONFIG_FILE`` first: ``hfd.client.discovery``);
 3. the system service (``HFD_SYSTEM=1``): ``$RUNTIME_DIRECTORY/hfd.sock``, else ``/run/hfd/hfd.sock``;
 4. a user daemon: ``$RUNTIME_DIRECTORY`` (set by systemd for a user unit), else the user runtime
    directory platformdirs picks (``$XDG_RUNTIME_DIR/hfd``, ``/run/user/<uid>/hfd``, or
@@ -24,6 +25,8 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from hfd.client.discovery import config_socket
 
 SOCKET_NAME = "hfd.sock"
 SYSTEM_RUNTIME_DIR = Path("/run/hfd")
@@ -44,8 +47,13 @@ def socket_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
     env = os.environ if environ is None else environ
     if env.get("HFD_IPC_PATH"):
         return [_expand(env["HFD_IPC_PATH"])]
+    file_ipc_path, file_runtime = config_socket(env)
+    if file_ipc_path is not None:
+        return [file_ipc_path]
     if env.get("HFD_RUNTIME_DIR"):
         return [_expand(env["HFD_RUNTIME_DIR"]) / SOCKET_NAME]
+    if file_runtime is not None:
+        return [file_runtime]
     runtime = _first_dir(env.get("RUNTIME_DIRECTORY"))
     if env.get("HFD_SYSTEM", "").lower() in _TRUE:
         return [(runtime or SYSTEM_RUNTIME_DIR) / SOCKET_NAME]

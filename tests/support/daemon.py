@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -116,7 +117,11 @@ class Daemon:
                     return self.wait(10)
             return self.proc.returncode
         finally:
-            shutil.rmtree(self.ipc_path.parent, ignore_errors=True)
+            # The socket's directory is the runtime dir start_daemon made; a socket a test put
+            # straight in the temporary directory (or /) must not take that directory with it.
+            parent = self.ipc_path.parent
+            if parent not in (Path(tempfile.gettempdir()), Path("/tmp"), Path("/")):
+                shutil.rmtree(parent, ignore_errors=True)
 
 
 def start_daemon(
