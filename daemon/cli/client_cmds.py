@@ -1,4 +1,5 @@
-"""Commands that talk to a running daemon over its IPC socket: ps, embed, run, load, unload.
+"""Commands that talk to a running daemon over its IPC socket: ps, embed, run, load, unload
+(``run`` without a prompt: the interactive chat of ``hfd.daemon.cli.chat``).
 
 They use ``hfd.client`` like any other application does, at the endpoint the settings give
 (``--ipc-path``/``--runtime-dir``/``HFD_IPC_PATH``, as for ``hfd serve``). Every failure is one
@@ -40,9 +41,12 @@ def add_parsers(sub: Any) -> None:
     _common(p)
     p.set_defaults(handler=_guard(cmd_embed))
 
-    p = sub.add_parser("run", help="chat with a model; the reply streams to the terminal")
+    p = sub.add_parser(
+        "run",
+        help="chat with a model; the reply streams to the terminal (no PROMPT: an interactive chat)",
+    )
     p.add_argument("run_model", metavar="MODEL")
-    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument("prompt", metavar="PROMPT", nargs="?", help="one message; without it, chat until /bye")
     p.add_argument("--system", help="a system message to put first")
     p.add_argument("--max-tokens", type=int, help="most tokens to generate")
     p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
@@ -235,6 +239,8 @@ def _shorten(text: str, width: int = 40) -> str:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.prompt is None:
+        return _chat(args, settings)
     messages = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -262,6 +268,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             stream.close()
     sys.stdout.write("\n")
     return 0
+
+
+def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from hfd.daemon.cli.chat import Session, ensure_model
+
+    options = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    with _client(args, settings) as client:
+        ensure_model(client, args.run_model, lambda line: print(line, file=sys.stderr))
+        return Session(client, args.run_model, system=args.system, options=options).run()
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
