@@ -271,9 +271,28 @@ class EmbeddingResponse:
 
 
 @dataclass(frozen=True)
+class Function:
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    function: Function
+    type: str = "function"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolCall:
+        fn = d.get("function") or {}
+        return cls(str(d.get("id", "")), Function(str(fn.get("name", "")), str(fn.get("arguments", ""))))
+
+
+@dataclass(frozen=True)
 class ChatCompletionMessage:
     role: str
     content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(frozen=True)
@@ -297,7 +316,10 @@ class ChatCompletion:
         def choice(c: dict[str, Any], index: int) -> Choice:
             message = c.get("message") or {}
             role = str(_get(message, "role", "assistant"))
-            return Choice(index, ChatCompletionMessage(role, message.get("content")), c.get("finish_reason"))
+            raw = message.get("tool_calls")
+            calls = [ToolCall.from_dict(x) for x in raw] if raw else None
+            reply = ChatCompletionMessage(role, message.get("content"), calls)
+            return Choice(index, reply, c.get("finish_reason"))
 
         return cls(**_generated(body, choice))
 
@@ -315,9 +337,26 @@ def _generated(body: dict[str, Any], choice: Callable[[dict[str, Any], int], Any
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed call: the first has ``id`` and ``name``, the rest ``arguments``
+    fragments to append (OpenAI's ``delta.tool_calls``)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolCallDelta:
+        fn = d.get("function") or {}
+        return cls(int(d.get("index", 0)), d.get("id"), fn.get("name"), str(fn.get("arguments") or ""))
+
+
+@dataclass(frozen=True)
 class ChoiceDelta:
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 @dataclass(frozen=True)
@@ -340,8 +379,10 @@ class ChatCompletionChunk:
     def from_dict(cls, body: dict[str, Any]) -> ChatCompletionChunk:
         def choice(c: dict[str, Any], index: int) -> ChunkChoice:
             delta = c.get("delta") or {}
+            raw = delta.get("tool_calls")
+            calls = [ToolCallDelta.from_dict(x) for x in raw] if raw else None
             return ChunkChoice(
-                index, ChoiceDelta(delta.get("role"), delta.get("content")), c.get("finish_reason")
+                index, ChoiceDelta(delta.get("role"), delta.get("content"), calls), c.get("finish_reason")
             )
 
         return cls(**_generated(body, choice))

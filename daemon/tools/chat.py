@@ -4,16 +4,12 @@ call, and how the reply is read (``ToolOutput``, on the ``Generation``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from hfd.backends.base import SamplingParams
-from hfd.backends.constraints import Constrainable
-from hfd.client.errors import InvalidRequest
+from hfd.daemon import structured
 from hfd.daemon.schema import utf8_length
 from hfd.daemon.tools import plan as plans
 from hfd.daemon.tools.output import ToolOutput
@@ -53,17 +49,10 @@ class ChatTools:
         return req
 
     async def constrain(self, lm: LoadedModel, params: SamplingParams) -> SamplingParams:
+        """``params`` with the required or named call enforced (``hfd.daemon.structured``)."""
         if not self.plan.constrained:
             return params
-        model: Any = lm.model
-        if not isinstance(model, Constrainable):
-            raise InvalidRequest(
-                f"the {getattr(model, 'name', '?')} engine cannot enforce tool_choice "
-                f"{self.plan.mode!r}; use tool_choice 'auto' or another engine",
-                param="tool_choice",
-            )
-        compiled = await anyio.to_thread.run_sync(model.compile_constraint, self.plan.spec())
-        return dataclasses.replace(params, constraint=compiled)
+        return await structured.constrain(lm.model, self.plan.spec(), params)
 
     def output(self) -> ToolOutput | None:
         detected = self._detected or plans.remembered(self._identity)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from hfd.backends.constraints import ConstraintSpec
+from hfd.daemon.structured import tool_call_spec
 from hfd.daemon.tools import render
-from hfd.daemon.tools.constrain import tool_call_spec
 from hfd.daemon.tools.output import ToolOutput
 from hfd.daemon.tools.parsers import family
 from hfd.daemon.tools.validate import validate
@@ -81,7 +81,9 @@ class ToolPlan:
         return ToolOutput(family(self.parser(detected)), parallel=self.parallel and not self.constrained)
 
     def spec(self) -> ConstraintSpec:
-        return tool_call_spec(self.tools, self.name if self.mode == "named" else None)
+        # One call, also when parallel_tool_calls is true: a grammar that allowed a list would
+        # let a model that does not stop by itself append calls until max_tokens cut the JSON.
+        return tool_call_spec(self.tools, self.name if self.mode == "named" else None, parallel=False)
 
 
 def plan(req: ChatCompletionRequest, override: str | None = None) -> ToolPlan:

@@ -8,10 +8,11 @@ import json
 import shutil
 from pathlib import Path
 
-from support.models import CACHE_ROOT, _cached, tiny_llama
+from support.models import CACHE_ROOT, TINY_CHAT_TEMPLATE, _cached, tiny_llama
 from support.tool_templates import LLAMA31, MISTRAL, QWEN
 
-TEMPLATES = {"qwen": QWEN, "llama31": LLAMA31, "mistral": MISTRAL}
+# "plain": the tiny Llama's own template, which knows no tools (the fallback renders them).
+TEMPLATES = {"qwen": QWEN, "llama31": LLAMA31, "mistral": MISTRAL, "plain": TINY_CHAT_TEMPLATE}
 CONTEXT = 2048
 VERSION = 1
 

@@ -19,7 +19,6 @@ from hfd.client.errors import InvalidRequest
 from hfd.daemon import cache as rcache
 from hfd.daemon.schema import ChatCompletionRequest, parse
 from hfd.daemon.tools.chat import ChatTools
-from hfd.daemon.tools.constrain import call_schema
 from hfd.daemon.tools.render import FALLBACK_PROMPT
 
 WEATHER = {
@@ -146,10 +145,14 @@ def test_required_and_named_read_plain_json() -> None:
         _, chat = _rendered(engine, _request(tool_choice=choice))
         output = chat.output()
         assert output is not None and output.family.name == "json" and not output.parallel
+    # One call (an object, not a list), of the named function or of any of the tools.
     named = ChatTools(_request(tool_choice={"type": "function", "function": {"name": "get_time"}}))
-    assert json.loads(named.plan.spec().value) == call_schema([WEATHER, TIME], "get_time")
-    assert call_schema([WEATHER, TIME], "get_time")["properties"]["name"] == {"const": "get_time"}
-    assert len(call_schema([WEATHER, TIME])["anyOf"]) == 2
+    assert json.loads(named.plan.spec().value)["properties"]["name"] == {"const": "get_time"}
+    required = json.loads(ChatTools(_request(tool_choice="required")).plan.spec().value)
+    assert [o["properties"]["name"] for o in required["anyOf"]] == [
+        {"const": "get_weather"},
+        {"const": "get_time"},
+    ]
 
 
 def test_a_template_without_tools_gets_the_system_prompt_fallback() -> None:
