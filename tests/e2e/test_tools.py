@@ -201,3 +201,20 @@ def test_ipc_client_reads_tool_calls(daemon: Daemon) -> None:
         ]
         assert pieces[0].id and pieces[0].name == "get_weather"
         assert "".join(p.arguments for p in pieces) == call.function.arguments
+
+
+def test_langchain_bind_tools_required_gives_tool_calls(daemon: Daemon) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(
+        model="tools",
+        base_url=daemon.http + "/v1",
+        api_key="unused",
+        temperature=0,
+        max_tokens=120,
+        max_retries=0,
+    )
+    message = llm.bind_tools([WEATHER], tool_choice="required").invoke("What is the weather in Paris?")
+    (call,) = message.tool_calls  # type: ignore[attr-defined]
+    assert call["name"] == "get_weather" and call["id"].startswith("call_")
+    jsonschema.validate(call["args"], SCHEMAS["get_weather"])
