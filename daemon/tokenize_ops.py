@@ -68,7 +68,9 @@ def _model_name(service: Service, model: str | None) -> str:
 
 def _text_input(req: TokenizeRequest) -> tuple[str, str | list[dict[str, Any]]]:
     """(param, value): the one input of a tokenize request."""
-    given = [(n, v) for n, v in (("prompt", req.prompt), ("content", req.content)) if v is not None]
+    given: list[tuple[str, str | list[dict[str, Any]]]] = [
+        (n, v) for n, v in (("prompt", req.prompt), ("content", req.content)) if v is not None
+    ]
     if req.messages is not None:
         given.append(("messages", [{"role": m.role, "content": m.text()} for m in req.messages]))
     if len(given) != 1:

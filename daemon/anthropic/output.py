@@ -143,7 +143,7 @@ async def events(
                         yield {"type": "content_block_stop", "index": index}
                     index += 1
                     open_kind = key
-                    block = {
+                    block: dict[str, Any] = {
                         "type": "tool_use",
                         "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
                         "name": fn.get("name") or "",

@@ -329,3 +329,96 @@ def test_stored_response_file_is_json(oai: openai.OpenAI, daemon: Daemon) -> Non
     path = Path(daemon.workdir) / "state" / "responses" / f"{r.id}.json"
     record = json.loads(path.read_text())
     assert record["response"]["id"] == r.id and record["input"][0]["content"] == "hi"
+
+
+# ----------------------------------------------------------------------------- tools, through both APIs
+
+# An enum keeps a random-weight model's constrained call short (a free string runs to max_tokens).
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+    "required": ["city"],
+}
+
+
+@pytest.mark.slow  # constrained decoding of several calls on 2 cores: about 30 s
+def test_responses_function_call_round_trip(oai: openai.OpenAI) -> None:
+    tools = [
+        {"type": "function", "name": "weather", "description": "The weather", "parameters": WEATHER_SCHEMA}
+    ]
+    # A random-weight model calls no tool on its own: "required" is enforced by constrained decoding.
+    first = oai.responses.create(
+        model=CHAT,
+        input="Weather in Paris?",
+        tools=tools,
+        tool_choice="required",
+        max_output_tokens=64,  # type: ignore[arg-type]
+    )
+    calls = [i for i in first.output if i.type == "function_call"]
+    assert calls and calls[0].name == "weather"
+    assert "city" in json.loads(calls[0].arguments)
+    second = oai.responses.create(
+        model=CHAT,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}],
+        tools=tools,  # type: ignore[arg-type]
+        max_output_tokens=4,
+    )
+    assert second.status in ("completed", "incomplete")
+
+    events = list(
+        oai.responses.create(
+            model=CHAT,
+            input="Weather?",
+            tools=tools,
+            tool_choice="required",
+            max_output_tokens=64,
+            stream=True,  # type: ignore[arg-type]
+        )
+    )
+    kinds = [e.type for e in events]
+    assert (
+        "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+    )
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert "city" in json.loads(done.arguments)  # type: ignore[union-attr]
+
+
+@pytest.mark.slow  # constrained decoding of several calls on 2 cores: about 30 s
+def test_messages_tool_use_round_trip(claude: anthropic.Anthropic) -> None:
+    tools = [{"name": "weather", "description": "The weather", "input_schema": WEATHER_SCHEMA}]
+    msg = claude.messages.create(
+        model=CHAT,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice={"type": "tool", "name": "weather"},
+    )
+    uses = [b for b in msg.content if b.type == "tool_use"]
+    assert msg.stop_reason == "tool_use" and uses and uses[0].name == "weather"
+    assert "city" in uses[0].input  # type: ignore[operator]
+    reply = claude.messages.create(
+        model=CHAT,
+        max_tokens=4,
+        tools=tools,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [u.model_dump() for u in uses]},  # type: ignore[misc]
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny"}],
+            },
+        ],
+    )
+    assert reply.stop_reason in ("end_turn", "max_tokens", "tool_use")
+
+    with claude.messages.stream(
+        model=CHAT,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Weather?"}],
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice={"type": "any"},
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert any(b.type == "tool_use" and "city" in b.input for b in final.content)  # type: ignore[operator]
