@@ -422,3 +422,31 @@ def test_messages_tool_use_round_trip(claude: anthropic.Anthropic) -> None:
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
     assert any(b.type == "tool_use" and "city" in b.input for b in final.content)  # type: ignore[operator]
+
+
+# ----------------------------------------------------------------------------- structured output, through both APIs
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.slow  # constrained decoding on 2 cores
+def test_structured_output_through_both_apis(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    r = oai.responses.create(
+        model=CHAT,
+        input="Pick a city.",
+        text={"format": {"type": "json_schema", "name": "pick", "schema": CITY_SCHEMA, "strict": True}},
+        max_output_tokens=32,
+    )
+    assert json.loads(r.output_text)["city"] in ("Paris", "Rome")
+    msg = claude.messages.create(
+        model=CHAT,
+        max_tokens=32,
+        messages=[{"role": "user", "content": "Pick a city."}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": CITY_SCHEMA}}},
+    )
+    assert json.loads(msg.content[0].text)["city"] in ("Paris", "Rome")  # type: ignore[union-attr]
