@@ -11,7 +11,9 @@ in the document at once and the document never claims less than the door sends.
 Errors are OpenAI's envelope (``ErrorBody``) at the statuses of ``hfd.client.errors`` that an
 operation can answer with: every route can fail (500); a scoped one can refuse a caller (401,
 403, 429); one with a body can refuse it (400, 408, 413, 422); one that names a model can find
-none (404) or none that fits (503, 507).
+none (404) or none that fits (503, 507). A row ``openapi_models`` does not know may imitate
+another API (Ollama, Anthropic) with its own error shape: its errors are documented as objects,
+its body (when it has no request type) as any object.
 """
 
 from __future__ import annotations
@@ -54,13 +56,13 @@ _STATUS_TEXT: Final[dict[int, str]] = {
 }
 
 
-def _statuses(op: Operation) -> list[int]:
+def _statuses(op: Operation, method: str) -> list[int]:
     codes = {500}
     if op.scope is not None:
         codes |= {401, 403, 429}
-    if op.request is not None:
+    if method != "GET":  # a body, parsed by the row's request type or by the route itself
         codes |= {400, 408, 413, 422}
-        if "model" in op.request.model_fields:
+        if op.request is None or "model" in op.request.model_fields:
             codes |= {404, 503, 507}
     if any("{" in path for _, path in op.http):
         codes |= {404}
@@ -117,11 +119,15 @@ def _operation(
     ]
     if params:
         doc["parameters"] = params
-    if op.request is not None and method != "GET":
-        doc["requestBody"] = {"required": True, "content": {JSON: {"schema": refs[op.request]}}}
+    if method != "GET":
+        # A row without a request type parses its body itself: documented as any object.
+        body = refs[op.request] if op.request is not None else refs[om.AnyObject]
+        doc["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
     responses: dict[str, Any] = {"200": _success(op, refs)}
-    error = {"content": {JSON: {"schema": refs[om.ErrorBody]}}}
-    for status in _statuses(op):
+    # hfd's errors are OpenAI's envelope; a row this module does not know may answer in the
+    # shape of the API it imitates (Ollama's {"error": "..."}, Anthropic's), so: an object.
+    error = {"content": {JSON: {"schema": refs[om.ErrorBody if op.name in om.REPLIES else om.AnyObject]}}}
+    for status in _statuses(op, method):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), **error}
     doc["responses"] = responses
     return doc

@@ -173,6 +173,7 @@ async function pull(ref) {
   box.hidden = false;
   bar.removeAttribute("value");
   text.textContent = "starting";
+  text.dataset.seen = "";
   const r = await fetch("/api/pull", {
     method: "POST",
     headers: headers({ "Content-Type": "application/json" }),
@@ -194,6 +195,7 @@ async function pull(ref) {
     if (ev.total) parts.push(bytes(ev.completed || 0) + " / " + bytes(ev.total));
     text.textContent = parts.join(" · ");
     text.dataset.status = ev.status;
+    text.dataset.seen = (text.dataset.seen || "") + ev.status + " ";
   });
   if (failed) throw new Error(failed);
   bar.max = 1;
@@ -269,6 +271,7 @@ function draw() {
   ctx.strokeStyle = "#e5e7eb";
   ctx.strokeRect(pad, 5, W - 2 * pad, H - pad - 5);
   const s = state.series;
+  canvas.dataset.samples = String(s.length);
   const maxTok = Math.max(1, ...s.map((p) => p.tokens));
   const maxLat = Math.max(1, ...s.map((p) => p.latency || 0));
   const x = (i) => pad + ((W - 2 * pad) * i) / 89;
@@ -321,7 +324,12 @@ async function sendChat(text) {
   const r = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify({ model: $("chat-model").value, messages: chat, stream: true }),
+    body: JSON.stringify({
+      model: $("chat-model").value,
+      messages: chat,
+      stream: true,
+      max_tokens: Number($("chat-max").value) || undefined,
+    }),
   });
   if (!r.ok) {
     let data = null;
@@ -402,6 +410,7 @@ async function refresh() {
 
 function select(name) {
   state.view = name;
+  if (location.hash.slice(1) !== name) history.replaceState(null, "", "#" + name);
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === name);
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== "view-" + name;
   refresh();
@@ -434,6 +443,10 @@ async function start() {
   });
   $("chat-clear").addEventListener("click", () => { chat.length = 0; $("chat-log").replaceChildren(); });
   form("embedform", () => compare($("embed-a").value, $("embed-b").value));
+  window.addEventListener("hashchange", () => {
+    const name = location.hash.slice(1);
+    if (VIEWS[name] && name !== state.view) select(name);
+  });
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refresh(); });
   state.api = await call("GET", "/openapi.json");
   $("version").textContent = "v" + state.api.info.version;
