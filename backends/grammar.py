@@ -219,3 +219,32 @@ def _reason(exc: BaseException) -> str:
         if text.startswith("/") and ": " in text:
             text = text.split(": ", 1)[1]
     return text
+
+
+_OWNERS_LOCK = threading.Lock()
+
+
+def grammars_for(
+    owner: Any, hf_tokenizer: Any, *, vocab_size: int, stop_token_ids: Iterable[int], engine: str
+) -> GrammarCache:
+    """The grammar cache of one loaded model (``owner``), made on its first constrained request:
+    models never asked for structured output pay nothing for it."""
+    cache: GrammarCache | None = getattr(owner, "_grammar_cache", None)
+    if cache is not None:
+        return cache
+    with _OWNERS_LOCK:
+        cache = getattr(owner, "_grammar_cache", None)
+        if cache is None:
+            cache = GrammarCache(
+                hf_tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids, engine=engine
+            )
+            owner._grammar_cache = cache
+    return cache
+
+
+def logits_width(model: Any, fallback: int) -> int:
+    """How many logits a torch model's step gives per row (its output embedding's rows; often
+    padded past the tokenizer's vocabulary): the width xgrammar's bitmask must cover."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    return int(weight.shape[0]) if weight is not None else int(fallback)

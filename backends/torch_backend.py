@@ -171,6 +171,16 @@ class TorchGenerator(_hf.PromptTokens):
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
+    # Any thread: the service compiles before the sequence joins the batch (backends.grammar).
+    def compile_constraint(self, spec: Any) -> Any:
+        from hfd.backends.grammar import grammars_for, logits_width
+
+        width = logits_width(self.model, self._vocab_size)
+        grammars = grammars_for(
+            self, self._hf_tokenizer, vocab_size=width, stop_token_ids=self.eos_token_ids, engine=self.name
+        )
+        return grammars.compile(spec)
+
     # Worker thread only.
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         vocab = self._vocab_size

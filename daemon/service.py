@@ -23,7 +23,7 @@ from hfd import __version__
 from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
-from hfd.daemon import reqctx
+from hfd.daemon import reqctx, structured
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.cache_streams import RecordingStream, ReplayStream
 from hfd.daemon.models.loaded import LoadedModel
@@ -248,8 +248,14 @@ class Service:
             self._check_prompt_size(chat.prompt_bytes(), model, "messages")
             return await anyio.to_thread.run_sync(chat.template_call(lm))
 
+        spec = structured.constraint_spec(req)
+
+        async def adjust(lm: LoadedModel, params: SamplingParams) -> SamplingParams:
+            params = await chat.constrain(lm, params)  # a required or named tool call comes first
+            return params if params.constraint is not None else await structured.constrain(lm.model, spec, params)
+
         req = chat.cache_request(req, self.manager.identity(req.model))
-        gen = await self._generate("chat", req, prompt, adjust=chat.constrain)
+        gen = await self._generate("chat", req, prompt, adjust=adjust)
         gen.tools = chat.output()
         return gen
 
@@ -264,7 +270,12 @@ class Service:
             self._check_prompt_size(utf8_length(value), model, "prompt")
             return await anyio.to_thread.run_sync(model.encode_prompt, value)
 
-        return await self._generate("completion", req, prompt)
+        spec = structured.constraint_spec(req)
+
+        async def adjust(lm: LoadedModel, params: SamplingParams) -> SamplingParams:
+            return await structured.constrain(lm.model, spec, params)
+
+        return await self._generate("completion", req, prompt, adjust=adjust)
 
     def _check_prompt_size(self, size: int, model: GenerationModel, param: str) -> None:
         """Refuse, before tokenising, a prompt that cannot fit the context at any plausible
