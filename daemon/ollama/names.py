@@ -18,6 +18,7 @@ a table. They resolve on the Ollama routes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -84,8 +85,23 @@ class Aliases:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / ALIAS_FILE
         self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, int], dict[str, str]] | None = None
 
     def table(self) -> dict[str, str]:
+        # Every Ollama request resolves its name here: the file is read again only when it
+        # changed (its modification time and size), and not at all while there is none.
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_mtime_ns, st.st_size)
+        if self._cached is not None and self._cached[0] == stamp:
+            return dict(self._cached[1])
+        table = self._read()
+        self._cached = (stamp, table)
+        return dict(table)
+
+    def _read(self) -> dict[str, str]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -138,10 +154,15 @@ def _key(alias: str) -> str:
     return base if tag == LATEST else alias.strip()
 
 
+@functools.lru_cache(maxsize=16)
+def aliases_for(state_dir: Path) -> Aliases:
+    return Aliases(state_dir)
+
+
 def resolve(settings: Settings, name: str) -> str:
     """The hfd reference for an Ollama name: an alias's target, a configured model's name, or
     a store reference (``org/name:tag`` -> ``org/name@tag``)."""
-    target = Aliases(settings.state_dir).get(name)
+    target = aliases_for(settings.state_dir).get(name)
     if target is not None:
         name = target
     configured = frozenset(n for s in settings.models for n in (s.public_name, s.ref))

@@ -29,7 +29,7 @@ from hfd.daemon.http.disconnect import until_disconnect
 from hfd.daemon.ollama import requests as oreq
 from hfd.daemon.ollama import shapes
 from hfd.daemon.ollama.errors import error_response
-from hfd.daemon.ollama.names import Aliases, resolve, to_ref
+from hfd.daemon.ollama.names import aliases_for, resolve, to_ref
 from hfd.daemon.ollama.ndjson import NdjsonStream
 from hfd.daemon.schema import parse, parse_keep_alive
 from hfd.daemon.service import Generation, Service
@@ -109,7 +109,7 @@ class OllamaRoutes:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.settings = service.settings
-        self.aliases = Aliases(service.settings.state_dir)
+        self.aliases = aliases_for(service.settings.state_dir)
 
     # ------------------------------------------------------------------ names
 

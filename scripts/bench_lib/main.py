@@ -49,6 +49,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "engines": ("engines", "the engines offline on this machine (the numbers behind the engine policy)"),
     "cache": ("cache", "the response cache, and the memory budget under model rotation"),
     "usage": ("usage", "what the usage log costs a request"),
+    "ollama": ("ollama", "Ollama's API against the OpenAI routes for the same chat and embeddings"),
+    "whisper": ("whisper", "30 s of audio transcribed by the daemon against the same engine offline"),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "scripts" / "bench"
-SUBCOMMANDS = ("pull", "soak", "engines", "cache", "usage")
+SUBCOMMANDS = ("pull", "soak", "engines", "cache", "usage", "ollama")
 
 
 def _help(*args: str) -> str:
