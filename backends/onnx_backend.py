@@ -69,6 +69,8 @@ class OnnxBackend:
         return [d.id for d in hardware.probe_onnxruntime().devices]
 
     def load_encoder(self, opts: LoadOptions) -> OnnxEncoder:
+        if opts.task != "embed":  # the export is the bare encoder: no classification head
+            raise ModelUnavailable(f"the ONNX Runtime engine cannot {opts.task} (embeddings only)")
         providers = providers_for(opts.device)
         if opts.weight_format not in (None, "fp32"):
             log.warning(

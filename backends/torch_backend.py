@@ -21,7 +21,7 @@ from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 if TYPE_CHECKING:
     import torch
 
-    from hfd.backends.torch_encoder import TorchEncoder
+    from hfd.backends.torch_encoder import TorchEncoder, TorchHead
     from hfd.backends.torch_generator import MaskPlan
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,11 @@ class TorchBackend:
             log.warning("accelerator probe failed", extra={"error": str(exc)})
         return found
 
-    def load_encoder(self, opts: LoadOptions) -> TorchEncoder:
+    def load_encoder(self, opts: LoadOptions) -> TorchEncoder | TorchHead:
+        if opts.task != "embed":  # a classification head (rerank, classify, token-classify)
+            from hfd.backends.torch_encoder import load_head
+
+            return load_head(opts)
         from transformers import AutoModel
 
         from hfd.backends.numpy_encoder import encoder_max_length

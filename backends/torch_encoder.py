@@ -152,3 +152,88 @@ def module_bytes(model: Any) -> int:
     for t in list(model.parameters()) + list(model.buffers()):
         total += t.numel() * t.element_size()
     return int(total)
+
+
+class TorchHead:
+    """An ``EncoderModel`` over a classification head (``hfd.backends.heads``): ``embed``
+    returns the head's float32 logits, ``(n, labels)`` or ``(n, tokens, labels)``."""
+
+    name = "torch"
+
+    def __init__(
+        self, model: Any, tokenizer: Any, head: Any, *, device: torch.device, uses_token_types: bool
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer  # hfd.backends.heads.HeadTokenizer
+        self.head = head  # hfd.backends.heads.HeadConfig
+        self.device = str(device)
+        self._device = device
+        self.max_length = int(tokenizer.max_length)
+        self.dimensions = head.num_labels
+        self._token_types = uses_token_types
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        result: TokenizedBatch = self.tokenizer.tokenize(texts)
+        return result
+
+    @torch.inference_mode()
+    def embed(self, batch: TokenizedBatch) -> np.ndarray:
+        from hfd.backends.heads import check_lengths
+
+        check_lengths(batch, self.max_length)
+        lengths = batch.lengths
+        width = max(lengths)
+        ids = torch.full((len(lengths), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(lengths), width), dtype=torch.long)
+        types = torch.zeros((len(lengths), width), dtype=torch.long)
+        for i, row in enumerate(batch.ids):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+            if batch.type_ids is not None:
+                types[i, : len(row)] = torch.tensor(batch.type_ids[i], dtype=torch.long)
+        inputs: dict[str, torch.Tensor] = {
+            "input_ids": ids.to(self._device),
+            "attention_mask": mask.to(self._device),
+        }
+        if self._token_types:
+            inputs["token_type_ids"] = types.to(self._device)
+        logits = self.model(**inputs).logits
+        out: np.ndarray = logits.to("cpu", torch.float32).numpy()
+        return out
+
+    def memory_bytes(self) -> int:
+        return module_bytes(self.model)
+
+    def close(self) -> None:
+        self.model = None
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def load_head(opts: Any) -> TorchHead:
+    """A sequence- or token-classification head for ``opts.task`` (rerank, classify,
+    token-classify), with transformers' ``AutoModelFor*Classification``."""
+    import inspect
+
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from hfd.backends import _hf
+    from hfd.backends.heads import HEAD_OF_TASK, HeadTokenizer, head_config
+    from hfd.backends.torch_backend import _from_pretrained, _prepare
+
+    kind = HEAD_OF_TASK.get(opts.task)
+    if kind is None:
+        raise InvalidRequest(f"the torch engine has no head for task {opts.task!r}", param="task")
+    config = _hf.require_model_dir(opts.path)
+    device, dtype = _prepare(opts)
+    auto = AutoModelForTokenClassification if kind == "token" else AutoModelForSequenceClassification
+    model = _from_pretrained(auto, opts, device, dtype)
+    limit = _hf.max_positions(model.config) or 512
+    tokenizer = HeadTokenizer.from_path(opts.path, max_length=limit, trust_remote_code=opts.trust_remote_code)
+    return TorchHead(
+        model,
+        tokenizer,
+        head_config(config, kind),
+        device=device,
+        uses_token_types="token_type_ids" in inspect.signature(model.forward).parameters,
+    )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from hfd.client import _calls as calls
+from hfd.client import _task_calls as task_calls
 from hfd.client._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RequestIds
 from hfd.client.curve import CurveKeys, KeySource, curve_keys
 from hfd.client.paths import normalize_endpoint
@@ -97,6 +98,10 @@ class Admin(Namespace[F]):
     pull = op(calls.pull)
     tokenize = op(calls.tokenize)
     detokenize = op(calls.detokenize)
+    rerank = op(task_calls.rerank)
+    score = op(task_calls.score)
+    classify = op(task_calls.classify)
+    ner = op(task_calls.ner)
 
 
 class Models(Namespace[F]):

@@ -43,6 +43,8 @@ from hfd.daemon.ollama import shapes as ollama_shapes
 from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
 from hfd.daemon.openai_responses.schema import ResponsesRequest
 from hfd.daemon.pulls import PullRequest
+from hfd.daemon.tasks import text_heads
+from hfd.daemon.tasks.text_requests import ClassifyRequest, NerRequest, RerankRequest, ScoreRequest
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -76,6 +78,8 @@ class Operation:
     call: Callable[..., Any] | None = None  # the service call (see the module's doc)
     reply: responses.GenerationReply | None = None  # generation: chunks and whole body
     check: Callable[[Service, Any], object] | None = None  # progress: refuse before streaming
+    # unary over HTTP: a client that hangs up cancels the call (model work, not admin actions).
+    cancel_on_disconnect: bool = False
     client: str | None = None  # the method's attribute path in Client and AsyncClient
     no_client: str = ""  # why there is no client method (then client is None)
 
@@ -409,6 +413,51 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         http=((POST, "/v1/messages/count_tokens"),),
         request=CountTokensRequest,
         no_client=_FOREIGN,
+    ),
+    # Text heads (hfd.daemon.tasks.text_heads): rerank as Cohere/Jina, score and classify as vLLM.
+    Operation(
+        p.OP_RERANK,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_RERANK,
+        http=((POST, "/v1/rerank"), (POST, "/rerank")),
+        request=RerankRequest,
+        call=text_heads.rerank,
+        client="rerank",
+        cancel_on_disconnect=True,
+    ),
+    Operation(
+        p.OP_SCORE,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_SCORE,
+        http=((POST, "/v1/score"),),
+        request=ScoreRequest,
+        call=text_heads.score,
+        client="score",
+        cancel_on_disconnect=True,
+    ),
+    Operation(
+        p.OP_CLASSIFY,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_CLASSIFY,
+        http=((POST, "/v1/classify"),),
+        request=ClassifyRequest,
+        call=text_heads.classify,
+        client="classify",
+        cancel_on_disconnect=True,
+    ),
+    Operation(
+        p.OP_NER,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_NER,
+        http=((POST, "/v1/ner"),),
+        request=NerRequest,
+        call=text_heads.classify,
+        client="ner",
+        cancel_on_disconnect=True,
     ),
 )
 

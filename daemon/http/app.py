@@ -114,8 +114,16 @@ class Routes:
         return parse(operation.request, await read_json(request))
 
     async def _unary(self, request: Request, operation: Operation) -> Response:
-        assert operation.call is not None
-        body = operation.call(self.service, await self._parse(request, operation))
+        call = operation.call
+        assert call is not None
+        req = await self._parse(request, operation)
+        if operation.cancel_on_disconnect:  # model work: a client that hangs up cancels it
+            finished, body = await until_disconnect(lambda: call(self.service, req), request.receive)
+            if not finished:
+                log.info("client disconnected; request cancelled", extra={"route": operation.name})
+                return Response(status_code=499)
+            return JSONResponse(body)
+        body = call(self.service, req)
         if inspect.isawaitable(body):
             body = await body
         return JSONResponse(body)

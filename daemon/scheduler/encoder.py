@@ -1,4 +1,6 @@
-"""Dynamic batching over an ``EncoderModel`` (embeddings).
+"""Dynamic batching over an ``EncoderModel`` (embeddings, and the rerank and classification
+heads: ``run()`` takes inputs the task tokenised itself, text pairs with segment ids included,
+and gives back each input's output row; a token head's rows are cut to each input's length).
 
 The three stages of a batch run in different places, so they overlap:
 
@@ -45,6 +47,8 @@ from hfd.daemon.scheduler.base import EncoderStats
 
 log = logging.getLogger(__name__)
 
+_EMPTY = np.zeros(0, dtype=np.float32)  # a row not computed yet
+
 # Requests with at most this many characters are tokenised on the event loop: about 0.1 ms for a
 # sentence, where a worker-thread round trip costs about 0.4 ms of CPU (wake-ups, GIL hand-offs)
 # that the engine thread then lacks.
@@ -57,15 +61,21 @@ class EmbedResult:
     prompt_tokens: int
 
 
+@dataclass(frozen=True)
+class RunResult:
+    rows: list[np.ndarray]  # one float32 output per input, in input order
+    prompt_tokens: int
+
+
 class _Request:
-    """One ``embed()`` call while its inputs are in flight."""
+    """One ``embed()`` or ``run()`` call while its inputs are in flight."""
 
     __slots__ = ("abandoned", "done", "future", "loop", "remaining", "rows")
 
     def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.future: asyncio.Future[np.ndarray] = loop.create_future()
-        self.rows: np.ndarray | None = None  # allocated at the first batch, when dimensions are known
+        self.future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        self.rows: list[np.ndarray] = [_EMPTY] * n
         self.remaining = n
         self.done = False  # failed, cancelled or complete: its pending inputs are dropped
         self.abandoned = False  # its caller was cancelled
@@ -76,6 +86,7 @@ class _Item:
     request: _Request
     index: int  # position in the request's inputs
     ids: list[int]
+    type_ids: list[int] | None
     arrival: float
     order: int  # global arrival order: the oldest input anchors the next batch
 
@@ -129,6 +140,18 @@ class EncoderScheduler:
         """Vectors of ``texts`` in order. Raises ``Overloaded`` when ``max_queue`` requests wait."""
         if not texts:
             raise InvalidRequest("input must not be empty", param="input")
+        result = await self._submit(list(texts), None)
+        return EmbedResult(
+            vectors=np.stack(result.rows).astype(np.float32, copy=False), prompt_tokens=result.prompt_tokens
+        )
+
+    async def run(self, batch: TokenizedBatch) -> RunResult:
+        """The model's output row of each input of ``batch`` (tokenised by the caller), in order."""
+        if not batch.ids:
+            raise InvalidRequest("input must not be empty", param="input")
+        return await self._submit(None, batch)
+
+    async def _submit(self, texts: list[str] | None, tokenized: TokenizedBatch | None) -> RunResult:
         if self._closed:
             raise ModelUnavailable(f"model {self.name!r} is unloading", retry_after=1.0)
         if self._active >= self.max_queue:
@@ -141,11 +164,11 @@ class EncoderScheduler:
             self._idle = anyio.Event()
         self._active += 1
         try:
-            batch = await self._tokenize(list(texts))
+            batch = tokenized if tokenized is not None else await self._tokenize(texts or [])
             request = _Request(len(batch.ids), asyncio.get_running_loop())
-            self._enqueue(request, batch.ids)
+            self._enqueue(request, batch)
             try:
-                vectors = await request.future
+                rows = await request.future
             except BaseException:
                 # Cancelled (the client went away) or interrupted: nobody wants the rest. The
                 # worker drops the request's pending inputs before it chooses its next batch.
@@ -154,7 +177,7 @@ class EncoderScheduler:
                     request.done = True
                     self._drop_abandoned()
                 raise
-            return EmbedResult(vectors=vectors, prompt_tokens=sum(batch.lengths))
+            return RunResult(rows=rows, prompt_tokens=sum(batch.lengths))
         finally:
             self._active -= 1
             if not self._active:
@@ -211,14 +234,16 @@ class EncoderScheduler:
 
     # ----------------------------------------------------------------- worker thread
 
-    def _enqueue(self, request: _Request, ids: list[list[int]]) -> None:
+    def _enqueue(self, request: _Request, batch: TokenizedBatch) -> None:
         now = time.monotonic()
+        types = batch.type_ids
         with self._cond:
             if self._stopping:
                 request.future.set_exception(Cancelled(f"model {self.name!r} was unloaded"))
                 return
-            for index, row in enumerate(ids):
-                self._pending.append(_Item(request, index, row, now, self._order))
+            for index, row in enumerate(batch.ids):
+                type_row = types[index] if types is not None else None
+                self._pending.append(_Item(request, index, row, type_row, now, self._order))
                 self._order += 1
             self._cond.notify()
 
@@ -303,9 +328,11 @@ class EncoderScheduler:
     def _compute(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
         try:
-            vectors = self.model.embed(TokenizedBatch([item.ids for item in batch]))
+            paired = any(item.type_ids is not None for item in batch)
+            type_ids = [item.type_ids or [0] * len(item.ids) for item in batch] if paired else None
+            vectors = self.model.embed(TokenizedBatch([item.ids for item in batch], type_ids))
             vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[0] != len(batch):
+            if vectors.ndim not in (2, 3) or vectors.shape[0] != len(batch):
                 raise ValueError(f"the engine returned shape {vectors.shape} for {len(batch)} inputs")
         except Exception as exc:
             log.exception("encoder batch failed", extra={"model": self.name, "inputs": len(batch)})
@@ -322,18 +349,17 @@ class EncoderScheduler:
         self._real += sum(len(item.ids) for item in batch)
         self._padded += len(batch) * max(len(item.ids) for item in batch)
         self._compute_seconds += time.perf_counter() - started
+        per_token = vectors.ndim == 3  # a token head's rows, right-padded to the batch's longest
         for item, row in zip(batch, vectors, strict=True):
             request = item.request
             if request.done:
                 continue
-            if request.rows is None:
-                request.rows = np.empty((request.remaining, vectors.shape[1]), dtype=np.float32)
-            request.rows[item.index] = row
+            request.rows[item.index] = row[: len(item.ids)].copy() if per_token else row
             request.remaining -= 1
             if request.remaining == 0:
                 self._resolve(request, request.rows)
 
-    def _resolve(self, request: _Request, value: np.ndarray | HfdError) -> None:
+    def _resolve(self, request: _Request, value: list[np.ndarray] | HfdError) -> None:
         if request.done:
             return
         request.done = True
@@ -359,7 +385,7 @@ class EncoderScheduler:
         return round(min(60.0, max(0.05, per_batch * batches)), 3)
 
 
-def _settle(future: asyncio.Future[np.ndarray], value: np.ndarray | HfdError) -> None:
+def _settle(future: asyncio.Future[list[np.ndarray]], value: list[np.ndarray] | HfdError) -> None:
     if future.done():
         return
     if isinstance(value, BaseException):

@@ -72,9 +72,9 @@ def _embed(s: Snapshot) -> bool:
     return bool(s.st_modules)
 
 
-# Heads served over an encoder, by the text-head engines (hfd.backends.torch_encoder.load_head
-# and the ONNX Runtime engine's equivalent).
-TEXT_HEAD_ENGINES: Final = ("torch", "onnxruntime")
+# Engines with a classification head (hfd.backends.torch_encoder.load_head); ONNX Runtime and
+# OpenVINO load only the bare encoder today, so they are not offered for these tasks.
+TEXT_HEAD_ENGINES: Final = ("torch",)
 
 RECORDS: Final[tuple[TaskRecord, ...]] = (
     TaskRecord(

@@ -4,6 +4,7 @@ combinations and the task each must give, and the ``[[models]] task`` pin."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,12 @@ def test_a_pin_overrides_detection_and_is_checked(tmp_path: Path) -> None:
 
 def test_every_record_names_a_scheduler_and_a_loader() -> None:
     for r in registry.RECORDS:
-        assert r.scheduler in ("encoder", "generation")
+        assert r.scheduler in typing.get_args(registry.SchedulerKind)
         assert r.loader in ("load_encoder", "load_generator") or r.loader.startswith("load_")
     assert len(set(registry.names())) == len(registry.RECORDS)
+
+
+def test_text_heads_run_only_on_engines_with_a_head() -> None:
+    # An engine without a head would load the bare encoder and answer with embeddings' math.
+    for name in ("rerank", "classify", "token-classify"):
+        assert registry.record(name).engines == ("torch",)
