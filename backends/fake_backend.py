@@ -10,6 +10,9 @@ with no model at all:
 - Generation: the k-th token of a sequence is a hash of its prompt ids and k (and the seed when
   sampling), so a sequence's tokens never depend on what else is in the batch. ``eos_after``
   ends a sequence with eos after that many tokens (unless ``ignore_eos``).
+- Logprobs (and the prompt's, for echo): deterministic, from the same hashes; the chosen token
+  is always the most likely one (its logprob in (-1, 0]), then the next ``k - 1`` words, a nat
+  apart each. Penalties and ``logit_bias`` are not implemented (not in ``capabilities``).
 - Embeddings: tokens are whitespace-separated words (between bos and eos); the vector is a unit
   vector derived from a hash of the (truncated) token ids, i.e. of the text.
 
@@ -47,6 +50,7 @@ import numpy as np
 
 from hfd.backends.base import (
     EncoderModel,
+    FinishReason,
     GenerationModel,
     LoadOptions,
     SamplingParams,
@@ -54,6 +58,8 @@ from hfd.backends.base import (
     Task,
     TokenizedBatch,
 )
+from hfd.backends.capabilities import LOGPROBS, PROMPT_LOGPROBS, TOP_LOGPROBS
+from hfd.backends.logprobs import TokenLogprob
 from hfd.backends.prompt_checks import check_sequence
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
@@ -225,7 +231,24 @@ class _Seq:
     generated: int = 0
 
 
+def _logprob(seed: int, token: int, k: int) -> TokenLogprob:
+    lp = -((seed >> 8) % 1000) / 1000.0
+    top = [(token, lp)] + [(WORD_BASE + (seed + i) % len(WORDS), lp - i) for i in range(1, k)]
+    return TokenLogprob(token, lp, tuple((t, v) for t, v in top[:k]))
+
+
+def _prompt_logprobs(prompt: Sequence[int], k: int) -> list[TokenLogprob | None]:
+    out: list[TokenLogprob | None] = [None]
+    for j in range(1, len(prompt)):
+        seed = int.from_bytes(_digest(tuple(prompt[: j + 1]))[:8], "little")
+        out.append(_logprob(seed, int(prompt[j]), k))
+    return out
+
+
 class FakeGenerator(_Model):
+    capabilities = frozenset({LOGPROBS, TOP_LOGPROBS, PROMPT_LOGPROBS})
+    vocab_size = WORD_BASE + len(WORDS)
+
     def __init__(self, opts: LoadOptions) -> None:
         super().__init__(opts)
         self.context_length = _int(opts, "context_length", 2048)
@@ -285,14 +308,20 @@ class FakeGenerator(_Model):
     def _next(self, seq_id: int, seq: _Seq) -> StepOutput:
         p = seq.params
         seq.generated += 1
-        eos_due = self._eos_after and seq.generated >= self._eos_after
-        if eos_due and not p.ignore_eos and seq.generated > p.min_tokens:
-            return StepOutput(seq_id, [EOS], "stop")
+        prompt = None
+        if seq.generated == 1 and p.prompt_logprobs is not None:
+            prompt = _prompt_logprobs(seq.prompt, p.prompt_logprobs)
         h = int.from_bytes(_digest(seq.prompt, seq.generated, seq.salt)[:8], "little")
-        token = WORD_BASE + h % len(WORDS)
-        if seq.generated >= p.max_tokens or len(seq.prompt) + seq.generated >= self.context_length:
-            return StepOutput(seq_id, [token], "length")
-        return StepOutput(seq_id, [token], None)
+        eos_due = self._eos_after and seq.generated >= self._eos_after
+        finished: FinishReason | None = None
+        if eos_due and not p.ignore_eos and seq.generated > p.min_tokens:
+            token, finished = EOS, "stop"
+        else:
+            token = WORD_BASE + h % len(WORDS)
+            if seq.generated >= p.max_tokens or len(seq.prompt) + seq.generated >= self.context_length:
+                finished = "length"
+        lps = None if p.logprobs is None else [_logprob(h, token, p.logprobs)]
+        return StepOutput(seq_id, [token], finished, lps, prompt)
 
 
 class FakeBackend:

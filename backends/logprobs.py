@@ -24,3 +24,17 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...] = ()
+
+
+def ov_logprobs(tokens: list[int], lps: list[float] | None) -> list[TokenLogprob] | None:
+    """OpenVINO GenAI's per-token logprobs (chosen tokens only) as ``TokenLogprob`` s."""
+    if lps is None or len(lps) != len(tokens):
+        return None
+    return [TokenLogprob(int(t), float(lp)) for t, lp in zip(tokens, lps, strict=True)]
+
+
+def ov_prompt_logprobs(prompt: list[int] | None, lps: list[float] | None) -> list[TokenLogprob | None] | None:
+    """GenAI's echo logprobs of a prompt (its first entry is a placeholder: the first token has none)."""
+    if prompt is None or lps is None or len(lps) != len(prompt):
+        return None
+    return [None, *(TokenLogprob(int(t), float(lp)) for t, lp in zip(prompt[1:], lps[1:], strict=True))]

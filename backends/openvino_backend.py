@@ -21,6 +21,14 @@ import numpy as np
 
 from hfd.backends import _hf, hardware, openvino_cpu
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput, Task, TokenizedBatch
+from hfd.backends.capabilities import (
+    FREQUENCY_PENALTY,
+    LOGPROBS,
+    PRESENCE_PENALTY,
+    PROMPT_LOGPROBS,
+    REPETITION_PENALTY,
+)
+from hfd.backends.logprobs import ov_logprobs, ov_prompt_logprobs
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
 from hfd.backends.openvino_export import IR_FILE, prepare_ir, resolve_weight_format
 from hfd.backends.openvino_process import LocalPipeline, PipelineProcess, generation_config
@@ -64,6 +72,11 @@ class OpenVINOBackend:
                    "exported": built, "seconds": round(time.perf_counter() - start, 3)},
         )  # fmt: skip
         return encoder
+
+    def load_speech(self, opts: LoadOptions) -> Any:
+        from hfd.backends import whisper_openvino  # Whisper on GenAI's WhisperPipeline
+
+        return whisper_openvino.load(opts)
 
     def load_generator(self, opts: LoadOptions) -> OVGenerator:
         device = ov_device(opts.device)
@@ -279,6 +292,11 @@ class OVGenerator(_hf.PromptTokens):
     """
 
     name = "openvino"
+    # GenAI has the penalties and the chosen token's logprob (also the prompt's, with echo), but
+    # no top logprobs and no logit_bias.
+    capabilities = frozenset(
+        {LOGPROBS, PROMPT_LOGPROBS, PRESENCE_PENALTY, FREQUENCY_PENALTY, REPETITION_PENALTY}
+    )
     weight_format = "fp32"
     threads = 0
 
@@ -354,10 +372,20 @@ class OVGenerator(_hf.PromptTokens):
         # What the device computes in, as the engine process found it (hint or plugin default).
         self.precision = self._pipeline.precision or "unknown"
         self._live: set[int] = set()
+        self._prompts: dict[int, list[int]] = {}  # echo requests' prompts, until their first output
 
     # Thread-safe: the Rust tokenizer is only read; chat templates render with no shared state.
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode([int(t) for t in token_ids], skip_special_tokens=True))
+
+    # Any thread: the service compiles before the request is added (backends.grammar_openvino).
+    def compile_constraint(self, spec: Any) -> Any:
+        from hfd.backends.grammar_openvino import compile_for_openvino
+
+        vocab = self._vocab or len(self._hf_tokenizer)
+        return compile_for_openvino(
+            self, self._hf_tokenizer, vocab_size=vocab, stop_token_ids=self.eos_token_ids, spec=spec
+        )
 
     # Worker thread only from here on.
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
@@ -376,6 +404,17 @@ class OVGenerator(_hf.PromptTokens):
             )
         self._process().add(seq_id, ids, self._generation_config(params, min(params.max_tokens, room)))
         self._live.add(seq_id)
+        if params.prompt_logprobs is not None:
+            self._prompts[seq_id] = ids
+
+    def refuses(self, params: SamplingParams) -> tuple[str, str] | None:
+        """What of ``params`` GenAI would silently ignore although it is in ``capabilities``:
+        its penalties apply only when sampling, not to greedy decoding."""
+        if params.greedy:
+            for name in ("presence_penalty", "frequency_penalty", "repetition_penalty"):
+                if getattr(params, name) != (1.0 if name == "repetition_penalty" else 0.0):
+                    return f"{name} with temperature 0 (greedy decoding)", name
+        return None
 
     def _generation_config(self, params: SamplingParams, max_new: int) -> dict[str, Any]:
         """``openvino_genai.GenerationConfig`` fields, validated here (the engine process only
@@ -399,6 +438,19 @@ class OVGenerator(_hf.PromptTokens):
             config["rng_seed"] = (
                 int(params.seed) if params.seed is not None else int.from_bytes(os.urandom(4), "little")
             )
+        if params.logprobs is not None or params.prompt_logprobs is not None:
+            config["logprobs"] = 1  # GenAI reports the chosen token's logprob only (no top ones)
+            config["echo"] = params.prompt_logprobs is not None
+        # GenAI's sampler has OpenAI's presence/frequency penalties and HF's repetition penalty
+        # (applied only when sampling: ``refuses`` turns greedy requests with them away).
+        if params.presence_penalty:
+            config["presence_penalty"] = float(params.presence_penalty)
+        if params.frequency_penalty:
+            config["frequency_penalty"] = float(params.frequency_penalty)
+        if params.repetition_penalty != 1.0:
+            config["repetition_penalty"] = float(params.repetition_penalty)
+        if params.constraint is not None:  # an OpenVINOConstraint from compile_constraint
+            config["structured_output"] = dict(params.constraint.fields)
         try:
             generation_config(config).validate()
         except Exception as exc:
@@ -411,6 +463,7 @@ class OVGenerator(_hf.PromptTokens):
         return self._pipeline
 
     def cancel(self, seq_id: int) -> None:
+        self._prompts.pop(seq_id, None)
         if seq_id in self._live:
             self._live.discard(seq_id)
             self._process().cancel(seq_id)  # frees its KV blocks at the next step
@@ -431,13 +484,19 @@ class OVGenerator(_hf.PromptTokens):
         if not self._live:
             return []
         outputs: list[StepOutput] = []
-        for seq_id, tokens, finished in self._process().step():
+        for seq_id, tokens, finished, lps, prompt in self._process().step():
             if seq_id not in self._live:
                 continue  # cancelled: the engine process ran ahead of the cancel
             if finished is not None:
                 self._live.discard(seq_id)
             outputs.append(
-                StepOutput(seq_id=seq_id, token_ids=tokens, finished=cast(FinishReason | None, finished))
+                StepOutput(
+                    seq_id=seq_id,
+                    token_ids=tokens,
+                    finished=cast(FinishReason | None, finished),
+                    logprobs=ov_logprobs(tokens, lps),
+                    prompt_logprobs=ov_prompt_logprobs(self._prompts.pop(seq_id, None), prompt),
+                )
             )
         return outputs
 

@@ -81,12 +81,30 @@ def _split_frames(buffer: bytearray) -> list[dict[str, Any]]:
     return frames
 
 
+# One sequence's output of a step: id, new tokens, finish reason, their logprobs (when asked),
+# the prompt's logprobs (on the first output of an echo request; the first entry a placeholder).
+Output = tuple[int, list[int], "str | None", "list[float] | None", "list[float] | None"]
+
+
+def _merge(
+    prev: Output | None, seq_id: int, tokens: list[int], finished: str | None, lps: Any, prompt: Any
+) -> Output:
+    """Several child steps' outputs for one sequence as one."""
+    if prev is None:
+        return (seq_id, [int(t) for t in tokens], finished, lps, prompt)
+    merged_lps = None if prev[3] is None and lps is None else list(prev[3] or []) + list(lps or [])
+    return (seq_id, prev[1] + [int(t) for t in tokens], finished, merged_lps, prev[4] or prompt)
+
+
 def generation_config(fields: dict[str, Any]) -> Any:
     """An ``openvino_genai.GenerationConfig`` from the plain fields that cross the pipe."""
     import openvino_genai as ov_genai
 
     config = ov_genai.GenerationConfig()
     for name, value in fields.items():
+        if name == "structured_output":  # json_schema, regex or grammar (backends.grammar_openvino)
+            config.structured_output_config = ov_genai.StructuredOutputConfig(**value)
+            continue
         setattr(config, name, set(value) if name == "stop_token_ids" else value)
     return config
 
@@ -200,21 +218,21 @@ class PipelineProcess:
                 except OSError:  # already woken: the pipe is full
                     pass
 
-    def step(self) -> list[tuple[int, list[int], str | None]]:
+    def step(self) -> list[Output]:
         """The tokens of every step the child has finished since the last call; waits for one
         unless ``interrupt()`` is called (then it may return nothing)."""
         if self._added:
             self._added = False
             self._send({"op": "go"})
-        merged: dict[int, tuple[list[int], str | None]] = {}
+        merged: dict[int, Output] = {}
         for message in self._read(wakeable=True):
             self.kv_cache_bytes = int(message.get("kv", self.kv_cache_bytes))
-            for seq_id, tokens, finished, error in message.get("out", ()):
+            for seq_id, tokens, finished, error, *rest in message.get("out", ()):
                 if error:
                     log.warning("engine failed a sequence", extra={"seq": seq_id, "error": error})
-                so_far, _ = merged.get(seq_id, ([], None))
-                merged[seq_id] = (so_far + [int(t) for t in tokens], finished)
-        return [(seq_id, tokens, finished) for seq_id, (tokens, finished) in merged.items()]
+                lps, prompt = [*rest, None, None][:2]
+                merged[seq_id] = _merge(merged.get(seq_id), seq_id, tokens, finished, lps, prompt)
+        return list(merged.values())
 
     def _send(self, message: dict[str, Any]) -> None:
         data = memoryview(_frame(message))
@@ -355,14 +373,17 @@ class LocalPipeline:
     def interrupt(self) -> None:
         """Nothing to wake: a step here computes, it never waits."""
 
-    def step(self) -> list[tuple[int, list[int], str | None]]:
+    def step(self) -> list[Output]:
         engine = self._running()
         outputs = engine.step()
         self.kv_cache_bytes = engine.kv_bytes()
-        for seq_id, _, _, error in outputs:
+        for seq_id, _, _, error, _, _ in outputs:
             if error:
                 log.warning("engine failed a sequence", extra={"seq": seq_id, "error": error})
-        return [(seq_id, tokens, finished) for seq_id, tokens, finished, _ in outputs]
+        return [
+            _merge(None, seq_id, tokens, finished, lps, prompt)
+            for seq_id, tokens, finished, _, lps, prompt in outputs
+        ]
 
     def close(self) -> None:
         self._engine = None
@@ -384,6 +405,7 @@ class _Engine:
             init["model_dir"], scheduler, init["device"], dict(init["properties"])
         )
         self._handles: dict[int, Any] = {}
+        self._logprobs: dict[int, int] = {}  # sequences that asked for logprobs: echo's prompt length
         self._status = ov_genai.GenerationStatus
         self._finish = ov_genai.GenerationFinishReason
         self._device = str(init["device"])
@@ -440,9 +462,14 @@ class _Engine:
 
         tensor = ov.Tensor(np.asarray([ids], dtype=np.int64))
         self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, generation_config(params))
+        if params.get("logprobs"):
+            # With echo, GenAI's first output starts with the prompt (and its logprobs, the
+            # first a placeholder): that many leading ids are split off as the prompt's.
+            self._logprobs[seq_id] = len(ids) if params.get("echo") else 0
 
     def cancel(self, seq_id: int) -> None:
         handle = self._handles.pop(seq_id, None)
+        self._logprobs.pop(seq_id, None)
         if handle is not None:
             handle.cancel()  # frees its KV blocks at the next step
 
@@ -454,10 +481,18 @@ class _Engine:
         for seq_id, handle in list(self._handles.items()):
             tokens: list[int] = []
             reason = None
+            lps: list[float] | None = None if seq_id not in self._logprobs else []
             if handle.can_read():
                 for out in handle.read().values():
                     tokens.extend(int(t) for t in out.generated_ids)
+                    if lps is not None:
+                        lps.extend(float(x) for x in out.generated_log_probs)
                     reason = out.finish_reason
+            prompt: list[float] | None = None
+            echo = self._logprobs.get(seq_id, 0)
+            if echo and lps is not None and len(tokens) >= echo:
+                prompt, lps, tokens = lps[:echo], lps[echo:], tokens[echo:]
+                self._logprobs[seq_id] = 0
             status = handle.get_status()
             finished = None
             if status != self._status.RUNNING:
@@ -466,9 +501,11 @@ class _Engine:
             elif not stepped:  # the pipeline has no work for a handle it calls running: never spin
                 finished = "error"
                 del self._handles[seq_id]
-            if tokens or finished is not None:
+            if finished is not None:
+                self._logprobs.pop(seq_id, None)
+            if tokens or finished is not None or prompt is not None:
                 error = "the prompt does not fit the KV cache" if status == self._status.IGNORED else None
-                outputs.append([seq_id, tokens, finished, error])
+                outputs.append([seq_id, tokens, finished, error, lps, prompt])
         return outputs
 
     def _finish_reason(self, status: Any, reason: Any) -> str:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hfd.backends import _hf
+from hfd.backends import _hf, capabilities
 from hfd.backends.base import LoadOptions, SamplingParams, StepOutput, Task
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
@@ -100,6 +100,16 @@ class TorchBackend:
         )  # fmt: skip
         return encoder
 
+    def load_speech(self, opts: LoadOptions) -> Any:
+        from hfd.backends import whisper_torch  # Whisper: speech recognition
+
+        return whisper_torch.load(opts)
+
+    def load_image_text(self, opts: LoadOptions) -> Any:
+        from hfd.backends import clip_torch  # CLIP, SigLIP: image and text embeddings
+
+        return clip_torch.load(opts)
+
     def load_generator(self, opts: LoadOptions) -> TorchGenerator:
         from transformers import AutoModelForCausalLM
 
@@ -126,6 +136,7 @@ class TorchGenerator(_hf.PromptTokens):
     """A ``GenerationModel`` over ``ContinuousBatcher``, plus the tokenizer-facing calls."""
 
     name = "torch"
+    capabilities = capabilities.ALL  # logprobs, prompt logprobs, every penalty, logit_bias
 
     def __init__(
         self, model: Any, hf_tokenizer: Any, opts: LoadOptions, device: torch.device, eos_ids: set[int]
@@ -137,6 +148,7 @@ class TorchGenerator(_hf.PromptTokens):
         self._hf_tokenizer = hf_tokenizer
         self._tokenizer = _frozen_tokenizer(hf_tokenizer, truncate_to=None)
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
+        self.vocab_size = self._vocab_size  # logit_bias ids are checked against it
         text_config = model.config.get_text_config(decoder=True)
         self.context_length = int(getattr(text_config, "max_position_embeddings", 0) or 0) or int(
             hf_tokenizer.model_max_length if hf_tokenizer.model_max_length < 10**7 else 2048

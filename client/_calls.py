@@ -288,8 +288,11 @@ def chat(
     return _generation(OP_CHAT, body, stream, params, t.ChatCompletionChunk.from_dict)
 
 
-def completions(model: str, prompt: str | list[int], stream: bool, params: dict[str, Any]) -> Call[Any]:
-    """A text completion of ``prompt`` (a string or token ids); ``params`` as for ``chat``."""
+def completions(
+    model: str, prompt: str | list[int] | list[str] | list[list[int]], stream: bool, params: dict[str, Any]
+) -> Call[Any]:
+    """A text completion of ``prompt`` (a string or token ids, or a list of either: one choice
+    per prompt); ``params`` as for ``chat`` (n, best_of, echo, logprobs, logit_bias, ...)."""
     return _generation(
         OP_COMPLETIONS, {"model": model, "prompt": prompt}, stream, params, t.Completion.from_dict
     )

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfd.client.logprob_types import ChoiceLogprobs, CompletionLogprobs
+
 try:  # numpy is optional for the client
     import numpy as np
 except ImportError:  # pragma: no cover - exercised only where numpy is absent
@@ -300,6 +302,7 @@ class Choice:
     index: int
     message: ChatCompletionMessage
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 @dataclass(frozen=True)
@@ -319,7 +322,7 @@ class ChatCompletion:
             raw = message.get("tool_calls")
             calls = [ToolCall.from_dict(x) for x in raw] if raw else None
             reply = ChatCompletionMessage(role, message.get("content"), calls)
-            return Choice(index, reply, c.get("finish_reason"))
+            return Choice(index, reply, c.get("finish_reason"), ChoiceLogprobs.from_dict(c.get("logprobs")))
 
         return cls(**_generated(body, choice))
 
@@ -364,6 +367,7 @@ class ChunkChoice:
     index: int
     delta: ChoiceDelta
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 @dataclass(frozen=True)
@@ -382,7 +386,10 @@ class ChatCompletionChunk:
             raw = delta.get("tool_calls")
             calls = [ToolCallDelta.from_dict(x) for x in raw] if raw else None
             return ChunkChoice(
-                index, ChoiceDelta(delta.get("role"), delta.get("content"), calls), c.get("finish_reason")
+                index,
+                ChoiceDelta(delta.get("role"), delta.get("content"), calls),
+                c.get("finish_reason"),
+                ChoiceLogprobs.from_dict(c.get("logprobs")),
             )
 
         return cls(**_generated(body, choice))
@@ -396,6 +403,7 @@ class CompletionChoice:
     index: int
     text: str
     finish_reason: str | None
+    logprobs: CompletionLogprobs | None = None
 
 
 @dataclass(frozen=True)
@@ -412,6 +420,11 @@ class Completion:
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> Completion:
         def choice(c: dict[str, Any], index: int) -> CompletionChoice:
-            return CompletionChoice(index, str(_get(c, "text", "")), c.get("finish_reason"))
+            return CompletionChoice(
+                index,
+                str(_get(c, "text", "")),
+                c.get("finish_reason"),
+                CompletionLogprobs.from_dict(c.get("logprobs")),
+            )
 
         return cls(**_generated(body, choice))

@@ -22,6 +22,7 @@ import numpy as np
 from hfd import __version__
 from hfd.client.errors import ModelNotFound
 from hfd.client.protocol import PROTOCOL_VERSION
+from hfd.daemon import choice_replies
 
 if TYPE_CHECKING:
     from hfd.daemon.service import EmbeddingResult, Generation
@@ -46,6 +47,12 @@ def _finish_reason(gen: Generation) -> str | None:
 
 def chat_completion(gen: Generation, text: str) -> dict[str, Any]:
     tools = getattr(gen, "tools", None)
+    if choice_replies.several(gen):  # n > 1 or logprobs: one choice per sequence
+        return choice_replies.chat_completion(
+            gen,
+            (lambda t: tools.message(t)) if tools is not None else _message,
+            (lambda f: tools.finish_reason(f)) if tools is not None else (lambda f: f),
+        )
     message = (
         tools.message(text) if tools is not None else {"role": "assistant", "content": text, "refusal": None}
     )
@@ -66,7 +73,13 @@ def chat_completion(gen: Generation, text: str) -> dict[str, Any]:
     }
 
 
+def _message(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text, "refusal": None}
+
+
 def completion(gen: Generation, text: str) -> dict[str, Any]:
+    if choice_replies.several(gen):  # n, best_of, echo, logprobs, several prompts
+        return choice_replies.completion(gen)
     return {
         "id": gen.id,
         "object": "text_completion",
@@ -121,8 +134,13 @@ def _usage_chunk(gen: Generation, obj: str) -> dict[str, Any]:
 
 async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
     """The chunks of a streamed chat completion. Iterating consumes (and finally closes) ``gen``."""
+    if choice_replies.several(gen):
+        async for chunk in choice_replies.chat_chunks(gen, include_usage=include_usage):
+            yield chunk
+        return
     yield _chat_chunk(gen, {"role": "assistant", "content": ""}, None, include_usage)
-    tools = gen.tools.stream() if getattr(gen, "tools", None) is not None else None
+    output = getattr(gen, "tools", None)
+    tools = output.stream() if output is not None else None
     async for piece in gen:
         if not piece.text:
             continue
@@ -140,6 +158,10 @@ async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator
 
 async def completion_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
     """The chunks of a streamed completion. Iterating consumes (and finally closes) ``gen``."""
+    if choice_replies.several(gen):
+        async for chunk in choice_replies.completion_chunks(gen, include_usage=include_usage):
+            yield chunk
+        return
     async for piece in gen:
         if piece.text:
             yield _completion_chunk(gen, piece.text, None, include_usage)

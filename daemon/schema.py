@@ -85,6 +85,11 @@ class _Sampling(_Base):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logprobs: bool | int | None = None
+    # Sampling extensions (hfd.daemon.sampling_request checks them, 400 naming the field).
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    repetition_penalty: float | None = None  # vLLM's and HF's, not OpenAI's
+    best_of: int | None = None
     # Structured output (hfd.daemon.structured): checked there, 400 with the field's name.
     response_format: dict[str, Any] | None = None
     guided_json: dict[str, Any] | str | None = None  # vLLM's extensions
@@ -115,13 +120,9 @@ class _Sampling(_Base):
         return None if self.seed is None else self.seed % SEED_RANGE
 
     def check_supported(self) -> None:
-        if self.n != 1:
-            raise InvalidRequest("only n=1 is supported", param="n")
-        if self.logprobs:
-            raise InvalidRequest("logprobs are not supported", param="logprobs")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name) not in (None, 0, 0.0):
-                raise InvalidRequest(f"{name} is not supported", param=name)
+        from hfd.daemon.sampling_request import check_sampling
+
+        check_sampling(self)
 
 
 class ChatCompletionRequest(_Sampling):
@@ -137,34 +138,32 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[int]
+    prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
     suffix: str | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None  # 0: echo only (loglikelihood scoring)
 
     def token_limit(self) -> int | None:
         return self.max_tokens
 
+    def prompt_values(self) -> list[str | list[int]]:
+        """The prompts, in order: a string, a list of strings, one token-id list or a list of them."""
+        from hfd.daemon.sampling_request import prompt_values
+
+        return prompt_values(self)
+
     def prompt_value(self) -> str | list[int]:
-        """One prompt: a string or a list of token ids. Batches of prompts are refused."""
-        p = self.prompt
-        if isinstance(p, list):
-            if all(isinstance(x, int) for x in p) and p:
-                return [int(x) for x in p]
-            if len(p) == 1 and isinstance(p[0], str):
-                return p[0]
-            raise InvalidRequest(
-                "send one prompt per request (a string or a list of token ids)", param="prompt"
-            )
-        if self.echo:
-            raise InvalidRequest("echo is not supported", param="echo")
-        if self.suffix:
-            raise InvalidRequest("suffix is not supported", param="suffix")
-        return p
+        """One prompt: a string or a list of token ids (``prompt_values`` has them all)."""
+        values = self.prompt_values()
+        if len(values) != 1:
+            raise InvalidRequest("send one prompt here", param="prompt")
+        return values[0]
 
 
 class EmbeddingRequest(_Base):
     model: Annotated[str, Field(min_length=1)]
-    input: str | list[str] | list[int] | list[list[int]]
+    # dict items: images and texts for image-text models (hfd.daemon.images).
+    input: str | list[str] | list[int] | list[list[int]] | list[str | dict[str, Any]] | dict[str, Any]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     keep_alive: KeepAlive = None

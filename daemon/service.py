@@ -20,10 +20,11 @@ import anyio
 import numpy as np
 
 from hfd import __version__
+from hfd.backends import capabilities
 from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
-from hfd.daemon import reqctx, structured
+from hfd.daemon import choices, images, reqctx, sampling_request, structured
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.cache_streams import RecordingStream, ReplayStream
 from hfd.daemon.models.loaded import LoadedModel
@@ -195,6 +196,8 @@ class Service:
     # ------------------------------------------------------------------ embeddings
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResult:
+        if images.has_images(req):  # image items: an image-text model (CLIP, SigLIP)
+            return await images.embed(self, req)
         texts = req.texts()
         if len(texts) > self.settings.max_inputs_per_request:
             raise InvalidRequest(
@@ -218,6 +221,8 @@ class Service:
                 reqctx.note_tokens(hit.prompt_tokens)
                 return hit
         async with self.manager.acquire(req.model, keep_alive) as lm:
+            if lm.task == images.TASK:  # texts into an image-text model's space
+                return await images.embed(self, req)
             if lm.task != "embed":
                 raise InvalidRequest(
                     f"model {lm.name!r} is a {lm.task} model, not an embedding model", param="model"
@@ -255,12 +260,17 @@ class Service:
             return params if params.constraint is not None else await structured.constrain(lm.model, spec, params)
 
         req = chat.cache_request(req, self.manager.identity(req.model))
-        gen = await self._generate("chat", req, prompt, adjust=adjust)
+        if sampling_request.wants_choices(req):  # n > 1, logprobs
+            gen = await choices.generate(self, "chat", req, [(prompt, None)], adjust=adjust)
+        else:
+            gen = await self._generate("chat", req, prompt, adjust=adjust)
         gen.tools = chat.output()
         return gen
 
     async def complete(self, req: CompletionRequest) -> Generation:
         req.check_supported()
+        if sampling_request.wants_choices(req):  # n, best_of, echo, logprobs, several prompts
+            return await choices.complete(self, req, structured.constraint_spec(req))
         value = req.prompt_value()
 
         async def prompt(lm: LoadedModel) -> list[int]:
@@ -322,6 +332,7 @@ class Service:
             params = sampling_params(req, len(ids), lm.model.context_length)  # type: ignore[union-attr]
             if adjust is not None:  # per-request engine state (a compiled constraint)
                 params = await adjust(lm, params)
+            capabilities.check(lm.model, params, model_name=f"model {lm.name!r}")
             stream: Any = lm.generation().submit(ids, params)
             if cache is not None:
                 stream = RecordingStream(stream, cache, rcache.request_key(kind, lm.identity, req))
@@ -377,6 +388,7 @@ def sampling_params(
         ignore_eos=req.ignore_eos,
         min_tokens=min(req.min_tokens, limit if limit is not None else room),
         stop=req.stop_list(),
+        **sampling_request.engine_fields(req),
     )
 
 

@@ -39,6 +39,7 @@ from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest
 from hfd.daemon.metrics import record_batch
 from hfd.daemon.scheduler.base import GenerationStats
 from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
+from hfd.daemon.scheduler.detok_logprobs import TextLogprob, texted
 
 log = logging.getLogger(__name__)
 _STOP_WAIT_S = 30.0  # how long a closing scheduler waits for its worker to leave engine.step()
@@ -51,6 +52,10 @@ class TokenChunk:
     text: str  # new text since the previous chunk ("" when a token completes no character)
     token_ids: list[int]
     finish_reason: str | None  # "stop" | "length" | "cancelled" | None; set on the last chunk only
+    # When the request asked (SamplingParams.logprobs): one per token of token_ids.
+    logprobs: list[TextLogprob | None] | None = None
+    # On the first chunk, when it asked (prompt_logprobs): one per prompt token, the first None.
+    prompt_logprobs: list[TextLogprob | None] | None = None
 
 
 class GenerationStream:
@@ -375,6 +380,10 @@ class GenerationScheduler:
         room = seq.params.max_tokens - seq.generated
         if len(tokens) > room:  # an engine emitting several tokens per step may overshoot
             tokens = tokens[:room]
+        lps = None if output.logprobs is None else texted(self.model.decode, output.logprobs[: len(tokens)])
+        prompt_lps = None
+        if output.prompt_logprobs is not None:
+            prompt_lps = texted(self.model.decode, output.prompt_logprobs)
         seq.generated += len(tokens)
         self._tokens += len(tokens)
         capped = output.finished is None and seq.generated >= seq.params.max_tokens
@@ -390,11 +399,11 @@ class GenerationScheduler:
         elif capped:
             finish = "length"
         else:
-            out.append((seq.stream, TokenChunk(text, tokens, None)))
+            out.append((seq.stream, TokenChunk(text, tokens, None, lps, prompt_lps)))
             return
         if output.finished is None:  # the engine still holds it: a stop string or our length cap
             self._engine_cancel(seq.seq_id)
-        self._finish(seq, out, TokenChunk(text + seq.stop.flush(), tokens, finish))
+        self._finish(seq, out, TokenChunk(text + seq.stop.flush(), tokens, finish, lps, prompt_lps))
 
     def _flush(self, seq: _Seq) -> str:
         return seq.stop.push(seq.detok.flush(), match=False) + seq.stop.flush()

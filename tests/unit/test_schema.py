@@ -60,7 +60,9 @@ def test_chat_validation_errors_are_400(body: object) -> None:
     assert info.value.status == 400 and info.value.code == "validation_error"
 
 
-@pytest.mark.parametrize(("field", "value"), [("n", 2), ("logprobs", True), ("presence_penalty", 0.5)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("n", 17), ("top_logprobs", 2), ("presence_penalty", 2.5), ("best_of", 2)]
+)
 def test_unsupported_options_are_400(field: str, value: object) -> None:
     req = parse(ChatCompletionRequest, {**CHAT, field: value})
     with pytest.raises(InvalidRequest) as info:
