@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from hfd.client import _calls as calls
+from hfd.client import _media_calls as media_calls
 from hfd.client import _task_calls as task_calls
 from hfd.client._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RequestIds
 from hfd.client.curve import CurveKeys, KeySource, curve_keys
@@ -102,6 +103,8 @@ class Admin(Namespace[F]):
     score = op(task_calls.score)
     classify = op(task_calls.classify)
     ner = op(task_calls.ner)
+    transcribe = op(media_calls.transcribe)
+    translate = op(media_calls.translate)
 
 
 class Models(Namespace[F]):

@@ -59,6 +59,8 @@ OP_RERANK: Final = "rerank"
 OP_SCORE: Final = "score"
 OP_CLASSIFY: Final = "classify"
 OP_NER: Final = "ner"
+OP_TRANSCRIBE: Final = "audio.transcriptions.create"
+OP_TRANSLATE: Final = "audio.translations.create"
 
 KIND_RESULT: Final = "result"
 KIND_CHUNK: Final = "chunk"

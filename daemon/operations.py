@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from hfd.client import protocol as p
 from hfd.daemon import responses, tokenize_ops
+from hfd.daemon import transcribe as speech
 from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
 from hfd.daemon.ollama import names as ollama_names
 from hfd.daemon.ollama import shapes as ollama_shapes

@@ -292,6 +292,25 @@ class Settings:
         "batching",
         "Embeddings: most UTF-8 bytes of all inputs of one request together, checked before tokenising (400 beyond).",
     )
+    audio_max_bytes: int = _setting(
+        25 * 1000 * 1000,
+        "batching",
+        "Speech recognition: largest audio upload, as OpenAI's 25 MB (400 beyond; the HTTP body limit applies too).",
+    )
+    audio_max_seconds: float = _setting(
+        1800.0, "batching", "Speech recognition: longest audio per request, checked while decoding (400 beyond)."
+    )
+    image_max_bytes: int = _setting(
+        10 * 1024 * 1024, "batching", "Image embeddings: largest encoded image (400 beyond)."
+    )
+    image_max_pixels: int = _setting(
+        16 * 1024 * 1024,
+        "batching",
+        "Image embeddings: most pixels (width x height) of one image, checked before decoding (400 beyond).",
+    )
+    image_fetch_urls: bool = _setting(
+        False, "batching", "Image embeddings: fetch http(s) image URLs (off: data: URLs and base64 only)."
+    )
     prompt_bytes_per_token: int = _setting(
         16,
         "batching",
@@ -652,11 +671,16 @@ def _validate(s: Settings) -> None:
         "encoder_max_batch",
         "encoder_batch_tokens",
         "max_input_bytes",
+        "audio_max_bytes",
+        "image_max_bytes",
+        "image_max_pixels",
         "prompt_bytes_per_token",
         "responses_max_count",
     ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1")
+    if not (0 < s.audio_max_seconds < float("inf")):
+        raise SettingsError("audio_max_seconds must be a positive number of seconds")
     if s.log_format not in ("json", "text", "auto"):
         raise SettingsError("log_format must be json, text or auto")
     if s.grace_period < 0:

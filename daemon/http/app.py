@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from hfd.client.errors import InvalidJSON
@@ -46,6 +46,7 @@ from hfd.daemon.http.disconnect import until_disconnect
 from hfd.daemon.http.errors import error_response
 from hfd.daemon.http.limits import BodyLimit, BodyTimeout
 from hfd.daemon.http.middleware import OpsMiddleware
+from hfd.daemon.http.multipart import multipart_body
 from hfd.daemon.http.pull_stream import NdjsonPull
 from hfd.daemon.http.sse import EventStream
 from hfd.daemon.metrics import Metrics
@@ -111,6 +112,8 @@ class Routes:
     async def _parse(self, request: Request, operation: Operation) -> Any:
         if operation.request is None:
             return dict(request.path_params)
+        if request.headers.get("content-type", "").startswith(_FORMS):  # uploads
+            return parse(operation.request, await multipart_body(request, self.service.settings))
         return parse(operation.request, await read_json(request))
 
     async def _unary(self, request: Request, operation: Operation) -> Response:
@@ -122,11 +125,11 @@ class Routes:
             if not finished:
                 log.info("client disconnected; request cancelled", extra={"route": operation.name})
                 return Response(status_code=499)
-            return JSONResponse(body)
+            return _body_response(body)
         body = call(self.service, req)
         if inspect.isawaitable(body):
             body = await body
-        return JSONResponse(body)
+        return _body_response(body)
 
     async def _embedding(self, request: Request, operation: Operation) -> Response:
         call = operation.call
@@ -171,6 +174,14 @@ class Routes:
             log.info("client disconnected; pull cancelled", extra={"model": req.model})
             return Response(status_code=499)
         return JSONResponse(result)
+
+
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # form bodies (uploads)
+
+
+def _body_response(body: Any) -> Response:
+    # Text bodies (transcripts as text, srt, vtt) go out as text, as OpenAI sends them.
+    return PlainTextResponse(body) if isinstance(body, str) else JSONResponse(body)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

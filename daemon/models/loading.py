@@ -355,6 +355,10 @@ class Loader:
 
     def _scheduler(self, spec: ModelSpec, task: Task, model: Model) -> Scheduler:
         s = self.settings
+        if task_registry.record(task).scheduler == "media":  # speech, image-text: one at a time
+            from hfd.daemon.media_worker import MediaScheduler
+
+            return MediaScheduler(model, name=spec.public_name, max_queue=s.max_queue)
         if task_registry.record(task).scheduler == "generation":
             assert isinstance(model, GenerationModel)
             return GenerationScheduler(

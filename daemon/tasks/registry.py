@@ -30,8 +30,9 @@ from typing import Final, Literal
 from hfd.backends.base import Task
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 from hfd.daemon.tasks.detect import Snapshot, read
+from hfd.daemon.tasks.media import media_records
 
-SchedulerKind = Literal["encoder", "generation"]
+SchedulerKind = Literal["encoder", "generation", "media"]  # media: hfd.daemon.media_worker
 
 _GENERATE_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM")
 
@@ -77,6 +78,7 @@ def _embed(s: Snapshot) -> bool:
 TEXT_HEAD_ENGINES: Final = ("torch",)
 
 RECORDS: Final[tuple[TaskRecord, ...]] = (
+    *media_records(TaskRecord),  # before generate: Whisper's head is a ForConditionalGeneration
     TaskRecord(
         name="token-classify",
         summary="token classification (NER, POS): entities with spans",

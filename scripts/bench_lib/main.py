@@ -51,6 +51,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "usage": ("usage", "what the usage log costs a request"),
     "ollama": ("ollama", "Ollama's API against the OpenAI routes for the same chat and embeddings"),
     "whisper": ("whisper", "30 s of audio transcribed by the daemon against the same engine offline"),
+    "rerank": ("rerank", "64 concurrent rerank requests of 16 documents against the same engine offline"),
 }
 
 

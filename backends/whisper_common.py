@@ -1,0 +1,83 @@
+"""What a speech-recognition engine offers, and the plain data that crosses that seam.
+
+A ``SpeechModel`` takes 16 kHz mono float32 samples (``hfd.daemon.audio`` decodes uploads into
+them) and returns a ``Transcript``: the text, and segments with start and end times when asked
+for. Engines: ``whisper_torch`` (transformers' ``WhisperForConditionalGeneration.generate``,
+greedy unless a temperature is given) and ``whisper_openvino`` (OpenVINO GenAI's
+``WhisperPipeline``). Both chunk long audio into Whisper's 30 s windows themselves
+(transformers' sequential long-form generation; GenAI's own chunking).
+
+One request at a time per model: ``transcribe`` is called on the model's worker thread only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+WINDOW_SECONDS = 30.0  # Whisper's input window
+SpeechTask = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    task: SpeechTask = "transcribe"
+    language: str | None = None  # an ISO code ("en"); None: the model detects it
+    prompt: str | None = None  # text of a previous window, as OpenAI's ``prompt``
+    temperature: float = 0.0  # 0: greedy
+    timestamps: bool = False  # segment start/end times
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    duration: float  # seconds of audio
+    language: str | None = None
+    segments: tuple[Segment, ...] = field(default_factory=tuple)
+    tokens: int = 0  # tokens generated (usage)
+
+
+class SpeechModel(Protocol):
+    """A loaded speech-recognition model."""
+
+    @property
+    def multilingual(self) -> bool: ...
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript: ...
+
+    def memory_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def language_code(value: str | None) -> str | None:
+    """``"en"``, ``"<|en|>"`` or ``"english"`` -> ``"en"``; None stays None."""
+    if value is None:
+        return None
+    text = value.strip().lower().removeprefix("<|").removesuffix("|>")
+    try:
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+    except Exception:  # transformers is optional for the OpenVINO engine
+        return text
+    if text in LANGUAGES:
+        return text
+    return TO_LANGUAGE_CODE.get(text, text)
+
+
+def known_language(code: str) -> bool:
+    try:
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES
+    except Exception:
+        return True
+    return code in LANGUAGES

@@ -1,0 +1,150 @@
+"""Whisper on OpenVINO GenAI's ``WhisperPipeline``.
+
+The snapshot is exported once with optimum-intel (``automatic-speech-recognition-with-past``,
+with the tokenizer converted by openvino-tokenizers, which the pipeline needs) into the export
+cache; a folder that already holds ``openvino_encoder_model.xml`` is used as it is. GenAI chunks
+audio over 30 s itself. The pipeline's ``generate`` holds the GIL while it runs, so it is called
+on the model's worker thread, never on the event loop.
+
+Precision: f32 unless the model's ``dtype`` says otherwise: OpenVINO's bf16 default on CPUs
+with native bf16 changes greedy tokens (``/work/shared/ENVIRONMENT.md``); f32 matches
+transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfd.backends import _hf
+from hfd.backends.base import LoadOptions
+from hfd.backends.exports import ExportCache, export_key
+from hfd.backends.whisper_common import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, known_language
+from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+IR_FILE = "openvino_encoder_model.xml"
+EXPORT_TASK = "automatic-speech-recognition-with-past"
+EXPORT_REVISION = 1
+
+
+class OpenVINOWhisper:
+    def __init__(self, pipeline: Any, folder: Path, multilingual: bool) -> None:
+        self.pipeline = pipeline
+        self.folder = folder
+        self._multilingual = multilingual
+
+    @property
+    def multilingual(self) -> bool:
+        return self._multilingual
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        config = self.pipeline.get_generation_config()
+        if self._multilingual:
+            config.task = options.task
+            if options.language is not None:
+                if not known_language(options.language):
+                    raise InvalidRequest(f"unknown language {options.language!r}", param="language")
+                config.language = f"<|{options.language}|>"
+        if options.prompt:
+            config.initial_prompt = options.prompt
+        if options.temperature > 0:
+            config.do_sample = True
+            config.temperature = options.temperature
+        config.return_timestamps = options.timestamps
+        result = self.pipeline.generate(np.ascontiguousarray(audio, dtype=np.float32), config)
+        text = result.texts[0] if result.texts else ""
+        segments: tuple[Segment, ...] = ()
+        if options.timestamps and result.chunks:
+            segments = tuple(
+                Segment(start=float(c.start_ts), end=float(c.end_ts), text=c.text) for c in result.chunks
+            )
+        tokens = len(result.tokens[0]) if getattr(result, "tokens", None) else 0
+        language = options.language
+        detected = getattr(result, "language", None)
+        if language is None and isinstance(detected, str) and detected:
+            language = detected.removeprefix("<|").removesuffix("|>")
+        return Transcript(
+            text=text, duration=len(audio) / SAMPLE_RATE, language=language, segments=segments, tokens=tokens
+        )
+
+    def memory_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.folder.glob("openvino_*.bin"))
+
+    def close(self) -> None:
+        self.pipeline = None
+
+
+def prepare_ir(opts: LoadOptions) -> Path:
+    """The folder of the Whisper IR, exported into the export cache on first use."""
+    config = _hf.require_model_dir(opts.path)
+    if (opts.path / IR_FILE).is_file():
+        return opts.path
+    _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
+    if opts.cache_dir is None:
+        raise ModelUnavailable("the openvino engine needs a cache directory for its exports")
+    from hfd.backends.openvino_export import _version
+
+    options = {"format": "openvino-ir", "task": EXPORT_TASK, "optimum_intel": _version("optimum-intel"),
+               "revision": EXPORT_REVISION}  # fmt: skip
+    key = export_key(opts.path, engine="openvino", engine_version=_version("openvino"), options=options,
+                     commit=opts.extra.get("commit"))  # fmt: skip
+    meta = {"engine": "openvino", "task": "transcribe", "source": str(opts.path),
+            "model_type": config.get("model_type"), "options": options}  # fmt: skip
+
+    def build(out: Path) -> None:
+        try:
+            from optimum.exporters.openvino import main_export
+            from optimum.intel import OVConfig
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"exporting to OpenVINO needs optimum-intel (install hfd[openvino]): {exc}"
+            ) from exc
+        log.info("openvino export", extra={"model_path": str(opts.path), "task": EXPORT_TASK})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                main_export(str(opts.path), output=out, task=EXPORT_TASK, library_name="transformers",
+                            ov_config=OVConfig(dtype="fp32"), convert_tokenizer=True,
+                            trust_remote_code=opts.trust_remote_code, local_files_only=True)  # fmt: skip
+        except HfdError:
+            raise
+        except Exception as exc:
+            raise ModelUnavailable(f"OpenVINO export of the Whisper model failed: {exc}") from exc
+
+    return ExportCache(opts.cache_dir).get_or_build(key, build, meta).path
+
+
+def load(opts: LoadOptions) -> OpenVINOWhisper:
+    import openvino_genai
+
+    from hfd.backends.openvino_cpu import precision_hint
+
+    folder = prepare_ir(opts)
+    device = opts.device.upper() if opts.device else "CPU"
+    properties: dict[str, Any] = {}
+    if device.startswith("CPU"):
+        properties["INFERENCE_PRECISION_HINT"] = precision_hint(opts.dtype) or "f32"
+        if opts.threads > 0:
+            properties["INFERENCE_NUM_THREADS"] = opts.threads
+    try:
+        pipeline = openvino_genai.WhisperPipeline(str(folder), device, **properties)
+    except Exception as exc:
+        raise ModelUnavailable(f"OpenVINO cannot load the Whisper model: {exc}") from exc
+    config = _hf.require_model_dir(opts.path)
+    multilingual = bool(config.get("vocab_size", 0) >= 51865 or _generation_multilingual(opts.path))
+    return OpenVINOWhisper(pipeline, folder, multilingual)
+
+
+def _generation_multilingual(path: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads((path / "generation_config.json").read_text()).get("is_multilingual"))
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,51 @@
+"""The speech-recognition (Whisper) and image-text embedding (CLIP, SigLIP) task records.
+
+``transcribe`` runs on OpenVINO GenAI's WhisperPipeline or torch (ranked as generation engines:
+OpenVINO first on CPUs); ``image-embed`` on torch. Both are served by the one-at-a-time media
+scheduler (``hfd.daemon.media_worker``). Their requests: ``hfd.daemon.transcribe`` and
+``hfd.daemon.images``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from hfd.daemon.tasks.detect import Snapshot
+
+SPEECH_TYPES: Final = ("whisper",)
+IMAGE_TEXT_TYPES: Final = ("clip", "siglip", "siglip2")
+
+
+def _speech(s: Snapshot) -> bool:
+    return s.config.get("model_type") in SPEECH_TYPES or s.has_head("WhisperForConditionalGeneration")
+
+
+def _image_text(s: Snapshot) -> bool:
+    return s.config.get("model_type") in IMAGE_TEXT_TYPES or s.has_head("CLIPModel", "SiglipModel")
+
+
+def media_records(TaskRecord: Any) -> tuple[Any, ...]:
+    """The records, made with the registry's ``TaskRecord`` (passed in: no import cycle)."""
+    return (
+        TaskRecord(
+            name="transcribe",
+            summary="speech recognition and translation to English (Whisper)",
+            scheduler="media",
+            engine_task="generate",
+            engines=("openvino", "torch"),
+            detect=_speech,
+            pipeline_tags=("automatic-speech-recognition",),
+            loader="load_speech",
+        ),
+        TaskRecord(
+            name="image-embed",
+            summary="image and text embeddings in one space (CLIP, SigLIP)",
+            scheduler="media",
+            engine_task="embed",
+            engines=("torch",),
+            detect=_image_text,
+            pipeline_tags=("zero-shot-image-classification",),
+            loader="load_image_text",
+        ),
+    )

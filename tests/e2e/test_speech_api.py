@@ -1,0 +1,170 @@
+"""Speech recognition through a real daemon: the official ``openai`` client's
+``audio.transcriptions.create`` in every response format, translations, raw multipart over
+HTTP, the IPC client, and the bounds (too big, not audio, too long, bad fields -> 400 with
+``param``; the daemon keeps serving). The text equals transformers' greedy ``generate`` on the
+same samples (random weights: the same garbage)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from support import media_models
+from support.daemon import Daemon, start_daemon
+
+from hfd.client import Client
+
+pytest.importorskip("torch")
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def whisper_dir() -> Path:
+    return media_models.tiny_whisper()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Daemon]:
+    extra = "[batching]\naudio_max_seconds = 40.0\naudio_max_bytes = 2000000\n"
+    d = start_daemon(tmp_path_factory.mktemp("speech"), {"whisper": whisper_dir}, extra_config=extra,
+                     args=["--engine", "torch"])  # fmt: skip
+    try:
+        yield d
+    finally:
+        assert d.stop() == 0, "\n".join(d.output[-40:])
+
+
+@pytest.fixture(scope="module")
+def oracle(whisper_dir: Path) -> Any:
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
+    processor = WhisperProcessor.from_pretrained(whisper_dir)
+
+    def run(samples: np.ndarray, **kwargs: Any) -> str:
+        feats = processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(feats.input_features, num_beams=1, do_sample=False, **kwargs)
+        return str(processor.tokenizer.decode(out[0], skip_special_tokens=True))
+
+    return run
+
+
+def _audio(seconds: float = 2.0, freq: float = 330.0) -> tuple[bytes, np.ndarray]:
+    wave = media_models.tone(seconds, freq=freq)
+    pcm = np.clip(np.round(wave * 32768), -32768, 32767).astype(np.int16)
+    return media_models.encode_audio(wave), pcm.astype(np.float32) / 32768
+
+
+def _client(d: Daemon) -> Any:
+    return openai.OpenAI(base_url=d.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_openai_client_json_equals_greedy_generate(daemon: Daemon, oracle: Any) -> None:
+    raw, samples = _audio()
+    got = _client(daemon).audio.transcriptions.create(
+        model="whisper", file=("tone.wav", raw, "audio/wav"), language="en"
+    )
+    assert got.text == oracle(samples, language="en", task="transcribe")
+
+
+@pytest.mark.parametrize("fmt", ["text", "srt", "vtt", "verbose_json"])
+def test_openai_client_every_response_format(daemon: Daemon, oracle: Any, fmt: str) -> None:
+    raw, samples = _audio()
+    got: Any = _client(daemon).audio.transcriptions.create(
+        model="whisper",
+        file=("tone.wav", raw, "audio/wav"),
+        language="en",
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    if fmt == "text":
+        assert (
+            isinstance(got, str) and got.strip() == oracle(samples, language="en", task="transcribe").strip()
+        )
+    elif fmt == "srt":
+        assert isinstance(got, str) and got.startswith("1\n00:00:") and " --> " in got
+    elif fmt == "vtt":
+        assert isinstance(got, str) and got.startswith("WEBVTT") and " --> " in got
+    else:
+        assert got.duration == pytest.approx(2.0, abs=0.05)
+        assert got.language == "en" and got.segments and got.segments[0].end >= got.segments[0].start
+
+
+def test_translation_and_mp3(daemon: Daemon, oracle: Any) -> None:
+    wave = media_models.tone(2.0, freq=600.0)
+    got = _client(daemon).audio.translations.create(
+        model="whisper", file=("tone.mp3", media_models.encode_audio(wave, fmt="mp3"), "audio/mpeg")
+    )
+    assert isinstance(got.text, str)
+
+
+def test_ipc_client_transcribes(daemon: Daemon, oracle: Any) -> None:
+    raw, samples = _audio(freq=440.0)
+    with Client(daemon.ipc) as c:
+        body = c.transcribe("whisper", raw, language="en")
+        text = c.transcribe("whisper", raw, language="en", response_format="text")
+    expected = oracle(samples, language="en", task="transcribe")
+    assert body["text"] == expected and text == expected
+
+
+def _post(d: Daemon, files: dict[str, Any], data: dict[str, Any]) -> httpx.Response:
+    return httpx.post(d.http + "/v1/audio/transcriptions", files=files, data=data, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "param"),
+    [
+        ({"file": ("x.wav", b"this is not audio at all", "audio/wav")}, {"model": "whisper"}, "file"),
+        ({"file": ("x.png", media_models.png(), "image/png")}, {"model": "whisper"}, "file"),
+        ({"file": ("x.wav", b"", "audio/wav")}, {"model": "whisper"}, "file"),
+        ({}, {"model": "whisper"}, "file"),
+        ({"file": ("t.wav", media_models.tone_wav(0.5), "audio/wav")}, {}, "model"),
+        ({"file": ("t.wav", media_models.tone_wav(0.5), "audio/wav")},
+         {"model": "whisper", "response_format": "xml"}, "response_format"),
+        ({"file": ("t.wav", media_models.tone_wav(0.5), "audio/wav")},
+         {"model": "whisper", "temperature": "3"}, "temperature"),
+        # 41 s of audio: over the 40 s this daemon allows.
+        ({"file": ("long.flac", media_models.encode_audio(media_models.tone(41.0), fmt="flac"), "audio/flac")},
+         {"model": "whisper"}, "file"),
+        # Over the 2 MB upload limit this daemon allows.
+        ({"file": ("big.wav", media_models.tone_wav(70.0), "audio/wav")}, {"model": "whisper"}, "file"),
+    ],
+)  # fmt: skip
+def test_bad_uploads_are_400_with_param(daemon: Daemon, files: Any, data: Any, param: str) -> None:
+    r = _post(daemon, files, data)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    ok = _post(daemon, {"file": ("t.wav", media_models.tone_wav(0.5), "audio/wav")}, {"model": "whisper"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_long_audio_is_chunked(daemon: Daemon) -> None:
+    """35 s: over Whisper's 30 s window; transformers' long-form decoding windows it."""
+    raw = media_models.encode_audio(media_models.tone(35.0), fmt="flac")
+    r = _post(
+        daemon,
+        {"file": ("long.flac", raw, "audio/flac")},
+        {"model": "whisper", "response_format": "verbose_json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["duration"] == pytest.approx(35.0, abs=0.1)
+
+
+@pytest.mark.skipif(
+    not media_models.espeak_available(), reason="espeak-ng is not installed (scripts/setup --dev installs it)"
+)
+def test_spoken_sentence_equals_greedy_generate(daemon: Daemon, oracle: Any) -> None:
+    """Speech from espeak-ng (22050 Hz WAV): resampled by the daemon, compared with the oracle on
+    the same resampled samples."""
+    from hfd.daemon import audio
+
+    raw = media_models.espeak_wav("The quick brown fox jumps over the lazy dog.")
+    got = _client(daemon).audio.transcriptions.create(
+        model="whisper", file=("s.wav", raw, "audio/wav"), language="en"
+    )
+    assert got.text == oracle(audio.decode(raw, max_seconds=60), language="en", task="transcribe")
