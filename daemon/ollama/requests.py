@@ -104,15 +104,16 @@ def _common(body: ChatBody | GenerateBody, request: type[BaseModel], model: str)
     return out
 
 
-def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ollama's tool calls (arguments as an object) in OpenAI's shape (arguments as JSON text)."""
+def _tool_calls(calls: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+    """Ollama's tool calls (arguments as an object) in OpenAI's shape (arguments as JSON text),
+    each with an id (Ollama's calls have none; its tool messages name the function instead)."""
     out = []
     for i, call in enumerate(calls):
         fn = call.get("function") or {}
         args = fn.get("arguments", {})
         out.append(
             {
-                "id": call.get("id") or f"call_{i}",
+                "id": call.get("id") or f"call_{at}_{i}",
                 "type": "function",
                 "function": {
                     "name": fn.get("name", ""),
@@ -128,15 +129,24 @@ def chat_request(body: ChatBody, model: str) -> ChatCompletionRequest:
     fields = ChatCompletionRequest.model_fields
     can_tool = "tools" in fields
     messages = []
+    pending: list[tuple[str, str]] = []  # (id, function) of calls no tool message answered yet
     for i, m in enumerate(body.messages):
         _no_images(m.images, f"messages.{i}.images")
         entry: dict[str, Any] = {"role": m.role, "content": m.content or ""}
         if m.tool_calls:
             if not can_tool:
                 raise InvalidRequest("tool calls are not supported yet", param=f"messages.{i}.tool_calls")
-            entry["tool_calls"] = _tool_calls(m.tool_calls)
-        if m.role == "tool" and m.tool_name:
-            entry["name"] = m.tool_name
+            entry["tool_calls"] = _tool_calls(m.tool_calls, i)
+            pending = [(c["id"], c["function"]["name"]) for c in entry["tool_calls"]]
+        if m.role == "tool":
+            # A tool result answers the earliest open call of its function (or the earliest
+            # open call, when it names none): OpenAI's tool_call_id, which Ollama has not.
+            match = next((p for p in pending if m.tool_name in (None, p[1])), pending[0] if pending else None)
+            if match is not None:
+                pending.remove(match)
+                entry["tool_call_id"] = match[0]
+            if m.tool_name:
+                entry["name"] = m.tool_name
         messages.append(entry)
     out = _common(body, ChatCompletionRequest, model)
     out["messages"] = messages

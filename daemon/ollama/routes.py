@@ -175,28 +175,37 @@ class OllamaRoutes:
     async def _answer(
         self, request: Request, gen: Generation, name: str, stream: bool, clock: _Clock, *, chat: bool
     ) -> Response:
-        def line(text: str) -> dict[str, Any]:
+        tools = getattr(gen, "tools", None) if chat else None  # a chat with tools: calls are read
+
+        def line(text: str, *, whole: bool = False) -> dict[str, Any]:
             out: dict[str, Any] = {"model": name, "created_at": shapes.timestamp()}
             if chat:
-                out["message"] = {"role": "assistant", "content": text}
+                out["message"] = shapes.chat_message(text, tools if whole else None)
             else:
                 out["response"] = text
             out["done"] = False
             return out
 
-        def last(text: str) -> dict[str, Any]:
-            out = line(text)
+        def last(text: str, *, whole: bool = False) -> dict[str, Any]:
+            out = line(text, whole=whole)
             out.update({"done": True, "done_reason": _done_reason(gen), **clock.durations(gen)})
             return out
 
         if stream:
 
             async def lines() -> AsyncIterator[dict[str, Any]]:
+                held: list[str] = []
                 async with gen:
                     async for piece in gen:
                         clock.token()
-                        if piece.text:
+                        if piece.text and tools is None:
                             yield line(piece.text)
+                        elif piece.text:
+                            held.append(piece.text)
+                if tools is not None:
+                    # Tool calls are read from the whole reply: it comes as one line, as
+                    # Ollama sends a reply that made calls.
+                    yield line("".join(held), whole=True)
                 yield last("")
 
             return NdjsonStream(lines(), gen.aclose)
@@ -213,7 +222,7 @@ class OllamaRoutes:
         if not finished:
             log.info("client disconnected; generation cancelled", extra={"id": gen.id, "model": gen.model})
             return Response(status_code=499)
-        return JSONResponse(last(text or ""))
+        return JSONResponse(last(text or "", whole=True))
 
     # ------------------------------------------------------------------ embeddings
 

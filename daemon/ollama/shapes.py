@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,3 +112,26 @@ def show(name: str, ref: str, path: Path, *, modified: float | None) -> dict[str
         "ref": ref,
         "task": facts["task"],
     }
+
+
+def chat_message(text: str, tools: Any = None) -> dict[str, Any]:
+    """The assistant's message as Ollama gives it. With tools (``Generation.tools``, the chat
+    request's ``hfd.daemon.tools.output.ToolOutput``) the text is read for calls, which become
+    Ollama's ``tool_calls`` (``{"function": {"name", "arguments": {...}}}``: arguments an
+    object, not OpenAI's JSON text)."""
+    if tools is None:
+        return {"role": "assistant", "content": text}
+    message = tools.message(text)
+    out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+    calls = []
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        args = fn.get("arguments")
+        try:
+            parsed = json.loads(args) if isinstance(args, str) else (args or {})
+        except ValueError:
+            parsed = args
+        calls.append({"function": {"name": fn.get("name", ""), "arguments": parsed}})
+    if calls:
+        out["tool_calls"] = calls
+    return out

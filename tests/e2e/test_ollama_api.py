@@ -204,3 +204,37 @@ def test_alias_table_is_written_atomically(tmp_path: Path) -> None:
     assert table.get("mine") == table.get("mine:latest") == "acme/x"
     assert not list(tmp_path.glob(".aliases-*"))  # no temporary file left behind
     assert table.remove("mine") and table.get("mine") is None
+
+
+def test_tools_pass_through_to_the_chat_request(client: ollama.Client) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "the weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    messages = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+    ]
+    reply = client.chat(
+        model="chat", messages=messages, tools=[tool], options={"num_predict": 4}, stream=False
+    )
+    assert reply.done and reply.message.role == "assistant"
+    parts = list(
+        client.chat(
+            model="chat", messages=messages[:1], tools=[tool], options={"num_predict": 4}, stream=True
+        )
+    )
+    assert parts[-1].done and len(parts) == 2  # with tools, the reply comes whole, then the end
