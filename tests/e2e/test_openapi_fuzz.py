@@ -16,6 +16,7 @@ schema's own ``/openapi.json`` and the page's files are static.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +42,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 NOT_FUZZED = ("/api/pull", "/api/delete", "/api/copy", "/api/push", "/openapi.json", "/web/")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-MAX_EXAMPLES = 25
+# Per route. Generating a case from a large request schema (Anthropic's messages, chat) takes
+# tens of milliseconds to a second on a 2-core box, and the table has ~35 routes: 12 keeps the
+# whole test near a minute there. HFD_FUZZ_EXAMPLES=50 runs a deeper search.
+MAX_EXAMPLES = int(os.environ.get("HFD_FUZZ_EXAMPLES", "12"))
 
 # One test per route of the table (read at collection, so rows added later are fuzzed too).
 ROUTES = sorted(
