@@ -460,6 +460,29 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         client="ner",
         cancel_on_disconnect=True,
     ),
+    # Speech recognition (hfd.daemon.transcribe): OpenAI's multipart upload over HTTP.
+    Operation(
+        p.OP_TRANSCRIBE,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_TRANSCRIBE,
+        http=((POST, "/v1/audio/transcriptions"),),
+        request=speech.TranscriptionRequest,
+        call=speech.transcribe,
+        client="transcribe",
+        cancel_on_disconnect=True,
+    ),
+    Operation(
+        p.OP_TRANSLATE,
+        "unary",
+        SCOPE_INFERENCE,
+        op=p.OP_TRANSLATE,
+        http=((POST, "/v1/audio/translations"),),
+        request=speech.TranslationRequest,
+        call=speech.transcribe,
+        client="translate",
+        cancel_on_disconnect=True,
+    ),
 )
 
 BY_OP: Final[dict[str, Operation]] = {o.op: o for o in OPERATIONS if o.op is not None}
