@@ -6,6 +6,7 @@ are the documented ones."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -129,3 +130,20 @@ def test_errors_validate_against_the_error_body_at_documented_statuses(http: htt
         assert r.status_code in statuses, (path, r.text)
         assert documented(doc, method, path, r.status_code, "application/json"), (path, r.status_code)
         check(om.ErrorBody, r.json())
+
+
+def test_the_page_and_the_document_are_not_usage(http: httpx.Client) -> None:
+    # The page polls while open: its files, the document and the log's reader stay out of it.
+    for path in ("/", "/web/app.js", "/openapi.json", "/api/usage/recent"):
+        assert http.get(path).status_code == 200, path
+    marker = {"X-Request-Id": "usage-marker-1"}
+    assert http.get("/api/version", headers=marker).status_code == 200
+    deadline = time.monotonic() + 30
+    while True:  # the record is written as the reply ends, so it may trail the reply a little
+        rows = http.get("/api/usage/recent", params={"limit": 500}).json()["data"]
+        if any(r["request_id"] == "usage-marker-1" for r in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    routes = {r["route"] for r in rows}
+    assert "/api/version" in routes
+    assert not routes & {"/", "/web/{path:path}", "/openapi.json", "/api/usage/recent"}, routes
