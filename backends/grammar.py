@@ -183,15 +183,23 @@ def _bound_strings(node: Any) -> Any:
         low = int(out.get("minLength", 0))
         high = out.get("maxLength")
         out["pattern"] = f"^.{{{low},{'' if high is None else int(high)}}}$"
+        out.pop("minLength", None)  # the pattern holds them (xgrammar ignores them beside one)
+        out.pop("maxLength", None)
     return out
 
 
 def check_schema(schema: Any, param: str) -> None:
     """Refuse a schema that uses what xgrammar would not enforce (so output could fail it)."""
-    for path, key, sub in _walk(schema, "#"):
+    for path, key, sub, parent in _walk(schema, "#"):
         if key in _UNENFORCED and sub not in (False, None, [], {}):
             raise InvalidRequest(
                 f"JSON schema keyword {key!r} (at {path}) is not supported by constrained decoding",
+                param=param,
+            )
+        if key == "pattern" and isinstance(parent, dict) and ("minLength" in parent or "maxLength" in parent):
+            raise InvalidRequest(
+                f"JSON schema string at {path} has a pattern and minLength/maxLength: constrained decoding "
+                "enforces only the pattern; put the length in the pattern (e.g. ^[a-z]{1,8}$)",
                 param=param,
             )
         if key == "$ref" and isinstance(sub, str) and not sub.startswith("#"):
@@ -201,10 +209,10 @@ def check_schema(schema: Any, param: str) -> None:
             )
 
 
-def _walk(node: Any, path: str) -> Iterator[tuple[str, str, Any]]:
+def _walk(node: Any, path: str) -> Iterator[tuple[str, str, Any, Any]]:
     if isinstance(node, dict):
         for key, sub in node.items():
-            yield path, str(key), sub
+            yield path, str(key), sub, node
             yield from _walk(sub, f"{path}/{key}")
     elif isinstance(node, list):
         for i, sub in enumerate(node):

@@ -109,6 +109,11 @@ def test_regex_choice_and_grammar(cache: GrammarCache, tokenizer: Any) -> None:
             "guided_json",
             "$ref",
         ),
+        (
+            ConstraintSpec("json_schema", '{"type": "string", "pattern": "^a+$", "maxLength": 3}'),
+            "response_format",
+            "pattern and minLength/maxLength",
+        ),
         (ConstraintSpec("regex", "(", param="guided_regex"), "guided_regex", "parenthesis"),
         (ConstraintSpec("grammar", "root ::= x", param="guided_grammar"), "guided_grammar", "not defined"),
         (ConstraintSpec("choice", "[]", param="guided_choice"), "guided_choice", "non-empty"),
