@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -116,6 +117,7 @@ def test_streamed_calls_reassembled_by_the_sdk_equal_the_whole_reply(client: ope
         messages=ASK,
         tools=TOOLS,
         tool_choice="required",
+        extra_body={"cache": False},  # generated, not replayed from the response cache
         **GREEDY,  # type: ignore[arg-type]
     ) as stream:
         for _ in stream:
@@ -124,6 +126,17 @@ def test_streamed_calls_reassembled_by_the_sdk_equal_the_whole_reply(client: ope
     got = [(c.function.name, c.function.arguments) for c in final.choices[0].message.tool_calls or []]
     assert got == [(c.function.name, c.function.arguments) for c in whole.choices[0].message.tool_calls]
     assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_a_cached_reply_is_read_for_calls_too(client: openai.OpenAI, daemon: Daemon) -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    first = _constrained(client, tool_choice=choice)
+    hits = httpx.get(daemon.http + "/api/stats", timeout=30).json()["cache"]["hits"]
+    again = _constrained(client, tool_choice=choice)
+    assert httpx.get(daemon.http + "/api/stats", timeout=30).json()["cache"]["hits"] == hits + 1
+    assert again.choices[0].finish_reason == "tool_calls"
+    calls = [(c.function.name, c.function.arguments) for c in again.choices[0].message.tool_calls]
+    assert calls == [(c.function.name, c.function.arguments) for c in first.choices[0].message.tool_calls]
 
 
 def test_a_tool_result_round_trip_is_accepted(client: openai.OpenAI) -> None:
