@@ -29,8 +29,19 @@ from hfd.daemon import reqctx
 from hfd.daemon.access.auth import KNOWN_PATHS, OPEN, scope_for_http
 from hfd.daemon.access.control import Access
 from hfd.daemon.http.errors import error_response
+from hfd.daemon.ollama import names as ollama_names
+from hfd.daemon.ollama.errors import error_response as ollama_error_response
+from hfd.daemon.operations import OPERATIONS
 
 log = logging.getLogger(__name__)
+
+# Routes whose "model" may be an Ollama name: a key's model allow-list is checked against the
+# model it stands for (``chat:latest`` is ``chat``; a copy is what it was copied from).
+OLLAMA_PATHS = frozenset(
+    path for o in OPERATIONS if o.name.startswith("ollama.") or o.op == "models.pull" for _, path in o.http
+)
+# Routes of Ollama's own API: their errors are Ollama's {"error": "..."}, here as in the routes.
+OLLAMA_ONLY = frozenset(path for o in OPERATIONS if o.name.startswith("ollama.") for _, path in o.http)
 
 _OTHER_ROUTE = "other"  # unknown paths share one metrics label
 
@@ -73,16 +84,20 @@ class OpsMiddleware:
                     if needed is not OPEN:
                         await ops.fresh_keys()
                         principal = ops.auth.http(headers.get("authorization"), headers.get("x-api-key"))
-                        if method == "POST" and _declared_length(headers) <= self.max_body:
+                        if method in ("POST", "DELETE") and _declared_length(headers) <= self.max_body:
                             body = await _read_body(receive, self.max_body)
-                        ops.authorize(ctx, principal, needed, _model_of(path, body))
+                        model = _model_of(path, body)
+                        if model and path in OLLAMA_PATHS:  # name:tag and copies: what it names
+                            model = ollama_names.resolve(ops.settings, model)
+                        ops.authorize(ctx, principal, needed, model)
                     elif method == "POST" and _declared_length(headers) <= self.max_body:
                         body = await _read_body(receive, self.max_body)
                         ctx.model = _model_of(path, body)
                 except Exception as err:
                     if isinstance(err, Unauthorized):
                         ops.metrics.auth_failures.labels("http", "unauthorized").inc()
-                    response = error_response(err, method=method, path=path)
+                    respond = ollama_error_response if path in OLLAMA_ONLY else error_response
+                    response = respond(err, method=method, path=path)
                     if isinstance(err, Unauthorized):
                         response.headers["WWW-Authenticate"] = 'Bearer realm="hfd"'
                     if isinstance(err, PayloadTooLarge):
