@@ -131,7 +131,7 @@ class ChatCompletionRequest(_Sampling):
     # Tool calling (hfd.daemon.tools): checked by tools.validate, 400 with the field's name.
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: bool | None = None  # None: true, as OpenAI
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -103,7 +103,7 @@ def plan(req: ChatCompletionRequest, override: str | None = None) -> ToolPlan:
     else:
         assert not isinstance(choice, str)
         mode, name = "named", choice.function.name
-    return ToolPlan(tools, mode, name, req.parallel_tool_calls, override)
+    return ToolPlan(tools, mode, name, req.parallel_tool_calls is not False, override)
 
 
 # The parser each model (by snapshot identity) was read with, for replies served from the

@@ -232,3 +232,11 @@ def test_tools_are_part_of_the_response_cache_key() -> None:
         )
     }
     assert len(keys) == 5
+
+
+@pytest.mark.parametrize(("value", "parallel"), [(None, True), (True, True), (False, False)])
+def test_parallel_tool_calls_reaches_the_parser(value: bool | None, parallel: bool) -> None:
+    engine = Engine(tool_llama("qwen"))
+    _, chat = _rendered(engine, _request(parallel_tool_calls=value))
+    output = chat.output()
+    assert output is not None and output.parallel is parallel
