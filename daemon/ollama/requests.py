@@ -4,6 +4,7 @@ and their translation into hfd's chat, completion and embedding requests."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -95,10 +96,28 @@ def _no_thinking(think: bool | str | None) -> None:
         raise InvalidRequest("thinking is not supported by the models served here", param="think")
 
 
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive(value: KeepAlive) -> KeepAlive:
+    """Ollama's ``keep_alive``: hfd's forms (seconds, ``"5m"``), and Go's compound durations
+    (``"1h30m"``, ``"5m0s"``, ``"-1m"``) as seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    parts = _GO_PART.findall(body)
+    if len(parts) > 1 and "".join(n + u for n, u in parts) == body:
+        return sign * sum(float(n) * _GO_UNITS[u] for n, u in parts)
+    return value
+
+
 def _common(body: ChatBody | GenerateBody, request: type[BaseModel], model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "stream": body.stream}
     if body.keep_alive is not None:
-        out["keep_alive"] = body.keep_alive
+        out["keep_alive"] = keep_alive(body.keep_alive)
     out.update(sampling_fields(body.options, request))
     out.update(response_format(body.format, request))
     return out
@@ -218,5 +237,5 @@ def embed_request(body: EmbedBody | EmbeddingsBody, model: str) -> EmbeddingRequ
     if dimensions is not None:
         out["dimensions"] = dimensions
     if body.keep_alive is not None:
-        out["keep_alive"] = body.keep_alive
+        out["keep_alive"] = keep_alive(body.keep_alive)
     return parse(EmbeddingRequest, out)

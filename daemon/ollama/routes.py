@@ -157,7 +157,7 @@ class OllamaRoutes:
         return await self._answer(request, gen, body.model, body.stream, clock, chat=False)
 
     async def _load_or_unload(self, name: str, model: str, keep_alive: Any, *, chat: bool) -> Response:
-        seconds = parse_keep_alive(keep_alive)
+        seconds = parse_keep_alive(oreq.keep_alive(keep_alive))
         if seconds == 0:
             await self.service.unload(model)
             reason = "unload"

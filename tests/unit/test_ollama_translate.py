@@ -77,3 +77,10 @@ def test_tool_calls_come_back_in_ollama_s_shape() -> None:
     message = chat_message(text, ToolOutput(family("hermes"), parallel=True))
     assert message["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]
     assert chat_message("plain") == {"role": "assistant", "content": "plain"}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("1h30m", 5400.0), ("5m0s", 300.0), ("-1m0s", -60.0), ("5m", "5m"), (30, 30)]
+)
+def test_go_durations_in_keep_alive(value: object, seconds: object) -> None:
+    assert oreq.keep_alive(value) == seconds  # type: ignore[arg-type]
