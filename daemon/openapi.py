@@ -172,7 +172,9 @@ def document(
         [(t, "validation" if t in {op.request for op in rows} else "serialization") for t in unique],
         ref_template=_REF,
     )
-    refs = {t: keys[(t, mode)] for (t, mode) in keys}
+    refs: dict[type[BaseModel], dict[str, Any]] = {
+        t: keys[(t, m)] for t in unique for m in ("validation", "serialization") if (t, m) in keys
+    }
     paths: dict[str, dict[str, Any]] = {}
     for op in rows:
         for index, (method, template) in enumerate(op.http):
