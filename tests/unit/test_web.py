@@ -172,3 +172,15 @@ async def test_recent_usage_route_bounds_its_limit(settings: Settings) -> None:
         assert (await http.get("/api/usage/recent")).json() == {"data": []}
         bad = await http.get("/api/usage/recent?limit=100000")
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+
+
+async def test_with_keys_required_the_page_is_open_and_the_api_is_not(settings: Settings) -> None:
+    async with serve(with_overrides(settings, auth_required="true")) as http:
+        for path in ("/", "/web/app.js", "/openapi.json"):
+            assert (await http.get(path)).status_code == 200, path
+        for path in ("/api/ps", "/api/usage/recent"):
+            r = await http.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), path
+        doc = (await http.get("/openapi.json")).json()
+    assert doc["paths"]["/api/ps"]["get"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/api/usage/recent"]["get"]["x-hfd-scope"] == "admin"
