@@ -24,7 +24,7 @@ from hfd.backends import capabilities
 from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
-from hfd.daemon import choices, images, reqctx, sampling_request, structured
+from hfd.daemon import choices, embedding_ids, images, reqctx, sampling_request, structured
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.cache_streams import RecordingStream, ReplayStream
 from hfd.daemon.models.loaded import LoadedModel
@@ -198,6 +198,9 @@ class Service:
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResult:
         if images.has_images(req):  # image items: an image-text model (CLIP, SigLIP)
             return await images.embed(self, req)
+        ids = embedding_ids.token_ids(req)
+        if ids is not None:  # the model's own token ids (LangChain's OpenAIEmbeddings sends them)
+            return await embedding_ids.embed(self, req, ids)
         texts = req.texts()
         if len(texts) > self.settings.max_inputs_per_request:
             raise InvalidRequest(
