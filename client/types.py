@@ -116,6 +116,12 @@ class RunningModel:
     threads: int | None = None
     # Engines with their own KV cache (OpenVINO): {"planned_bytes", "allocated_bytes"}.
     kv_cache: dict[str, int] | None = None
+    # Ollama's fields of the same row (/api/ps): the Ollama name ("chat:latest"), the unload
+    # time (RFC 3339; None while in use or kept forever), a digest, and details (family ...).
+    model: str | None = None
+    expires_at: str | None = None
+    digest: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def breaker_state(self) -> str:
@@ -148,6 +154,10 @@ class RunningModel:
             weight_format=body.get("weight_format"),
             threads=body.get("threads"),
             kv_cache=dict(body["kv_cache"]) if isinstance(body.get("kv_cache"), dict) else None,
+            model=body.get("model"),
+            expires_at=body["expires_at"] if isinstance(body.get("expires_at"), str) else None,
+            digest=body.get("digest"),
+            details=dict(body["details"]) if isinstance(body.get("details"), dict) else {},
         )
 
 

@@ -128,7 +128,8 @@ def test_ps_keeps_hfd_s_fields_for_hfd_s_client(daemon: Daemon, client: ollama.C
     assert row["engine"] == "fake" and "scheduler" in row and row["model"] == "chat:latest"
     assert row["expires_at"] is None or row["expires_at"].endswith("Z")
     with Client(daemon.ipc, timeout=30) as hfd:
-        assert "chat" in {m.name for m in hfd.ps()}
+        chat = next(m for m in hfd.ps() if m.name == "chat")
+    assert chat.model == "chat:latest" and chat.details["family"] == "llama" and chat.digest
 
 
 def test_pull_with_progress_then_chat_copy_and_delete(client: ollama.Client, daemon: Daemon) -> None:
