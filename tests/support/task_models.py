@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from support.models import _cached, wordpiece
+from support.models import _cached, _fields, wordpiece
 
 VERSION = 1
 MAX_LENGTH = 128
@@ -43,10 +43,12 @@ def _build(out: Path, kind: str) -> None:
     )
     labels = spec["labels"]
     config = BertConfig(
+        **_fields(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=MAX_LENGTH, pad_token_id=tokenizer.pad_token_id, initializer_range=0.3,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
         problem_type=spec.get("problem_type"),
+        )
     )  # fmt: skip
     torch.manual_seed(spec["seed"])
     cls = BertForTokenClassification if spec["head"] == "token" else BertForSequenceClassification
