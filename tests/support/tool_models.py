@@ -24,7 +24,10 @@ def tool_llama(template: str = "qwen") -> Path:
         out.rmdir()
         shutil.copytree(tiny_llama(), out)
         (out / "chat_template.jinja").write_text(TEMPLATES[template])
-        for name, key in (("config.json", "max_position_embeddings"), ("tokenizer_config.json", "model_max_length")):
+        for name, key in (
+            ("config.json", "max_position_embeddings"),
+            ("tokenizer_config.json", "model_max_length"),
+        ):
             data = json.loads((out / name).read_text())
             data[key] = CONTEXT
             (out / name).write_text(json.dumps(data, indent=2) + "\n")
