@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import jsonschema
 import pytest
 
@@ -111,3 +112,35 @@ def test_the_cache_key_holds_the_constraint() -> None:
     obj = rcache.request_key("chat", "id", chat(response_format={"type": "json_object"}))
     regex = rcache.request_key("chat", "id", chat(guided_regex="a+"))
     assert len({plain, obj, regex}) == 3
+
+
+def test_compiling_leaves_the_event_loop_free() -> None:
+    """A slow compile runs in a worker thread: the loop (which feeds the running batch) keeps
+    going meanwhile. The compile waits until the loop has gone round many times."""
+    import threading
+
+    ticks = 0
+    loop_ran = threading.Event()
+
+    class Slow:
+        name = "torch"
+
+        def compile_constraint(self, spec: ConstraintSpec) -> object:
+            assert threading.current_thread() is not threading.main_thread()
+            assert loop_ran.wait(timeout=30)
+            return "compiled"
+
+    async def go() -> None:
+        async def ticker() -> None:
+            nonlocal ticks
+            while ticks < 50:
+                ticks += 1
+                await anyio.lowlevel.checkpoint()
+            loop_ran.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            params = await constrain(Slow(), ConstraintSpec("json_object"), SamplingParams())
+        assert params.constraint == "compiled" and ticks == 50
+
+    anyio.run(go)
