@@ -343,7 +343,7 @@ class OllamaRoutes:
             raise InvalidRequest(
                 f"{destination!r} is a model configured here; choose another name", param="destination"
             )
-        if "://" in destination or "@" in destination:
+        if not destination or "://" in destination or "@" in destination:
             raise InvalidRequest("the destination must be a plain name[:tag]", param="destination")
         await anyio.to_thread.run_sync(self.aliases.set, destination, target)
         return Response(status_code=200)
