@@ -239,3 +239,28 @@ def test_tools_pass_through_to_the_chat_request(client: ollama.Client) -> None:
         )
     )
     assert parts[-1].done and len(parts) == 2  # with tools, the reply comes whole, then the end
+
+
+BAD_BODIES = [
+    b"", b"[]", b"{}", b'{"model": 1}', b'{"model": "chat", "messages": [{"role": 1}]}',
+    b'{"model": "chat", "options": [1]}', b'{"model": "chat", "messages": [], "keep_alive": "nan"}',
+    b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "format": 3}',
+    b'{"model": "../../etc"}', b'{"source": "chat", "destination": "  "}', b'{"model": "emb", "input": [""]}',
+    b'{"model": "chat", "prompt": "x", "template": "{{ .Foo }}"}', b'{"model": "x@a:b"}', b"\xff\xfe",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/embed"), ("POST", "/api/embeddings"),
+     ("POST", "/api/show"), ("DELETE", "/api/delete"), ("POST", "/api/copy")],
+)  # fmt: skip
+def test_bad_bodies_are_refused_in_ollama_s_shape(daemon: Daemon, method: str, path: str) -> None:
+    with httpx.Client(base_url=daemon.http, timeout=30) as http:
+        for body in BAD_BODIES:
+            r = http.request(method, path, content=body)
+            # Some bodies are good on some routes (an empty chat of "emb" loads it): never a 5xx,
+            # and every refusal in Ollama's shape.
+            assert r.status_code < 500, (body, r.status_code, r.text)
+            if r.status_code >= 400:
+                assert isinstance(r.json()["error"], str), (body, r.text)
