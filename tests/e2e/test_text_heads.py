@@ -237,3 +237,14 @@ def test_repeated_request_is_served_from_the_cache(daemon: Daemon) -> None:
     after = httpx.get(daemon.http + "/api/stats").json()["cache"]
     assert second["data"] == first["data"] and second["id"] != first["id"]
     assert after.get("hits", 0) == stats.get("hits", 0) + 1, (stats, after)
+
+
+def test_cohere_sdk_reranks_through_the_daemon(daemon: Daemon) -> None:
+    # The official Cohere SDK, pointed at the daemon with base_url, as apps (and LangChain's and
+    # llama-index's Cohere rerankers, which wrap this client) call it.
+    cohere = pytest.importorskip("cohere")
+    client = cohere.Client(api_key="unused", base_url=daemon.http)
+    reply = client.rerank(model="cross-encoder", query=QUERY, documents=DOCS, top_n=3)
+    expected = _cross_encoder_scores([(QUERY, d) for d in DOCS])
+    assert [r.index for r in reply.results] == sorted(range(len(DOCS)), key=lambda i: -expected[i])[:3]
+    assert all(abs(r.relevance_score - expected[r.index]) < TOL for r in reply.results)
