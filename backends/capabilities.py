@@ -34,8 +34,10 @@ ALL: frozenset[str] = frozenset(
 
 
 def capabilities(model: object) -> frozenset[str]:
-    caps = getattr(model, "capabilities", frozenset())
-    return caps if isinstance(caps, frozenset) else frozenset(caps)
+    caps: object = getattr(model, "capabilities", frozenset())
+    if isinstance(caps, frozenset):
+        return frozenset(str(c) for c in caps)
+    return frozenset(str(c) for c in caps) if isinstance(caps, (set, list, tuple)) else frozenset()
 
 
 def asked(params: SamplingParams) -> list[tuple[str, str]]:

@@ -54,7 +54,8 @@ def test_token_ids_embed_as_their_text(daemon: Daemon, bert: Path) -> None:
 
 
 def test_ids_outside_the_vocabulary_are_refused(daemon: Daemon) -> None:
-    for bad in ([[1, 2, 10**6]], [[-1]], [[]]):
+    cases: list[list[list[int]]] = [[[1, 2, 10**6]], [[-1]], [[]]]
+    for bad in cases:
         r = _embed(daemon, bad)
         assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
 
