@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
             def post() -> None:
                 r = httpx.post(d.http + "/v1/audio/transcriptions", files={"file": ("a.flac", raw, "audio/flac")},
                                data={"model": "whisper", "language": "en"}, timeout=600)  # fmt: skip
-                r.raise_for_status()
+                assert r.status_code == 200, r.text
 
             post()  # load + warm-up
             served = []

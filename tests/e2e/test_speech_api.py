@@ -168,3 +168,13 @@ def test_spoken_sentence_equals_greedy_generate(daemon: Daemon, oracle: Any) -> 
         model="whisper", file=("s.wav", raw, "audio/wav"), language="en"
     )
     assert got.text == oracle(audio.decode(raw, max_seconds=60), language="en", task="transcribe")
+
+
+def test_listed_as_speech_model_with_its_scheduler(daemon: Daemon) -> None:
+    models = httpx.get(daemon.http + "/v1/models", timeout=30).json()["data"]
+    assert [m["task"] for m in models if m["id"] == "whisper"] == ["transcribe"]
+    _post(daemon, {"file": ("t.wav", media_models.tone_wav(0.5), "audio/wav")}, {"model": "whisper"})
+    ps = httpx.get(daemon.http + "/api/ps", timeout=30).json()["models"]
+    row = next(m for m in ps if m["name"] == "whisper")
+    assert row["task"] == "transcribe" and row["scheduler"]["kind"] == "media"
+    assert row["scheduler"]["requests_finished"] >= 1
