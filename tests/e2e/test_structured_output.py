@@ -200,3 +200,12 @@ def test_openvino_schemas_batched_with_free_text(ov_client: openai.OpenAI) -> No
             model="tiny", messages=ASK, extra_body={"guided_regex": "("}, **GREEDY
         )
     assert info.value.body["param"] == "guided_regex"  # type: ignore[index]
+
+
+def test_langchain_with_structured_output(daemon: Daemon) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    llm = langchain_openai.ChatOpenAI(
+        base_url=daemon.base_url, api_key="none", model="tiny", temperature=0, max_tokens=200, max_retries=0
+    )
+    structured = llm.with_structured_output(Shape, method="json_schema")
+    assert isinstance(structured.invoke("A shape, please."), Shape)
