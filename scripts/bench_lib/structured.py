@@ -93,16 +93,14 @@ def main(argv: list[str]) -> int:
             body = {"model": "tiny", "messages": [{"role": "user", "content": "JSON please."}], "temperature": 0,
                     "max_tokens": 32, "cache": False, "stream": True, "response_format": _format(schema, name)}  # fmt: skip
             started = time.perf_counter()
+            first = None
             with client.stream("POST", "/v1/chat/completions", json=body) as r:
                 r.raise_for_status()
-                for line in r.iter_lines():
-                    if line.startswith("data: ") and '"content"' in line:
+                for line in r.iter_lines():  # one iterator: read to the end after the first token
+                    if first is None and line.startswith("data: ") and '"content"' in line:
                         first = time.perf_counter() - started
-                        break
-                else:
-                    raise RuntimeError("no content in the stream")
-                for _ in r.iter_lines():
-                    pass
+            if first is None:
+                raise RuntimeError("no content in the stream")
             return first
 
         new: list[float] = []
@@ -110,11 +108,16 @@ def main(argv: list[str]) -> int:
         with ThreadPoolExecutor(args.background) as pool:
             jobs = [pool.submit(background, i) for i in range(args.background)]
             time.sleep(2.0)  # the batch fills
-            for k in range(5):
-                fresh = {**SCHEMAS[8 + k], "title": f"fresh-{time.time_ns()}"}  # a schema not compiled yet
-                new.append(ttft(fresh, f"new{k}"))
-                cached.append(ttft(schemas[0], "s0"))
-            stop.set()
+            try:
+                for k in range(5):
+                    fresh = {
+                        **SCHEMAS[8 + k],
+                        "title": f"fresh-{time.time_ns()}",
+                    }  # a schema not compiled yet
+                    new.append(ttft(fresh, f"new{k}"))
+                    cached.append(ttft(schemas[0], "s0"))
+            finally:
+                stop.set()  # else the pool would wait for the background loops forever
             for j in jobs:
                 j.result()
         t_new, t_cached = statistics.median(new), statistics.median(cached)
