@@ -174,6 +174,11 @@ class PromptTokens:
     def encode_prompt(self, text: str) -> list[int]:
         return _encode(self._tokenizer, text, special=True)
 
+    def special_token_id(self, token: str) -> int | None:
+        """The id of an added token of the tokenizer (``<fim_prefix>``), None when it has none."""
+        found = self._tokenizer.token_to_id(token)
+        return None if found is None else int(found)
+
 
 def _encode(tokenizer: Any, text: str, *, special: bool) -> list[int]:
     # encode_batch, not encode: only the batch call releases the GIL while the Rust tokenizer

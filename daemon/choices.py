@@ -213,7 +213,7 @@ async def complete(service: Service, req: CompletionRequest, spec: ConstraintSpe
     """A completions request on the several-choices path: every prompt of ``req``."""
     import anyio
 
-    from hfd.daemon import structured
+    from hfd.daemon import fim, structured
     from hfd.daemon.schema import utf8_length
 
     def prompt_of(value: str | list[int]) -> Prompt:
@@ -221,8 +221,9 @@ async def complete(service: Service, req: CompletionRequest, spec: ConstraintSpe
             if isinstance(value, list):
                 return value
             model: Any = lm.model
-            service._check_prompt_size(utf8_length(value), model, "prompt")
-            return list(await anyio.to_thread.run_sync(model.encode_prompt, value))
+            text = value if not req.suffix else fim.prompt(model, value, req.suffix, lm.name)
+            service._check_prompt_size(utf8_length(text), model, "prompt")
+            return list(await anyio.to_thread.run_sync(model.encode_prompt, text))
 
         return prompt
 

@@ -72,8 +72,8 @@ def check_sampling(req: _Sampling) -> None:
     logit_bias(req)
     if not chat:
         c: CompletionRequest = req  # type: ignore[assignment]
-        if c.suffix:
-            raise InvalidRequest("suffix is not supported", param="suffix")
+        if c.suffix and any(not isinstance(v, str) for v in prompt_values(c)):
+            raise InvalidRequest("suffix needs text prompts, not token ids", param="suffix")
         if c.max_tokens == 0 and not c.echo:
             raise InvalidRequest("max_tokens must be at least 1 (0 only with echo)", param="max_tokens")
         if len(prompt_values(c)) * max(c.n, c.best_of or 1) > MAX_CHOICES:
@@ -154,4 +154,4 @@ def wants_choices(req: ChatCompletionRequest | CompletionRequest) -> bool:
     if _is_chat(req):
         return False
     c: CompletionRequest = req  # type: ignore[assignment]
-    return bool(c.echo) or (c.best_of or 1) > 1 or len(prompt_values(c)) != 1
+    return bool(c.echo) or bool(c.suffix) or (c.best_of or 1) > 1 or len(prompt_values(c)) != 1

@@ -112,6 +112,8 @@ def test_prompt_major_n_minor_and_best_of(oa: openai.OpenAI) -> None:
         ({"prompt": "x", "logit_bias": {str(10**6): 1}}, "logit_bias"),  # outside the vocabulary
         ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
         ({"prompt": "x", "frequency_penalty": 1.0}, "frequency_penalty"),  # the fake engine has none
+        ({"prompt": "x", "suffix": "y"}, "suffix"),  # no fill-in-the-middle tokens
+        ({"prompt": [5, 6], "suffix": "y"}, "suffix"),  # FIM needs text
     ],
 )
 def test_openai_400s(daemon: Daemon, body: dict, param: str) -> None:

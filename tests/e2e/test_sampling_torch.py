@@ -31,10 +31,23 @@ def model_path() -> Path:
     return tiny_llama()
 
 
+def _with_fim_tokens(out: Path) -> Path:
+    """The tiny Llama with StarCoder's fill-in-the-middle tokens added."""
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_llama())
+    tok.add_special_tokens({"additional_special_tokens": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]})
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama(), dtype=torch.float32)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Daemon]:
     root = tmp_path_factory.mktemp("sampling-torch")
+    fim = _with_fim_tokens(root / "fim")
     models = f'[[models]]\nname = "chat"\nref = {str(model_path)!r}\nengine = "torch"\n'
+    models += f'[[models]]\nname = "fim"\nref = {str(fim)!r}\nengine = "torch"\n'
     d = start_daemon(root / "work", {}, extra_config=models)
     try:
         yield d
@@ -108,6 +121,18 @@ def test_penalties_and_logit_bias(oa: openai.OpenAI) -> None:
         model="chat", prompt="Hello", max_tokens=4, presence_penalty=1, frequency_penalty=1,
         extra_body={"repetition_penalty": 1.3},
     )  # fmt: skip
+
+
+def test_suffix_fills_the_middle_on_a_fim_model(oa: openai.OpenAI) -> None:
+    r = oa.completions.create(
+        model="fim", prompt="def f(x):", suffix="return y", max_tokens=3, temperature=0, echo=True,
+        extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    assert r.choices[0].text.startswith("def f(x):")  # echo gives the prompt, not the FIM markers
+    assert r.usage.completion_tokens == 3
+    with pytest.raises(openai.BadRequestError) as none:
+        oa.completions.create(model="chat", prompt="def f(x):", suffix="return y", max_tokens=3)
+    assert none.value.body["param"] == "suffix"  # type: ignore[index]
 
 
 TASK = """task: hfd_tiny_mc
