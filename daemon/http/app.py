@@ -112,7 +112,8 @@ class Routes:
     async def _parse(self, request: Request, operation: Operation) -> Any:
         if operation.request is None:
             return dict(request.path_params)
-        if request.headers.get("content-type", "").startswith(_FORMS):  # uploads
+        form = request.headers.get("content-type", "").startswith(_FORMS)
+        if form and "file" in operation.request.model_fields:  # uploads (speech recognition)
             return parse(operation.request, await multipart_body(request, self.service.settings))
         return parse(operation.request, await read_json(request))
 

@@ -178,3 +178,8 @@ def test_listed_as_speech_model_with_its_scheduler(daemon: Daemon) -> None:
     row = next(m for m in ps if m["name"] == "whisper")
     assert row["task"] == "transcribe" and row["scheduler"]["kind"] == "media"
     assert row["scheduler"]["requests_finished"] >= 1
+
+
+def test_form_body_on_a_json_route_is_refused_as_json(daemon: Daemon) -> None:
+    r = httpx.post(daemon.http + "/v1/embeddings", files={"file": ("t.wav", b"x", "audio/wav")}, timeout=30)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
