@@ -74,7 +74,7 @@ def _cross_encoder_scores(pairs: list[tuple[str, str]]) -> np.ndarray:
 def _pipeline(task: str, kind: str, **kwargs: Any) -> Any:
     from transformers import pipeline
 
-    return pipeline(task, model=str(task_model(kind)), device="cpu", **kwargs)
+    return pipeline(task, model=str(task_model(kind)), device="cpu", **kwargs)  # type: ignore[call-overload]
 
 
 # ----------------------------------------------------------------------------- tests
@@ -198,7 +198,7 @@ def test_ipc_client_methods(daemon: Daemon) -> None:
 
 
 def test_bad_input_is_a_400_with_param(daemon: Daemon) -> None:
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str]] = [
         ("/v1/rerank", {"model": "cross-encoder", "query": QUERY, "documents": ["x"] * 1001}, "documents"),
         ("/v1/rerank", {"model": "cross-encoder", "query": QUERY, "documents": []}, "documents"),
         ("/v1/rerank", {"model": "cross-encoder", "query": "", "documents": DOCS}, "query"),
