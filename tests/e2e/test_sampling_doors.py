@@ -135,3 +135,22 @@ def test_ipc_door_logprobs_and_choices(daemon: Daemon) -> None:
         )
         assert len(chat.choices) == 2 and chat.choices[1].logprobs is not None
         assert len(chat.choices[1].logprobs.content) == 2
+
+
+def test_streamed_completions_with_logprobs_and_echo(oa: openai.OpenAI) -> None:
+    stream = oa.completions.create(
+        model="chat", prompt=["ab", "cd"], echo=True, logprobs=1, max_tokens=2, temperature=0, stream=True
+    )
+    text: dict[int, str] = {0: "", 1: ""}
+    values: dict[int, list] = {0: [], 1: []}
+    finished = set()
+    for chunk in stream:
+        for c in chunk.choices:
+            text[c.index] += c.text
+            if c.logprobs:
+                values[c.index] += c.logprobs.token_logprobs
+            if c.finish_reason:
+                finished.add(c.index)
+    assert finished == {0, 1}
+    assert text[0].startswith("ab") and text[1].startswith("cd")
+    assert [len(v) for v in values.values()] == [2 + 2, 2 + 2] and values[0][0] is None
