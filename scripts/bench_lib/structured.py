@@ -4,10 +4,10 @@ Against a real ``hfd serve`` (the tiny random Llama with its byte-level vocabula
 engine unless ``--engine``), over the OpenAI HTTP door:
 
 - throughput: ``--requests`` concurrent json_schema requests (8 schemas from
-  ``tests/support/json_schemas.py``, compiled once beforehand) against as many unconstrained
-  requests, greedy, both at ``--max-tokens`` with the same prompts; generated tokens per second
-  of wall time, median of ``--rounds`` rounds, and their ratio (constrained / unconstrained).
-  A constrained reply ends where its grammar does, so rates, not times, are compared.
+  ``tests/support/json_schemas.py``, compiled once beforehand, ``--max-tokens`` at most)
+  against as many unconstrained requests with the same prompts, each generating exactly as many
+  tokens as its constrained twin did (``ignore_eos``), greedy; generated tokens per second of
+  wall time, median of ``--rounds`` rounds, and their ratio (constrained / unconstrained).
 - time to first token of a request with a schema never seen before, sent while
   ``--background`` long unconstrained streams keep the batch full, against one with a cached
   schema under the same load (median of 5 each, alternated), and their ratio.
@@ -63,12 +63,17 @@ def main(argv: list[str]) -> int:
                                     "temperature": 0, "max_tokens": max_tokens, "cache": False}  # fmt: skip
             if fmt is not None:
                 body["response_format"] = fmt
+            else:  # exactly as long as its constrained twin (see lengths below)
+                body["ignore_eos"] = True
+                body["min_tokens"] = max_tokens
             r = client.post("/v1/chat/completions", json=body)
             r.raise_for_status()
             return int(r.json()["usage"]["completion_tokens"])
 
-        for i, s in enumerate(schemas):  # load the model and compile the 8 schemas
-            chat(i, _format(s, f"s{i}"))
+        # Load the model, compile the schemas, and note each constrained reply's length (greedy:
+        # the same every round): its unconstrained twin generates exactly as many tokens, so the
+        # two sides do the same work but for the grammar.
+        lengths = [chat(i, _format(schemas[i % 8], f"s{i % 8}")) for i in range(args.requests)]
         rates: dict[str, list[float]] = {"constrained": [], "unconstrained": []}
         with ThreadPoolExecutor(args.requests) as pool:
             for _ in range(args.rounds):
@@ -76,7 +81,7 @@ def main(argv: list[str]) -> int:
                     fmts = [_format(schemas[i % 8], f"s{i % 8}") if kind == "constrained" else None
                             for i in range(args.requests)]  # fmt: skip
                     started = time.perf_counter()
-                    tokens = sum(pool.map(chat, range(args.requests), fmts))
+                    tokens = sum(pool.map(chat, range(args.requests), fmts, lengths))
                     rates[kind].append(tokens / (time.perf_counter() - started))
         con, unc = statistics.median(rates["constrained"]), statistics.median(rates["unconstrained"])
         print(
