@@ -46,7 +46,7 @@ def structured_output_fields(spec: ConstraintSpec) -> dict[str, str]:
 def compile_for_openvino(
     owner: Any, hf_tokenizer: Any, *, vocab_size: int, stop_token_ids: Any, spec: ConstraintSpec
 ) -> OpenVINOConstraint:
-    grammars_for(owner, hf_tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids, engine="openvino").compile(
-        spec
-    )
+    grammars_for(
+        owner, hf_tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids, engine="openvino"
+    ).compile(spec)
     return OpenVINOConstraint(spec, structured_output_fields(spec))

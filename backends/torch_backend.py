@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from hfd.backends.torch_encoder import TorchEncoder, TorchHead
-    from hfd.backends.torch_generator import MaskPlan
+    from hfd.backends.torch_batcher import MaskPlan
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class TorchGenerator(_hf.PromptTokens):
     def __init__(
         self, model: Any, hf_tokenizer: Any, opts: LoadOptions, device: torch.device, eos_ids: set[int]
     ) -> None:
-        from hfd.backends.torch_generator import ContinuousBatcher
+        from hfd.backends.torch_batcher import ContinuousBatcher
 
         self.model = model
         self.device = str(device)
@@ -341,7 +341,7 @@ def _frozen_tokenizer(hf_tokenizer: Any, *, truncate_to: int | None) -> Any:
 
 
 def _mask_plan(model: Any) -> MaskPlan:
-    from hfd.backends.torch_generator import MaskPlan
+    from hfd.backends.torch_batcher import MaskPlan
 
     text_config = model.config.get_text_config(decoder=True)
     from hfd.backends.torch_attention import NAME as GQA_SDPA

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 
 from hfd.backends.base import SamplingParams, StepOutput
-from hfd.backends.torch_generator import Turns, _one, _Sequence, accept, new_sequence
+from hfd.backends.torch_batcher import Turns, _one, _Sequence, accept, new_sequence
 from hfd.backends.torch_sampling import prompt_logprobs, sample_with_logprobs
 from hfd.client.errors import InvalidRequest
 

@@ -39,13 +39,11 @@ from hfd.client import protocol as p
 from hfd.daemon import responses, tokenize_ops
 from hfd.daemon import transcribe as speech
 from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
+from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
 from hfd.daemon.ollama import names as ollama_names
 from hfd.daemon.ollama import shapes as ollama_shapes
-from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
 from hfd.daemon.openai_responses.schema import ResponsesRequest
 from hfd.daemon.pulls import PullRequest
-from hfd.daemon.tasks import text_heads
-from hfd.daemon.tasks.text_requests import ClassifyRequest, NerRequest, RerankRequest, ScoreRequest
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -53,6 +51,8 @@ from hfd.daemon.schema import (
     ModelRequest,
     parse_keep_alive,
 )
+from hfd.daemon.tasks import text_heads
+from hfd.daemon.tasks.text_requests import ClassifyRequest, NerRequest, RerankRequest, ScoreRequest
 
 if TYPE_CHECKING:
     from hfd.daemon.pulls import Emit

@@ -260,7 +260,11 @@ class Service:
 
         async def adjust(lm: LoadedModel, params: SamplingParams) -> SamplingParams:
             params = await chat.constrain(lm, params)  # a required or named tool call comes first
-            return params if params.constraint is not None else await structured.constrain(lm.model, spec, params)
+            return (
+                params
+                if params.constraint is not None
+                else await structured.constrain(lm.model, spec, params)
+            )
 
         req = chat.cache_request(req, self.manager.identity(req.model))
         if sampling_request.wants_choices(req):  # n > 1, logprobs

@@ -298,7 +298,9 @@ class Settings:
         "Speech recognition: largest audio upload, as OpenAI's 25 MB (400 beyond; the HTTP body limit applies too).",
     )
     audio_max_seconds: float = _setting(
-        1800.0, "batching", "Speech recognition: longest audio per request, checked while decoding (400 beyond)."
+        1800.0,
+        "batching",
+        "Speech recognition: longest audio per request, checked while decoding (400 beyond).",
     )
     image_max_bytes: int = _setting(
         10 * 1024 * 1024, "batching", "Image embeddings: largest encoded image (400 beyond)."

@@ -235,7 +235,9 @@ class OllamaRoutes:
     async def _embed(self, request: Request, *, legacy: bool) -> Response:
         start = time.perf_counter_ns()
         data = await _body(request)
-        body = parse(oreq.EmbeddingsBody if legacy else oreq.EmbedBody, data)
+        body: oreq.EmbedBody | oreq.EmbeddingsBody = (
+            parse(oreq.EmbeddingsBody, data) if legacy else parse(oreq.EmbedBody, data)
+        )
         req = oreq.embed_request(body, self.resolve(body.model))
         finished, result = await until_disconnect(lambda: self.service.embed(req), request.receive)
         if not finished:

@@ -4,8 +4,9 @@ and the license text is named by ``project.license-files``."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
