@@ -114,8 +114,9 @@ def test_errors_come_back_as_the_same_classes(client: Client) -> None:
     with pytest.raises(ValidationFailed) as bad:
         client.chat.completions.create(model=CHAT, messages=MESSAGES, max_tokens=0)
     assert bad.value.param == "max_tokens"
-    with pytest.raises(InvalidRequest):
-        client.chat.completions.create(model=CHAT, messages=MESSAGES, n=2)
+    with pytest.raises(InvalidRequest) as many:  # beyond the bound on sequences per request
+        client.chat.completions.create(model=CHAT, messages=MESSAGES, n=17)
+    assert many.value.param == "n"
     with pytest.raises(ModelNotFound):
         list(client.chat.completions.create(model="nope", messages=MESSAGES, stream=True))
     assert client.health()["status"] == "ok"
