@@ -45,6 +45,7 @@ def _req(cls: Any = TranscriptionRequest, **fields: Any) -> Any:
 
 
 def test_options_from_request() -> None:
+    pytest.importorskip("transformers", reason="language names are read from transformers' Whisper tables")
     o = options(_req(language="English", response_format="srt"))
     assert o.language == "en" and o.timestamps and o.task == "transcribe"
     t = options(_req(TranslationRequest, language="fr"))

@@ -86,6 +86,13 @@ class Engine(_hf.PromptTokens):
         self._tokenizer = self._hf_tokenizer.backend_tokenizer
 
 
+def _model(template: str | None = None) -> Path:
+    """A tiny Llama with a tool template (or its own template, with no tools): built with torch,
+    rendered by transformers, the reference the tests compare with."""
+    pytest.importorskip("transformers", reason="the prompts are compared with transformers' own rendering")
+    return tool_llama(template) if template is not None else tiny_llama()
+
+
 def _request(**fields: Any) -> ChatCompletionRequest:
     return parse(
         ChatCompletionRequest, {"model": "m", "messages": OPENAI_CHAT, "tools": [WEATHER, TIME], **fields}
@@ -111,7 +118,7 @@ def _expected(
     ("template", "parser"), [("qwen", "hermes"), ("llama31", "llama3"), ("mistral", "mistral")]
 )
 def test_tools_and_history_render_as_transformers_does(template: str, parser: str) -> None:
-    engine = Engine(tool_llama(template))
+    engine = Engine(_model(template))
     chat = (
         OPENAI_CHAT if template != "llama31" else OPENAI_CHAT[:2]
     )  # Llama 3.1 puts tools in the first user turn
@@ -124,7 +131,7 @@ def test_tools_and_history_render_as_transformers_does(template: str, parser: st
 
 
 def test_qwen_prompt_shows_the_tools_and_the_history() -> None:
-    engine = Engine(tool_llama("qwen"))
+    engine = Engine(_model("qwen"))
     ids, _ = _rendered(engine, _request())
     text = engine._tokenizer.decode(ids, skip_special_tokens=False)
     assert '"name": "get_weather"' in text and "<tools>" in text
@@ -133,14 +140,14 @@ def test_qwen_prompt_shows_the_tools_and_the_history() -> None:
 
 
 def test_tool_choice_none_renders_without_tools() -> None:
-    engine = Engine(tool_llama("qwen"))
+    engine = Engine(_model("qwen"))
     ids, chat = _rendered(engine, _request(tool_choice="none"))
     assert ids == _expected(engine, HF_CHAT, None)
     assert chat.output() is None  # plain text: no parser
 
 
 def test_required_and_named_read_plain_json() -> None:
-    engine = Engine(tool_llama("qwen"))
+    engine = Engine(_model("qwen"))
     for choice in ("required", {"type": "function", "function": {"name": "get_time"}}):
         _, chat = _rendered(engine, _request(tool_choice=choice))
         output = chat.output()
@@ -156,7 +163,7 @@ def test_required_and_named_read_plain_json() -> None:
 
 
 def test_a_template_without_tools_gets_the_system_prompt_fallback() -> None:
-    engine = Engine(tiny_llama())  # "<|role|>" template, no tools
+    engine = Engine(_model())  # "<|role|>" template, no tools
     ids, chat = _rendered(engine, _request())
     text = engine._tokenizer.decode(ids, skip_special_tokens=False)
     prompt = FALLBACK_PROMPT.format(tools="\n".join(json.dumps(t) for t in [WEATHER, TIME]))
@@ -168,7 +175,7 @@ def test_a_template_without_tools_gets_the_system_prompt_fallback() -> None:
 
 
 def test_config_override_picks_the_parser() -> None:
-    engine = Engine(tool_llama("qwen"))
+    engine = Engine(_model("qwen"))
     chat = ChatTools(_request(), override="llama3")
     chat.template_call(SimpleNamespace(model=engine, identity="x"))  # type: ignore[arg-type]
     output = chat.output()
@@ -236,7 +243,7 @@ def test_tools_are_part_of_the_response_cache_key() -> None:
 
 @pytest.mark.parametrize(("value", "parallel"), [(None, True), (True, True), (False, False)])
 def test_parallel_tool_calls_reaches_the_parser(value: bool | None, parallel: bool) -> None:
-    engine = Engine(tool_llama("qwen"))
+    engine = Engine(_model("qwen"))
     _, chat = _rendered(engine, _request(parallel_tool_calls=value))
     output = chat.output()
     assert output is not None and output.parallel is parallel
