@@ -21,8 +21,8 @@ from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 if TYPE_CHECKING:
     import torch
 
-    from hfd.backends.torch_encoder import TorchEncoder, TorchHead
     from hfd.backends.torch_batcher import MaskPlan
+    from hfd.backends.torch_encoder import TorchEncoder, TorchHead
 
 log = logging.getLogger(__name__)
 
