@@ -20,10 +20,13 @@ therefore returns only once the handler listens, and must run before the sockets
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from hfd.daemon.access.peercred import PeerPolicy, parse_zmq_peer_address
 log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+_REBIND_WAIT = 2.0  # seconds a new handler waits for a stopped one's endpoint
 IPC_DOMAIN = b"hfd-ipc"
 TCP_DOMAIN = b"hfd-tcp"
 USER_UID_PREFIX = "uid:"
@@ -176,11 +180,24 @@ class ZapAuthenticator:
         try:
             zap = self._context.socket(zmq.REP)
             zap.linger = 0
-            zap.bind(ZAP_ENDPOINT)
         except zmq.ZMQError as exc:
             self._error = exc
             self._bound.set()
             return
+        # A handler stopped just before (a restart) releases the endpoint from libzmq's reaper
+        # thread, after its close returned: a bind in that window sees EADDRINUSE, briefly.
+        deadline = time.monotonic() + _REBIND_WAIT
+        while True:
+            try:
+                zap.bind(ZAP_ENDPOINT)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    zap.close(linger=0)
+                    self._error = exc
+                    self._bound.set()
+                    return
+                time.sleep(0.02)
         self._bound.set()
         try:
             while not self._stop.is_set():
@@ -191,6 +208,8 @@ class ZapAuthenticator:
         except zmq.ContextTerminated:
             pass
         finally:
+            with contextlib.suppress(zmq.ZMQError):
+                zap.unbind(ZAP_ENDPOINT)  # at once, not when the reaper closes the socket
             zap.close(linger=0)
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
