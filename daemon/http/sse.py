@@ -40,10 +40,14 @@ class EventStream(Response):
         encode: Callable[[dict[str, Any]], bytes] = encode_event,
         done: bytes = DONE,
         error: Callable[[BaseException], bytes] = sse_error_event,
+        media_type: str | None = None,
     ) -> None:
         # encode, done, error: how events, the end and an error after the start are written
-        # (the Responses and Anthropic APIs name their events and send no [DONE]).
+        # (the Responses and Anthropic APIs name their events and send no [DONE]; Ollama's
+        # NDJSON streams write one JSON line per event, under their own media type).
         self._encode, self._done, self._error = encode, done, error
+        if media_type is not None:
+            self.media_type = media_type
         # As Starlette's StreamingResponse: no body, so no Content-Length header.
         self.status_code = 200
         self.background = None

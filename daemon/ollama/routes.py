@@ -30,7 +30,7 @@ from hfd.daemon.ollama import requests as oreq
 from hfd.daemon.ollama import shapes
 from hfd.daemon.ollama.errors import error_response
 from hfd.daemon.ollama.names import aliases_for, resolve, to_ref
-from hfd.daemon.ollama.ndjson import NdjsonStream
+from hfd.daemon.ollama.ndjson import ndjson_stream
 from hfd.daemon.schema import parse, parse_keep_alive
 from hfd.daemon.service import Generation, Service
 
@@ -208,7 +208,7 @@ class OllamaRoutes:
                     yield line("".join(held), whole=True)
                 yield last("")
 
-            return NdjsonStream(lines(), gen.aclose)
+            return ndjson_stream(lines(), gen.aclose)
 
         async def whole() -> str:
             parts = []
