@@ -114,7 +114,9 @@ def completion(gen: Generation) -> dict[str, Any]:
     }
 
 
-def _chunk(gen: Generation, obj: str, choice: dict[str, Any], with_usage: bool) -> dict[str, Any]:
+def chunk(gen: Generation, obj: str, choice: dict[str, Any], with_usage: bool) -> dict[str, Any]:
+    """One stream chunk of ``choice``; with include_usage every chunk carries ``usage: null``
+    except the last one (``usage_chunk``)."""
     chunk: dict[str, Any] = {
         "id": gen.id,
         "object": obj,
@@ -127,7 +129,7 @@ def _chunk(gen: Generation, obj: str, choice: dict[str, Any], with_usage: bool) 
     return chunk
 
 
-def _usage(gen: Generation, obj: str) -> dict[str, Any]:
+def usage_chunk(gen: Generation, obj: str) -> dict[str, Any]:
     return {
         "id": gen.id,
         "object": obj,
@@ -150,9 +152,9 @@ async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator
                 "logprobs": None,
                 "finish_reason": None,
             }
-            yield _chunk(gen, obj, role, include_usage)
+            yield chunk(gen, obj, role, include_usage)
         if piece.text or piece.logprobs:
-            yield _chunk(
+            yield chunk(
                 gen,
                 obj,
                 {
@@ -165,9 +167,9 @@ async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator
             )
         if piece.finish_reason is not None:
             done = {"index": piece.index, "delta": {}, "logprobs": None, "finish_reason": piece.finish_reason}
-            yield _chunk(gen, obj, done, include_usage)
+            yield chunk(gen, obj, done, include_usage)
     if include_usage:
-        yield _usage(gen, obj)
+        yield usage_chunk(gen, obj)
 
 
 async def completion_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
@@ -183,6 +185,6 @@ async def completion_chunks(gen: Generation, *, include_usage: bool) -> AsyncGen
                 "logprobs": completion_logprobs(piece.logprobs, start),
                 "finish_reason": piece.finish_reason,
             }
-            yield _chunk(gen, obj, choice, include_usage)
+            yield chunk(gen, obj, choice, include_usage)
     if include_usage:
-        yield _usage(gen, obj)
+        yield usage_chunk(gen, obj)

@@ -93,43 +93,15 @@ def completion(gen: Generation, text: str) -> dict[str, Any]:
 def _chat_chunk(
     gen: Generation, delta: dict[str, Any], finish_reason: str | None, with_usage: bool
 ) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": gen.id,
-        "object": "chat.completion.chunk",
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-    }
-    if with_usage:
-        # With include_usage, every chunk carries "usage": null except the last one.
-        chunk["usage"] = None
-    return chunk
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return choice_replies.chunk(gen, "chat.completion.chunk", choice, with_usage)
 
 
 def _completion_chunk(
     gen: Generation, text: str, finish_reason: str | None, with_usage: bool
 ) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": gen.id,
-        "object": "text_completion",
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
-    }
-    if with_usage:
-        chunk["usage"] = None
-    return chunk
-
-
-def _usage_chunk(gen: Generation, obj: str) -> dict[str, Any]:
-    return {
-        "id": gen.id,
-        "object": obj,
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [],
-        "usage": gen.usage(),
-    }
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    return choice_replies.chunk(gen, "text_completion", choice, with_usage)
 
 
 async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
@@ -153,7 +125,7 @@ async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator
         yield _chat_chunk(gen, delta, None, include_usage)
     yield _chat_chunk(gen, {}, _finish_reason(gen), include_usage)
     if include_usage:
-        yield _usage_chunk(gen, "chat.completion.chunk")
+        yield choice_replies.usage_chunk(gen, "chat.completion.chunk")
 
 
 async def completion_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
@@ -167,7 +139,7 @@ async def completion_chunks(gen: Generation, *, include_usage: bool) -> AsyncGen
             yield _completion_chunk(gen, piece.text, None, include_usage)
     yield _completion_chunk(gen, "", _finish_reason(gen), include_usage)
     if include_usage:
-        yield _usage_chunk(gen, "text_completion")
+        yield choice_replies.usage_chunk(gen, "text_completion")
 
 
 def stream_end(gen: Generation) -> dict[str, Any]:
