@@ -56,12 +56,7 @@ class Doors:
         return any(message in line for line in self.daemon.output)
 
     def wait_logged(self, message: str, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.logged(message):
-                return True
-            time.sleep(0.05)
-        return False
+        return self.daemon.wait_logged(message, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client import Client
@@ -41,25 +41,22 @@ def roomy_llama(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     root = tmp_path_factory.mktemp("apis")
-    d = start_daemon(
+    with running_daemon(
         root / "work",
         {CHAT: roomy_llama(root), EMBED: tiny_bert()},
         args=["--engine", "torch", "--cache-enabled", "false"],
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")
 def oai(daemon: Daemon) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return daemon.openai()
 
 
 @pytest.fixture(scope="module")
 def claude(daemon: Daemon) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=daemon.http, api_key="unused", max_retries=0, timeout=120)
+    return daemon.anthropic()
 
 
 # ----------------------------------------------------------------------------- errors as OpenAI gives them

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from support import media_models
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 
 from hfd.client import Client
 
@@ -33,13 +33,10 @@ def clip_dir() -> Path:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, clip_dir: Path) -> Iterator[Daemon]:
     extra = "[batching]\nimage_max_pixels = 250000\n"
-    d = start_daemon(
+    with running_daemon(
         tmp_path_factory.mktemp("clip"), {"clip": clip_dir}, extra_config=extra, args=["--engine", "torch"]
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +98,7 @@ def test_images_and_texts_in_one_space(daemon: Daemon, oracle: Any) -> None:
 
 def test_openai_client_texts_and_images(daemon: Daemon, oracle: Any) -> None:
     image, text = oracle
-    client = openai.OpenAI(base_url=daemon.http + "/v1", api_key="unused", max_retries=0)
+    client = daemon.openai()
     got = client.embeddings.create(model="clip", input=["a photo of a dog"])
     np.testing.assert_allclose(got.data[0].embedding, text("a photo of a dog"), rtol=1e-4, atol=1e-5)
     got = client.embeddings.create(model="clip", input=[{"image": media_models.data_url(IMAGES[0])}])  # type: ignore[list-item]

@@ -55,16 +55,6 @@ def assert_serving(peer: Peer, rid: str = "ping") -> None:
     assert replies[-1].kind == "result" and replies[-1].body["status"] == "ok"
 
 
-def logged(daemon: Daemon, message: str, timeout: float = 30.0) -> bool:
-    """Whether the daemon logged ``message`` (its output is read on a thread: wait for it)."""
-    deadline = time.monotonic() + timeout
-    while not any(message in line for line in daemon.output):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _array32(count: int, items: bytes) -> bytes:
     return b"\xdd" + count.to_bytes(4, "big") + items
 
@@ -92,7 +82,7 @@ def test_msgpack_bombs_are_refused_without_growing_the_daemon(daemon: Daemon, pe
     # Decoded in full, any of these is 0.5-1.2 GiB. Refused early, what is left is ZeroMQ's
     # and pyzmq's copies of the frames in flight.
     assert grown_mib < 160, f"the daemon's peak RSS grew by {grown_mib:.0f} MiB"
-    assert logged(daemon, "dropping an unreadable IPC message")
+    assert daemon.wait_logged("dropping an unreadable IPC message")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
@@ -109,7 +99,7 @@ def test_a_message_of_half_a_million_empty_frames_is_discarded_frame_by_frame(
     grown_mib = (peak_rss_kib(daemon.proc.pid) - before) / 1024
     # What is left is ZeroMQ's own buffer for the message (~64 bytes a frame).
     assert grown_mib < 100, f"the daemon's peak RSS grew by {grown_mib:.0f} MiB"
-    assert logged(daemon, "dropping an IPC message of too many frames")
+    assert daemon.wait_logged("dropping an IPC message of too many frames")
 
 
 def test_a_large_legitimate_header_is_served(peer: Peer) -> None:

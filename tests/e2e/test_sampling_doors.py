@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 from support.fake_models import fake_model
 
 from hfd.backends.registry import FAKE_ENGINE_ENV
@@ -21,18 +21,14 @@ from hfd.client import Client
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     root = tmp_path_factory.mktemp("sampling-daemon")
-    d = start_daemon(
-        root / "work", {"chat": fake_model(root / "models", "llama")}, env={FAKE_ENGINE_ENV: "1"}
-    )
-    try:
+    models = {"chat": fake_model(root / "models", "llama")}
+    with running_daemon(root / "work", models, env={FAKE_ENGINE_ENV: "1"}) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture(scope="module")
 def oa(daemon: Daemon) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.http + "/v1", api_key="none", max_retries=0)
+    return daemon.openai()
 
 
 def test_chat_n_3_with_logprobs(oa: openai.OpenAI) -> None:

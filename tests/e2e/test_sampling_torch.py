@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from support.daemon import Daemon, start_daemon  # noqa: E402
+from support.daemon import Daemon, running_daemon  # noqa: E402
 from support.models import tiny_llama  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
@@ -48,16 +48,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
     fim = _with_fim_tokens(root / "fim")
     models = f'[[models]]\nname = "chat"\nref = {str(model_path)!r}\nengine = "torch"\n'
     models += f'[[models]]\nname = "fim"\nref = {str(fim)!r}\nengine = "torch"\n'
-    d = start_daemon(root / "work", {}, extra_config=models)
-    try:
+    with running_daemon(root / "work", {}, extra_config=models) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture(scope="module")
 def oa(daemon: Daemon) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.http + "/v1", api_key="none", max_retries=0, timeout=120)
+    return daemon.openai()
 
 
 def test_chat_n_3_and_greedy_logprobs_match_transformers(oa: openai.OpenAI, model_path: Path) -> None:

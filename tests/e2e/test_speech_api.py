@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from support import media_models
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 
 from hfd.client import Client
 
@@ -30,39 +29,25 @@ def whisper_dir() -> Path:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Daemon]:
     extra = "[batching]\naudio_max_seconds = 40.0\naudio_max_bytes = 2000000\n"
-    d = start_daemon(tmp_path_factory.mktemp("speech"), {"whisper": whisper_dir}, extra_config=extra,
-                     args=["--engine", "torch"])  # fmt: skip
-    try:
+    with running_daemon(
+        tmp_path_factory.mktemp("speech"),
+        {"whisper": whisper_dir},
+        extra_config=extra,
+        args=["--engine", "torch"],
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")
 def oracle(whisper_dir: Path) -> Any:
-    import torch
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    model = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-    processor = WhisperProcessor.from_pretrained(whisper_dir)
-
-    def run(samples: np.ndarray, **kwargs: Any) -> str:
-        feats = processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt")
-        with torch.inference_mode():
-            out = model.generate(feats.input_features, num_beams=1, do_sample=False, **kwargs)
-        return str(processor.tokenizer.decode(out[0], skip_special_tokens=True))
-
-    return run
+    return media_models.whisper_oracle(whisper_dir)
 
 
-def _audio(seconds: float = 2.0, freq: float = 330.0) -> tuple[bytes, np.ndarray]:
-    wave = media_models.tone(seconds, freq=freq)
-    pcm = np.clip(np.round(wave * 32768), -32768, 32767).astype(np.int16)
-    return media_models.encode_audio(wave), pcm.astype(np.float32) / 32768
+_audio = media_models.tone_wav_and_samples
 
 
 def _client(d: Daemon) -> Any:
-    return openai.OpenAI(base_url=d.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return d.openai()
 
 
 def test_openai_client_json_equals_greedy_generate(daemon: Daemon, oracle: Any) -> None:

@@ -16,7 +16,7 @@ import jsonschema
 import openai
 import pydantic
 import pytest
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 from support.json_schemas import SCHEMAS
 from support.models import tiny_llama
 
@@ -30,32 +30,29 @@ FREE = [[{"role": "user", "content": f"Tell me about item {i}."}] for i in range
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = start_daemon(
+    with running_daemon(
         tmp_path_factory.mktemp("structured"), {"tiny": tiny_llama()}, args=["--engine", "torch"]
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")
 def client(daemon: Daemon) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.base_url, api_key="none", max_retries=0)
+    return daemon.openai(timeout=300)
 
 
 def _schema_format(i: int) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": SCHEMAS[i], "strict": True}}
 
 
-def test_twenty_schemas_batched_with_free_text(client: openai.OpenAI) -> None:
+def _schemas_batched_with_free_text(client: openai.OpenAI) -> tuple[list[Any], list[str], list[str]]:
+    """Every schema of ``SCHEMAS`` (one constrained request each, uncached) sent at once with the
+    free requests of ``FREE``: the constrained choices, and the free replies as they came
+    alongside them and as they come alone (one at a time, first)."""
+
     def free(messages: Any) -> str:
-        return (
-            client.chat.completions.create(model="tiny", messages=messages, **GREEDY)
-            .choices[0]
-            .message.content
-            or ""
-        )
+        reply = client.chat.completions.create(model="tiny", messages=messages, **GREEDY)
+        return reply.choices[0].message.content or ""
 
     def constrained(i: int) -> Any:
         return client.chat.completions.create(
@@ -72,6 +69,11 @@ def test_twenty_schemas_batched_with_free_text(client: openai.OpenAI) -> None:
         jobs = [pool.submit(constrained, i) for i in range(len(SCHEMAS))]
         choices = [j.result() for j in jobs]
         mixed = [j.result() for j in free_jobs]
+    return choices, mixed, alone
+
+
+def test_twenty_schemas_batched_with_free_text(client: openai.OpenAI) -> None:
+    choices, mixed, alone = _schemas_batched_with_free_text(client)
     for i, choice in enumerate(choices):
         assert choice.finish_reason == "stop", (i, choice.message.content)
         jsonschema.validate(json.loads(choice.message.content), SCHEMAS[i])
@@ -150,41 +152,15 @@ def test_bad_constraints_are_400_with_param(client: openai.OpenAI, extra: dict[s
 @pytest.fixture(scope="module")
 def ov_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     pytest.importorskip("openvino_genai")
-    d = start_daemon(
-        tmp_path_factory.mktemp("structured-ov"), {"tiny": tiny_llama()}, args=["--engine", "openvino"]
-    )
-    try:
-        yield openai.OpenAI(base_url=d.base_url, api_key="none", max_retries=0)
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
+    workdir = tmp_path_factory.mktemp("structured-ov")
+    with running_daemon(workdir, {"tiny": tiny_llama()}, args=["--engine", "openvino"]) as d:
+        yield d.openai(timeout=300)
 
 
 def test_openvino_schemas_batched_with_free_text(ov_client: openai.OpenAI) -> None:
     """OpenVINO GenAI compiles schemas with free whitespace, where a random model may write
     spaces until max_tokens: every reply that ends is valid, and a cut one is a valid start."""
-
-    def free(messages: Any) -> str:
-        return (
-            ov_client.chat.completions.create(model="tiny", messages=messages, **GREEDY)
-            .choices[0]
-            .message.content
-            or ""
-        )
-
-    def constrained(i: int) -> Any:
-        return ov_client.chat.completions.create(
-            model="tiny",
-            messages=ASK,
-            response_format=_schema_format(i),
-            extra_body={"cache": False},
-            **GREEDY,
-        ).choices[0]
-
-    alone = [free(m) for m in FREE]
-    with ThreadPoolExecutor(max_workers=26) as pool:
-        free_jobs = [pool.submit(free, m) for m in FREE]
-        choices = [j.result() for j in [pool.submit(constrained, i) for i in range(len(SCHEMAS))]]
-        mixed = [j.result() for j in free_jobs]
+    choices, mixed, alone = _schemas_batched_with_free_text(ov_client)
     ended = 0
     for i, choice in enumerate(choices):
         text = choice.message.content or ""

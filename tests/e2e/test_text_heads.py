@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 from support.task_models import task_model
 
 from hfd.client import Client
@@ -41,13 +41,10 @@ NER_TEXTS = [
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     models = {k: task_model(k) for k in ("cross-encoder", "classifier", "nli", "ner", "multi-label")}
     pinned = f"[[models]]\nname = 'pinned'\nref = {str(task_model('cross-encoder'))!r}\ntask = 'classify'\n"
-    d = start_daemon(
+    with running_daemon(
         tmp_path_factory.mktemp("heads"), models, extra_config=pinned, args=["--engine", "torch"]
-    )
-    try:
+    ) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 def _post(d: Daemon, path: str, body: dict[str, Any]) -> httpx.Response:

@@ -14,7 +14,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon, running_daemon
 from support.tool_models import tool_llama
 
 from hfd.client import Client
@@ -54,16 +54,13 @@ GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 120}
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     models = {"tools": tool_llama("qwen"), "plain": tool_llama("plain")}
-    d = start_daemon(tmp_path_factory.mktemp("tools"), models, args=["--engine", "torch"])
-    try:
+    with running_daemon(tmp_path_factory.mktemp("tools"), models, args=["--engine", "torch"]) as d:
         yield d
-    finally:
-        assert d.stop() == 0, "\n".join(d.output[-40:])
 
 
 @pytest.fixture(scope="module")
 def client(daemon: Daemon) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return daemon.openai()
 
 
 def _constrained(client: openai.OpenAI, **kwargs: Any) -> Any:

@@ -27,28 +27,10 @@ def whisper_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def oracle(whisper_dir: Path) -> Any:
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    model = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-    processor = WhisperProcessor.from_pretrained(whisper_dir)
-
-    def run(samples: np.ndarray, **kwargs: Any) -> str:
-        import torch
-
-        feats = processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt")
-        with torch.inference_mode():
-            out = model.generate(feats.input_features, num_beams=1, do_sample=False, **kwargs)
-        return str(processor.tokenizer.decode(out[0], skip_special_tokens=True))
-
-    return run
+    return media_models.whisper_oracle(whisper_dir)
 
 
-def _wav_and_samples(seconds: float, freq: float) -> tuple[bytes, np.ndarray]:
-    wave = media_models.tone(seconds, freq=freq)
-    raw = media_models.encode_audio(wave)
-    # What a 16-bit WAV holds, as floats (PyAV's s16 -> flt conversion divides by 32768).
-    pcm = np.clip(np.round(wave * 32768), -32768, 32767).astype(np.int16)
-    return raw, pcm.astype(np.float32) / 32768
+_wav_and_samples = media_models.tone_wav_and_samples
 
 
 def test_decoder_reads_16bit_wav_exactly() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 READY = re.compile(r"^hfd ready (.*)$")
+_CLIENT_OPTIONS: dict[str, Any] = {"max_retries": 0, "timeout": 120}
 PR_SET_PDEATHSIG = 1
 
 
@@ -97,6 +98,27 @@ class Daemon:
     @property
     def ipc_path(self) -> Path:
         return Path(self.ipc.removeprefix("ipc://"))
+
+    def openai(self, **options: Any) -> Any:
+        """The official ``openai`` client on this daemon's ``/v1``; no retries, so a failure shows."""
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, **{"api_key": "unused", **_CLIENT_OPTIONS, **options})
+
+    def anthropic(self, **options: Any) -> Any:
+        """The official ``anthropic`` client on this daemon (it adds ``/v1`` itself); no retries."""
+        import anthropic
+
+        return anthropic.Anthropic(base_url=self.http, **{"api_key": "unused", **_CLIENT_OPTIONS, **options})
+
+    def wait_logged(self, message: str, timeout: float = 30.0) -> bool:
+        """Whether a line of the daemon's output holds ``message`` within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not any(message in line for line in self.output):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)
@@ -182,6 +204,12 @@ def start_daemon(
     reader.thread.join(timeout=5)
     shutil.rmtree(runtime, ignore_errors=True)
     raise RuntimeError("hfd serve did not become ready:\n" + "\n".join(reader.lines))
+
+
+def run_hfd(*args: str, timeout: float = 120, **options: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m hfd ARGS`` to completion, its output captured as text (not checked)."""
+    cmd = [sys.executable, "-m", "hfd", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **options)
 
 
 @contextmanager

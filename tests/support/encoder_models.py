@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from support.models import _cached, _corpus_lines, _write_json
+from support.models import _cached, _corpus_lines, _write_json, byte_bpe, fast_tokenizer
 from support.models import wordpiece as _wordpiece
 
 VERSION = 1
@@ -37,19 +37,10 @@ STD = 0.2  # the default 0.02 makes every sentence embed alike
 # -- tokenizers ---------------------------------------------------------------------------------
 
 
-def _byte_bpe(specials: list[str], cls: str, sep: str, vocab_size: int = 600) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def _around(tok: Any, cls: str, sep: str) -> Any:
+    """``tok`` with RoBERTa's template: ``cls A sep`` and ``cls A sep sep B sep`` for pairs."""
+    from tokenizers import processors
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus_lines(), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
         pair=f"{cls} $A {sep} {sep} $B {sep}",
@@ -58,9 +49,13 @@ def _byte_bpe(specials: list[str], cls: str, sep: str, vocab_size: int = 600) ->
     return tok
 
 
+def _byte_bpe(specials: list[str], cls: str, sep: str, vocab_size: int = 600) -> Any:
+    return _around(byte_bpe(specials, vocab_size, prefix_space=True), cls, sep)
+
+
 def _unigram(specials: list[str], unk: str, cls: str, sep: str, vocab_size: int = 400) -> Any:
     """A SentencePiece-style Unigram tokenizer (Metaspace pre-tokenizer), as XLM-R and DeBERTa-v3 use."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -69,18 +64,11 @@ def _unigram(specials: list[str], unk: str, cls: str, sep: str, vocab_size: int 
         vocab_size=vocab_size, special_tokens=specials, unk_token=unk, show_progress=False
     )
     tok.train_from_iterator(_corpus_lines(), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} {sep} $B {sep}",
-        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
-    )
-    return tok
+    return _around(tok, cls, sep)
 
 
 def _hf_tokenizer(backend: Any, **special: str) -> Any:
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=MAX_LENGTH, **special)
+    return fast_tokenizer(backend, MAX_LENGTH, **special)
 
 
 _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

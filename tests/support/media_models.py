@@ -17,12 +17,13 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from support.models import CACHE_ROOT, _cached, _corpus_lines, _fields
+from support.models import CACHE_ROOT, _cached, _fields, byte_bpe, fast_tokenizer
 
 TINY_WHISPER_VERSION = 2
 TINY_CLIP_VERSION = 1
@@ -140,20 +141,9 @@ def tiny_whisper(path: Path | None = None) -> Path:
 def _image_text_tokenizer(bos: str, eos: str, pad: str, max_length: int) -> Any:
     """A WordPiece-free byte-level BPE tokenizer trained on the test corpus, with the given
     specials around each text (CLIP: ``<|startoftext|> ... <|endoftext|>``)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import processors
 
-    specials = list(dict.fromkeys([pad, bos, eos]))
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus_lines(), trainer=trainer)
+    tok = byte_bpe(list(dict.fromkeys([pad, bos, eos])), 400)
     if bos != eos and bos != pad:
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A {eos}",
@@ -163,77 +153,55 @@ def _image_text_tokenizer(bos: str, eos: str, pad: str, max_length: int) -> Any:
         tok.post_processor = processors.TemplateProcessing(
             single=f"$A {eos}", special_tokens=[(eos, tok.token_to_id(eos))]
         )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token=pad,
-        unk_token=None,
-        model_max_length=max_length,
-    )
+    return fast_tokenizer(tok, max_length, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=None)
+
+
+def _image_text_towers(tokenizer: Any, max_positions: int, **text: Any) -> dict[str, Any]:
+    """The text and vision tower configs both tiny image-text models share (32 wide, 2 layers,
+    32x32 images in 8x8 patches), as ``text_config`` / ``vision_config`` keywords."""
+    tower = _fields(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    text_config = {"vocab_size": len(tokenizer), **tower, "max_position_embeddings": max_positions, **text}
+    return {"text_config": text_config, "vision_config": {**tower, "image_size": 32, "patch_size": 8}}
+
+
+def _save_image_text(
+    out: Path, model_class: Any, config: Any, seed: int, tokenizer: Any, processor: Any
+) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    model: Any = model_class(config).to(torch.float32).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
 
 
 def _build_tiny_clip(out: Path) -> None:
-    import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = _image_text_tokenizer("<|startoftext|>", "<|endoftext|>", "<|endoftext|>", 77)
-    text = _fields(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
+    towers = _image_text_towers(
+        tokenizer,
+        77,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    vision = _fields(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    torch.manual_seed(1357)
-    model: Any = CLIPModel(config).to(torch.float32).eval()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+    config = CLIPConfig(**towers, projection_dim=16)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    _save_image_text(out, CLIPModel, config, 1357, tokenizer, processor)
 
 
 def _build_tiny_siglip(out: Path) -> None:
-    import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     tokenizer = _image_text_tokenizer("</s>", "</s>", "<pad>", 64)
-    text = _fields(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+    towers = _image_text_towers(
+        tokenizer, 64, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
     )
-    vision = _fields(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    config = SiglipConfig(text_config=text, vision_config=vision)
-    torch.manual_seed(9753)
-    model: Any = SiglipModel(config).to(torch.float32).eval()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out)
+    config = SiglipConfig(**towers)
+    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    _save_image_text(out, SiglipModel, config, 9753, tokenizer, processor)
 
 
 def tiny_clip(path: Path | None = None) -> Path:
@@ -279,6 +247,32 @@ def tone_wav(seconds: float, **kwargs: Any) -> bytes:
     return encode_audio(tone(seconds), **kwargs)
 
 
+def tone_wav_and_samples(seconds: float = 2.0, freq: float = 330.0) -> tuple[bytes, np.ndarray]:
+    """A tone as WAV bytes, and as the floats that 16-bit WAV holds (PyAV's s16 -> flt
+    conversion divides by 32768): the daemon decodes the one, the oracle gets the other."""
+    wave = tone(seconds, freq=freq)
+    pcm = np.clip(np.round(wave * 32768), -32768, 32767).astype(np.int16)
+    return encode_audio(wave), pcm.astype(np.float32) / 32768
+
+
+def whisper_oracle(path: Path) -> Callable[..., str]:
+    """transformers' own greedy ``generate`` on 16 kHz samples (keywords go to ``generate``),
+    decoded without special tokens: the text the daemon's engines must give."""
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(path).eval()
+    processor = WhisperProcessor.from_pretrained(path)
+
+    def run(samples: np.ndarray, **kwargs: Any) -> str:
+        feats = processor.feature_extractor(samples, sampling_rate=16000, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(feats.input_features, num_beams=1, do_sample=False, **kwargs)
+        return str(processor.tokenizer.decode(out[0], skip_special_tokens=True))
+
+    return run
+
+
 def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
@@ -317,4 +311,6 @@ __all__ = [
     "tiny_whisper",
     "tone",
     "tone_wav",
+    "tone_wav_and_samples",
+    "whisper_oracle",
 ]

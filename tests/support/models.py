@@ -123,13 +123,14 @@ def _readable(root: Path) -> None:
         item.chmod(0o755 if item.is_dir() else 0o644)
 
 
-def _bpe_tokenizer(vocab_size: int) -> object:
-    """A byte-level BPE tokenizer with Llama-like special tokens, trained on the corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def byte_bpe(
+    specials: list[str], vocab_size: int, *, unk: str | None = None, prefix_space: bool = False
+) -> Any:
+    """A byte-level BPE tokenizer with these special tokens, trained on the corpus (no post-processor)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok = Tokenizer(models.BPE(unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -138,6 +139,15 @@ def _bpe_tokenizer(vocab_size: int) -> object:
         show_progress=False,
     )
     tok.train_from_iterator(_corpus_lines(), trainer=trainer)
+    return tok
+
+
+def _bpe_tokenizer(vocab_size: int) -> object:
+    """A byte-level BPE tokenizer with Llama-like special tokens, trained on the corpus."""
+    from tokenizers import processors
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
+    tok = byte_bpe(specials, vocab_size, unk="<unk>")
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
@@ -193,64 +203,58 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _build_tiny_llama(out: Path) -> None:
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+def fast_tokenizer(backend: Any, max_length: int, **specials: Any) -> Any:
+    """``backend`` (a ``tokenizers.Tokenizer``) as transformers' tokenizer, with these special
+    tokens (``bos_token="<s>"`` ...)."""
+    from transformers import PreTrainedTokenizerFast
 
-    backend = _bpe_tokenizer(vocab_size=1024)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_max_length=256,
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=max_length, **specials)
+
+
+def _build_tiny_llama(out: Path) -> None:
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    tokenizer = fast_tokenizer(_bpe_tokenizer(vocab_size=1024), 256, **specials)
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    config = LlamaConfig(
-        **_fields(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            # Wider than the default 0.02 so that random logits are well separated: greedy choices
-            # are then stable under the tiny float differences between batch shapes.
-            initializer_range=0.2,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=False,
-        )
+    _save_llama(
+        out,
+        tokenizer,
+        1234,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        # Wider than the default 0.02 so that random logits are well separated: greedy choices
+        # are then stable under the tiny float differences between batch shapes.
+        initializer_range=0.2,
     )
-    torch.manual_seed(1234)
+
+
+def _save_llama(out: Path, tokenizer: Any, seed: int, **fields: Any) -> None:
+    """A LlamaForCausalLM of these config fields with ``seed``'s random weights, fp32, untied,
+    its special token ids (and its generation config's) those of ``tokenizer``; saved with it."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    ids["pad_token_id"] = tokenizer.pad_token_id
+    config = LlamaConfig(**_fields(**fields, **ids, tie_word_embeddings=False))
+    torch.manual_seed(seed)
     model: Any = LlamaForCausalLM(config)
     model = model.to(torch.float32).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    )
+    model.generation_config = GenerationConfig(**ids)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
 
 def _build_tiny_bert(out: Path) -> None:
     import torch
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertModel
 
-    backend = _wordpiece_tokenizer(vocab_size=1024)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=128,
-    )
+    specials = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
+    tokenizer = fast_tokenizer(_wordpiece_tokenizer(vocab_size=1024), 128, mask_token="[MASK]", **specials)
     config = BertConfig(
         **_fields(
             vocab_size=len(tokenizer),
@@ -294,38 +298,24 @@ def _write_sentence_transformers_config(out: Path, *, dim: int, max_seq_length: 
 
 
 def _build_bench_llama(out: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm(), local_files_only=True)
     tokenizer.chat_template = BENCH_CHAT_TEMPLATE
     tokenizer.bos_token = tokenizer.cls_token
     tokenizer.eos_token = tokenizer.sep_token
-    config = LlamaConfig(
-        **_fields(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=512,
-            intermediate_size=1408,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            max_position_embeddings=2048,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=False,
-        )
+    _save_llama(
+        out,
+        tokenizer,
+        2026,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
     )
-    torch.manual_seed(2026)
-    model: Any = LlamaForCausalLM(config)
-    model = model.to(torch.float32).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    )
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
 
 
 def tiny_llama(path: Path | None = None) -> Path:
