@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hfd.daemon.cache import ResponseCache, encode_generation
-from hfd.daemon.scheduler.generation import TokenChunk
+from hfd.daemon.scheduler.streams import CountsOf, TokenChunk
 
 
 class ReplayStream:
@@ -41,37 +41,25 @@ class ReplayStream:
         self._next = len(self._chunks)
 
 
-class RecordingStream:
+class RecordingStream(CountsOf):
     """Passes a live generation through and stores it in the cache once it ended normally."""
 
     def __init__(self, inner: Any, cache: ResponseCache, key: str) -> None:
-        self._inner = inner
+        self._stream = inner
         self._cache = cache
         self._key = key
         self._chunks: list[TokenChunk] = []
         self.cached = False
 
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self._inner.prompt_tokens)
-
-    @property
-    def completion_tokens(self) -> int:
-        return int(self._inner.completion_tokens)
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._inner.finish_reason  # type: ignore[no-any-return]
-
     def __aiter__(self) -> RecordingStream:
         return self
 
     async def __anext__(self) -> TokenChunk:
-        chunk: TokenChunk = await self._inner.__anext__()
+        chunk: TokenChunk = await self._stream.__anext__()
         self._chunks.append(chunk)
         if chunk.finish_reason in ("stop", "length"):
             await self._cache.aput(self._key, encode_generation(self._chunks, self.prompt_tokens))
         return chunk
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await self._stream.aclose()

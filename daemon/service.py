@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -30,6 +28,7 @@ from hfd.daemon.cache_streams import RecordingStream, ReplayStream
 from hfd.daemon.models.loaded import LoadedModel
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.pulls import Pulls
+from hfd.daemon.results import EmbeddingResult, Generation
 from hfd.daemon.schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -40,99 +39,13 @@ from hfd.daemon.schema import (
 from hfd.daemon.settings import Settings
 from hfd.daemon.tasks.listing import listed_task
 from hfd.daemon.tools.chat import ChatTools
-from hfd.daemon.tools.output import ToolOutput
+
+__all__ = ["EmbeddingResult", "Generation", "Service", "sampling_params"]
 
 log = logging.getLogger(__name__)
 
 # OpenAI's default when a request gives no temperature.
 DEFAULT_TEMPERATURE = 1.0
-
-
-@dataclass(frozen=True)
-class EmbeddingResult:
-    model: str
-    vectors: np.ndarray  # float32 (n, d)
-    prompt_tokens: int
-    cached: bool = False  # served from the response cache
-
-
-class Generation:
-    """One running generation: iterate its chunks, read usage at the end.
-
-    Holds the model (it cannot be unloaded) until closed; closing before the end cancels the
-    sequence, which leaves the batch at the next step.
-    """
-
-    def __init__(self, *, kind: str, model: str, stream: Any, stack: AsyncExitStack) -> None:
-        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        self.kind = kind
-        self.model = model
-        self.created = int(time.time())
-        self._stream = stream
-        self._stack = stack
-        self._closed = False
-        # The request this generation serves (usage and time to first token are noted there).
-        self._request = reqctx.current()
-        # How a chat reply is read for tool calls (hfd.daemon.tools.output); None: plain text.
-        self.tools: ToolOutput | None = None
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self._stream.prompt_tokens)
-
-    @property
-    def completion_tokens(self) -> int:
-        return int(self._stream.completion_tokens)
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._stream.finish_reason  # type: ignore[no-any-return]
-
-    @property
-    def cached(self) -> bool:
-        """Served from the response cache (replayed chunks, no model involved)."""
-        return bool(getattr(self._stream, "cached", False))
-
-    def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        try:
-            async for chunk in self._stream:
-                reqctx.note_first_token(self._request)
-                yield chunk
-        except Exception as exc:
-            # The model's lease sees the failure: its circuit breaker counts engine errors.
-            await self.aclose(exc)
-            raise
-        finally:
-            await self.aclose()
-
-    async def text(self) -> str:
-        parts = [chunk.text async for chunk in self]
-        return "".join(parts)
-
-    async def aclose(self, error: BaseException | None = None) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        reqctx.note_tokens(self.prompt_tokens, self.completion_tokens, ctx=self._request)
-        with anyio.CancelScope(shield=True):
-            await self._stream.aclose()
-            if error is None:
-                await self._stack.aclose()
-            else:
-                await self._stack.__aexit__(type(error), error, error.__traceback__)
-
-    async def __aenter__(self) -> Generation:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class Service:

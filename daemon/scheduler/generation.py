@@ -22,15 +22,12 @@ How a stream ends:
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from types import TracebackType
+from collections.abc import Callable
 
 import anyio
 
@@ -39,112 +36,15 @@ from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest
 from hfd.daemon.metrics import record_batch
 from hfd.daemon.scheduler.base import GenerationStats
 from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
-from hfd.daemon.scheduler.detok_logprobs import TextLogprob, texted
+from hfd.daemon.scheduler.detok_logprobs import texted
+from hfd.daemon.scheduler.streams import GenerationStream, TokenChunk, deliver
+
+__all__ = ["GenerationScheduler", "GenerationStream", "TokenChunk"]
 
 log = logging.getLogger(__name__)
 _STOP_WAIT_S = 30.0  # how long a closing scheduler waits for its worker to leave engine.step()
 
 _ids = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class TokenChunk:
-    text: str  # new text since the previous chunk ("" when a token completes no character)
-    token_ids: list[int]
-    finish_reason: str | None  # "stop" | "length" | "cancelled" | None; set on the last chunk only
-    # When the request asked (SamplingParams.logprobs): one per token of token_ids.
-    logprobs: list[TextLogprob | None] | None = None
-    # On the first chunk, when it asked (prompt_logprobs): one per prompt token, the first None.
-    prompt_logprobs: list[TextLogprob | None] | None = None
-
-
-class GenerationStream:
-    """The output of one request: an async iterator of ``TokenChunk`` and a context manager.
-
-    Chunks are appended by the scheduler's worker through ``loop.call_soon_threadsafe``; all
-    fields are read and written on the event loop only.
-    """
-
-    def __init__(self, scheduler: GenerationScheduler, request_id: int, prompt_tokens: int) -> None:
-        self.request_id = request_id
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self._scheduler = scheduler
-        self._loop = asyncio.get_running_loop()
-        self._buffer: collections.deque[TokenChunk | HfdError] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended = False  # the last item was put in the buffer
-        self._closed = False  # the reader closed the stream
-
-    # ----------------------------------------------------------------- worker side (on the loop)
-
-    def _put(self, item: TokenChunk | HfdError) -> None:
-        if self._ended:
-            return
-        if isinstance(item, TokenChunk):
-            self.completion_tokens += len(item.token_ids)
-            if item.finish_reason is not None:
-                self.finish_reason = item.finish_reason
-                self._ended = True
-        else:
-            self.finish_reason = "cancelled" if isinstance(item, Cancelled) else "error"
-            self._ended = True
-        if self._closed:
-            return
-        self._buffer.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    # ----------------------------------------------------------------- reader side
-
-    @property
-    def finished(self) -> bool:
-        return self._ended
-
-    def cancel(self) -> None:
-        """Thread-safe. The sequence leaves the batch at the next step."""
-        self._scheduler._cancel(self.request_id)
-
-    async def aclose(self) -> None:
-        """Cancel if not finished; idempotent."""
-        if not self._ended:
-            self.cancel()
-            # Whatever the worker still sends is dropped: the reader's view ends here.
-            self._ended = True
-            self.finish_reason = "cancelled"
-        self._closed = True
-        self._buffer.clear()
-
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> TokenChunk:
-        while not self._buffer:
-            if self._ended or self._closed:
-                raise StopAsyncIteration
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            except asyncio.CancelledError:
-                # The reader went away (client disconnected, task cancelled): free the row.
-                if not self._ended:
-                    self.cancel()
-                raise
-            finally:
-                self._waiter = None
-        item = self._buffer.popleft()
-        if isinstance(item, HfdError):
-            raise item
-        return item
-
-    async def __aenter__(self) -> GenerationStream:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 class _Seq:
@@ -297,7 +197,7 @@ class GenerationScheduler:
                     self._active -= 1
                     if not self._active:
                         self._cond.notify_all()  # aclose() may be waiting for idle
-                    self._deliver([(seq.stream, TokenChunk("", [], "cancelled"))])
+                    deliver([(seq.stream, TokenChunk("", [], "cancelled"))])
                     return
             self._cancels.add(request_id)
             self._cond.notify()
@@ -326,7 +226,7 @@ class GenerationScheduler:
                     self._admit(seq, out)
                 if self._running:
                     self._step(out)
-                self._deliver(out)
+                deliver(out)
         except BaseException:  # a bug here must not leave readers waiting forever
             log.exception("generation worker crashed", extra={"model": self.name})
             raise
@@ -445,31 +345,12 @@ class GenerationScheduler:
             out.append(
                 (seq.stream, Cancelled(f"model {self.name!r} was unloaded before the request started"))
             )
-        self._deliver(out)
+        deliver(out)
 
     def _retry_after(self) -> float:
         """A guess of when a row frees up: a typical request's time spread over the rows."""
         per_row = self._ema_request_seconds / max(1, self.max_running) if self._ema_request_seconds else 1.0
         return round(min(60.0, max(0.1, per_row * max(1, len(self._waiting)))), 3)
-
-    @staticmethod
-    def _deliver(items: Sequence[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
-        """Hand a step's chunks to their event loops: one wake-up per loop per step."""
-        if not items:
-            return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationStream, TokenChunk | HfdError]]] = {}
-        for stream, item in items:
-            by_loop.setdefault(stream._loop, []).append((stream, item))
-        for loop, batch in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_put_all, batch)
-            except RuntimeError:  # the loop is closed: nobody is reading any more
-                pass
-
-
-def _put_all(batch: list[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
-    for stream, item in batch:
-        stream._put(item)
 
 
 def _engine_error(exc: BaseException) -> HfdError:

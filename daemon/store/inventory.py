@@ -21,6 +21,7 @@ from hfd.daemon.store.catalog import SnapshotRow
 from hfd.daemon.store.fetch import Attempt, failure
 from hfd.daemon.store.files import model_files
 from hfd.daemon.store.layout import RepoDir
+from hfd.daemon.store.lookup import find_here
 from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.writer import PlacedFile
@@ -100,9 +101,7 @@ def list_snapshots(store: ModelStore) -> list[SnapshotInfo]:
 
 
 def show(store: ModelStore, ref: str) -> SnapshotInfo:
-    snap = store.find(ref)
-    if snap is None:
-        raise failure(ref, store._local_attempts(store.parse(ref)))
+    snap = find_here(store, ref)
     return info(store, snap, repo_dir_of(store, snap), with_files=True)
 
 

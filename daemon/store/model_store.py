@@ -22,7 +22,7 @@ from hfd.client.errors import (
     ModelNotFound,
 )
 from hfd.daemon.settings import ModelSpec, Settings
-from hfd.daemon.store import inventory, sharing
+from hfd.daemon.store import inventory, lookup, sharing
 from hfd.daemon.store.catalog import Catalog
 from hfd.daemon.store.cid_index import candidate_cids
 from hfd.daemon.store.fetch import Attempt, Fetched, Flight, SingleFlight, failure
@@ -71,39 +71,7 @@ class ModelStore:
 
     def find(self, ref: ModelRef | ModelSpec | str) -> Snapshot | None:
         """The snapshot if it is here already (store, HF cache or local directory); never fetches."""
-        mref = ref if isinstance(ref, ModelRef) else self.parse(ref)
-        if mref.kind == "path":
-            assert mref.path is not None
-            if mref.path.is_dir():
-                return Snapshot(mref.path, str(mref.path), None, None, "local")
-            return None
-        if mref.kind == "ipfs":
-            assert mref.cid is not None
-            row = self._catalog_call(lambda: self.catalog.by_cid(mref.cid or ""), None)
-            if row is not None and self.layout.repo(row.repo).snapshot(row.commit).is_dir():
-                return Snapshot(
-                    self.layout.repo(row.repo).snapshot(row.commit),
-                    row.repo,
-                    row.revision,
-                    row.commit,
-                    row.source,
-                )
-            return None
-        assert mref.repo is not None
-        repo_dir = self.layout.repo(mref.repo)
-        commit = repo_dir.commit_for(mref.revision)
-        if commit is not None:
-            found: str = commit  # a name the lambda can capture with its narrowed type
-            row = self._catalog_call(lambda: self.catalog.snapshot(mref.repo or "", found), None)
-            return Snapshot(
-                repo_dir.snapshot(commit), mref.repo, mref.revision, commit, row.source if row else "store"
-            )
-        if self.hf_layout is not None:
-            hf_dir = self.hf_layout.repo(mref.repo)
-            commit = hf_dir.commit_for(mref.revision)
-            if commit is not None and any(hf_dir.snapshot(commit).iterdir()):
-                return Snapshot(hf_dir.snapshot(commit), mref.repo, mref.revision, commit, "hf-cache")
-        return None
+        return lookup.find(self, ref)
 
     def resolve(
         self,
@@ -130,7 +98,7 @@ class ModelStore:
             )
         if not allow_pull:
             attempts = [
-                *self._local_attempts(mref),
+                *lookup.local_attempts(self, mref),
                 Attempt(
                     "IPFS and the Hub",
                     f"not tried: pulling is off (allow_pull = false); `hfd pull {mref.text}` fetches it",
@@ -215,7 +183,7 @@ class ModelStore:
         self, mref: ModelRef, meter: ProgressMeter, allow_pickle: bool, should_stop: Callable[[], bool]
     ) -> Snapshot:
         assert mref.repo is not None
-        attempts = self._local_attempts(mref)
+        attempts = lookup.local_attempts(self, mref)
         with (
             self.repo_lock(mref.repo, meter, should_stop) as repo_dir,
             dropping_partial_on_full_disk(repo_dir),
@@ -364,23 +332,6 @@ class ModelStore:
             self.publish(snap)
         except HfdError as exc:
             log.warning("could not share the model on IPFS", extra={"repo": snap.repo, "error": exc.message})
-
-    def _local_attempts(self, mref: ModelRef) -> list[Attempt]:
-        # The directories go to the log only: clients of the daemon get these messages.
-        log.info(
-            "model not in the local stores",
-            extra={
-                "ref": str(mref),
-                "store": str(self.root),
-                "hf_cache": str(self.hf_layout.root) if self.hf_layout else None,
-            },
-        )
-        out = [Attempt("store", "not there")]
-        if self.hf_layout is not None:
-            out.append(Attempt("Hugging Face cache", "not there"))
-        else:
-            out.append(Attempt("Hugging Face cache", "not used (store_use_hf_cache = false)"))
-        return out
 
     def _catalog_call(self, fn: Callable[[], T], default: D) -> T | D:
         # The files on disk are the truth; a catalog that cannot be opened only costs metadata.

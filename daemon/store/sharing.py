@@ -22,8 +22,8 @@ from hfd.daemon.store.bundle import import_bundle as _read_bundle
 from hfd.daemon.store.bundle import read_bundle_manifest, write_bundle
 from hfd.daemon.store.catalog import PublishedRow, utcnow
 from hfd.daemon.store.cid_index import update_index
-from hfd.daemon.store.fetch import failure
 from hfd.daemon.store.files import model_files
+from hfd.daemon.store.lookup import find_here
 from hfd.daemon.store.pull import DONE, ProgressCallback, ProgressMeter
 from hfd.daemon.store.snapshot import Snapshot
 from hfd.ipfs.manifest import MANIFEST_NAME, Manifest, ManifestFile, content_commit
@@ -70,16 +70,9 @@ def snapshot_manifest(
     return manifest, [(f.path, snap.path / f.path) for f in manifest.files]
 
 
-def _find(store: ModelStore, ref: str) -> Snapshot:
-    snap = store.find(ref)
-    if snap is None:
-        raise failure(ref, store._local_attempts(store.parse(ref)))
-    return snap
-
-
 def publish(store: ModelStore, ref: str | Snapshot, *, repo: str | None = None) -> PublishResult:
     """Add a stored (or local) snapshot and its manifest to the IPFS node, pinned; return the CID."""
-    snap = ref if isinstance(ref, Snapshot) else _find(store, str(ref))
+    snap = ref if isinstance(ref, Snapshot) else find_here(store, str(ref))
     manifest, files = snapshot_manifest(store, snap, repo=repo)
     published = store.ipfs.publish(manifest, files)
     store._catalog_call(
@@ -126,7 +119,7 @@ def publish(store: ModelStore, ref: str | Snapshot, *, repo: str | None = None) 
 
 def export(store: ModelStore, ref: str, out: Path, *, repo: str | None = None) -> tuple[Manifest, int]:
     """Write a stored (or local) snapshot to a bundle file; returns its manifest and size."""
-    manifest, files = snapshot_manifest(store, _find(store, ref), repo=repo)
+    manifest, files = snapshot_manifest(store, find_here(store, ref), repo=repo)
     return manifest, write_bundle(manifest, files, out)
 
 

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, Final
 from hfd._digests import READ_CHUNK, Digester, is_git_sha1, is_sha256
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 from hfd.daemon.store.catalog import BlobCheck, utcnow
-from hfd.daemon.store.fetch import failure
 from hfd.daemon.store.layout import RepoDir, repo_folder_name
 from hfd.daemon.store.locks import FileLock, lock_path
+from hfd.daemon.store.lookup import find_here
 from hfd.daemon.store.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -218,9 +218,7 @@ def _targets(store: ModelStore, ref: str | None) -> Iterator[tuple[RepoDir, list
         for repo_dir in store.layout.repos():
             yield repo_dir, repo_dir.commits()
         return
-    snap = store.find(ref)
-    if snap is None:
-        raise failure(ref, store._local_attempts(store.parse(ref)))
+    snap = find_here(store, ref)
     if snap.source in ("local", "hf-cache") or snap.commit is None:
         raise InvalidRequest(
             f"{ref} is not in hfd's store (it is a {'local directory' if snap.source == 'local' else 'Hugging Face cache entry'}); "
