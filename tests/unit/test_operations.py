@@ -2,7 +2,8 @@
 scope checks are read from it: every operation has a scope, an HTTP route or an IPC op, and a
 method in both ``hfd.client.Client`` and ``AsyncClient`` (or a reason why not); the HTTP app
 serves exactly the table's routes, the IPC door dispatches exactly its ops, and the scopes the
-access checks give are the table's."""
+access checks give are the table's. The routes and ops themselves are pinned here, so losing a
+row (an HTTP-only one too) fails a test: removing a route is an edit of this file as well."""
 
 from __future__ import annotations
 
@@ -26,6 +27,78 @@ from hfd.daemon.zmq.server import IpcServer
 
 ROWS = [pytest.param(o, id=o.name) for o in OPERATIONS]
 KINDS = {"unary", "generation", "embedding", "progress"}
+
+# Every route and op hfd serves. A row may be added without touching these; one that goes away
+# (or changes its method or path) must be taken out here too.
+HTTP_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id:path}"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+    ("GET", "/api/ps"),
+    ("POST", "/api/load"),
+    ("POST", "/api/unload"),
+    ("POST", "/api/pull"),
+    ("GET", "/api/stats"),
+    ("GET", "/api/version"),
+    ("GET", "/api/hardware"),
+    ("GET", "/openapi.json"),
+    ("GET", "/"),
+    ("GET", "/web/{path:path}"),
+    ("GET", "/api/usage/recent"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    # Ollama's API
+    ("POST", "/api/chat"),
+    ("POST", "/api/generate"),
+    ("POST", "/api/embed"),
+    ("POST", "/api/embeddings"),
+    ("GET", "/api/tags"),
+    ("POST", "/api/show"),
+    ("DELETE", "/api/delete"),
+    ("POST", "/api/copy"),
+    # the Responses and Anthropic Messages APIs
+    ("POST", "/v1/responses"),
+    ("GET", "/v1/responses/{response_id}"),
+    ("DELETE", "/v1/responses/{response_id}"),
+    ("GET", "/v1/responses/{response_id}/input_items"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
+    # text heads and speech
+    ("POST", "/v1/rerank"),
+    ("POST", "/rerank"),
+    ("POST", "/v1/score"),
+    ("POST", "/v1/classify"),
+    ("POST", "/v1/ner"),
+    ("POST", "/v1/audio/transcriptions"),
+    ("POST", "/v1/audio/translations"),
+}
+IPC_OPS = {
+    "health",
+    "cancel",
+    "models.list",
+    "models.ps",
+    "models.load",
+    "models.unload",
+    "models.pull",
+    "chat.completions.create",
+    "completions.create",
+    "embeddings.create",
+    "hardware",
+    "stats",
+    "tokenize",
+    "detokenize",
+    "rerank",
+    "score",
+    "classify",
+    "ner",
+    "audio.transcriptions.create",
+    "audio.translations.create",
+}
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -60,6 +133,12 @@ def test_every_operation_has_a_scope_a_door_and_a_client_method(operation: Opera
         assert callable(_attribute(client, operation.client))
     async_client = AsyncClient(transport=AsyncMemoryTransport(_no_daemon))
     assert callable(_attribute(async_client, operation.client))
+
+
+def test_no_route_or_op_is_lost() -> None:
+    routes = {route for o in OPERATIONS for route in o.http}
+    assert HTTP_ROUTES - routes == set(), "routes gone from the operation table"
+    assert IPC_OPS - {o.op for o in OPERATIONS if o.op is not None} == set(), "IPC ops gone from the table"
 
 
 def test_every_protocol_op_is_a_row() -> None:
