@@ -5,6 +5,7 @@ Most rows come in a few shapes, each with a builder, so a row says only what set
 
 - :func:`both`: served on both doors, the IPC op is the row's name and there is a client method;
 - :func:`http_only`: an HTTP route with no IPC op and no client method (with the reason);
+- :func:`generation`: a generation on both doors, with its reply shapes;
 - :func:`model_work`: a model call on both doors (``unary``, inference scope) that a client
   hanging up cancels: the text heads and speech.
 """
@@ -65,33 +66,45 @@ class Operation:
 
 
 # ----------------------------------------------------------------------------- row builders
+# A route is written "METHOD /path"; the client method defaults to the IPC op's name.
+
+
+def routes_of(*routes: str) -> tuple[Route, ...]:
+    """``"POST /v1/rerank"`` -> ``("POST", "/v1/rerank")``, for each route."""
+    out = []
+    for route in routes:
+        method, path = route.split(" ", 1)
+        out.append((method, path))
+    return tuple(out)
 
 
 def both(
-    op: str, kind: Kind, scope: str | None, *routes: Route, call: Callable[..., Any], client: str, **more: Any
+    op: str, scope: str | None, *routes: str, kind: Kind = "unary", client: str | None = None, **more: Any
 ) -> Operation:
     """A row on both doors: IPC op ``op`` (also its name), ``routes`` over HTTP, a client method."""
-    return Operation(op, kind, scope, op=op, http=routes, call=call, client=client, **more)
+    return Operation(op, kind, scope, op=op, http=routes_of(*routes), client=client or op, **more)
 
 
-def http_only(name: str, kind: Kind, scope: str | None, route: Route, why: str, **more: Any) -> Operation:
+def http_only(
+    name: str, scope: str | None, route: str, why: str, kind: Kind = "unary", **more: Any
+) -> Operation:
     """An HTTP route with no IPC op and no client method; ``why`` says why not."""
-    return Operation(name, kind, scope, http=(route,), no_client=why, **more)
+    return Operation(name, kind, scope, http=routes_of(route), no_client=why, **more)
+
+
+def generation(
+    op: str, request: type[BaseModel], call: Callable[..., Any], reply: responses.GenerationReply, route: str
+) -> Operation:
+    """A generation on both doors (inference scope): ``reply`` cuts it into chunks or one body."""
+    return both(op, SCOPE_INFERENCE, route, kind="generation", request=request, call=call, reply=reply)
 
 
 def model_work(
-    op: str, *routes: Route, request: type[BaseModel], call: Callable[..., Any], client: str
+    op: str, request: type[BaseModel], call: Callable[..., Any], *routes: str, client: str | None = None
 ) -> Operation:
     """Model work on both doors, cancelled over HTTP when the client hangs up."""
     return both(
-        op,
-        "unary",
-        SCOPE_INFERENCE,
-        *routes,
-        request=request,
-        call=call,
-        client=client,
-        cancel_on_disconnect=True,
+        op, SCOPE_INFERENCE, *routes, request=request, call=call, client=client, cancel_on_disconnect=True
     )
 
 

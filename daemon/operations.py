@@ -35,35 +35,45 @@ from typing import Final
 
 from hfd.client import protocol as p
 from hfd.daemon import operation_rows as call
-from hfd.daemon import responses, tokenize_ops
-from hfd.daemon import transcribe as speech
+from hfd.daemon import responses
 from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
 from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
 from hfd.daemon.openai_responses.schema import ResponsesRequest
-from hfd.daemon.operation_rows import DELETE, GET, OPEN, POST, Kind, Operation, both, http_only, model_work
+from hfd.daemon.operation_rows import (
+    OPEN,
+    Kind,
+    Operation,
+    both,
+    generation,
+    http_only,
+    model_work,
+    routes_of,
+)
 from hfd.daemon.pulls import PullRequest
 from hfd.daemon.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelRequest
 from hfd.daemon.tasks import text_heads
 from hfd.daemon.tasks.text_requests import ClassifyRequest, NerRequest, RerankRequest, ScoreRequest
+from hfd.daemon.tokenize_ops import DetokenizeRequest, TokenizeRequest, detokenize, tokenize
+from hfd.daemon.transcribe import TranscriptionRequest, TranslationRequest, transcribe
 
 __all__ = ["BY_NAME", "BY_OP", "OPEN", "OPERATIONS", "Kind", "Operation"]
 
 INFER: Final = SCOPE_INFERENCE
+MODELS: Final = SCOPE_MODELS
+ADMIN: Final = SCOPE_ADMIN
 # Why the Responses and Anthropic APIs have no hfd.client method.
 _FOREIGN: Final = "another API's shape over the chat path, for that API's SDKs; hfd.client has chat"
+_VERSION_WHY: Final = "the client reads the daemon's version from health"
+_USAGE_WHY: Final = "the web page's recent requests; hfd stats reads the usage log itself"
 _OLLAMA: Final = "Ollama's API in Ollama's shapes, for Ollama's clients"
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
-    both(p.OP_HEALTH, "unary", OPEN, (GET, "/health"), call=call.health, client="health"),
+    both(p.OP_HEALTH, OPEN, "GET /health", call=call.health),
     http_only(
-        "ready",
-        "unary",
-        OPEN,
-        (GET, "/ready"),
-        "a probe for service managers and load balancers; IPC clients ask health",
+        "ready", OPEN, "GET /ready", "a probe for service managers and load balancers; IPC clients ask health"
     ),
     # open to anyone with metrics_public
-    http_only("metrics", "unary", SCOPE_ADMIN, (GET, "/metrics"), "Prometheus scrapes it over HTTP"),
+    http_only("metrics", ADMIN, "GET /metrics", "Prometheus scrapes it over HTTP"),
     Operation(
         p.OP_CANCEL,
         "unary",
@@ -71,177 +81,101 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         op=p.OP_CANCEL,
         no_client="sent by the clients' streams when closed early, not called",
     ),
-    both(p.OP_MODELS_LIST, "unary", INFER, (GET, "/v1/models"), call=call.models, client="models.list"),
+    both(p.OP_MODELS_LIST, INFER, "GET /v1/models", call=call.models),
     # Model names may contain '/' (org/name), hence the path converter.
     Operation(
         "models.retrieve",
         "unary",
         INFER,
-        http=((GET, "/v1/models/{model_id:path}"),),
+        http=routes_of("GET /v1/models/{model_id:path}"),
         call=call.model,
         client="models.retrieve",
     ),
-    both(
-        p.OP_CHAT,
-        "generation",
-        INFER,
-        (POST, "/v1/chat/completions"),
-        request=ChatCompletionRequest,
-        call=call.chat,
-        reply=responses.CHAT,
-        client="chat.completions.create",
-    ),
-    both(
-        p.OP_COMPLETIONS,
-        "generation",
-        INFER,
-        (POST, "/v1/completions"),
-        request=CompletionRequest,
-        call=call.complete,
-        reply=responses.COMPLETION,
-        client="completions.create",
+    generation(p.OP_CHAT, ChatCompletionRequest, call.chat, responses.CHAT, "POST /v1/chat/completions"),
+    generation(
+        p.OP_COMPLETIONS, CompletionRequest, call.complete, responses.COMPLETION, "POST /v1/completions"
     ),
     both(
         p.OP_EMBEDDINGS,
-        "embedding",
         INFER,
-        (POST, "/v1/embeddings"),
+        "POST /v1/embeddings",
+        kind="embedding",
         request=EmbeddingRequest,
         call=call.embed,
-        client="embeddings.create",
     ),
-    both(p.OP_MODELS_PS, "unary", INFER, (GET, "/api/ps"), call=call.ps, client="ps"),
-    both(
-        p.OP_MODELS_LOAD,
-        "unary",
-        SCOPE_MODELS,
-        (POST, "/api/load"),
-        request=ModelRequest,
-        call=call.load,
-        client="load",
-    ),
+    both(p.OP_MODELS_PS, INFER, "GET /api/ps", call=call.ps, client="ps"),
+    both(p.OP_MODELS_LOAD, MODELS, "POST /api/load", request=ModelRequest, call=call.load, client="load"),
     both(
         p.OP_MODELS_UNLOAD,
-        "unary",
-        SCOPE_MODELS,
-        (POST, "/api/unload"),
+        MODELS,
+        "POST /api/unload",
         request=ModelRequest,
         call=call.unload,
         client="unload",
     ),
     both(
         p.OP_PULL,
-        "progress",
-        SCOPE_MODELS,
-        (POST, "/api/pull"),
+        MODELS,
+        "POST /api/pull",
+        kind="progress",
         request=PullRequest,
         call=call.pull,
         check=call.check_pull,
         client="pull",
     ),
-    both(p.OP_STATS, "unary", SCOPE_ADMIN, (GET, "/api/stats"), call=call.stats, client="stats"),
-    http_only(
-        "version",
-        "unary",
-        INFER,
-        (GET, "/api/version"),
-        "the client reads the daemon's version from health",
-        call=call.version,
-    ),
-    both(p.OP_HARDWARE, "unary", INFER, (GET, "/api/hardware"), call=call.hardware, client="hardware"),
+    both(p.OP_STATS, ADMIN, "GET /api/stats", call=call.stats),
+    http_only("version", INFER, "GET /api/version", _VERSION_WHY, call=call.version),
+    both(p.OP_HARDWARE, INFER, "GET /api/hardware", call=call.hardware),
     # Answered by hfd.daemon.web: the API's own description, the web page and what it reads.
     # /openapi.json: shapes only, no data: tools read it before they have a key.
-    http_only("openapi", "unary", OPEN, (GET, "/openapi.json"), "the API's description, for HTTP tools"),
+    http_only("openapi", OPEN, "GET /openapi.json", "the API's description, for HTTP tools"),
     # The page asks for the key itself and sends it with each API call.
-    http_only("web", "unary", OPEN, (GET, "/"), "the web page (http_web), for browsers"),
-    http_only("web.static", "unary", OPEN, (GET, "/web/{path:path}"), "the web page's static files"),
-    http_only(
-        "usage.recent",
-        "unary",
-        SCOPE_ADMIN,
-        (GET, "/api/usage/recent"),
-        "the web page's recent requests; hfd stats reads the usage log itself",
-    ),
-    both(
-        p.OP_TOKENIZE,
-        "unary",
-        INFER,
-        (POST, "/tokenize"),
-        request=tokenize_ops.TokenizeRequest,
-        call=tokenize_ops.tokenize,
-        client="tokenize",
-    ),
-    both(
-        p.OP_DETOKENIZE,
-        "unary",
-        INFER,
-        (POST, "/detokenize"),
-        request=tokenize_ops.DetokenizeRequest,
-        call=tokenize_ops.detokenize,
-        client="detokenize",
-    ),
+    http_only("web", OPEN, "GET /", "the web page (http_web), for browsers"),
+    http_only("web.static", OPEN, "GET /web/{path:path}", "the web page's static files"),
+    http_only("usage.recent", ADMIN, "GET /api/usage/recent", _USAGE_WHY),
+    both(p.OP_TOKENIZE, INFER, "POST /tokenize", request=TokenizeRequest, call=tokenize),
+    both(p.OP_DETOKENIZE, INFER, "POST /detokenize", request=DetokenizeRequest, call=detokenize),
     # Ollama's API (hfd.daemon.ollama.routes): HTTP only; Ollama's clients call these.
-    http_only("ollama.chat", "generation", INFER, (POST, "/api/chat"), _OLLAMA),
-    http_only("ollama.generate", "generation", INFER, (POST, "/api/generate"), _OLLAMA),
-    http_only("ollama.embed", "embedding", INFER, (POST, "/api/embed"), _OLLAMA),
-    http_only("ollama.embeddings", "embedding", INFER, (POST, "/api/embeddings"), _OLLAMA),
-    http_only("ollama.tags", "unary", INFER, (GET, "/api/tags"), _OLLAMA),
-    http_only("ollama.show", "unary", INFER, (POST, "/api/show"), _OLLAMA),
-    http_only("ollama.delete", "unary", SCOPE_MODELS, (DELETE, "/api/delete"), _OLLAMA),
-    http_only("ollama.copy", "unary", SCOPE_MODELS, (POST, "/api/copy"), _OLLAMA),
+    *(
+        http_only(f"ollama.{name}", scope, route, _OLLAMA, kind)
+        for name, scope, route, kind in (
+            ("chat", INFER, "POST /api/chat", "generation"),
+            ("generate", INFER, "POST /api/generate", "generation"),
+            ("embed", INFER, "POST /api/embed", "embedding"),
+            ("embeddings", INFER, "POST /api/embeddings", "embedding"),
+            ("tags", INFER, "GET /api/tags", "unary"),
+            ("show", INFER, "POST /api/show", "unary"),
+            ("delete", MODELS, "DELETE /api/delete", "unary"),
+            ("copy", MODELS, "POST /api/copy", "unary"),
+        )
+    ),
     # The Responses and Anthropic Messages APIs: translations over the chat path, answered by
     # their own routes (hfd.daemon.http.responses_routes, anthropic_routes), HTTP only.
     http_only(
-        "responses.create", "generation", INFER, (POST, "/v1/responses"), _FOREIGN, request=ResponsesRequest
+        "responses.create", INFER, "POST /v1/responses", _FOREIGN, "generation", request=ResponsesRequest
     ),
-    http_only("responses.retrieve", "unary", INFER, (GET, "/v1/responses/{response_id}"), _FOREIGN),
-    http_only("responses.delete", "unary", INFER, (DELETE, "/v1/responses/{response_id}"), _FOREIGN),
+    http_only("responses.retrieve", INFER, "GET /v1/responses/{response_id}", _FOREIGN),
+    http_only("responses.delete", INFER, "DELETE /v1/responses/{response_id}", _FOREIGN),
+    http_only("responses.input_items", INFER, "GET /v1/responses/{response_id}/input_items", _FOREIGN),
+    http_only("messages.create", INFER, "POST /v1/messages", _FOREIGN, "generation", request=MessagesRequest),
     http_only(
-        "responses.input_items", "unary", INFER, (GET, "/v1/responses/{response_id}/input_items"), _FOREIGN
-    ),
-    http_only(
-        "messages.create", "generation", INFER, (POST, "/v1/messages"), _FOREIGN, request=MessagesRequest
-    ),
-    http_only(
-        "messages.count_tokens",
-        "unary",
-        INFER,
-        (POST, "/v1/messages/count_tokens"),
-        _FOREIGN,
-        request=CountTokensRequest,
+        "messages.count_tokens", INFER, "POST /v1/messages/count_tokens", _FOREIGN, request=CountTokensRequest
     ),
     # Text heads (hfd.daemon.tasks.text_heads): rerank as Cohere/Jina, score and classify as vLLM.
-    model_work(
-        p.OP_RERANK,
-        (POST, "/v1/rerank"),
-        (POST, "/rerank"),
-        request=RerankRequest,
-        call=text_heads.rerank,
-        client="rerank",
-    ),
-    model_work(p.OP_SCORE, (POST, "/v1/score"), request=ScoreRequest, call=text_heads.score, client="score"),
-    model_work(
-        p.OP_CLASSIFY,
-        (POST, "/v1/classify"),
-        request=ClassifyRequest,
-        call=text_heads.classify,
-        client="classify",
-    ),
-    model_work(p.OP_NER, (POST, "/v1/ner"), request=NerRequest, call=text_heads.classify, client="ner"),
+    model_work(p.OP_RERANK, RerankRequest, text_heads.rerank, "POST /v1/rerank", "POST /rerank"),
+    model_work(p.OP_SCORE, ScoreRequest, text_heads.score, "POST /v1/score"),
+    model_work(p.OP_CLASSIFY, ClassifyRequest, text_heads.classify, "POST /v1/classify"),
+    model_work(p.OP_NER, NerRequest, text_heads.classify, "POST /v1/ner"),
     # Speech recognition (hfd.daemon.transcribe): OpenAI's multipart upload over HTTP.
     model_work(
         p.OP_TRANSCRIBE,
-        (POST, "/v1/audio/transcriptions"),
-        request=speech.TranscriptionRequest,
-        call=speech.transcribe,
+        TranscriptionRequest,
+        transcribe,
+        "POST /v1/audio/transcriptions",
         client="transcribe",
     ),
     model_work(
-        p.OP_TRANSLATE,
-        (POST, "/v1/audio/translations"),
-        request=speech.TranslationRequest,
-        call=speech.transcribe,
-        client="translate",
+        p.OP_TRANSLATE, TranslationRequest, transcribe, "POST /v1/audio/translations", client="translate"
     ),
 )
 
