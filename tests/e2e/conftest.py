@@ -52,6 +52,13 @@ class Doors:
                 return stats
             time.sleep(0.05)
 
+    @classmethod
+    def long_chat(cls, messages: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+        """A greedy streamed chat request body on ``CHAT`` that generates ``budget`` tokens
+        (``ignore_eos``) unless it is stopped: a request to cut off midway."""
+        body = {"model": cls.CHAT, "messages": messages, "stream": True, "max_tokens": budget}
+        return body | {"ignore_eos": True, "temperature": 0}
+
     def logged(self, message: str) -> bool:
         return any(message in line for line in self.daemon.output)
 

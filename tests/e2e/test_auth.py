@@ -19,7 +19,7 @@ import openai
 import pytest
 import zmq
 import zmq.auth
-from support.daemon import start_daemon
+from support.daemon import run_hfd, start_daemon
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.protocol import (
@@ -35,8 +35,7 @@ from hfd.daemon.access.keys import KeyStore
 pytestmark = pytest.mark.timeout(300)
 
 
-def hfd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hfd", *args], capture_output=True, text=True, timeout=120)
+hfd = run_hfd
 
 
 def oai(base_url: str, key: str) -> openai.OpenAI:
@@ -102,24 +101,10 @@ def test_api_keys_over_http(tmp_path: Path) -> None:
 
 
 def test_keys_required_but_none_refuses_to_start(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hfd",
-            "serve",
-            "--auth-required",
-            "true",
-            "--http-port",
-            "0",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--runtime-dir",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = hfd(
+        "serve",
+        *("--auth-required", "true", "--http-port", "0"),
+        *("--state-dir", str(tmp_path / "state"), "--runtime-dir", str(tmp_path / "run")),
     )
     assert out.returncode != 0
     assert "hfd keys create" in out.stderr

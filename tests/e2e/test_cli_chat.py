@@ -24,12 +24,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, H
     root = tmp_path_factory.mktemp("chat-daemon")
     remote = fake_model(root / "hub", "llama", "remote")
     with HubServer([HubRepo.from_dir(PULLED, remote)]) as hub:
-        args = [
-            "--hub-endpoint", hub.url,
-            "--hub-offline", "false",
-            "--store-use-hf-cache", "false",
-            "--ipfs-enabled", "false",
-        ]  # fmt: skip
+        args = hub.only_source_flags()
         d = start_daemon(
             root / "work",
             {"chat": fake_model(root / "models", "llama")},

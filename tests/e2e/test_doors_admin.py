@@ -102,10 +102,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Setu
     tcp = f"tcp://127.0.0.1:{free_port()}"
     args = [
         "--engine", "torch",
-        "--hub-endpoint", hub.url,
-        "--hub-offline", "false",
-        "--store-use-hf-cache", "false",
-        "--ipfs-enabled", "false",
+        *hub.only_source_flags(),
         "--ipc-tcp", tcp,
         "--ipc-curve-secret-key", str(keys.server_secret),
         "--ipc-curve-clients-dir", str(keys.clients),

@@ -10,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -58,20 +57,14 @@ def test_tls_door_serves_the_openai_client_and_reloads_its_certificate_on_sighup
 
         second = ca.issue(cert, key, common_name="second")
         daemon.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while not any("TLS certificate reloaded" in line for line in daemon.output):
-            assert time.monotonic() < deadline, "\n".join(daemon.output[-20:])
-            time.sleep(0.05)
+        assert daemon.wait_logged("TLS certificate reloaded"), "\n".join(daemon.output[-20:])
         assert peer_cert(daemon.http, ca.path) == second
         assert httpx.get(daemon.http + "/health", verify=trust, timeout=15).json()["status"] == "ok"
 
         # A broken pair keeps the working certificate serving.
         key.write_text("not a key")
         daemon.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while not any("TLS certificate not reloaded" in line for line in daemon.output):
-            assert time.monotonic() < deadline, "\n".join(daemon.output[-20:])
-            time.sleep(0.05)
+        assert daemon.wait_logged("TLS certificate not reloaded"), "\n".join(daemon.output[-20:])
         assert peer_cert(daemon.http, ca.path) == second
     finally:
         assert daemon.stop() == 0, "\n".join(daemon.output[-40:])

@@ -156,17 +156,6 @@ def test_async_client(doors: Doors) -> None:
     asyncio.run(main())
 
 
-def _long_chat(budget: int) -> dict[str, object]:
-    return {
-        "model": CHAT,
-        "messages": MESSAGES,
-        "stream": True,
-        "max_tokens": budget,
-        "ignore_eos": True,
-        "temperature": 0,
-    }
-
-
 def test_closing_a_stream_cancels_its_generation(client: Client, doors: Doors) -> None:
     budget = CONTEXT - 40
     client.completions.create(model=CHAT, prompt="warm", max_tokens=1)
@@ -191,7 +180,9 @@ def test_a_client_that_goes_away_mid_stream_stops_its_generation(doors: Doors) -
     sock = ctx.socket(zmq.DEALER)
     sock.connect(doors.ipc)
     sock.send_multipart(
-        encode_request(Request(id="gone", op="chat.completions.create", body=_long_chat(budget)))
+        encode_request(
+            Request(id="gone", op="chat.completions.create", body=doors.long_chat(MESSAGES, budget))
+        )
     )
     while True:  # read until a content chunk arrives, then vanish without a word
         assert sock.poll(120_000)

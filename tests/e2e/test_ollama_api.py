@@ -33,10 +33,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, hub: HubServer) -> Iterator
     root = tmp_path_factory.mktemp("ollama-daemon")
     models = {"chat": fake_model(root / "models", "llama"), "emb": fake_model(root / "models", "bert")}
     args = [
-        "--hub-endpoint", hub.url,
-        "--hub-offline", "false",
-        "--store-use-hf-cache", "false",
-        "--ipfs-enabled", "false",
+        *hub.only_source_flags(),
         "--allow-pull", "true",
     ]  # fmt: skip
     d = start_daemon(root / "work", models, args=args, env={FAKE_ENGINE_ENV: "1", "HF_HUB_OFFLINE": "0"})

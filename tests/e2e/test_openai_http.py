@@ -215,14 +215,7 @@ def test_admin_routes(doors: Doors) -> None:
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(doors: Doors) -> None:
     budget = CONTEXT - 40
-    body = {
-        "model": CHAT,
-        "messages": MESSAGES,
-        "stream": True,
-        "max_tokens": budget,
-        "ignore_eos": True,
-        "temperature": 0,
-    }
+    body = doors.long_chat(MESSAGES, budget)
     httpx.post(
         doors.base_url + "/completions", json={"model": CHAT, "prompt": "warm", "max_tokens": 1}, timeout=120
     )

@@ -37,10 +37,7 @@ def test_pulls_and_a_load_of_one_model_through_both_doors_share_one_download(tmp
     with HubServer([HubRepo.from_dir(REF, model)], rate=size / 2.0) as hub:
         args = [
             "--engine", "torch",
-            "--hub-endpoint", hub.url,
-            "--hub-offline", "false",
-            "--store-use-hf-cache", "false",
-            "--ipfs-enabled", "false",
+            *hub.only_source_flags(),
             "--allow-pull", "true",
         ]  # fmt: skip
         daemon = start_daemon(tmp_path / "daemon", {}, args=args, env={"HF_HUB_OFFLINE": "0"})

@@ -15,36 +15,26 @@ import jsonschema
 import openai
 import pytest
 from support.daemon import Daemon, running_daemon
-from support.tool_models import tool_llama
+from support.tool_models import function_tool, tool_llama
 
 from hfd.client import Client
 
 pytestmark = pytest.mark.timeout(300)
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer"}},
-            "required": ["city", "days"],
-            "additionalProperties": False,
-        },
+WEATHER = function_tool(
+    "get_weather",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
     },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "parameters": {
-            "type": "object",
-            "properties": {"zone": {"enum": ["utc", "cet"]}},
-            "required": ["zone"],
-        },
-    },
-}
+    "The weather in a city.",
+)
+TIME = function_tool(
+    "get_time",
+    {"type": "object", "properties": {"zone": {"enum": ["utc", "cet"]}}, "required": ["zone"]},
+)
 TOOLS: list[Any] = [WEATHER, TIME]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]

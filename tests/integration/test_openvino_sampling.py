@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from support.causal_models import causal_model  # noqa: E402
+from support.engine_steps import drive  # noqa: E402
 
 from hfd.backends import capabilities  # noqa: E402
 from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams  # noqa: E402
@@ -39,16 +40,6 @@ def ov(request: pytest.FixtureRequest) -> Iterator[GenerationModel]:
     )
     yield gen
     gen.close()
-
-
-def drive(model: GenerationModel, jobs: dict[int, tuple[list[int], SamplingParams]]) -> dict[int, list]:
-    outs: dict[int, list] = {}
-    for sid, (prompt, params) in jobs.items():
-        model.add(sid, prompt, params)
-    while model.has_work():
-        for out in model.step():
-            outs.setdefault(out.seq_id, []).append(out)
-    return outs
 
 
 def test_greedy_and_prompt_logprobs_match_transformers(ov: GenerationModel) -> None:

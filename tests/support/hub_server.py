@@ -100,6 +100,13 @@ class HubServer:
         port = self._server.server_address[1]
         return f"http://127.0.0.1:{port}"
 
+    def only_source_flags(self) -> list[str]:
+        """The ``hfd`` flags that make this server the only place models come from: its endpoint,
+        the Hub online, no shared Hugging Face cache, no IPFS."""
+        flags = {"--hub-endpoint": self.url, "--hub-offline": "false", "--store-use-hf-cache": "false"}
+        flags["--ipfs-enabled"] = "false"
+        return [word for pair in flags.items() for word in pair]
+
     def start(self) -> HubServer:
         hub = self
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from support.models import CACHE_ROOT, TINY_CHAT_TEMPLATE, _cached, tiny_llama
 from support.tool_templates import LLAMA31, MISTRAL, QWEN
@@ -15,6 +16,12 @@ from support.tool_templates import LLAMA31, MISTRAL, QWEN
 TEMPLATES = {"qwen": QWEN, "llama31": LLAMA31, "mistral": MISTRAL, "plain": TINY_CHAT_TEMPLATE}
 CONTEXT = 2048
 VERSION = 1
+
+
+def function_tool(name: str, parameters: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    """A tool as OpenAI's chat completions take it (``{"type": "function", "function": ...}``)."""
+    described = {"description": description} if description is not None else {}
+    return {"type": "function", "function": {"name": name, **described, "parameters": parameters}}
 
 
 def tool_llama(template: str = "qwen") -> Path:

@@ -13,20 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from support import http_door
 from support.http_door import serving
 
-from hfd.daemon.settings import Settings, load_settings, with_overrides
+from hfd.daemon.settings import Settings
 
 
 def make_settings(tmp_path: Path, **changes: Any) -> Settings:
-    base = load_settings(
-        environ={
-            "HFD_STATE_DIR": str(tmp_path / "state"),
-            "HFD_CACHE_DIR": str(tmp_path / "cache"),
-            "HFD_RUNTIME_DIR": str(tmp_path / "run"),
-        }
-    )
-    return with_overrides(base, **{"http_port": 0, "grace_period": 1.0, **changes})
+    return http_door.make_settings(tmp_path, **{"usage_enabled": True, **changes})
 
 
 @contextmanager

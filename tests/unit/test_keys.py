@@ -3,12 +3,11 @@ process (the CLI) creating and revoking keys that the first one sees at once."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from support.daemon import run_hfd
 
 from hfd.client.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from hfd.daemon.access.auth import Authenticator, Principal, keys_required, scope_for_http, scope_for_ipc
@@ -71,12 +70,7 @@ def test_revocation_in_another_process_is_seen_at_once(tmp_path: Path) -> None:
     assert not daemon_view.changed()
 
     # The CLI, as its own process, while this one keeps its store object.
-    out = subprocess.run(
-        [sys.executable, "-m", "hfd", "keys", "revoke", "ci", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_hfd("keys", "revoke", "ci", "--state-dir", str(tmp_path), timeout=60)
     assert out.returncode == 0, out.stderr
     assert daemon_view.changed()
     daemon_view.refresh()
@@ -87,34 +81,11 @@ def test_revocation_in_another_process_is_seen_at_once(tmp_path: Path) -> None:
 
 
 def test_cli_create_prints_the_key_once(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hfd",
-            "keys",
-            "create",
-            "--name",
-            "n1",
-            "--models",
-            "m1",
-            "--rpm",
-            "3",
-            "--state-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    create = ("keys", "create", "--name", "n1", "--models", "m1", "--rpm", "3")
+    out = run_hfd(*create, "--state-dir", str(tmp_path), timeout=60)
     assert out.returncode == 0, out.stderr
     secret = out.stdout.strip()
-    listing = subprocess.run(
-        [sys.executable, "-m", "hfd", "keys", "list", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listing = run_hfd("keys", "list", "--state-dir", str(tmp_path), timeout=60)
     assert "n1" in listing.stdout and secret not in listing.stdout
     store = KeyStore(tmp_path)
     store.refresh()

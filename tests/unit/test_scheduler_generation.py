@@ -4,6 +4,7 @@ tiny Llama built locally (skipped where torch is not installed)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
@@ -45,6 +46,17 @@ def engine(
     )
     yield model
     model.close()
+
+
+@contextlib.asynccontextmanager
+async def scheduling(engine: GenerationModel, **options: Any) -> AsyncIterator[GenerationScheduler]:
+    """A started scheduler over ``engine``, closed afterwards (when the block fails too)."""
+    sched = GenerationScheduler(engine, **options)
+    sched.start()
+    try:
+        yield sched
+    finally:
+        await sched.aclose()
 
 
 @pytest.fixture
@@ -221,9 +233,7 @@ LONG = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
 
 
 async def test_cancelling_frees_the_slot_for_a_waiting_request(engine: GenerationModel) -> None:
-    sched = GenerationScheduler(engine, name="one", max_queue=4, max_running=1)
-    sched.start()
-    try:
+    async with scheduling(engine, name="one", max_queue=4, max_running=1) as sched:
         running = sched.submit(ids(engine, PROMPTS[0]), LONG)
         first = await running.__anext__()
         assert first.token_ids
@@ -242,15 +252,11 @@ async def test_cancelling_frees_the_slot_for_a_waiting_request(engine: Generatio
         done = await asyncio.wait_for(collect(waiting), 30)
         assert len(tokens(done)) == 4
         assert sched.active == 0
-    finally:
-        await sched.aclose()
     assert not engine.has_work()
 
 
 async def test_a_reader_that_goes_away_frees_its_slot(engine: GenerationModel) -> None:
-    sched = GenerationScheduler(engine, name="one", max_queue=4, max_running=1)
-    sched.start()
-    try:
+    async with scheduling(engine, name="one", max_queue=4, max_running=1) as sched:
         stream = sched.submit(ids(engine, PROMPTS[0]), LONG)
 
         async def read() -> None:
@@ -265,14 +271,10 @@ async def test_a_reader_that_goes_away_frees_its_slot(engine: GenerationModel) -
         after = await asyncio.wait_for(collect(sched.submit(ids(engine, PROMPTS[2]), GREEDY16)), 30)
         assert len(tokens(after)) == 16
         assert stream.completion_tokens < 200
-    finally:
-        await sched.aclose()
 
 
 async def test_closing_a_stream_before_it_starts_cancels_it(engine: GenerationModel) -> None:
-    sched = GenerationScheduler(engine, name="one", max_queue=4, max_running=1)
-    sched.start()
-    try:
+    async with scheduling(engine, name="one", max_queue=4, max_running=1) as sched:
         running = sched.submit(ids(engine, PROMPTS[0]), GREEDY16)
         queued = sched.submit(ids(engine, PROMPTS[1]), GREEDY16)
         async with queued:
@@ -282,14 +284,10 @@ async def test_closing_a_stream_before_it_starts_cancels_it(engine: GenerationMo
         await asyncio.sleep(0.05)
         assert sched.active == 0
         assert sched.stats().requests_finished == 1
-    finally:
-        await sched.aclose()
 
 
 async def test_a_full_queue_answers_overloaded_and_recovers(engine: GenerationModel) -> None:
-    sched = GenerationScheduler(engine, name="one", max_queue=1, max_running=1)
-    sched.start()
-    try:
+    async with scheduling(engine, name="one", max_queue=1, max_running=1) as sched:
         running = sched.submit(ids(engine, PROMPTS[0]), LONG)
         await running.__anext__()
         queued = sched.submit(ids(engine, PROMPTS[1]), GREEDY16)
@@ -303,8 +301,6 @@ async def test_a_full_queue_answers_overloaded_and_recovers(engine: GenerationMo
         assert len(tokens(await collect(queued))) == 16
         again = await collect(sched.submit(ids(engine, PROMPTS[2]), GREEDY16))
         assert len(tokens(again)) == 16
-    finally:
-        await sched.aclose()
 
 
 async def test_closing_the_scheduler_cancels_what_is_left(engine: GenerationModel) -> None:
@@ -359,9 +355,7 @@ class FailingStep:
 
 async def test_an_engine_failure_fails_the_running_requests_only(engine: GenerationModel) -> None:
     faulty = FailingStep(engine)
-    sched = GenerationScheduler(faulty, name="faulty", max_queue=4, max_running=4)  # type: ignore[arg-type]
-    sched.start()
-    try:
+    async with scheduling(faulty, name="faulty", max_queue=4, max_running=4) as sched:  # type: ignore[arg-type]
         streams = [sched.submit(ids(engine, p), LONG) for p in PROMPTS[:2]]
         for s in streams:
             await s.__anext__()
@@ -374,8 +368,6 @@ async def test_an_engine_failure_fails_the_running_requests_only(engine: Generat
         after = await collect(sched.submit(ids(engine, PROMPTS[2]), GREEDY16))
         assert len(tokens(after)) == 16
         assert sched.stats().errors == 1
-    finally:
-        await sched.aclose()
 
 
 async def test_stats_count_the_work(scheduler: GenerationScheduler, engine: GenerationModel) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from support.models import tiny_llama
-from support.tool_models import tool_llama
+from support.tool_models import function_tool, tool_llama
 
 from hfd.backends import _hf
 from hfd.client.errors import InvalidRequest
@@ -21,22 +21,16 @@ from hfd.daemon.schema import ChatCompletionRequest, parse
 from hfd.daemon.tools.chat import ChatTools
 from hfd.daemon.tools.render import FALLBACK_PROMPT
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city"],
-        },
+WEATHER = function_tool(
+    "get_weather",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
     },
-}
-TIME = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
-}
+    "The weather in a city.",
+)
+TIME = function_tool("get_time", {"type": "object", "properties": {}})
 
 # The chat in OpenAI's form, and the same chat as transformers' templates take it.
 OPENAI_CHAT: list[dict[str, Any]] = [

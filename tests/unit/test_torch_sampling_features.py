@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from support.causal_models import causal_model  # noqa: E402
+from support.engine_steps import drive  # noqa: E402
 from support.models import tiny_llama  # noqa: E402
 
 from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams  # noqa: E402
@@ -21,16 +22,6 @@ from hfd.backends.torch_penalties import Penalties, apply  # noqa: E402
 from hfd.backends.torch_sampling import RowSampling, sample_with_logprobs  # noqa: E402
 
 TEXTS = ["Hello", "The quick brown fox jumps over the lazy dog.", "Rain on the roof"]
-
-
-def drive(model: GenerationModel, jobs: dict[int, tuple[list[int], SamplingParams]]) -> dict[int, list]:
-    outs: dict[int, list] = {}
-    for sid, (prompt, params) in jobs.items():
-        model.add(sid, prompt, params)
-    while model.has_work():
-        for out in model.step():
-            outs.setdefault(out.seq_id, []).append(out)
-    return outs
 
 
 @pytest.fixture(scope="module", params=["llama", "mamba"])

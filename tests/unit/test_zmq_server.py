@@ -137,12 +137,17 @@ def test_two_daemons_on_one_path_the_second_is_refused(settings: Settings) -> No
         peer.close()
 
 
-def test_a_stale_socket_file_is_replaced(settings: Settings) -> None:
+def _bound_at_the_socket_path(settings: Settings) -> socket.socket:
+    """A unix socket of another process's making, bound where the daemon's socket goes."""
     path = settings.ipc_socket()
     path.parent.mkdir(parents=True)
-    dead = socket.socket(socket.AF_UNIX)
-    dead.bind(str(path))
-    dead.close()  # the file stays behind, as after a crash
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
+def test_a_stale_socket_file_is_replaced(settings: Settings) -> None:
+    _bound_at_the_socket_path(settings).close()  # the file stays behind, as after a crash
     with running(settings):
         peer = Peer(settings.ipc_endpoint())
         assert_serving(peer)
@@ -151,9 +156,7 @@ def test_a_stale_socket_file_is_replaced(settings: Settings) -> None:
 
 def test_a_live_socket_or_another_file_is_not_taken_over(settings: Settings) -> None:
     path = settings.ipc_socket()
-    path.parent.mkdir(parents=True)
-    live = socket.socket(socket.AF_UNIX)
-    live.bind(str(path))
+    live = _bound_at_the_socket_path(settings)
     live.listen(1)
     try:
         with pytest.raises(OSError) as info, running(settings):
