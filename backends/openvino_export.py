@@ -36,7 +36,14 @@ WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 EXPORT_REVISION = 1
 IR_FILE = "openvino_model.xml"
 _BILLION = 1_000_000_000
-_EXPORT_TASKS: dict[str, str] = {"generate": "text-generation-with-past", "embed": "feature-extraction"}
+_EXPORT_TASKS: dict[str, str] = {
+    "generate": "text-generation-with-past",
+    "embed": "feature-extraction",
+    # Classification heads (hfd.backends.openvino_heads): the logits graph.
+    "rerank": "text-classification",
+    "classify": "text-classification",
+    "token-classify": "token-classification",
+}
 
 
 def resolve_weight_format(opts: LoadOptions, device: str) -> str:
@@ -55,6 +62,11 @@ def resolve_weight_format(opts: LoadOptions, device: str) -> str:
     if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION:
         return "int8"
     return "fp32"
+
+
+def ir_bytes(model_dir: Path) -> int:
+    """The size of the IR's weights in ``model_dir``."""
+    return sum(f.stat().st_size for f in model_dir.glob("openvino_*model*.bin"))
 
 
 def _parameter_count(path: Path) -> int:

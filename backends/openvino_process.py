@@ -13,9 +13,10 @@ loop (up to the 5 ms switch interval) on every step; running ahead, the pipeline
 while the daemon handles the previous step's tokens. The daemon's ``step()`` takes every step
 that is ready (at least one) and merges them.
 
-The protocol is private to this module. Each message is a little-endian u32 length and a msgpack
-map, over two pipes handed to the child by file descriptor (its stdout stays free for the
-engine's own messages). To the child: ``init`` (the child loads the pipeline and runs one short
+The protocol is private to this module and its helpers (``openvino_pipe``: the framing and the
+child's channel; ``openvino_engine``: the pipeline itself). Each message is a little-endian u32
+length and a msgpack map, over two pipes handed to the child by file descriptor (its stdout
+stays free for the engine's own messages). To the child: ``init`` (the child loads the pipeline and runs one short
 warm-up batch, then answers ``{"ok": true, "precision": ..., "kv": bytes}`` or ``{"error": ...}``;
 a child that dies before answering fails the load with ``EngineCrashed``),
 then one-way ``add`` (token ids and a plain dict of ``GenerationConfig`` fields, validated by the
@@ -33,8 +34,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -42,75 +41,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-import msgpack
-
+from hfd.backends.openvino_engine import PipelineEngine, warn_failed
+from hfd.backends.openvino_pipe import Channel, Output, frame, merge, read_chunk, readable, split_frames
 from hfd.backends.proving import EngineCrashed, exit_description
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
-_LENGTH: Final = struct.Struct("<I")
 _CLOSE_WAIT_S: Final = 5.0
-# Request ids of the warm-up batch: far above any sequence id the daemon hands out.
-_WARM_UP_ID: Final = 1 << 62
 
 
 class EngineProcessError(ModelUnavailable):
     """The engine process is gone (it crashed or was killed); the model must be loaded again."""
-
-
-def _frame(message: dict[str, Any]) -> bytes:
-    body = msgpack.packb(message, use_bin_type=True)
-    return _LENGTH.pack(len(body)) + body
-
-
-def _split_frames(buffer: bytearray) -> list[dict[str, Any]]:
-    """Remove and decode the complete messages at the start of ``buffer``."""
-    frames: list[dict[str, Any]] = []
-    while len(buffer) >= _LENGTH.size:
-        (size,) = _LENGTH.unpack_from(buffer)
-        if len(buffer) < _LENGTH.size + size:
-            break
-        message = msgpack.unpackb(
-            bytes(buffer[_LENGTH.size : _LENGTH.size + size]), raw=False, strict_map_key=False
-        )
-        del buffer[: _LENGTH.size + size]
-        if not isinstance(message, dict):
-            raise ValueError("a message that is not a map")
-        frames.append(message)
-    return frames
-
-
-# One sequence's output of a step: id, new tokens, finish reason, their logprobs (when asked),
-# the prompt's logprobs (on the first output of an echo request; the first entry a placeholder).
-Output = tuple[int, list[int], "str | None", "list[float] | None", "list[float] | None"]
-
-
-def _merge(
-    prev: Output | None, seq_id: int, tokens: list[int], finished: str | None, lps: Any, prompt: Any
-) -> Output:
-    """Several child steps' outputs for one sequence as one."""
-    if prev is None:
-        return (seq_id, [int(t) for t in tokens], finished, lps, prompt)
-    merged_lps = None if prev[3] is None and lps is None else list(prev[3] or []) + list(lps or [])
-    return (seq_id, prev[1] + [int(t) for t in tokens], finished, merged_lps, prev[4] or prompt)
-
-
-def generation_config(fields: dict[str, Any]) -> Any:
-    """An ``openvino_genai.GenerationConfig`` from the plain fields that cross the pipe."""
-    import openvino_genai as ov_genai
-
-    config = ov_genai.GenerationConfig()
-    for name, value in fields.items():
-        if name == "structured_output":  # json_schema, regex or grammar (backends.grammar_openvino)
-            config.structured_output_config = ov_genai.StructuredOutputConfig(**value)
-            continue
-        setattr(config, name, set(value) if name == "stop_token_ids" else value)
-    return config
-
-
-def _readable(fd: int, timeout: float | None) -> bool:
-    return bool(select.select([fd], [], [], timeout)[0])
 
 
 # -- the parent's side --------------------------------------------------------------------------
@@ -123,14 +65,8 @@ class PipelineProcess:
     one thread at a time (the generation scheduler's worker).
     """
 
-    def __init__(
-        self,
-        model_dir: Path,
-        device: str,
-        properties: dict[str, Any],
-        scheduler: dict[str, Any],
-        fault: str | None = None,
-    ) -> None:
+    def __init__(self, init: dict[str, Any]) -> None:
+        """``init``: what the pipeline is made from (``openvino_engine.pipeline_init``)."""
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         try:
@@ -160,10 +96,7 @@ class PipelineProcess:
         self.kv_cache_bytes = 0
         self.precision: str | None = None
         try:
-            self._send(
-                {"op": "init", "model_dir": str(model_dir), "device": device,
-                 "properties": properties, "scheduler": scheduler, "fault": fault}
-            )  # fmt: skip
+            self._send({"op": "init", **init})
             # The child loads the pipeline and warms it up (one short batch) before it answers:
             # an engine that crashes on this CPU does so here, as a load failure, not on a
             # client's request.
@@ -228,14 +161,13 @@ class PipelineProcess:
         for message in self._read(wakeable=True):
             self.kv_cache_bytes = int(message.get("kv", self.kv_cache_bytes))
             for seq_id, tokens, finished, error, *rest in message.get("out", ()):
-                if error:
-                    log.warning("engine failed a sequence", extra={"seq": seq_id, "error": error})
+                warn_failed(seq_id, error)
                 lps, prompt = [*rest, None, None][:2]
-                merged[seq_id] = _merge(merged.get(seq_id), seq_id, tokens, finished, lps, prompt)
+                merged[seq_id] = merge(merged.get(seq_id), seq_id, tokens, finished, lps, prompt)
         return list(merged.values())
 
     def _send(self, message: dict[str, Any]) -> None:
-        data = memoryview(_frame(message))
+        data = memoryview(frame(message))
         with self._lock:
             self._check()
             try:
@@ -251,8 +183,8 @@ class PipelineProcess:
         frames: list[dict[str, Any]] = []
         try:
             while True:
-                frames.extend(_split_frames(self._buffer))
-                if frames and not _readable(self._rx, 0):
+                frames.extend(split_frames(self._buffer))
+                if frames and not readable(self._rx, 0):
                     return frames
                 if wakeable and not frames:
                     ready = select.select([self._rx, self._wake_read], [], [])[0]  # without the GIL
@@ -260,7 +192,7 @@ class PipelineProcess:
                         self._drain_wakes()
                         if self._rx not in ready:
                             return frames
-                data = os.read(self._rx, 1 << 16)  # waits without the GIL
+                data = read_chunk(self._rx)  # waits without the GIL
                 if not data:
                     self._died("end of pipe")
                 self._buffer += data
@@ -292,7 +224,7 @@ class PipelineProcess:
         with self._lock:
             if self._dead is None:
                 try:
-                    os.write(self._tx, _frame({"op": "close"}))
+                    os.write(self._tx, frame({"op": "close"}))
                 except OSError:
                     pass
                 self._dead = "the OpenVINO engine process was closed"
@@ -317,242 +249,11 @@ def _stderr_fd() -> int:
         return subprocess.DEVNULL
 
 
-class LocalPipeline:
-    """The same pipeline in the calling process, behind the same interface as ``PipelineProcess``.
-
-    Its steps hold the GIL, so the daemon does not serve with it unless a model asks
-    (``pipeline_process = false``); it is how the benchmark drives the pipeline offline.
-    """
-
-    def __init__(
-        self,
-        model_dir: Path,
-        device: str,
-        properties: dict[str, Any],
-        scheduler: dict[str, Any],
-        fault: str | None = None,
-    ) -> None:
-        init = {
-            "model_dir": str(model_dir),
-            "device": device,
-            "properties": properties,
-            "scheduler": scheduler,
-        }
-        try:
-            self._engine: _Engine | None = _Engine(init)
-            self.precision: str | None = self._engine.warm_up()
-        except Exception as exc:
-            raise ModelUnavailable(f"OpenVINO GenAI cannot load the model: {exc}") from exc
-        self.pid = os.getpid()
-        self.kv_cache_bytes = self._engine.kv_bytes()
-
-    @property
-    def alive(self) -> bool:
-        return self._engine is not None
-
-    def rss_bytes(self) -> int:
-        """0: the pipeline shares this process, whose memory is not the model's alone."""
-        return 0
-
-    def _running(self) -> _Engine:
-        if self._engine is None:
-            raise ModelUnavailable("this OpenVINO pipeline was closed")
-        return self._engine
-
-    def add(self, seq_id: int, prompt_ids: Sequence[int], config: dict[str, Any]) -> None:
-        try:
-            self._running().add(seq_id, list(prompt_ids), config)
-        except ModelUnavailable:
-            raise
-        except Exception as exc:
-            raise ModelUnavailable(f"OpenVINO GenAI refused sequence {seq_id}: {exc}") from exc
-
-    def cancel(self, seq_id: int) -> None:
-        self._running().cancel(seq_id)
-
-    def interrupt(self) -> None:
-        """Nothing to wake: a step here computes, it never waits."""
-
-    def step(self) -> list[Output]:
-        engine = self._running()
-        outputs = engine.step()
-        self.kv_cache_bytes = engine.kv_bytes()
-        for seq_id, _, _, error, _, _ in outputs:
-            if error:
-                log.warning("engine failed a sequence", extra={"seq": seq_id, "error": error})
-        return [
-            _merge(None, seq_id, tokens, finished, lps, prompt)
-            for seq_id, tokens, finished, _, lps, prompt in outputs
-        ]
-
-    def close(self) -> None:
-        self._engine = None
-
-
 # -- the child's side ---------------------------------------------------------------------------
 
 
-class _Engine:
-    """The pipeline and its requests' handles, in the child."""
-
-    def __init__(self, init: dict[str, Any]) -> None:
-        import openvino_genai as ov_genai
-
-        scheduler = ov_genai.SchedulerConfig()
-        for name, value in init["scheduler"].items():
-            setattr(scheduler, name, value)
-        self._pipeline = ov_genai.ContinuousBatchingPipeline(
-            init["model_dir"], scheduler, init["device"], dict(init["properties"])
-        )
-        self._handles: dict[int, Any] = {}
-        self._logprobs: dict[int, int] = {}  # sequences that asked for logprobs: echo's prompt length
-        self._status = ov_genai.GenerationStatus
-        self._finish = ov_genai.GenerationFinishReason
-        self._device = str(init["device"])
-        self._properties = dict(init["properties"])
-        self._fault = init.get("fault")
-
-    def warm_up(self) -> str:
-        """Run one short batch (two prompts of a few tokens, two new tokens each) to the end,
-        so a pipeline that cannot compute on this machine fails now; returns the precision the
-        device computes in."""
-        import numpy as np
-        import openvino as ov
-
-        if self._fault == "warmup":  # tests only (see openvino_backend._test_fault)
-            os.kill(os.getpid(), signal.SIGFPE)
-        config = generation_config(
-            {"max_new_tokens": 2, "min_new_tokens": 2, "ignore_eos": True, "do_sample": False}
-        )
-        handles = [
-            self._pipeline.add_request(_WARM_UP_ID + i, ov.Tensor(np.asarray([ids], dtype=np.int64)), config)
-            for i, ids in enumerate(([1, 2, 3], [3, 2, 1, 2, 3]))
-        ]
-        for _ in range(64):  # two prefills and two decodes, with room to spare
-            if not self._pipeline.has_non_finished_requests():
-                break
-            self._pipeline.step()
-        for handle in handles:
-            if handle.get_status() == self._status.RUNNING:
-                handle.cancel()
-            elif handle.get_status() == self._status.IGNORED:
-                raise RuntimeError("the warm-up prompt does not fit the KV cache")
-        return self.precision()
-
-    def precision(self) -> str:
-        """What the device computes in: the hint given, else the plugin's default here."""
-        from hfd.backends.openvino_cpu import precision_name
-
-        if "INFERENCE_PRECISION_HINT" in self._properties:
-            return precision_name(self._properties["INFERENCE_PRECISION_HINT"])
-        try:
-            import openvino as ov
-
-            return precision_name(ov.Core().get_property(self._device, "INFERENCE_PRECISION_HINT"))
-        except Exception:
-            return "unknown"
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._handles)
-
-    def add(self, seq_id: int, ids: list[int], params: dict[str, Any]) -> None:
-        import numpy as np
-        import openvino as ov
-
-        tensor = ov.Tensor(np.asarray([ids], dtype=np.int64))
-        self._handles[seq_id] = self._pipeline.add_request(seq_id, tensor, generation_config(params))
-        if params.get("logprobs"):
-            # With echo, GenAI's first output starts with the prompt (and its logprobs, the
-            # first a placeholder): that many leading ids are split off as the prompt's.
-            self._logprobs[seq_id] = len(ids) if params.get("echo") else 0
-
-    def cancel(self, seq_id: int) -> None:
-        handle = self._handles.pop(seq_id, None)
-        self._logprobs.pop(seq_id, None)
-        if handle is not None:
-            handle.cancel()  # frees its KV blocks at the next step
-
-    def step(self) -> list[list[Any]]:
-        stepped = self._pipeline.has_non_finished_requests()
-        if stepped:
-            self._pipeline.step()
-        outputs: list[list[Any]] = []
-        for seq_id, handle in list(self._handles.items()):
-            tokens: list[int] = []
-            reason = None
-            lps: list[float] | None = None if seq_id not in self._logprobs else []
-            if handle.can_read():
-                for out in handle.read().values():
-                    tokens.extend(int(t) for t in out.generated_ids)
-                    if lps is not None:
-                        lps.extend(float(x) for x in out.generated_log_probs)
-                    reason = out.finish_reason
-            prompt: list[float] | None = None
-            echo = self._logprobs.get(seq_id, 0)
-            if echo and lps is not None and len(tokens) >= echo:
-                prompt, lps, tokens = lps[:echo], lps[echo:], tokens[echo:]
-                self._logprobs[seq_id] = 0
-            status = handle.get_status()
-            finished = None
-            if status != self._status.RUNNING:
-                finished = self._finish_reason(status, reason)
-                del self._handles[seq_id]
-            elif not stepped:  # the pipeline has no work for a handle it calls running: never spin
-                finished = "error"
-                del self._handles[seq_id]
-            if finished is not None:
-                self._logprobs.pop(seq_id, None)
-            if tokens or finished is not None or prompt is not None:
-                error = "the prompt does not fit the KV cache" if status == self._status.IGNORED else None
-                outputs.append([seq_id, tokens, finished, error, lps, prompt])
-        return outputs
-
-    def _finish_reason(self, status: Any, reason: Any) -> str:
-        if status == self._status.IGNORED:
-            return "error"
-        if status in (self._status.CANCEL, self._status.STOP):
-            return "cancelled"
-        return "length" if reason == self._finish.LENGTH else "stop"
-
-    def kv_bytes(self) -> int:
-        try:
-            return int(self._pipeline.get_metrics().kv_cache_size_in_bytes)
-        except Exception:
-            return 0
-
-
-class _Channel:
-    """The child's ends of the pipes: reads into an inbox, writes while still reading."""
-
-    def __init__(self, rx: int, tx: int) -> None:
-        self._rx, self._tx = rx, tx
-        self._buffer = bytearray()
-        self.inbox: list[dict[str, Any]] = []
-        self.closed = False
-
-    def receive(self, timeout: float | None) -> None:
-        """Move what the parent sent into the inbox, waiting up to ``timeout`` (None: for ever)."""
-        while not self.closed and _readable(self._rx, timeout):
-            data = os.read(self._rx, 1 << 16)
-            if not data:
-                self.closed = True
-            self._buffer += data
-            self.inbox.extend(_split_frames(self._buffer))
-            timeout = 0
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = memoryview(_frame(message))
-        while data:
-            readable, writable, _ = select.select([] if self.closed else [self._rx], [self._tx], [])
-            if readable:
-                self.receive(0)
-            if writable:
-                data = data[os.write(self._tx, data[: 1 << 16]) :]
-
-
-def _serve(channel: _Channel) -> int:
-    engine: _Engine | None = None
+def _serve(channel: Channel) -> int:
+    engine: PipelineEngine | None = None
     # Requests added since the parent's last step() call: they reach the pipeline together at its
     # next "go", as they would in-process, so what shares a first step does not depend on how
     # the pipe happened to deliver them (GenAI's seeded sampling depends on it).
@@ -569,7 +270,7 @@ def _serve(channel: _Channel) -> int:
                 return 0
             if op == "init":
                 try:
-                    engine = _Engine(message)
+                    engine = PipelineEngine(message)
                     precision = engine.warm_up()
                 except Exception as exc:
                     engine = None
@@ -599,7 +300,7 @@ def _serve(channel: _Channel) -> int:
 def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
-        return _serve(_Channel(int(argv[0]), int(argv[1])))
+        return _serve(Channel(int(argv[0]), int(argv[1])))
     except BrokenPipeError:
         return 0
 

@@ -20,7 +20,7 @@ from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
 pytest.importorskip("optimum.intel", reason="optimum-intel is not installed (needed to export)")
 
-from hfd.backends import openvino_backend, openvino_export
+from hfd.backends import openvino_export, openvino_kv
 from hfd.backends.exports import MARKER, ExportCache
 from hfd.backends.openvino_backend import OpenVINOBackend, OVGenerator
 from hfd.backends.torch_backend import TorchBackend
@@ -168,7 +168,7 @@ def test_bad_requests_get_clear_errors(ov_llama: OVGenerator) -> None:
 @pytest.mark.slow
 def test_kv_cache_is_sized_to_the_reservation(ov_llama: OVGenerator, cache_dir: Path) -> None:
     # Default: max_running (8) sequences of the full context (256 tokens) at 256 bytes a token.
-    assert ov_llama.kv_cache_bytes == 8 * 256 * openvino_backend.kv_token_bytes(
+    assert ov_llama.kv_cache_bytes == 8 * 256 * openvino_kv.kv_token_bytes(
         json.loads((tiny_llama() / "config.json").read_text())
     )
     reserved = 4 << 20
