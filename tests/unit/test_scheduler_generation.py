@@ -303,12 +303,21 @@ async def test_a_full_queue_answers_overloaded_and_recovers(engine: GenerationMo
         assert len(tokens(again)) == 16
 
 
-async def test_closing_the_scheduler_cancels_what_is_left(engine: GenerationModel) -> None:
+async def _one_running_one_queued(
+    engine: GenerationModel,
+) -> tuple[GenerationScheduler, GenerationStream, GenerationStream]:
+    """A started one-row scheduler with a long request running (its first chunk read) and a
+    second one queued behind it; the test closes the scheduler."""
     sched = GenerationScheduler(engine, name="one", max_queue=4, max_running=1)
     sched.start()
     running = sched.submit(ids(engine, PROMPTS[0]), LONG)
     queued = sched.submit(ids(engine, PROMPTS[1]), LONG)
     await running.__anext__()
+    return sched, running, queued
+
+
+async def test_closing_the_scheduler_cancels_what_is_left(engine: GenerationModel) -> None:
+    sched, running, queued = await _one_running_one_queued(engine)
     await sched.aclose(grace=0.0)
     for stream in (running, queued):
         with pytest.raises(Cancelled):
@@ -381,11 +390,7 @@ async def test_stats_count_the_work(scheduler: GenerationScheduler, engine: Gene
 
 async def test_closing_with_grace_returns_once_idle(engine: GenerationModel) -> None:
     """A cancelled request counts as done: the grace period is not waited out."""
-    sched = GenerationScheduler(engine, name="one", max_queue=4, max_running=1)
-    sched.start()
-    running = sched.submit(ids(engine, PROMPTS[0]), LONG)
-    queued = sched.submit(ids(engine, PROMPTS[1]), LONG)
-    await running.__anext__()
+    sched, running, queued = await _one_running_one_queued(engine)
     await queued.aclose()  # still waiting for the row: leaves the queue at once
     await running.aclose()
     await asyncio.wait_for(sched.aclose(grace=600.0), 60)
