@@ -17,6 +17,7 @@ imports only pyzmq, msgpack, numpy (optional) and the standard library.
 """
 
 from hfd.client.aio import AsyncClient, AsyncStream
+from hfd.client.chat_types import ChatCompletion, ChatCompletionChunk, Completion
 from hfd.client.errors import (
     Cancelled,
     ContextLengthExceeded,
@@ -34,9 +35,6 @@ from hfd.client.errors import (
 from hfd.client.paths import default_endpoint
 from hfd.client.sync import Client, Stream
 from hfd.client.types import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    Completion,
     Embedding,
     EmbeddingResponse,
     Model,

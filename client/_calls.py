@@ -14,6 +14,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from hfd.client import types as t
 from hfd.client._common import expect_kind, raise_for_error
+from hfd.client.chat_types import ChatCompletion, ChatCompletionChunk, Completion
 from hfd.client.errors import ModelNotFound, Timeout
 from hfd.client.protocol import (
     KIND_CHUNK,
@@ -157,7 +158,7 @@ def _generation(
     body = clean({**body, "stream": stream, **params})
     if stream:
         return Call(op, body, chunk, timeout, STREAM)
-    whole = t.ChatCompletion.from_dict if op == OP_CHAT else t.Completion.from_dict
+    whole = ChatCompletion.from_dict if op == OP_CHAT else Completion.from_dict
     return Call(op, body, lambda reply: whole(reply.body), timeout)
 
 
@@ -285,7 +286,7 @@ def chat(
 ) -> Call[Any]:
     """A chat completion (``params``: max_tokens, temperature, top_p, seed, stop, timeout, ...)."""
     body = {"model": model, "messages": [dict(m) for m in messages]}
-    return _generation(OP_CHAT, body, stream, params, t.ChatCompletionChunk.from_dict)
+    return _generation(OP_CHAT, body, stream, params, ChatCompletionChunk.from_dict)
 
 
 def completions(
@@ -294,5 +295,5 @@ def completions(
     """A text completion of ``prompt`` (a string or token ids, or a list of either: one choice
     per prompt); ``params`` as for ``chat`` (n, best_of, echo, logprobs, logit_bias, ...)."""
     return _generation(
-        OP_COMPLETIONS, {"model": model, "prompt": prompt}, stream, params, t.Completion.from_dict
+        OP_COMPLETIONS, {"model": model, "prompt": prompt}, stream, params, Completion.from_dict
     )

@@ -17,10 +17,10 @@ from hfd.client import _calls as calls
 from hfd.client import _media_calls as media_calls
 from hfd.client import _task_calls as task_calls
 from hfd.client._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RequestIds
+from hfd.client.chat_types import ChatCompletion, ChatCompletionChunk, Completion
 from hfd.client.curve import CurveKeys, KeySource, curve_keys
 from hfd.client.paths import normalize_endpoint
 from hfd.client.protocol import Request
-from hfd.client.types import ChatCompletion, ChatCompletionChunk, Completion
 
 if TYPE_CHECKING:
     from hfd.client.aio import AsyncStream

@@ -1,7 +1,7 @@
 """Response objects, shaped like the OpenAI SDK's so code moves between the two unchanged.
 
 They are plain dataclasses built from the daemon's reply bodies (the same JSON objects the HTTP
-door sends). Unknown keys are ignored, so a newer daemon can add fields. Embeddings are numpy
+door sends); chat and completion replies and their chunks are in ``chat_types``. Unknown keys are ignored, so a newer daemon can add fields. Embeddings are numpy
 float32 arrays when numpy is installed, lists of floats otherwise.
 """
 
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from hfd.client.logprob_types import ChoiceLogprobs, CompletionLogprobs
 
 try:  # numpy is optional for the client
     import numpy as np
@@ -21,7 +18,8 @@ except ImportError:  # pragma: no cover - exercised only where numpy is absent
     np = None  # type: ignore[assignment]
 
 
-def _get(body: dict[str, Any], key: str, default: Any = None) -> Any:
+def get_field(body: dict[str, Any], key: str, default: Any = None) -> Any:
+    """``body[key]``, or ``default`` where it is missing or null."""
     value = body.get(key, default)
     return default if value is None else value
 
@@ -37,9 +35,9 @@ class Usage:
         if not body:
             return None
         return cls(
-            prompt_tokens=int(_get(body, "prompt_tokens", 0)),
-            completion_tokens=int(_get(body, "completion_tokens", 0)),
-            total_tokens=int(_get(body, "total_tokens", 0)),
+            prompt_tokens=int(get_field(body, "prompt_tokens", 0)),
+            completion_tokens=int(get_field(body, "completion_tokens", 0)),
+            total_tokens=int(get_field(body, "total_tokens", 0)),
         )
 
 
@@ -60,9 +58,9 @@ class Model:
     def from_dict(cls, body: dict[str, Any]) -> Model:
         return cls(
             id=str(body["id"]),
-            object=str(_get(body, "object", "model")),
-            created=int(_get(body, "created", 0)),
-            owned_by=str(_get(body, "owned_by", "hfd")),
+            object=str(get_field(body, "object", "model")),
+            created=int(get_field(body, "created", 0)),
+            owned_by=str(get_field(body, "owned_by", "hfd")),
             task=body.get("task"),
             loaded=bool(body.get("loaded", False)),
             ref=body.get("ref"),
@@ -82,7 +80,7 @@ class ModelList:
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> ModelList:
-        return cls(data=[Model.from_dict(m) for m in _get(body, "data", [])])
+        return cls(data=[Model.from_dict(m) for m in get_field(body, "data", [])])
 
 
 @dataclass(frozen=True)
@@ -132,22 +130,22 @@ class RunningModel:
         estimate = body.get("memory_estimate")
         return cls(
             name=str(body["name"]),
-            task=str(_get(body, "task", "")),
-            engine=str(_get(body, "engine", "")),
-            device=str(_get(body, "device", "")),
-            memory_bytes=int(_get(body, "memory_bytes", 0)),
-            in_use=int(_get(body, "in_use", 0)),
+            task=str(get_field(body, "task", "")),
+            engine=str(get_field(body, "engine", "")),
+            device=str(get_field(body, "device", "")),
+            memory_bytes=int(get_field(body, "memory_bytes", 0)),
+            in_use=int(get_field(body, "in_use", 0)),
             keep_alive=body.get("keep_alive"),
             expires_in=body.get("expires_in"),
-            load_seconds=float(_get(body, "load_seconds", 0.0)),
+            load_seconds=float(get_field(body, "load_seconds", 0.0)),
             path=body.get("path"),
-            scheduler=dict(_get(body, "scheduler", {})),
+            scheduler=dict(get_field(body, "scheduler", {})),
             memory_estimate={str(k): int(v) for k, v in estimate.items()}
             if isinstance(estimate, dict)
             else None,
-            memory_reserved_bytes=int(_get(body, "memory_reserved_bytes", 0)),
+            memory_reserved_bytes=int(get_field(body, "memory_reserved_bytes", 0)),
             memory_pool=body.get("memory_pool"),
-            breaker=dict(_get(body, "breaker", {})),
+            breaker=dict(get_field(body, "breaker", {})),
             preferred_engine=body.get("preferred_engine"),
             fallback_reason=body.get("fallback_reason"),
             precision=body.get("precision"),
@@ -186,16 +184,16 @@ class PullProgress:
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> PullProgress:
         return cls(
-            ref=str(_get(body, "ref", "")),
+            ref=str(get_field(body, "ref", "")),
             # The daemon sends Ollama's progress text as "status" and its own status as "phase".
-            status=str(_get(body, "phase", _get(body, "status", ""))),
+            status=str(get_field(body, "phase", get_field(body, "status", ""))),
             source=body.get("source"),
             file=body.get("file"),
-            files_done=int(_get(body, "files_done", 0)),
-            files_total=int(_get(body, "files_total", 0)),
-            completed=int(_get(body, "completed", 0)),
-            total=int(_get(body, "total", 0)),
-            speed=float(_get(body, "speed", 0.0)),
+            files_done=int(get_field(body, "files_done", 0)),
+            files_total=int(get_field(body, "files_total", 0)),
+            completed=int(get_field(body, "completed", 0)),
+            total=int(get_field(body, "total", 0)),
+            speed=float(get_field(body, "speed", 0.0)),
             eta=body.get("eta"),
         )
 
@@ -215,13 +213,13 @@ class PulledModel:
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> PulledModel:
         return cls(
-            model=str(_get(body, "model", "")),
-            repo=str(_get(body, "repo", "")),
+            model=str(get_field(body, "model", "")),
+            repo=str(get_field(body, "repo", "")),
             revision=body.get("revision"),
             commit=body.get("commit"),
-            source=str(_get(body, "source", "")),
-            path=str(_get(body, "path", "")),
-            status=str(_get(body, "status", "success")),
+            source=str(get_field(body, "source", "")),
+            path=str(get_field(body, "path", "")),
+            status=str(get_field(body, "status", "success")),
         )
 
 
@@ -277,164 +275,3 @@ class EmbeddingResponse:
             usage=Usage.from_dict(body.get("usage")),
             embeddings=vectors,
         )
-
-
-# ----------------------------------------------------------------------------- chat
-
-
-@dataclass(frozen=True)
-class Function:
-    name: str
-    arguments: str  # JSON text
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    function: Function
-    type: str = "function"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ToolCall:
-        fn = d.get("function") or {}
-        return cls(str(d.get("id", "")), Function(str(fn.get("name", "")), str(fn.get("arguments", ""))))
-
-
-@dataclass(frozen=True)
-class ChatCompletionMessage:
-    role: str
-    content: str | None
-    tool_calls: list[ToolCall] | None = None
-
-
-@dataclass(frozen=True)
-class Choice:
-    index: int
-    message: ChatCompletionMessage
-    finish_reason: str | None
-    logprobs: ChoiceLogprobs | None = None
-
-
-@dataclass(frozen=True)
-class ChatCompletion:
-    id: str
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage | None
-    object: str = "chat.completion"
-
-    @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> ChatCompletion:
-        def choice(c: dict[str, Any], index: int) -> Choice:
-            message = c.get("message") or {}
-            role = str(_get(message, "role", "assistant"))
-            raw = message.get("tool_calls")
-            calls = [ToolCall.from_dict(x) for x in raw] if raw else None
-            reply = ChatCompletionMessage(role, message.get("content"), calls)
-            return Choice(index, reply, c.get("finish_reason"), ChoiceLogprobs.from_dict(c.get("logprobs")))
-
-        return cls(**_generated(body, choice))
-
-
-def _generated(body: dict[str, Any], choice: Callable[[dict[str, Any], int], Any]) -> dict[str, Any]:
-    """The fields a chat completion, its chunks and a completion share; ``choice`` reads one
-    choice (with its index)."""
-    return {
-        "id": str(_get(body, "id", "")),
-        "created": int(_get(body, "created", 0)),
-        "model": str(_get(body, "model", "")),
-        "choices": [choice(c, int(_get(c, "index", 0))) for c in _get(body, "choices", [])],
-        "usage": Usage.from_dict(body.get("usage")),
-    }
-
-
-@dataclass(frozen=True)
-class ToolCallDelta:
-    """A piece of a streamed call: the first has ``id`` and ``name``, the rest ``arguments``
-    fragments to append (OpenAI's ``delta.tool_calls``)."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ToolCallDelta:
-        fn = d.get("function") or {}
-        return cls(int(d.get("index", 0)), d.get("id"), fn.get("name"), str(fn.get("arguments") or ""))
-
-
-@dataclass(frozen=True)
-class ChoiceDelta:
-    role: str | None = None
-    content: str | None = None
-    tool_calls: list[ToolCallDelta] | None = None
-
-
-@dataclass(frozen=True)
-class ChunkChoice:
-    index: int
-    delta: ChoiceDelta
-    finish_reason: str | None
-    logprobs: ChoiceLogprobs | None = None
-
-
-@dataclass(frozen=True)
-class ChatCompletionChunk:
-    id: str
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    object: str = "chat.completion.chunk"
-
-    @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> ChatCompletionChunk:
-        def choice(c: dict[str, Any], index: int) -> ChunkChoice:
-            delta = c.get("delta") or {}
-            raw = delta.get("tool_calls")
-            calls = [ToolCallDelta.from_dict(x) for x in raw] if raw else None
-            return ChunkChoice(
-                index,
-                ChoiceDelta(delta.get("role"), delta.get("content"), calls),
-                c.get("finish_reason"),
-                ChoiceLogprobs.from_dict(c.get("logprobs")),
-            )
-
-        return cls(**_generated(body, choice))
-
-
-# ----------------------------------------------------------------------------- completions
-
-
-@dataclass(frozen=True)
-class CompletionChoice:
-    index: int
-    text: str
-    finish_reason: str | None
-    logprobs: CompletionLogprobs | None = None
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A completion, and (as in the OpenAI SDK) also each chunk of a streamed one."""
-
-    id: str
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None
-    object: str = "text_completion"
-
-    @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> Completion:
-        def choice(c: dict[str, Any], index: int) -> CompletionChoice:
-            return CompletionChoice(
-                index,
-                str(_get(c, "text", "")),
-                c.get("finish_reason"),
-                CompletionLogprobs.from_dict(c.get("logprobs")),
-            )
-
-        return cls(**_generated(body, choice))
