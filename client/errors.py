@@ -45,10 +45,28 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def _error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    named = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+    return named.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
 class HfdError(Exception):
+    """The root of the tree. A subclass names its ``code`` and, where it differs from its
+    parent's, its ``status`` (``class NotFound(HfdError, code="not_found", status=404)``); the
+    OpenAI ``type`` follows from the status."""
+
     code: ClassVar[str] = "error"
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
+
+    def __init_subclass__(cls, *, code: str | None = None, status: int | None = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
+            cls.type = _error_type(status)
 
     def __init__(
         self,
@@ -82,160 +100,93 @@ class HfdError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
-class InvalidRequest(HfdError):
-    code = "invalid_request"
-    status = 400
-    type = "invalid_request_error"
+class InvalidRequest(HfdError, code="invalid_request", status=400): ...
 
 
-class InvalidJSON(InvalidRequest):
-    code = "invalid_json"
+class InvalidJSON(InvalidRequest, code="invalid_json"): ...
 
 
-class ProtocolError(InvalidRequest):
-    code = "protocol_error"
+class ProtocolError(InvalidRequest, code="protocol_error"): ...
 
 
-class UnknownOperation(InvalidRequest):
-    code = "unknown_operation"
+class UnknownOperation(InvalidRequest, code="unknown_operation"): ...
 
 
-class ContextLengthExceeded(InvalidRequest):
-    code = "context_length_exceeded"
+class ContextLengthExceeded(InvalidRequest, code="context_length_exceeded"): ...
 
 
-class ValidationFailed(InvalidRequest):
-    # 400, as OpenAI answers a body that fails validation (wrong type, missing field, value out
-    # of range), so code catching the SDK's BadRequestError catches it; the code stays.
-    code = "validation_error"
+class ValidationFailed(InvalidRequest, code="validation_error"):
+    """400, as OpenAI answers a body that fails validation (wrong type, missing field, value out
+    of range), so code catching the SDK's BadRequestError catches it; the code stays."""
 
 
-class PayloadTooLarge(HfdError):
-    code = "payload_too_large"
-    status = 413
-    type = "invalid_request_error"
+class PayloadTooLarge(HfdError, code="payload_too_large", status=413): ...
 
 
-class RequestTimeout(HfdError):
-    code = "request_timeout"
-    status = 408
-    type = "invalid_request_error"
+class RequestTimeout(HfdError, code="request_timeout", status=408): ...
 
 
-class Unauthorized(HfdError):
-    code = "unauthorized"
-    status = 401
-    type = "authentication_error"
+class Unauthorized(HfdError, code="unauthorized", status=401): ...
 
 
-class Forbidden(HfdError):
-    code = "forbidden"
-    status = 403
-    type = "permission_error"
+class Forbidden(HfdError, code="forbidden", status=403): ...
 
 
-class NotFound(HfdError):
-    code = "not_found"
-    status = 404
-    type = "invalid_request_error"
+class NotFound(HfdError, code="not_found", status=404): ...
 
 
-class ModelNotFound(NotFound):
-    code = "model_not_found"
+class ModelNotFound(NotFound, code="model_not_found"): ...
 
 
-class MethodNotAllowed(HfdError):
-    code = "method_not_allowed"
-    status = 405
-    type = "invalid_request_error"
+class MethodNotAllowed(HfdError, code="method_not_allowed", status=405): ...
 
 
-class Overloaded(HfdError):
-    code = "overloaded"
-    status = 429
-    type = "rate_limit_error"
+class Overloaded(HfdError, code="overloaded", status=429): ...
 
 
-class RateLimited(HfdError):
-    code = "rate_limited"
-    status = 429
-    type = "rate_limit_error"
+class RateLimited(HfdError, code="rate_limited", status=429): ...
 
 
-class ModelUnavailable(HfdError):
-    code = "model_unavailable"
-    status = 503
-    type = "server_error"
+class ModelUnavailable(HfdError, code="model_unavailable", status=503): ...
 
 
-class InsufficientMemory(HfdError):
-    code = "insufficient_memory"
-    status = 507
-    type = "server_error"
+class InsufficientMemory(HfdError, code="insufficient_memory", status=507): ...
 
 
-class InsufficientStorage(HfdError):
-    code = "insufficient_storage"
-    status = 507
-    type = "server_error"
+class InsufficientStorage(HfdError, code="insufficient_storage", status=507): ...
 
 
-class FetchError(HfdError):
-    code = "fetch_failed"
-    status = 502
-    type = "server_error"
+class FetchError(HfdError, code="fetch_failed", status=502): ...
 
 
-class VerificationFailed(FetchError):
-    code = "verification_failed"
+class VerificationFailed(FetchError, code="verification_failed"): ...
 
 
-class Cancelled(HfdError):
-    code = "cancelled"
-    status = 499
-    type = "invalid_request_error"
+class Cancelled(HfdError, code="cancelled", status=499): ...
 
 
-class Timeout(HfdError):
-    code = "timeout"
-    status = 504
-    type = "server_error"
+class Timeout(HfdError, code="timeout", status=504): ...
 
 
-class DaemonUnavailable(HfdError):
-    code = "daemon_unavailable"
-    status = 503
-    type = "server_error"
+class DaemonUnavailable(HfdError, code="daemon_unavailable", status=503): ...
 
 
-class NotSupported(HfdError):
-    code = "not_supported"
-    status = 501
-    type = "server_error"
+class NotSupported(HfdError, code="not_supported", status=501): ...
 
 
-class InternalError(HfdError):
-    code = "internal_error"
-    status = 500
-    type = "server_error"
+class InternalError(HfdError, code="internal_error", status=500): ...
 
 
-class KeyStoreError(InternalError):
+class KeyStoreError(InternalError, code="keystore_error"):
     """The API key database cannot be read or written."""
 
-    code = "keystore_error"
 
-
-class CurveKeyError(InternalError):
+class CurveKeyError(InternalError, code="invalid_curve_key"):
     """A CURVE key file is missing, malformed or unsafe."""
 
-    code = "invalid_curve_key"
 
-
-class UsageLogError(InternalError):
+class UsageLogError(InternalError, code="usage_log_error"):
     """The usage log cannot be opened or written."""
-
-    code = "usage_log_error"
 
 
 def _all_subclasses(cls: type[HfdError]) -> list[type[HfdError]]:
