@@ -23,12 +23,12 @@ from hfd.client import protocol as p
 from hfd.client.errors import HfdError
 from hfd.daemon.anthropic import output, translate
 from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
-from hfd.daemon.http.disconnect import until_disconnect
-from hfd.daemon.http.errors import as_hfd_error, error_headers, public_message
+from hfd.daemon.http.disconnect import whole_text
+from hfd.daemon.http.errors import as_hfd_error, error_headers, guarded, public_message
 from hfd.daemon.http.sse import EventStream
 from hfd.daemon.operations import BY_OP
 from hfd.daemon.schema import parse
-from hfd.daemon.service import Generation, Service
+from hfd.daemon.service import Service
 
 ReadJson = Callable[[Request], Awaitable[Any]]
 
@@ -38,8 +38,8 @@ def named_event(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 
-def error_response(exc: BaseException, request: Request) -> JSONResponse:
-    err = as_hfd_error(exc, method=request.method, path=request.url.path)
+def error_response(exc: BaseException, *, method: str = "", path: str = "") -> JSONResponse:
+    err = as_hfd_error(exc, method=method, path=path)
     return JSONResponse(
         output.error_body(err, public_message(err)), status_code=err.status, headers=error_headers(err)
     )
@@ -48,21 +48,6 @@ def error_response(exc: BaseException, request: Request) -> JSONResponse:
 def error_event(exc: BaseException) -> bytes:
     err = as_hfd_error(exc)
     return named_event(output.error_body(err, public_message(err)))
-
-
-def _wrap(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def run(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except Exception as exc:
-            return error_response(exc, request)
-
-    return run
-
-
-async def _whole(gen: Generation) -> str:
-    async with gen:
-        return await gen.text()
 
 
 def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
@@ -87,10 +72,9 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
                 done=b"",
                 error=error_event,
             )
-        done, text = await until_disconnect(lambda: _whole(gen), request.receive)
-        if not done:
+        text = await whole_text(gen, request.receive)
+        if text is None:
             return Response(status_code=499)
-        assert text is not None
         return JSONResponse(output.message(msg_id, req.model, chat_reply.whole(gen, text)))
 
     async def count_tokens(request: Request) -> Response:
@@ -109,6 +93,8 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
         return JSONResponse({"input_tokens": count})
 
     return {
-        "messages.create": Route("/v1/messages", _wrap(create), methods=["POST"]),
-        "messages.count_tokens": Route("/v1/messages/count_tokens", _wrap(count_tokens), methods=["POST"]),
+        "messages.create": Route("/v1/messages", guarded(create, error_response), methods=["POST"]),
+        "messages.count_tokens": Route(
+            "/v1/messages/count_tokens", guarded(count_tokens, error_response), methods=["POST"]
+        ),
     }

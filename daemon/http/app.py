@@ -3,7 +3,7 @@
 The routes are read from the one table of operations (``hfd.daemon.operations``): each row's
 HTTP method and path, its request type and service call, answered the way its kind says.
 Routes translate between JSON and the service; they hold no model logic. Every route runs
-inside ``_endpoint``, which hands any exception to the one error mapping
+inside ``errors.guarded``, which hands any exception to the one error mapping
 (``hfd.daemon.http.errors``), so nothing a client sends can take the daemon down.
 
     GET  /health                  liveness and version
@@ -23,7 +23,6 @@ inside ``_endpoint``, which hands any exception to the one error mapping
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import logging
@@ -42,8 +41,8 @@ from hfd.client.errors import InvalidJSON
 from hfd.daemon import responses, web
 from hfd.daemon.access.control import Access
 from hfd.daemon.http import anthropic_routes, ops_routes, responses_routes
-from hfd.daemon.http.disconnect import until_disconnect
-from hfd.daemon.http.errors import error_response
+from hfd.daemon.http.disconnect import until_disconnect, whole_text
+from hfd.daemon.http.errors import error_response, guarded
 from hfd.daemon.http.limits import BodyLimit, BodyTimeout
 from hfd.daemon.http.middleware import OpsMiddleware
 from hfd.daemon.http.multipart import multipart_body
@@ -61,17 +60,6 @@ log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _endpoint(fn: Endpoint) -> Endpoint:
-    @functools.wraps(fn)
-    async def run(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except Exception as exc:
-            return error_response(exc, method=request.method, path=request.url.path)
-
-    return run
-
-
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
@@ -82,11 +70,6 @@ async def read_json(request: Request) -> Any:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise InvalidJSON("the request body is nested too deeply") from None
-
-
-async def _whole_text(gen: Generation) -> str:
-    async with gen:  # closed however this ends: a cancelled one leaves the batch
-        return await gen.text()
 
 
 class Routes:
@@ -107,7 +90,7 @@ class Routes:
         async def run(request: Request) -> Response:
             return await answer(request, operation)
 
-        return _endpoint(run)
+        return guarded(run)
 
     async def _parse(self, request: Request, operation: Operation) -> Any:
         if operation.request is None:
@@ -154,11 +137,10 @@ class Routes:
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return EventStream(operation.reply.chunks(gen, include_usage=usage), gen.aclose)
-        finished, text = await until_disconnect(lambda: _whole_text(gen), request.receive)
-        if not finished:
+        text = await whole_text(gen, request.receive)
+        if text is None:
             log.info("client disconnected; generation cancelled", extra={"id": gen.id, "model": gen.model})
             return Response(status_code=499)
-        assert text is not None
         return JSONResponse(operation.reply.whole(gen, text))
 
     async def _progress(self, request: Request, operation: Operation) -> Response:

@@ -11,10 +11,13 @@ encoder's items not yet computed are dropped at the next batch boundary.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from starlette.types import Receive
+
+if TYPE_CHECKING:
+    from hfd.daemon.results import Generation
 
 T = TypeVar("T")
 
@@ -49,3 +52,15 @@ async def until_disconnect(work: Callable[[], Awaitable[T]], receive: Receive) -
     if error is not None:
         raise error
     return (True, outcome[0]) if outcome else (False, None)
+
+
+async def whole_text(gen: Generation, receive: Receive) -> str | None:
+    """All of ``gen``'s text, or None when the client went away first (the generation is then
+    cancelled: it leaves the batch at the next step). ``gen`` is closed however this ends."""
+
+    async def collect() -> str:
+        async with gen:
+            return await gen.text()
+
+    finished, text = await until_disconnect(collect, receive)
+    return text if finished else None

@@ -15,16 +15,18 @@ that says the log has the details.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from hfd.client.errors import Cancelled, HfdError, InternalError, MethodNotAllowed, NotFound, RequestTimeout
 from hfd.daemon import reqctx
@@ -167,3 +169,21 @@ def sse_error_event(exc: BaseException) -> bytes:
     """An error after a stream started: the last SSE event, in the same envelope."""
     err = as_hfd_error(exc)
     return b"data: " + json.dumps(error_body(err), separators=(",", ":")).encode() + b"\n\n"
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ErrorMapping = Callable[..., Response]  # (exc, *, method, path) -> the error reply
+
+
+def guarded(fn: Endpoint, errors: ErrorMapping = error_response) -> Endpoint:
+    """``fn``, with every exception it raises answered by ``errors`` (this door's mapping, or
+    Ollama's or Anthropic's own envelope), so nothing a client sends can take the daemon down."""
+
+    @functools.wraps(fn)
+    async def run(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as exc:
+            return errors(exc, method=request.method, path=request.url.path)
+
+    return run

@@ -20,15 +20,15 @@ from starlette.routing import Route
 
 from hfd.client import protocol as p
 from hfd.client.errors import HfdError, InvalidRequest, NotFound
-from hfd.daemon.http.disconnect import until_disconnect
-from hfd.daemon.http.errors import as_hfd_error, error_response, public_message
+from hfd.daemon.http.disconnect import whole_text
+from hfd.daemon.http.errors import as_hfd_error, guarded, public_message
 from hfd.daemon.http.sse import EventStream
 from hfd.daemon.openai_responses import output, translate
 from hfd.daemon.openai_responses.schema import ResponsesRequest
 from hfd.daemon.openai_responses.store import ResponseStore
 from hfd.daemon.operations import BY_OP
 from hfd.daemon.schema import parse
-from hfd.daemon.service import Generation, Service
+from hfd.daemon.service import Service
 
 ReadJson = Callable[[Request], Awaitable[Any]]
 
@@ -48,21 +48,6 @@ def store_for(service: Service) -> ResponseStore:
 
 def _not_found(rid: str) -> NotFound:
     return NotFound(f"no response with id {rid!r} (it may have expired)", param="response_id")
-
-
-def _wrap(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def run(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except Exception as exc:
-            return error_response(exc, method=request.method, path=request.url.path)
-
-    return run
-
-
-async def _whole(gen: Generation) -> str:
-    async with gen:
-        return await gen.text()
 
 
 def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
@@ -112,10 +97,9 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
                 done=b"",
                 error=error,
             )
-        done, text = await until_disconnect(lambda: _whole(gen), request.receive)
-        if not done:
+        text = await whole_text(gen, request.receive)
+        if text is None:
             return Response(status_code=499)
-        assert text is not None
         final = output.from_chat(base, chat_reply.whole(gen, text))
         await keep(final)
         return JSONResponse(final)
@@ -153,10 +137,10 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
         )
 
     return {
-        "responses.create": Route("/v1/responses", _wrap(create), methods=["POST"]),
-        "responses.retrieve": Route("/v1/responses/{response_id}", _wrap(retrieve), methods=["GET"]),
-        "responses.delete": Route("/v1/responses/{response_id}", _wrap(delete), methods=["DELETE"]),
+        "responses.create": Route("/v1/responses", guarded(create), methods=["POST"]),
+        "responses.retrieve": Route("/v1/responses/{response_id}", guarded(retrieve), methods=["GET"]),
+        "responses.delete": Route("/v1/responses/{response_id}", guarded(delete), methods=["DELETE"]),
         "responses.input_items": Route(
-            "/v1/responses/{response_id}/input_items", _wrap(input_items), methods=["GET"]
+            "/v1/responses/{response_id}/input_items", guarded(input_items), methods=["GET"]
         ),
     }

@@ -12,7 +12,6 @@ token to the last.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ from starlette.routing import Route
 
 from hfd.client.errors import InvalidRequest, ModelNotFound
 from hfd.daemon.http.disconnect import until_disconnect
+from hfd.daemon.http.errors import guarded
 from hfd.daemon.ollama import requests as oreq
 from hfd.daemon.ollama import shapes
 from hfd.daemon.ollama.errors import error_response
@@ -37,17 +37,6 @@ from hfd.daemon.service import Generation, Service
 log = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _guarded(fn: Endpoint) -> Endpoint:
-    @functools.wraps(fn)
-    async def run(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except Exception as exc:
-            return error_response(exc, method=request.method, path=request.url.path)
-
-    return run
 
 
 async def _body(request: Request) -> Any:
@@ -364,4 +353,7 @@ def routes(service: Service) -> dict[str, Route]:
         "ollama.delete": ("/api/delete", "DELETE", r.delete),
         "ollama.copy": ("/api/copy", "POST", r.copy),
     }
-    return {name: Route(path, _guarded(fn), methods=[method]) for name, (path, method, fn) in table.items()}
+    return {
+        name: Route(path, guarded(fn, error_response), methods=[method])
+        for name, (path, method, fn) in table.items()
+    }
