@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_lib.cli import subcommand_parser
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
@@ -40,11 +42,7 @@ MiB = 1024 * 1024
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="scripts/bench cache",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subcommand_parser("cache", __doc__)
     p.add_argument("--only", choices=("cache", "memory"), help="run one part")
     p.add_argument(
         "--engine",
@@ -93,25 +91,11 @@ class Sampler(threading.Thread):
         return self.peak
 
 
+_SENTENCE = "the quick brown fox jumps over the lazy dog while rivers flow to the distant sea"
+
+
 def sentences(n: int, offset: int = 0) -> list[str]:
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "the",
-        "lazy",
-        "dog",
-        "while",
-        "rivers",
-        "flow",
-        "to",
-        "the",
-        "distant",
-        "sea",
-    ]
+    words = _SENTENCE.split()
     return [f"{i + offset}: " + " ".join(words[(i + k) % len(words)] for k in range(15)) for i in range(n)]
 
 

@@ -18,7 +18,6 @@ Results go to ``bench-results/engines.json``. Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -34,6 +33,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO), str(REPO / "scripts")]
 
 from support.models import bench_llama, minilm  # noqa: E402
 
+from bench_lib.cli import subcommand_parser  # noqa: E402
 from bench_lib.offline import run_batch  # noqa: E402
 from bench_lib.workload import chat_messages, sentence  # noqa: E402
 from hfd.backends.base import LoadOptions, SamplingParams  # noqa: E402
@@ -155,11 +155,7 @@ def bench_load(threads: int) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/bench engines",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = subcommand_parser("engines", __doc__)
     parser.add_argument("--only", default="embed,generate,load", help="comma-separated parts to run")
     parser.add_argument("--rounds", type=int, default=5, help="embedding rounds per engine (median)")
     parser.add_argument("--requests", type=int, default=32)

@@ -90,14 +90,30 @@ def process_cpu(pid: int) -> float | None:
             # After the command name: ppid is field 4, utime and stime are fields 14 and 15.
             parents[int(entry.name)] = int(fields[1])
             ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    tree, frontier = {pid}, [pid]
+    tree = {pid, *descendants(pid, parents)}
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_parents() -> dict[int, int]:
+    """Every living process's parent, from /proc: {pid: ppid}."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int, parents: dict[int, int]) -> set[int]:
+    """The descendants of ``pid`` in ``parents`` ({pid: ppid}), ``pid`` itself left out."""
+    tree: set[int] = set()
+    frontier = [pid]
     while frontier:
         parent = frontier.pop()
         for child, ppid in parents.items():
-            if ppid == parent and child not in tree:
+            if ppid == parent and child not in tree and child != pid:
                 tree.add(child)
                 frontier.append(child)
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+    return tree
 
 
 async def closed_loop(

@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_lib.cli import subcommand_parser
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="scripts/bench ollama", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = subcommand_parser("ollama", __doc__)
     p.add_argument("--requests", type=int, default=40, help="requests per route (default 40)")
     p.add_argument("--max-tokens", type=int, default=16, help="tokens per chat reply (default 16)")
     p.add_argument("--engine", default="torch", choices=("torch", "openvino", "onnxruntime"))

@@ -11,7 +11,6 @@ are random bytes: what is measured is moving and verifying bytes, not their mean
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,6 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench_lib.cli import subcommand_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_RATIO = 0.5
@@ -105,9 +106,7 @@ def _pull_seconds(settings_dir: Path, api: str, cid: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/bench pull", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = subcommand_parser("pull", __doc__)
     parser.add_argument("--size-mb", type=float, default=200.0, help="size of the random weights file (MB)")
     parser.add_argument(
         "--repeat", type=int, default=3, help="pulls and cats, alternating (median is reported)"

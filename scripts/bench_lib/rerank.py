@@ -13,7 +13,6 @@ Run: ``.venv/bin/python scripts/bench rerank [--requests 64] [--documents 16] [-
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -24,57 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_lib import report
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "machine",
-    "learning",
-    "models",
-    "turn",
-    "text",
-    "into",
-    "numbers",
-    "daemon",
-    "serves",
-    "every",
-    "application",
-    "socket",
-    "tokens",
-    "generated",
-    "sequences",
-    "share",
-    "each",
-    "decoding",
-    "step",
-    "embeddings",
-    "map",
-    "sentences",
-    "vectors",
-    "similar",
-    "close",
-    "together",
-    "weather",
-    "sunny",
-    "light",
-    "breeze",
-    "west",
-    "cats",
-    "sleep",
-    "dogs",
-    "play",
-    "garden",
-    "rivers",
-    "flow",
-]
+# The vocabulary of the generated documents and queries.
+_TEXT = (
+    "the quick brown fox jumps over lazy dog machine learning models turn text into numbers daemon serves "
+    "every application socket tokens generated sequences share each decoding step embeddings map "
+    "sentences vectors similar close together weather sunny light breeze west cats sleep dogs play garden "
+    "rivers flow"
+)
+WORDS = _TEXT.split()
 
 
 def _model() -> Path:
@@ -171,7 +132,6 @@ def main(argv: list[str]) -> int:
         "ratio": round(srv / off, 3),
     }  # fmt: skip
     out = REPO / "bench-results" / "rerank.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    report.write_json(out, result)  # atomic, like every results file
     print(f"rerank: served {srv:.1f} pairs/s, offline {off:.1f} pairs/s, ratio {srv / off:.2f} ({out})")
     return 0

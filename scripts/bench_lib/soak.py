@@ -35,7 +35,7 @@ import httpx
 
 from bench_lib import report
 from bench_lib.drivers import ipc_client, openai_client
-from bench_lib.load import ms, percentile
+from bench_lib.load import descendants, ms, percentile, proc_parents
 from bench_lib.workload import chat_messages, sentence
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,23 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _children(pid: int) -> list[int]:
     """Every living descendant of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            parents[int(entry.name)] = int(stat[1])
-    tree: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in tree:
-                tree.append(child)
-                frontier.append(child)
-    return sorted(tree)
+    return sorted(descendants(pid, proc_parents()))
 
 
 def _process(pid: int) -> dict[str, Any] | None:

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_lib import report
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
@@ -136,7 +138,6 @@ def main(argv: list[str]) -> int:
         "ttft_cached_ms": round(t_cached * 1000, 1), "ttft_ratio": round(t_new / t_cached, 3),
     }  # fmt: skip
     out = REPO / "bench-results" / "structured.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    report.write_json(out, result)  # atomic, like every results file
     print(f"structured: {json.dumps(result)} ({out})")
     return 0

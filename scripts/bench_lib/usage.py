@@ -25,16 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_lib.cli import subcommand_parser
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="scripts/bench usage",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subcommand_parser("usage", __doc__)
     p.add_argument("--only", choices=("record", "burst"), help="run one part")
     p.add_argument("--records", type=int, default=200_000, help="records in the record part")
     p.add_argument("--batch", type=int, default=512, help="records per flush in the record part")

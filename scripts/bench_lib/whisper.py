@@ -20,13 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_lib import report
+from bench_lib.cli import subcommand_parser
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench whisper", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = subcommand_parser("whisper", __doc__)
     p.add_argument("--engine", choices=("torch", "openvino"), default="torch")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=30.0, help="audio length")
@@ -91,6 +93,5 @@ def main(argv: list[str]) -> int:
     result["ratio"] = round(result["offline_median_s"] / result["served_median_s"], 3)
     print(json.dumps(result))
     out = REPO / "bench-results" / "whisper.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(out, result)  # atomic, like every results file
     return 0
