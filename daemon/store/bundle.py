@@ -24,8 +24,7 @@ from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.files import fsync_dir, tmp_name
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
-from hfd.daemon.store.safety import select_files
-from hfd.daemon.store.space import ensure_space
+from hfd.daemon.store.safety import kept_files
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 
@@ -100,14 +99,10 @@ def import_bundle(
 ) -> Fetched:
     """Verify and store every file of a bundle (call with the repo lock held); the caller links
     and records the snapshot."""
-    keep = set(select_files((f.path for f in manifest.files), allow_pickle=allow_pickle, model=manifest.repo))
+    entries = kept_files(manifest, repo_dir, allow_pickle=allow_pickle)
+    keep = {f.path for f in entries}
     wanted = {f.path: f for f in manifest.files}
-    ensure_space(
-        repo_dir,
-        [FileSpec(p, wanted[p].size, wanted[p].blob, wanted[p].sha256) for p in keep],
-        model=manifest.repo,
-    )
-    meter.plan("bundle", len(keep), sum(wanted[p].size for p in keep))
+    meter.plan("bundle", len(entries), sum(f.size for f in entries))
     placed: dict[str, PlacedFile] = {}
     seen: set[str] = set()
     with _open(path) as tar:

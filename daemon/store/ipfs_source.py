@@ -19,8 +19,7 @@ from hfd.daemon.settings import Settings
 from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
-from hfd.daemon.store.safety import select_files
-from hfd.daemon.store.space import ensure_space
+from hfd.daemon.store.safety import kept_files
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.client import KuboClient
 from hfd.ipfs.fetch import fetch_file, file_cids, read_manifest
@@ -71,13 +70,7 @@ class IpfsFetcher:
         allow_pickle: bool,
         should_stop: Callable[[], bool],
     ) -> Fetched:
-        keep = set(
-            select_files((f.path for f in manifest.files), allow_pickle=allow_pickle, model=manifest.repo)
-        )
-        entries = [f for f in manifest.files if f.path in keep]
-        ensure_space(
-            repo_dir, [FileSpec(f.path, f.size, f.blob, f.sha256) for f in entries], model=manifest.repo
-        )
+        entries = kept_files(manifest, repo_dir, allow_pickle=allow_pickle)
         meter.plan("ipfs", len(entries), sum(f.size for f in entries))
 
         async def run(client: KuboClient) -> Fetched:

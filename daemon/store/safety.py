@@ -12,6 +12,10 @@ from typing import Final
 
 from hfd.backends.formats import PICKLE_SUFFIXES
 from hfd.client.errors import Forbidden
+from hfd.daemon.store.layout import RepoDir
+from hfd.daemon.store.space import ensure_space
+from hfd.daemon.store.writer import FileSpec
+from hfd.ipfs.manifest import Manifest, ManifestFile
 
 # Files that hold weights in any format (used to tell "only pickled weights" apart).
 WEIGHT_SUFFIXES: Final = PICKLE_SUFFIXES | {".safetensors", ".onnx", ".gguf", ".h5", ".msgpack", ".xml"}
@@ -43,3 +47,12 @@ def select_files(paths: Iterable[str], *, allow_pickle: bool, model: str) -> lis
             details={"files": sorted(pickles)},
         )
     return kept
+
+
+def kept_files(manifest: Manifest, repo_dir: RepoDir, *, allow_pickle: bool) -> list[ManifestFile]:
+    """The files of ``manifest`` a pull keeps (pickled weights only when allowed), in manifest
+    order, after checking the store's filesystem can hold those not stored yet."""
+    keep = set(select_files((f.path for f in manifest.files), allow_pickle=allow_pickle, model=manifest.repo))
+    entries = [f for f in manifest.files if f.path in keep]
+    ensure_space(repo_dir, [FileSpec(f.path, f.size, f.blob, f.sha256) for f in entries], model=manifest.repo)
+    return entries
