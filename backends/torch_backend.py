@@ -110,6 +110,11 @@ class TorchBackend:
 
         return clip_torch.load(opts)
 
+    def load_vision_chat(self, opts: LoadOptions) -> Any:
+        from hfd.backends import vlm_torch  # LLaVA, Qwen2-VL, ...: chat with images
+
+        return vlm_torch.load(opts)
+
     def load_generator(self, opts: LoadOptions) -> TorchGenerator:
         from transformers import AutoModelForCausalLM
 

@@ -125,16 +125,22 @@ def open_image(raw: bytes, max_pixels: int, param: str) -> Any:
         raise InvalidRequest("the image cannot be decoded", param=param) from None
 
 
-def _prepare(kinds: list[tuple[str, str]], settings: Settings) -> list[Any]:
+def decode_image(source: str, settings: Settings, param: str) -> Any:
+    """The RGB PIL image of a data: URL or bare base64, within the settings' bounds (also used
+    by vision chat, ``hfd.daemon.vision_chat``)."""
     from PIL import Image
 
     # PIL's own bomb check (it warns above the limit and raises above twice it) at our limit.
     Image.MAX_IMAGE_PIXELS = settings.image_max_pixels
+    return open_image(image_bytes(source, settings, param), settings.image_max_pixels, param)
+
+
+def _prepare(kinds: list[tuple[str, str]], settings: Settings) -> list[Any]:
     out: list[Any] = []
     for i, (kind, value) in enumerate(kinds):
         param = f"input.{i}" if len(kinds) > 1 else "input"
         if kind == "image":
-            out.append(open_image(image_bytes(value, settings, param), settings.image_max_pixels, param))
+            out.append(decode_image(value, settings, param))
         else:
             if value == "":
                 raise InvalidRequest("input strings must not be empty", param=param)

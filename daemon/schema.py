@@ -41,9 +41,15 @@ class StreamOptions(_Base):
     include_usage: bool = False
 
 
+class ImageURL(_Base):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(_Base):
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None  # type "image_url": vision chat (hfd.daemon.vision_chat)
 
 
 class ChatMessage(_Base):

@@ -22,7 +22,7 @@ from hfd.backends import capabilities
 from hfd.backends.base import GenerationModel, SamplingParams
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest
 from hfd.daemon import cache as rcache
-from hfd.daemon import choices, embedding_ids, images, reqctx, sampling_request, structured
+from hfd.daemon import choices, embedding_ids, images, reqctx, sampling_request, structured, vision_chat
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.cache_streams import RecordingStream, ReplayStream
 from hfd.daemon.models.loaded import LoadedModel
@@ -162,6 +162,8 @@ class Service:
 
     async def chat(self, req: ChatCompletionRequest) -> Generation:
         req.check_supported()
+        if vision_chat.has_images(req):  # image_url parts: a vision chat model (LLaVA, Qwen2-VL)
+            return await vision_chat.chat(self, req)
         chat = ChatTools(req, getattr(self.manager.spec(req.model), "tool_parser", None))
 
         async def prompt(lm: LoadedModel) -> list[int]:
@@ -239,6 +241,8 @@ class Service:
         stack = AsyncExitStack()
         try:
             lm = await stack.enter_async_context(self.manager.acquire(req.model, keep_alive))
+            if lm.task == vision_chat.TASK and isinstance(req, ChatCompletionRequest):  # a chat without images
+                return await vision_chat.chat(self, req, lm, stack)
             if lm.task != "generate":
                 raise InvalidRequest(
                     f"model {lm.name!r} is an embedding model; use /v1/embeddings", param="model"

@@ -303,15 +303,21 @@ class Settings:
         "Speech recognition: longest audio per request, checked while decoding (400 beyond).",
     )
     image_max_bytes: int = _setting(
-        10 * 1024 * 1024, "batching", "Image embeddings: largest encoded image (400 beyond)."
+        10 * 1024 * 1024, "batching", "Image embeddings and vision chat: largest encoded image (400 beyond)."
     )
     image_max_pixels: int = _setting(
         16 * 1024 * 1024,
         "batching",
-        "Image embeddings: most pixels (width x height) of one image, checked before decoding (400 beyond).",
+        "Image embeddings and vision chat: most pixels (width x height) of one image, checked before decoding "
+        "(400 beyond).",
     )
     image_fetch_urls: bool = _setting(
-        False, "batching", "Image embeddings: fetch http(s) image URLs (off: data: URLs and base64 only)."
+        False,
+        "batching",
+        "Image embeddings and vision chat: fetch http(s) image URLs (off: data: URLs and base64 only).",
+    )
+    image_max_per_request: int = _setting(
+        8, "batching", "Vision chat: most images (image_url parts) in one chat request (400 beyond)."
     )
     prompt_bytes_per_token: int = _setting(
         16,
@@ -676,6 +682,7 @@ def _validate(s: Settings) -> None:
         "audio_max_bytes",
         "image_max_bytes",
         "image_max_pixels",
+        "image_max_per_request",
         "prompt_bytes_per_token",
         "responses_max_count",
     ):

@@ -33,6 +33,7 @@ class Block(_Body):
     tool_use_id: str | None = None
     content: str | list[Block] | None = None
     is_error: bool | None = None
+    source: dict[str, Any] | None = None  # image: {"type": "base64", "media_type", "data"}
 
 
 class Message(_Body):

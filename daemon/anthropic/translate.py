@@ -61,10 +61,14 @@ def chat_messages(req: MessagesRequest | CountTokensRequest) -> list[dict[str, A
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []  # text and image_url parts, when there are images
         for j, block in enumerate(message.content):
             at = f"{p}.{j}"
             if block.type == "text" and block.text is not None:
                 texts.append(block.text)
+                parts.append({"type": "text", "text": block.text})
+            elif block.type == "image" and message.role == "user":
+                parts.append(_image_part(block, at))
             elif block.type == "tool_use" and message.role == "assistant":
                 if not block.id or not block.name:
                     raise InvalidRequest("a tool_use block needs id and name", param=f"{at}.id")
@@ -93,9 +97,21 @@ def chat_messages(req: MessagesRequest | CountTokensRequest) -> list[dict[str, A
         out.extend(results)
         if calls:
             out.append({"role": "assistant", "content": "".join(texts) or None, "tool_calls": calls})
+        elif len(parts) > len(texts):  # images (vision chat models: hfd.daemon.vision_chat)
+            out.append({"role": message.role, "content": parts})
         elif texts or not results:
             out.append({"role": message.role, "content": "".join(texts)})
     return out
+
+
+def _image_part(block: Block, at: str) -> dict[str, Any]:
+    """An ``image`` block with a base64 source as a chat ``image_url`` part (a data: URL)."""
+    source = block.source or {}
+    if source.get("type") != "base64" or not isinstance(source.get("data"), str):
+        raise InvalidRequest("image blocks need a base64 source (url and file sources are not fetched)",
+                             param=f"{at}.source")  # fmt: skip
+    media = source.get("media_type") if isinstance(source.get("media_type"), str) else "image/png"
+    return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{source['data']}"}}
 
 
 def _needs(field: str, model: type[Any], param: str, what: str) -> None:

@@ -143,6 +143,15 @@ def _tool_calls(calls: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
     return out
 
 
+def _with_images(text: str, images: list[str] | None) -> str | list[dict[str, Any]]:
+    """A message's content; with ``images`` (base64), the images then the text as chat parts,
+    for vision chat models (hfd.daemon.vision_chat decodes and bounds them)."""
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": b64}} for b64 in images]
+    return [*parts, {"type": "text", "text": text}]
+
+
 def chat_request(body: ChatBody, model: str) -> ChatCompletionRequest:
     _no_thinking(body.think)
     fields = ChatCompletionRequest.model_fields
@@ -150,8 +159,7 @@ def chat_request(body: ChatBody, model: str) -> ChatCompletionRequest:
     messages = []
     pending: list[tuple[str, str]] = []  # (id, function) of calls no tool message answered yet
     for i, m in enumerate(body.messages):
-        _no_images(m.images, f"messages.{i}.images")
-        entry: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        entry: dict[str, Any] = {"role": m.role, "content": _with_images(m.content or "", m.images)}
         if m.tool_calls:
             if not can_tool:
                 raise InvalidRequest("tool calls are not supported yet", param=f"messages.{i}.tool_calls")

@@ -24,6 +24,8 @@ class _Body(BaseModel):
 class ContentPart(_Body):
     type: str
     text: str | None = None
+    image_url: str | None = None  # input_image: a data: URL (vision chat models)
+    detail: Literal["auto", "low", "high"] | None = None
 
 
 class InputItem(_Body):

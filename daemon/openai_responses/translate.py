@@ -5,7 +5,8 @@ followed by this request's ``input``; ``instructions`` become the system message
 the previous response's instructions are not carried over). Items map to chat messages:
 
 - ``message`` (roles user, assistant, system, developer; ``input_text`` / ``output_text``
-  parts) -> a message with that role and the parts' text;
+  parts) -> a message with that role and the parts' text (with ``input_image`` parts: text and
+  ``image_url`` parts, for vision chat models);
 - ``function_call`` -> a ``tool_calls`` entry of an assistant message (consecutive calls, and
   the assistant's text just before them, make one message, as the model produced them);
 - ``function_call_output`` -> a ``role: "tool"`` message answering its ``call_id``.
@@ -50,6 +51,24 @@ def _text(content: str | list[ContentPart] | None, param: str) -> str:
     return "".join(parts)
 
 
+def _content(content: str | list[ContentPart] | None, param: str) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or chat parts when it holds ``input_image`` parts (an image
+    as a data: URL becomes an ``image_url`` part, for vision chat models: hfd.daemon.vision_chat)."""
+    if not isinstance(content, list) or not any(part.type == "input_image" for part in content):
+        return _text(content, param)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        if part.type != "input_image":
+            parts.append({"type": "text", "text": _text([part], f"{param}.{j}")})
+        elif part.image_url is None:
+            raise InvalidRequest(
+                "an input_image part needs image_url (file_id is not supported)", param=f"{param}.{j}"
+            )
+        else:
+            parts.append({"type": "image_url", "image_url": {"url": part.image_url, "detail": part.detail}})
+    return parts
+
+
 def chat_messages(items: list[dict[str, Any]], first_input: int) -> list[dict[str, Any]]:
     """Chat messages for ``items``; those from ``first_input`` on are this request's ``input``
     (named ``input.N`` in errors), those before it come from the stored conversation."""
@@ -63,7 +82,7 @@ def chat_messages(items: list[dict[str, Any]], first_input: int) -> list[dict[st
                     f"a message's role must be one of {', '.join(_ROLES)}, not {item.role!r}",
                     param=f"{p}.role",
                 )
-            messages.append({"role": item.role, "content": _text(item.content, f"{p}.content")})
+            messages.append({"role": item.role, "content": _content(item.content, f"{p}.content")})
         elif item.type == "function_call":
             for name in ("call_id", "name", "arguments"):
                 if getattr(item, name) is None:

@@ -14,7 +14,8 @@ Detection order (deterministic; ``[[models]] task = ...`` overrides it):
    read the head in config.json's ``architectures``: ``*ForTokenClassification`` is
    token-classify; ``*ForSequenceClassification`` with one label (a cross-encoder, as
    sentence-transformers' CrossEncoder saves it) is rerank, with several labels classify;
-   causal and conditional-generation heads are generate; a sentence-transformers folder
+   image-text-to-text heads (LLaVA, Qwen2-VL, ...) are vision-chat; other causal and
+   conditional-generation heads are generate; a sentence-transformers folder
    (``modules.json``) is embed;
 2. else the first record listing the README front matter's ``pipeline_tag``;
 3. else embed (a bare encoder, ``*Model``: its pooled output is an embedding).
@@ -31,6 +32,7 @@ from hfd.backends.base import Task
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 from hfd.daemon.tasks.detect import Snapshot, read
 from hfd.daemon.tasks.media import media_records
+from hfd.daemon.tasks.vision import VISION_CHAT
 
 SchedulerKind = Literal["encoder", "generation", "media"]  # media: hfd.daemon.media_worker
 
@@ -79,6 +81,7 @@ TEXT_HEAD_ENGINES: Final = ("torch",)
 
 RECORDS: Final[tuple[TaskRecord, ...]] = (
     *media_records(TaskRecord),  # before generate: Whisper's head is a ForConditionalGeneration
+    TaskRecord(**VISION_CHAT),  # so are the vision-language models' heads
     TaskRecord(
         name="token-classify",
         summary="token classification (NER, POS): entities with spans",
