@@ -68,22 +68,13 @@ def check(model: object, params: SamplingParams, *, model_name: str = "this mode
     for feature, param in asked(params):
         if feature not in caps:
             what = "echo with logprobs (prompt logprobs)" if feature == PROMPT_LOGPROBS else feature
-            raise InvalidRequest(
-                f"{what} is not supported by the {engine} engine for {model_name}; pin engine torch "
-                'for this model (engine = "torch" in its [[models]] entry) to use it',
-                param=param,
-                details={"engine": engine, "feature": feature},
-            )
+            pin = ' (engine = "torch" in its [[models]] entry)'
+            raise _unsupported(what, engine, model_name, pin, param=param, feature=feature)
     refuses = getattr(model, "refuses", None)
     refused = refuses(params) if callable(refuses) else None
     if refused is not None:
         what, param = refused
-        raise InvalidRequest(
-            f"{what} is not supported by the {engine} engine for {model_name}; pin engine torch "
-            "for this model to use it",
-            param=param,
-            details={"engine": engine, "feature": param},
-        )
+        raise _unsupported(what, engine, model_name, "", param=param, feature=param)
     vocab = getattr(model, "vocab_size", None)
     if params.logit_bias and isinstance(vocab, int) and vocab > 0:
         bad = [t for t, _ in params.logit_bias if not 0 <= t < vocab]
@@ -92,3 +83,14 @@ def check(model: object, params: SamplingParams, *, model_name: str = "this mode
                 f"logit_bias token id {bad[0]} is outside this model's vocabulary [0, {vocab})",
                 param="logit_bias",
             )
+
+
+def _unsupported(
+    what: str, engine: str, model_name: str, pin: str, *, param: str, feature: str
+) -> InvalidRequest:
+    return InvalidRequest(
+        f"{what} is not supported by the {engine} engine for {model_name}; pin engine torch "
+        f"for this model{pin} to use it",
+        param=param,
+        details={"engine": engine, "feature": feature},
+    )

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hfd.backends import _hf
+from hfd.backends.numpy_encoder import encoder_feeds
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -177,17 +178,7 @@ def check_openvino(source: Path, out: Path, ir_file: str, weight_format: str, *,
     names = [i.get_any_name() for i in compiled.inputs]
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds: dict[str, np.ndarray] = {}
-        for name in names:
-            if name == "input_ids":
-                feeds[name] = ids
-            elif name == "attention_mask":
-                feeds[name] = mask
-            elif name == "token_type_ids":
-                feeds[name] = np.zeros_like(ids)
-            elif name == "position_ids":
-                feeds[name] = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
-        outputs = compiled(feeds)
+        outputs = compiled(encoder_feeds(names, ids, mask))
         by_name = {o.get_any_name(): v for o, v in outputs.items()}
         return np.asarray(by_name.get("last_hidden_state", next(iter(outputs.values()))))
 

@@ -8,10 +8,10 @@ the torch engine), so embeddings agree across engines.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -19,6 +19,25 @@ from hfd.backends import _hf
 from hfd.backends.base import TokenizedBatch
 from hfd.backends.st_config import Dense, PoolingConfig, read_pooling_config
 from hfd.client.errors import InvalidRequest, ModelUnavailable
+
+# The inputs an encoder graph may name; ``encoder_feeds`` fills each of them.
+ENCODER_INPUTS: Final = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids"})
+
+
+def encoder_feeds(names: Iterable[str], ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """An exported encoder's inputs by name, from right-padded ``ids`` and ``mask``: one segment
+    (token types all zero) and positions from 0. Names outside ``ENCODER_INPUTS`` are left out."""
+    feeds: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "input_ids":
+            feeds[name] = ids
+        elif name == "attention_mask":
+            feeds[name] = mask
+        elif name == "token_type_ids":
+            feeds[name] = np.zeros_like(ids)
+        elif name == "position_ids":
+            feeds[name] = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
+    return feeds
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, config: PoolingConfig) -> np.ndarray:

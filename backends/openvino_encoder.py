@@ -15,7 +15,7 @@ import numpy as np
 
 from hfd.backends import openvino_cpu
 from hfd.backends.base import TokenizedBatch
-from hfd.backends.numpy_encoder import EncoderHead, pool
+from hfd.backends.numpy_encoder import ENCODER_INPUTS, EncoderHead, encoder_feeds, pool
 from hfd.backends.openvino_export import ir_bytes
 from hfd.client.errors import ModelUnavailable
 
@@ -38,7 +38,7 @@ class OVEncoder:
         core = ov.Core()
         model = core.read_model(xml)
         self._inputs = [i.get_any_name() for i in model.inputs]
-        unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
+        unknown = set(self._inputs) - ENCODER_INPUTS
         if unknown:
             raise ModelUnavailable(f"{xml}: unexpected encoder inputs {sorted(unknown)}")
         names = [o.get_any_name() for o in model.outputs]
@@ -72,15 +72,7 @@ class OVEncoder:
         return self._run(*self._head.pad(batch))
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        inputs: dict[str, np.ndarray] = {}
-        for name in self._inputs:
-            if name == "token_type_ids":
-                inputs[name] = np.zeros_like(ids)
-            elif name == "position_ids":
-                inputs[name] = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
-            else:
-                inputs[name] = feeds[name]
+        inputs = encoder_feeds(self._inputs, ids, mask)
         self._request.infer(inputs)
         hidden = self._request.get_tensor(self._output).data
         return pool(hidden, mask, self._head.pooling)

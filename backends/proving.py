@@ -169,6 +169,7 @@ def _run_probe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import openvino as ov
 
+    from hfd.backends.numpy_encoder import encoder_feeds
     from hfd.backends.openvino_cpu import precision_name
 
     if request.get("fault") == "probe":  # tests only (see openvino_backend._test_fault)
@@ -184,18 +185,11 @@ def _run_probe(request: dict[str, Any]) -> dict[str, Any]:
     )
     rows, cols = (1, int(length)) if length else (2, 5)
     ids = (np.arange(rows * cols, dtype=np.int64).reshape(rows, cols) % 7) + 1
+    feeds = encoder_feeds(names, ids, np.ones_like(ids))
     inputs = {}
     for port in compiled.inputs:
         name = port.get_any_name()
-        if name == "attention_mask":
-            value = np.ones_like(ids)
-        elif name == "token_type_ids":
-            value = np.zeros_like(ids)
-        elif name == "position_ids":
-            value = np.broadcast_to(np.arange(cols, dtype=np.int64), ids.shape).copy()
-        else:
-            value = ids
-        inputs[name] = value.astype(port.get_element_type().to_dtype())
+        inputs[name] = feeds.get(name, ids).astype(port.get_element_type().to_dtype())
     compiled.create_infer_request().infer(inputs)
     try:
         precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
