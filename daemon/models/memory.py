@@ -6,7 +6,8 @@ A model's estimate (``estimate_model``) has four parts; docs/models.md gives the
   (safetensors headers give exact parameter counts and stored dtypes without reading tensors);
 - KV cache (generation): ``layers x kv_heads x head_dim x 2 (K and V) x bytes x max_running x
   context`` — the most a full batch of full-length sequences can hold;
-- activations: the largest intermediate buffers of one batch (rough, see ``_activations``);
+- activations: the largest intermediate buffers of one batch (rough, see ``_activations``; a
+  vision chat model adds its vision tower's, ``tasks.vision.tower_activations``);
 - overhead: a fixed allowance for the tokenizer, engine structures and allocator slack.
 
 What the loaded models may use of each device, and what they hold, is ``budgets``'.
@@ -21,6 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from hfd.daemon.tasks.vision import TASK as VISION_TASK
+from hfd.daemon.tasks.vision import tower_activations
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +279,8 @@ def estimate_model(
     context = context_length(config)
     if context_tokens > 0:
         context = min(context, context_tokens)
+    if task == VISION_TASK:  # one request at a time, plus the vision tower's buffers
+        return _vision_estimate(config, weights, element, context, max_batched_tokens)
     if task == "generate":
         kv = kv_cache_bytes(config, max_running=max_running, context=context, element_bytes=element)
         acts = _activations(
@@ -295,4 +301,16 @@ def estimate_model(
             batch_rows=encoder_max_batch,
             max_length=min(context, encoder_batch_tokens),
         )
+    return MemoryEstimate(weights=weights, kv_cache=kv, activations=acts, overhead=MODEL_OVERHEAD_BYTES)
+
+
+def _vision_estimate(
+    config: Mapping[str, Any], weights: int, element: float, context: int, max_batched_tokens: int
+) -> MemoryEstimate:
+    """Vision chat (``hfd.daemon.tasks.vision``): the weights hold the vision tower's too; one
+    sequence's KV cache and activations (requests run one at a time), and the tower's buffers."""
+    kv = kv_cache_bytes(config, max_running=1, context=context, element_bytes=element)
+    acts = _activations(config, "generate", element_bytes=element, batch_tokens=min(max_batched_tokens, context),
+                        batch_rows=1, max_length=min(context, max_batched_tokens))  # fmt: skip
+    acts += tower_activations(config.get("vision_config"), element)
     return MemoryEstimate(weights=weights, kv_cache=kv, activations=acts, overhead=MODEL_OVERHEAD_BYTES)

@@ -45,3 +45,23 @@ VISION_CHAT: Final[dict[str, Any]] = {
     "pipeline_tags": ("image-text-to-text",),
     "loader": "load_vision_chat",
 }
+
+# Patches of one image assumed for a tower that does not say (Qwen2-VL resizes to its max_pixels).
+DEFAULT_PATCHES: Final = 4096
+
+
+def tower_activations(vision: Any, element_bytes: float) -> int:
+    """The vision tower's largest buffers for one image (the model's memory estimate): two
+    feed-forward intermediates over its patches and one head-set of attention scores."""
+    if not isinstance(vision, dict):
+        return 0
+
+    def num(*keys: str) -> int:
+        return next((v for k in keys if isinstance(v := vision.get(k), int) and v > 0), 0)
+
+    hidden = num("hidden_size", "embed_dim")
+    inter = num("intermediate_size") or int(vision.get("mlp_ratio", 4) * (num("embed_dim") or hidden))
+    heads = num("num_attention_heads", "num_heads") or 1
+    side, patch = num("image_size"), num("patch_size")
+    patches = (side // patch) ** 2 if side and patch else DEFAULT_PATCHES
+    return int(patches * (hidden + inter) * element_bytes * 2 + heads * patches * patches * element_bytes)

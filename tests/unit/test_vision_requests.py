@@ -152,3 +152,28 @@ def test_unknown_part_type_names_the_part() -> None:
     with pytest.raises(InvalidRequest) as err:
         vision_chat.hf_messages(_req({"type": "input_audio", "text": None}))
     assert err.value.param == "messages.1.content.0"
+
+
+def test_memory_estimate_counts_the_vision_tower(tmp_path: Path) -> None:
+    from hfd.daemon.models.memory import estimate_model
+
+    text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 512, "vocab_size": 1000}  # fmt: skip
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    config = {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "text_config": text,
+        "vision_config": vision,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    chat = estimate_model(tmp_path, "vision-chat", max_running=32)
+    one_row = estimate_model(tmp_path, "generate", max_running=1)
+    assert chat.kv_cache == one_row.kv_cache  # one request at a time, whatever max_running says
+    patches = (32 // 8) ** 2
+    assert chat.activations - one_row.activations == patches * (32 + 64) * 4 * 2 + 2 * patches * patches * 4
