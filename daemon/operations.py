@@ -67,6 +67,18 @@ _VERSION_WHY: Final = "the client reads the daemon's version from health"
 _USAGE_WHY: Final = "the web page's recent requests; hfd stats reads the usage log itself"
 _OLLAMA: Final = "Ollama's API in Ollama's shapes, for Ollama's clients"
 
+# Ollama's routes: (name after "ollama.", scope, route, kind).
+_OLLAMA_ROWS: Final[tuple[tuple[str, str, str, Kind], ...]] = (
+    ("chat", INFER, "POST /api/chat", "generation"),
+    ("generate", INFER, "POST /api/generate", "generation"),
+    ("embed", INFER, "POST /api/embed", "embedding"),
+    ("embeddings", INFER, "POST /api/embeddings", "embedding"),
+    ("tags", INFER, "GET /api/tags", "unary"),
+    ("show", INFER, "POST /api/show", "unary"),
+    ("delete", MODELS, "DELETE /api/delete", "unary"),
+    ("copy", MODELS, "POST /api/copy", "unary"),
+)
+
 OPERATIONS: Final[tuple[Operation, ...]] = (
     both(p.OP_HEALTH, OPEN, "GET /health", call=call.health),
     http_only(
@@ -136,19 +148,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     both(p.OP_TOKENIZE, INFER, "POST /tokenize", request=TokenizeRequest, call=tokenize),
     both(p.OP_DETOKENIZE, INFER, "POST /detokenize", request=DetokenizeRequest, call=detokenize),
     # Ollama's API (hfd.daemon.ollama.routes): HTTP only; Ollama's clients call these.
-    *(
-        http_only(f"ollama.{name}", scope, route, _OLLAMA, kind)
-        for name, scope, route, kind in (
-            ("chat", INFER, "POST /api/chat", "generation"),
-            ("generate", INFER, "POST /api/generate", "generation"),
-            ("embed", INFER, "POST /api/embed", "embedding"),
-            ("embeddings", INFER, "POST /api/embeddings", "embedding"),
-            ("tags", INFER, "GET /api/tags", "unary"),
-            ("show", INFER, "POST /api/show", "unary"),
-            ("delete", MODELS, "DELETE /api/delete", "unary"),
-            ("copy", MODELS, "POST /api/copy", "unary"),
-        )
-    ),
+    *(http_only(f"ollama.{name}", scope, route, _OLLAMA, kind) for name, scope, route, kind in _OLLAMA_ROWS),
     # The Responses and Anthropic Messages APIs: translations over the chat path, answered by
     # their own routes (hfd.daemon.http.responses_routes, anthropic_routes), HTTP only.
     http_only(
