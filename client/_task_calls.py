@@ -62,15 +62,10 @@ def classify(
 ) -> Call[dict[str, Any]]:
     """vLLM's classify: ``{"data": [{"index", "label", "probs", "num_classes", "labels"}]}``;
     ``candidate_labels`` for zero-shot with an NLI model; ``task="token"`` for entities."""
-    body = clean(
-        {"model": model, "input": input if isinstance(input, str) else list(input), "task": task,
-         "candidate_labels": list(candidate_labels) if candidate_labels is not None else None,
-         "hypothesis_template": hypothesis_template, "multi_label": multi_label,
-         "aggregation_strategy": aggregation_strategy,
-         "ignore_labels": list(ignore_labels) if ignore_labels is not None else None,
-         "keep_alive": keep_alive, "cache": cache}
-    )  # fmt: skip
-    return Call(OP_CLASSIFY, body, _body, timeout)
+    fields = {"task": task, "candidate_labels": _listed(candidate_labels),
+              "hypothesis_template": hypothesis_template, "multi_label": multi_label,
+              "aggregation_strategy": aggregation_strategy, "ignore_labels": _listed(ignore_labels)}  # fmt: skip
+    return _over_input(OP_CLASSIFY, model, input, fields, keep_alive, cache, timeout)
 
 
 def ner(
@@ -85,10 +80,24 @@ def ner(
 ) -> Call[dict[str, Any]]:
     """Token classification: ``{"data": [{"index", "entities": [{"entity_group", "score",
     "word", "start", "end"}]}]}`` (aggregation strategies as transformers' pipeline)."""
-    body = clean(
-        {"model": model, "input": input if isinstance(input, str) else list(input),
-         "aggregation_strategy": aggregation_strategy,
-         "ignore_labels": list(ignore_labels) if ignore_labels is not None else None,
-         "keep_alive": keep_alive, "cache": cache}
-    )  # fmt: skip
-    return Call(OP_NER, body, _body, timeout)
+    fields = {"aggregation_strategy": aggregation_strategy, "ignore_labels": _listed(ignore_labels)}
+    return _over_input(OP_NER, model, input, fields, keep_alive, cache, timeout)
+
+
+def _listed(values: Sequence[str] | None) -> list[str] | None:
+    return list(values) if values is not None else None
+
+
+def _over_input(
+    op: str,
+    model: str,
+    input: str | Sequence[str],
+    fields: dict[str, Any],
+    keep_alive: KeepAlive,
+    cache: bool,
+    timeout: float | None,
+) -> Call[dict[str, Any]]:
+    """A call on ``input`` (one text or several) with the operation's own ``fields``."""
+    texts = input if isinstance(input, str) else list(input)
+    body = clean({"model": model, "input": texts, **fields, "keep_alive": keep_alive, "cache": cache})
+    return Call(op, body, _body, timeout)
