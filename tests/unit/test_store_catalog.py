@@ -86,4 +86,4 @@ def test_waits_for_another_process_holding_the_file(tmp_path: Path) -> None:
         cat.record_snapshot(repo="acme/x", commit="c" * 40, revision="main", source="bundle", files=_files())
         assert cat.snapshot("acme/x", "c" * 40) is not None
     finally:
-        holder.wait(timeout=30)
+        holder.communicate(timeout=30)  # waits, and closes the pipe

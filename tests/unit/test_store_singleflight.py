@@ -131,10 +131,7 @@ def test_lock_file_excludes_other_processes(tmp_path: Path) -> None:
         with pytest.raises(Cancelled):
             FileLock(path, timeout=30, should_stop=lambda: True).acquire()
     finally:
-        assert holder.stdin is not None
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        holder.wait(10)
+        holder.communicate("\n", timeout=10)  # the line that lets it go; waits, closes the pipes
     # The holder is gone (a killed holder releases too): the lock is free.
     with FileLock(path, timeout=5):
         pass
