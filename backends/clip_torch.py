@@ -25,40 +25,27 @@ class TorchImageText:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.device = device
-        self.siglip = "siglip" in str(getattr(model.config, "model_type", ""))
-        text_config = getattr(model.config, "text_config", None)
-        self.max_length = int(getattr(text_config, "max_position_embeddings", 77) or 77)
-
-    @property
-    def dimensions(self) -> int:
-        config = self.model.config
-        return int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
+        self.siglip = is_siglip(model.config)
+        self.max_length = text_length(model.config)
+        self.dimensions = projection_dimensions(model.config)
 
     def count_tokens(self, texts: list[str]) -> int:
-        return sum(
-            len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length).input_ids
-        )
+        return count_tokens(self.tokenizer, texts, self.max_length)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        padding = "max_length" if self.siglip else True
-        batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")  # fmt: skip
-        kwargs = {"input_ids": batch["input_ids"].to(self.device)}
-        if "attention_mask" in batch and not self.siglip:
-            kwargs["attention_mask"] = batch["attention_mask"].to(self.device)
+        batch = text_inputs(
+            self.tokenizer, texts, siglip=self.siglip, max_length=self.max_length, tensors="pt"
+        )
         with torch.inference_mode():
-            out = self.model.get_text_features(**kwargs)
+            out = self.model.get_text_features(**{k: v.to(self.device) for k, v in batch.items()})
         return _vectors(out)
 
     def embed_images(self, images: list[Any]) -> np.ndarray:
         import torch
 
-        try:
-            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        except Exception as exc:  # an image the processor cannot take (mode, size)
-            raise InvalidRequest(f"the image cannot be processed: {exc}", param="input") from exc
+        pixels = pixel_values(self.image_processor, images, tensors="pt")
         dtype = next(self.model.parameters()).dtype
         with torch.inference_mode():
             out = self.model.get_image_features(pixel_values=pixels.to(self.device, dtype))
@@ -69,6 +56,47 @@ class TorchImageText:
 
     def close(self) -> None:
         self.model = None
+
+
+# -- pre-processing, the same for every engine (torch, ONNX Runtime, OpenVINO) ---------------------
+
+
+def count_tokens(tokenizer: Any, texts: list[str], max_length: int) -> int:
+    return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length).input_ids)
+
+
+def text_inputs(
+    tokenizer: Any, texts: list[str], *, siglip: bool, max_length: int, tensors: str
+) -> dict[str, Any]:
+    """The text tower's inputs: CLIP's padded to the longest text with its attention mask;
+    SigLIP's padded to the model's length with no mask, as it was trained."""
+    padding = "max_length" if siglip else True
+    batch = tokenizer(texts, padding=padding, truncation=True, max_length=max_length, return_tensors=tensors)
+    inputs = {"input_ids": batch["input_ids"]}
+    if "attention_mask" in batch and not siglip:
+        inputs["attention_mask"] = batch["attention_mask"]
+    return inputs
+
+
+def pixel_values(image_processor: Any, images: list[Any], *, tensors: str) -> Any:
+    """The vision tower's ``pixel_values`` from the model's own (PIL) image processor."""
+    try:
+        return image_processor(images=images, return_tensors=tensors)["pixel_values"]
+    except Exception as exc:  # an image the processor cannot take (mode, size)
+        raise InvalidRequest(f"the image cannot be processed: {exc}", param="input") from exc
+
+
+def is_siglip(config: Any) -> bool:
+    return "siglip" in str(getattr(config, "model_type", ""))
+
+
+def text_length(config: Any) -> int:
+    text_config = getattr(config, "text_config", None)
+    return int(getattr(text_config, "max_position_embeddings", 77) or 77)
+
+
+def projection_dimensions(config: Any) -> int:
+    return int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
 
 
 def _vectors(out: Any) -> np.ndarray:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from hfd.backends.base import TokenizedBatch
 from hfd.client.errors import InvalidRequest
 
@@ -161,6 +163,22 @@ class HeadTokenizer:
 
 def batch_of(encoded: Sequence[Encoded]) -> TokenizedBatch:
     return TokenizedBatch(ids=[e.ids for e in encoded], type_ids=[e.type_ids for e in encoded])
+
+
+def pad_batch(batch: TokenizedBatch, pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` as int64 ``[n, longest]``,
+    right-padded: the one padding of every engine's head (torch, ONNX Runtime, OpenVINO)."""
+    lengths = batch.lengths
+    width = max(lengths)
+    ids = np.full((len(lengths), width), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(lengths), width), dtype=np.int64)
+    types = np.zeros((len(lengths), width), dtype=np.int64)
+    for i, row in enumerate(batch.ids):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+        if batch.type_ids is not None:
+            types[i, : len(row)] = batch.type_ids[i]
+    return ids, mask, types
 
 
 def check_lengths(batch: TokenizedBatch, max_length: int) -> None:

@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
 from hfd.backends.policy import device_kind
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
+
+if TYPE_CHECKING:
+    from hfd.backends.graph_heads import GraphHead
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +71,11 @@ class OnnxBackend:
     def devices(self) -> list[str]:
         return [d.id for d in hardware.probe_onnxruntime().devices]
 
-    def load_encoder(self, opts: LoadOptions) -> OnnxEncoder:
-        if opts.task != "embed":  # the export is the bare encoder: no classification head
-            raise ModelUnavailable(f"the ONNX Runtime engine cannot {opts.task} (embeddings only)")
+    def load_encoder(self, opts: LoadOptions) -> OnnxEncoder | GraphHead:
+        if opts.task != "embed":  # a classification head (rerank, classify, token-classify)
+            from hfd.backends import onnx_heads
+
+            return onnx_heads.load(opts)
         providers = providers_for(opts.device)
         if opts.weight_format not in (None, "fp32"):
             log.warning(
@@ -88,6 +93,11 @@ class OnnxBackend:
                    "seconds": round(time.perf_counter() - start, 3)},
         )  # fmt: skip
         return encoder
+
+    def load_image_text(self, opts: LoadOptions) -> Any:
+        from hfd.backends import clip_graph  # CLIP, SigLIP: the text and vision towers
+
+        return clip_graph.load(opts, self.name)
 
     def load_generator(self, opts: LoadOptions) -> Any:
         raise InvalidRequest("the onnxruntime engine runs encoders only; use torch or openvino to generate")
@@ -202,20 +212,15 @@ def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: 
     try:
         import torch
         from transformers import AutoModel
+
+        from hfd.backends.graph_heads import fp32_model
     except Exception as exc:
         raise ModelUnavailable(f"exporting to ONNX needs torch and transformers (hfd[torch]): {exc}") from exc
     if importlib.util.find_spec("onnxscript") is None:
         raise ModelUnavailable("exporting to ONNX needs onnxscript (install hfd[onnxruntime])")
     log.info("onnx export", extra={"model_path": str(source)})
     try:
-        model = AutoModel.from_pretrained(
-            source,
-            local_files_only=True,
-            use_safetensors=_hf.check_weights(source, allow_pickle=allow_pickle),
-            trust_remote_code=trust_remote_code,
-            dtype=torch.float32,
-            attn_implementation="eager",
-        ).eval()
+        model = fp32_model(AutoModel, source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
         # The example is smaller than the check's probe batch in both axes, so a size the
         # export baked in fails the check instead of hiding in it.
         probe_ids, probe_mask = encoder_check.probe_batch(model.config, _pad_id(model))
@@ -227,21 +232,10 @@ def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: 
         # AUTO: torch.export infers each axis's range (a position table bounds the tokens)
         # instead of failing on a guard and retrying.
         dynamic = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}
-        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Positional(model),
-                (ids, mask),
-                str(out / ONNX_FILE),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["last_hidden_state"],
-                dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
-                opset_version=ONNX_OPSET,
-                dynamo=True,
-                verbose=False,
-                # One self-contained file unless protobuf's 2 GB limit forces weights beside it.
-                external_data=_parameter_bytes(model) > _PROTOBUF_LIMIT,
-            )
+        export_dynamo(
+            _Positional(model), (ids, mask), out / ONNX_FILE, ["input_ids", "attention_mask"],
+            ["last_hidden_state"], {"input_ids": dynamic, "attention_mask": dynamic}, model,
+        )  # fmt: skip
     except HfdError:
         raise
     except Exception as exc:
@@ -256,6 +250,20 @@ def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: 
     log.info("onnx export checked", extra={"model_path": str(source), **result})
 
 
+def export_dynamo(
+    module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str], shapes: Any, model: Any
+) -> None:
+    """``torch.onnx.export`` with the dynamo exporter, quietly, as every hfd ONNX export runs it:
+    the opset, and one self-contained file unless protobuf's 2 GB limit forces weights beside it."""
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_shapes=shapes, opset_version=ONNX_OPSET, dynamo=True, verbose=False,
+                          external_data=_parameter_bytes(model) > _PROTOBUF_LIMIT)  # fmt: skip
+
+
 _PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: the graph's own bytes come on top
 
 
@@ -268,12 +276,17 @@ def _pad_id(model: Any) -> int | None:
     return int(pad) if isinstance(pad, int) else None
 
 
-def _run_graph(graph: Path, ids: Any, mask: Any) -> Any:
+def check_session(graph: Path) -> Any:
+    """A one-thread CPU session over a fresh export, for its check."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _run_graph(graph: Path, ids: Any, mask: Any) -> Any:
+    session = check_session(graph)
     names = {i.name for i in session.get_inputs()}
     feeds = {"input_ids": ids, "attention_mask": mask}
     return session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})[0]

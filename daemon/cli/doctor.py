@@ -1,4 +1,6 @@
-"""``hfd doctor``: what this box can compute with, and which engine each task would run on."""
+"""``hfd doctor``: what this box can compute with, which engine each task would run on, and each
+configured model's task with the engine that serves it (when a running daemon has it loaded) or
+the engines it would be tried on."""
 
 from __future__ import annotations
 
@@ -26,12 +28,71 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     data = hardware_json(report, pinned_engine=settings.engine, pinned_device=settings.device)
     for engine, defaults in data.get("defaults", {}).items():  # the threads a model would get
         defaults["threads"] = engine_threads(settings, ModelSpec(ref="doctor"), engine, "cpu", report.cpu)
+    data["models"] = model_rows(settings, data)
     if getattr(args, "as_json", False):
         print(json.dumps(data, indent=2))
     else:
         print(format_report(report, data, pinned_engine=settings.engine))
     # Non-zero when some task cannot run here at all: scripts can gate on it.
     return 1 if any(not choices for choices in data["choices"].values()) else 0
+
+
+def model_rows(
+    settings: Settings, data: dict[str, Any], loaded: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Each configured model: its task (pinned, else read from its files in the store), and the
+    engine serving it where a running daemon has it loaded, else the engines it would try."""
+    from hfd.daemon.tasks import registry as tasks
+
+    if loaded is None:
+        loaded = _loaded(settings)
+    store = None
+    rows = []
+    for spec in settings.models:
+        task = spec.task
+        if task is None:
+            if store is None:
+                store = _store(settings)
+            task = _listed(spec, store)
+        row: dict[str, Any] = {"name": spec.public_name, "ref": spec.ref, "task": task}
+        running = loaded.get(spec.public_name)
+        if running is not None:
+            row.update(task=running.task, engine=running.engine, device=running.device, loaded=True)
+        elif task in tasks.TASKS:
+            record = tasks.TASKS[task]
+            pin = spec.engine or settings.engine
+            row["engines"] = [c["engine"] for c in data["choices"].get(record.engine_task, [])
+                              if record.runs_on(c["engine"]) and pin in (None, c["engine"])]  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _loaded(settings: Settings) -> dict[str, Any]:
+    """The running daemon's loaded models by name; none when no daemon answers."""
+    from hfd.client import Client
+
+    try:
+        with Client(settings.ipc_endpoint(), timeout=2.0) as client:
+            return {m.name: m for m in client.ps()}
+    except Exception:
+        return {}
+
+
+def _store(settings: Settings) -> Any:
+    try:
+        from hfd.daemon.store.model_store import ModelStore
+
+        return ModelStore(settings)
+    except Exception:
+        return False
+
+
+def _listed(spec: ModelSpec, store: Any) -> str | None:
+    if not store:
+        return None
+    from hfd.daemon.tasks.listing import listed_task
+
+    return listed_task(spec, store)
 
 
 def _size(n: int | None) -> str:
@@ -109,6 +170,17 @@ def format_report(report: HardwareReport, data: dict[str, Any], pinned_engine: s
         for i, c in enumerate(choices, 1):
             head = f"  {task}:" if i == 1 else " " * (len(task) + 3)
             lines.append(f"{head} {i}. {c['engine']} on {c['device']}: {c['reason']}")
+    if data.get("models"):
+        lines += ["", "Models (task; engine where loaded, else the engines it would try)"]
+        rows = [["model", "task", "engine"]]
+        for m in data["models"]:
+            engine = (
+                f"{m['engine']} on {m['device']} (loaded)"
+                if m.get("loaded")
+                else ", ".join(m.get("engines") or ["-"])
+            )
+            rows.append([m["name"], m["task"] or "unknown (not in the store)", engine])
+        lines += _table(rows)
     defaults = data.get("defaults") or {}
     if defaults:
         lines += ["", "Default compute on the CPU (a model's dtype option overrides)"]

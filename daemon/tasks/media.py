@@ -1,7 +1,8 @@
 """The speech-recognition (Whisper) and image-text embedding (CLIP, SigLIP) task records.
 
 ``transcribe`` runs on OpenVINO GenAI's WhisperPipeline or torch (ranked as generation engines:
-OpenVINO first on CPUs); ``image-embed`` on torch. Both are served by the one-at-a-time media
+OpenVINO first on CPUs); ``image-embed`` on ONNX Runtime, OpenVINO or torch (ranked as encoders:
+the text and vision towers exported, ``hfd.backends.clip_graph``). Both are served by the one-at-a-time media
 scheduler (``hfd.daemon.media_worker``). Their requests: ``hfd.daemon.transcribe`` and
 ``hfd.daemon.images``.
 """
@@ -43,7 +44,7 @@ def media_records(TaskRecord: Any) -> tuple[Any, ...]:
             summary="image and text embeddings in one space (CLIP, SigLIP)",
             scheduler="media",
             engine_task="embed",
-            engines=("torch",),
+            engines=("onnxruntime", "openvino", "torch"),
             detect=_image_text,
             pipeline_tags=("zero-shot-image-classification",),
             loader="load_image_text",

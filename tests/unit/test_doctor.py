@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from hfd.backends import registry
 from hfd.backends.hardware import detect, hardware_json
-from hfd.daemon.cli.doctor import format_report
+from hfd.daemon.cli.doctor import format_report, model_rows
 
 
 def _engine_rows(text: str) -> list[str]:
@@ -37,3 +39,41 @@ def test_the_json_report_has_every_registered_engine() -> None:
     for name in registry.names():
         assert data[name]["name"] == name
     assert set(data["defaults"]) <= set(registry.names())
+
+
+def test_models_show_their_task_and_the_engine_serving_or_to_try(tmp_path: Path) -> None:
+    from hfd.client.types import RunningModel
+    from hfd.daemon.settings import ModelSpec, Settings
+
+    reranker = tmp_path / "reranker"
+    reranker.mkdir()
+    (reranker / "config.json").write_text(
+        json.dumps({"architectures": ["BertForSequenceClassification"], "num_labels": 1})
+    )
+    settings = dataclasses.replace(
+        Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache"),
+        models=(
+            ModelSpec(ref=str(reranker), name="ranker"),
+            ModelSpec(ref=str(tmp_path / "absent"), name="chat", task="generate"),
+            ModelSpec(ref=str(tmp_path / "absent"), name="pinned", task="classify", engine="openvino"),
+        ),
+    )
+    report = detect()
+    data = hardware_json(report)
+    served = RunningModel(name="chat", task="generate", engine="torch", device="cpu")
+    rows = {r["name"]: r for r in model_rows(settings, data, loaded={"chat": served})}
+    assert rows["ranker"]["task"] == "rerank" and not rows["ranker"].get("loaded")
+    # The engines the policy would try for an encoder head, as it ranks embeddings.
+    embed = [c["engine"] for c in data["choices"]["embed"] if c["engine"] != "fake"]
+    assert rows["ranker"]["engines"] == embed
+    assert rows["chat"] == {
+        **rows["chat"],
+        "task": "generate",
+        "engine": "torch",
+        "device": "cpu",
+        "loaded": True,
+    }
+    assert rows["pinned"]["engines"] == [e for e in embed if e == "openvino"]
+    text = format_report(report, {**data, "models": list(rows.values())})
+    section = text[text.index("Models (") :]
+    assert "ranker" in section and "rerank" in section and "torch on cpu (loaded)" in section

@@ -1,0 +1,126 @@
+"""CLIP and SigLIP on ONNX Runtime and OpenVINO (the exported text and vision towers) against
+transformers' own ``get_text_features`` / ``get_image_features`` on the same inputs (the
+oracle's tokenizer and PIL image processor applied here): every vector cosine >= 0.999, a
+request's inputs together equal to each alone, and the export's recorded check. Exports are real
+and cached under ``.cache/test-exports`` by content."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support import media_models
+from support.models import REPO_ROOT
+
+from hfd.backends.base import LoadOptions
+from hfd.daemon import images
+
+pytest.importorskip("torch", reason="the oracle is transformers on torch")
+
+EXPORT_CACHE = REPO_ROOT / ".cache" / "test-exports"
+TEXTS = ["a photo of a cat", "the weather today is sunny", "hola"]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)))
+
+
+def _path(kind: str) -> Path:
+    return media_models.tiny_clip() if kind == "clip" else media_models.tiny_siglip()
+
+
+@functools.cache
+def _engine(engine: str, kind: str) -> Any:
+    from hfd.backends import registry
+
+    opts = LoadOptions(
+        path=_path(kind), task="image-embed", threads=1, dtype="float32", cache_dir=EXPORT_CACHE
+    )
+    return registry.get_backend(engine).load_image_text(opts)
+
+
+@functools.cache
+def _oracle(kind: str) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoTokenizer
+
+    path = _path(kind)
+    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def _skip_without(engine: str) -> None:
+    pytest.importorskip(engine, reason=f"the {engine} extra is not installed")
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxscript", reason="exporting to ONNX needs onnxscript")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_text_vectors_match_get_text_features(engine: str, kind: str) -> None:
+    import torch
+
+    _skip_without(engine)
+    model, tokenizer = _oracle(kind)
+    got = _engine(engine, kind)
+    assert got.name == engine
+    padding = "max_length" if kind == "siglip" else True
+    batch = tokenizer(TEXTS, padding=padding, truncation=True, max_length=got.max_length, return_tensors="pt")
+    if kind == "siglip":
+        batch.pop("attention_mask", None)
+    with torch.inference_mode():
+        out = model.get_text_features(**batch)
+    expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
+    vectors = got.embed_texts(TEXTS)
+    assert vectors.shape == expected.shape and vectors.dtype == np.float32
+    assert (_cos(vectors, expected) >= 0.999).all()
+    alone = np.concatenate([got.embed_texts([t]) for t in TEXTS])
+    assert (_cos(vectors, alone) >= 0.999).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_image_vectors_match_get_image_features(engine: str, kind: str) -> None:
+    import torch
+    from PIL import Image
+    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
+
+    _skip_without(engine)
+    model, _ = _oracle(kind)
+    got = _engine(engine, kind)
+    raws = [media_models.png(seed=s, width=40 + 8 * s, height=36) for s in range(3)]
+    pil = [Image.open(io.BytesIO(r)).convert("RGB") for r in raws]
+    processor = (CLIPImageProcessorPil if kind == "clip" else SiglipImageProcessorPil).from_pretrained(
+        _path(kind)
+    )
+    with torch.inference_mode():
+        out = model.get_image_features(
+            pixel_values=processor(images=pil, return_tensors="pt")["pixel_values"]
+        )
+    expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
+    decoded = [images.open_image(r, 10**6, "input") for r in raws]
+    vectors = got.embed_images(decoded)
+    assert (_cos(vectors, expected) >= 0.999).all()
+    alone = np.concatenate([got.embed_images([img]) for img in decoded])
+    assert (_cos(vectors, alone) >= 0.999).all()
+    # A mixed request keeps its order (the media path's one call per kind).
+    mixed, tokens = images._compute(got, ["a photo of a cat", decoded[0]])
+    assert tokens > 0 and _cos(mixed[1], vectors[0]) >= 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_the_export_records_its_check(engine: str) -> None:
+    from hfd.backends import clip_graph
+
+    _skip_without(engine)
+    opts = LoadOptions(path=_path("clip"), task="image-embed", cache_dir=EXPORT_CACHE)
+    export_dir, _ = clip_graph.prepare(opts, engine)
+    check = json.loads((export_dir / "hfd-check.json").read_text())
+    assert check["passed"] and check["min_cosine"] >= 0.999
+    assert all((export_dir / f).is_file() for f in clip_graph.FILES[engine].values())
