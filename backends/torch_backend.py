@@ -110,6 +110,11 @@ class TorchBackend:
 
         return clip_torch.load(opts)
 
+    def load_seq2seq(self, opts: LoadOptions) -> Any:
+        from hfd.backends import seq2seq_torch  # T5, BART, Marian: encoder-decoder generation
+
+        return seq2seq_torch.load(opts)
+
     def load_vision_chat(self, opts: LoadOptions) -> Any:
         from hfd.backends import vlm_torch  # LLaVA, Qwen2-VL, ...: chat with images
 

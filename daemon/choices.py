@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hfd.backends import capabilities
 from hfd.client.errors import InvalidRequest
 from hfd.daemon.sampling_request import engine_fields
+from hfd.daemon.tasks import seq2seq
 
 if TYPE_CHECKING:
     from hfd.backends.base import SamplingParams
@@ -165,7 +166,7 @@ async def generate(
         lm = await stack.enter_async_context(
             service.manager.acquire(req.model, parse_keep_alive(req.keep_alive))
         )
-        if lm.task != "generate":
+        if lm.task not in ("generate", seq2seq.TASK):
             raise InvalidRequest(
                 f"model {lm.name!r} is an embedding model; use /v1/embeddings", param="model"
             )
@@ -177,12 +178,13 @@ async def generate(
         built = []
         for prompt, echo in prompts:
             ids = await prompt(lm)
+            room = seq2seq.output_room(model, len(ids), req)  # an encoder-decoder's own limit
             if echo_only:
                 params = sampling_params(
-                    req.model_copy(update={"max_tokens": 1}), len(ids), model.context_length
+                    req.model_copy(update={"max_tokens": 1}), len(ids), model.context_length, room
                 )
             else:
-                params = sampling_params(req, len(ids), model.context_length)
+                params = sampling_params(req, len(ids), model.context_length, room)
             params = dataclasses.replace(params, **extra)
             if adjust is not None:  # a compiled constraint (structured output, a tool call)
                 params = await adjust(lm, params)

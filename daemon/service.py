@@ -37,6 +37,7 @@ from hfd.daemon.schema import (
     utf8_length,
 )
 from hfd.daemon.settings import Settings
+from hfd.daemon.tasks import seq2seq
 from hfd.daemon.tasks.listing import listed_task
 from hfd.daemon.tools.chat import ChatTools
 
@@ -167,6 +168,7 @@ class Service:
         chat = ChatTools(req, getattr(self.manager.spec(req.model), "tool_parser", None))
 
         async def prompt(lm: LoadedModel) -> list[int]:
+            seq2seq.refuse_chat(lm.task, req)  # tools, which a seq2seq model cannot call
             model: GenerationModel = lm.model  # type: ignore[assignment]
             self._check_prompt_size(chat.prompt_bytes(), model, "messages")
             return await anyio.to_thread.run_sync(chat.template_call(lm))
@@ -243,7 +245,7 @@ class Service:
             lm = await stack.enter_async_context(self.manager.acquire(req.model, keep_alive))
             if lm.task == vision_chat.TASK and isinstance(req, ChatCompletionRequest):  # a chat without images
                 return await vision_chat.chat(self, req, lm, stack)
-            if lm.task != "generate":
+            if lm.task not in ("generate", seq2seq.TASK):
                 raise InvalidRequest(
                     f"model {lm.name!r} is an embedding model; use /v1/embeddings", param="model"
                 )
@@ -253,7 +255,8 @@ class Service:
                     await stack.aclose()
                     return hit
             ids = await prompt(lm)
-            params = sampling_params(req, len(ids), lm.model.context_length)  # type: ignore[union-attr]
+            room = seq2seq.output_room(lm.model, len(ids), req)  # an encoder-decoder's own limit
+            params = sampling_params(req, len(ids), lm.model.context_length, room)  # type: ignore[union-attr]
             if adjust is not None:  # per-request engine state (a compiled constraint)
                 params = await adjust(lm, params)
             capabilities.check(lm.model, params, model_name=f"model {lm.name!r}")
@@ -289,12 +292,13 @@ async def _generation_hit(
 
 
 def sampling_params(
-    req: ChatCompletionRequest | CompletionRequest, prompt_len: int, context: int
+    req: ChatCompletionRequest | CompletionRequest, prompt_len: int, context: int, room: int | None = None
 ) -> SamplingParams:
-    """Per-request sampling; refuses prompts (plus the asked-for output) beyond the context."""
+    """Per-request sampling; refuses prompts (plus the asked-for output) beyond the context.
+    ``room``: the completion's own limit (an encoder-decoder's decoder), else what the context leaves."""
     if prompt_len == 0:
         raise InvalidRequest("the prompt is empty", param="prompt")
-    room = context - prompt_len
+    room = context - prompt_len if room is None else room
     limit = req.token_limit()
     if room < 1 or (limit is not None and limit > room):
         asked = f" and {limit} for the completion" if limit is not None else ""

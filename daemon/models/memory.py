@@ -6,6 +6,8 @@ A model's estimate (``estimate_model``) has four parts; docs/models.md gives the
   (safetensors headers give exact parameter counts and stored dtypes without reading tensors);
 - KV cache (generation): ``layers x kv_heads x head_dim x 2 (K and V) x bytes x max_running x
   context`` — the most a full batch of full-length sequences can hold;
+  for a seq2seq model, its decoder's self-attention and cross-attention caches
+  (``tasks.seq2seq.cache_bytes``); the encoder and decoder weights are both in the weight files;
 - activations: the largest intermediate buffers of one batch (rough, see ``_activations``; a
   vision chat model adds its vision tower's, ``tasks.vision.tower_activations``);
 - overhead: a fixed allowance for the tokenizer, engine structures and allocator slack.
@@ -23,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hfd.daemon.tasks.seq2seq import TASK as SEQ2SEQ_TASK
+from hfd.daemon.tasks.seq2seq import cache_bytes as seq2seq_cache_bytes
 from hfd.daemon.tasks.vision import TASK as VISION_TASK
 from hfd.daemon.tasks.vision import tower_activations
 
@@ -281,11 +285,13 @@ def estimate_model(
         context = min(context, context_tokens)
     if task == VISION_TASK:  # one request at a time, plus the vision tower's buffers
         return _vision_estimate(config, weights, element, context, max_batched_tokens)
-    if task == "generate":
-        kv = kv_cache_bytes(config, max_running=max_running, context=context, element_bytes=element)
+    if task in ("generate", SEQ2SEQ_TASK):  # seq2seq: the decoder's and the cross-attention caches
+        kv = (seq2seq_cache_bytes if task == SEQ2SEQ_TASK else kv_cache_bytes)(
+            config, max_running=max_running, context=context, element_bytes=element
+        )
         acts = _activations(
             config,
-            task,
+            "generate",
             element_bytes=element,
             batch_tokens=min(max_batched_tokens, max_running * context),
             batch_rows=max_running,

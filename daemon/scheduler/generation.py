@@ -118,12 +118,10 @@ class GenerationScheduler:
             raise ModelUnavailable(f"model {self.name!r} is unloading", retry_after=1.0)
         request_id = next(_ids)
         stream = GenerationStream(self, request_id, len(prompt_ids))
+        # An encoder-decoder's output does not continue its prompt: no prompt text in front.
+        context = () if getattr(self.model, "encoder_decoder", False) else prompt_ids
         seq = _Seq(
-            request_id,
-            list(prompt_ids),
-            params,
-            stream,
-            IncrementalDetokenizer(self.model.decode, prompt_ids),
+            request_id, list(prompt_ids), params, stream, IncrementalDetokenizer(self.model.decode, context)
         )
         with self._cond:
             if len(self._waiting) >= self.max_queue:

@@ -14,7 +14,8 @@ Detection order (deterministic; ``[[models]] task = ...`` overrides it):
    read the head in config.json's ``architectures``: ``*ForTokenClassification`` is
    token-classify; ``*ForSequenceClassification`` with one label (a cross-encoder, as
    sentence-transformers' CrossEncoder saves it) is rerank, with several labels classify;
-   image-text-to-text heads (LLaVA, Qwen2-VL, ...) are vision-chat; other causal and
+   image-text-to-text heads (LLaVA, Qwen2-VL, ...) are vision-chat; text encoder-decoders
+   (T5, BART, Marian: ``is_encoder_decoder`` or a known family) are seq2seq; other causal and
    conditional-generation heads are generate; a sentence-transformers folder
    (``modules.json``) is embed;
 2. else the first record listing the README front matter's ``pipeline_tag``;
@@ -32,6 +33,7 @@ from hfd.backends.base import Task
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 from hfd.daemon.tasks.detect import Snapshot, read
 from hfd.daemon.tasks.media import media_records
+from hfd.daemon.tasks.seq2seq import seq2seq_record
 from hfd.daemon.tasks.vision import VISION_CHAT
 
 SchedulerKind = Literal["encoder", "generation", "media"]  # media: hfd.daemon.media_worker
@@ -109,6 +111,7 @@ RECORDS: Final[tuple[TaskRecord, ...]] = (
         detect=_classify,
         pipeline_tags=("text-classification", "zero-shot-classification"),
     ),
+    seq2seq_record(TaskRecord),  # before generate: T5's and BART's heads are ForConditionalGeneration
     TaskRecord(
         name="generate",
         summary="text generation with a causal language model",
