@@ -17,6 +17,7 @@ the request then gets a clear error naming the engine, never unconstrained text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -60,6 +61,37 @@ class TokenMatcher(Protocol):
     @property
     def finished(self) -> bool:
         """The grammar is complete: the sequence ends here (finish reason ``stop``)."""
+
+
+def fill_masks(matchers: Sequence[TokenMatcher], bitmask: torch.Tensor) -> None:
+    """Row ``i`` of ``bitmask`` from ``matchers[i]``, for a whole step's constrained rows.
+
+    A matcher class may fill many rows in one call (``fill_many(matchers, bitmask)``, as the
+    xgrammar matcher does in C++); rows of other classes are filled one by one.
+    """
+    many = _batched(matchers, "fill_many")
+    if many is not None:
+        many(matchers, bitmask)
+        return
+    for i, matcher in enumerate(matchers):
+        matcher.fill_mask(bitmask, i)
+
+
+def accept_tokens(matchers: Sequence[TokenMatcher], tokens: Sequence[int]) -> None:
+    """``matchers[i].accept(tokens[i])`` for every row, in one call where the class has one
+    (``accept_many``)."""
+    many = _batched(matchers, "accept_many")
+    if many is not None:
+        many(matchers, tokens)
+        return
+    for matcher, token in zip(matchers, tokens, strict=True):
+        matcher.accept(token)
+
+
+def _batched(matchers: Sequence[TokenMatcher], name: str) -> Any:
+    kind = type(matchers[0]) if matchers else None
+    many = getattr(kind, name, None)
+    return many if many is not None and all(type(m) is kind for m in matchers) else None
 
 
 @runtime_checkable

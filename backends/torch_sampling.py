@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from hfd.backends import torch_penalties
+from hfd.backends.constraints import accept_tokens, fill_masks
 from hfd.backends.logprobs import TokenLogprob
 
 if TYPE_CHECKING:
@@ -64,13 +65,12 @@ def sample_with_logprobs(
             idx = torch.tensor(masked, device=logits.device)
             logits[idx.unsqueeze(1), eos_ids.unsqueeze(0)] = float("-inf")
     constrained = [i for i, r in enumerate(rows) if r.matcher is not None]
-    if constrained:
-        _mask_constrained(logits, [rows[i].matcher for i in constrained], constrained)
+    matchers = [m for m in (rows[i].matcher for i in constrained) if m is not None]
+    if matchers:
+        _mask_constrained(logits, matchers, constrained)
     tokens = _choose(logits, rows)
-    for i in constrained:
-        matcher = rows[i].matcher
-        assert matcher is not None
-        matcher.accept(tokens[i])
+    if matchers:
+        accept_tokens(matchers, [tokens[i] for i in constrained])
     for i in penalised:
         penalties = rows[i].penalties
         assert penalties is not None
@@ -123,24 +123,37 @@ def _choose(logits: torch.Tensor, rows: Sequence[RowSampling]) -> list[int]:
     return [int(t) for t in chosen.tolist()]
 
 
-def _mask_constrained(logits: torch.Tensor, matchers: list[TokenMatcher | None], rows: list[int]) -> None:
+def _mask_constrained(logits: torch.Tensor, matchers: list[TokenMatcher], rows: list[int]) -> None:
     """Set the logits of every token a constrained row's grammar forbids to -inf.
 
     The matchers write one int32 bitmask (bit ``i`` of word ``j``: token ``32 * j + i`` is allowed,
-    xgrammar's layout), which becomes a boolean mask with one vectorised shift; tokens past the
+    xgrammar's layout; one batched call, ``constraints.fill_masks``). Read as little-endian bytes,
+    byte ``b`` holds tokens ``8b .. 8b + 7``, so a 256 x 8 table of 0 / -inf turns the bitmask
+    into an additive mask with one lookup, added to the constrained rows only; tokens past the
     bitmask's width (a logits row padded beyond the tokenizer's vocabulary) are forbidden.
     """
     vocab = logits.shape[-1]
     words = (vocab + 31) // 32
     bitmask = torch.zeros((len(rows), words), dtype=torch.int32)
-    for i, matcher in enumerate(matchers):
-        assert matcher is not None
-        matcher.fill_mask(bitmask, i)
-    bitmask = bitmask.to(logits.device)
-    shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
-    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(len(rows), words * 32)[:, :vocab]
-    idx = torch.tensor(rows, device=logits.device)
-    logits[idx] = logits.index_select(0, idx).masked_fill(~allowed, float("-inf"))
+    fill_masks(matchers, bitmask)
+    octets = bitmask.view(torch.uint8).view(-1).to(device=logits.device, dtype=torch.int32)
+    additive = _byte_table(logits.device).index_select(0, octets).view(len(rows), words * 32)[:, :vocab]
+    if len(rows) == logits.shape[0]:
+        logits.add_(additive)
+    else:
+        logits.index_add_(0, torch.tensor(rows, device=logits.device), additive)
+
+
+_BYTE_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _byte_table(device: torch.device) -> torch.Tensor:
+    """``[256, 8]`` float: entry ``[b, k]`` is 0 where bit ``k`` of ``b`` is set, else -inf."""
+    table = _BYTE_TABLES.get(device)
+    if table is None:
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        table = _BYTE_TABLES[device] = torch.where(bits.bool(), 0.0, float("-inf")).to(device)
+    return table
 
 
 # A trained model's nucleus is usually a handful of tokens: rows whose top-k already holds

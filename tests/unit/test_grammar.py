@@ -152,3 +152,33 @@ def test_compiled_once_per_spec_and_bounded(tokenizer: Any) -> None:
     cache.compile(ConstraintSpec("regex", "c+"))
     assert len(cache) == 2
     assert cache.compile(a) is not first  # evicted, least recently used first
+
+
+def test_batched_fill_and_accept_match_one_row_at_a_time(cache: GrammarCache, tokenizer: Any) -> None:
+    """constraints.fill_masks / accept_tokens over xgrammar matchers (one batched call each)
+    give every row the mask its own matcher gives alone, at every step of a walk."""
+    from hfd.backends.constraints import accept_tokens, fill_masks
+
+    specs = [ConstraintSpec("json_schema", json.dumps(s, sort_keys=True)) for s in SCHEMAS[:4]]
+    batched = [cache.compile(specs[i % 4]).matcher() for i in range(6)]
+    alone = [cache.compile(specs[i % 4]).matcher() for i in range(6)]
+    words = (len(tokenizer) + PADDED + 31) // 32
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(12):
+        live = [i for i in range(6) if not alone[i].finished]
+        if not live:
+            break
+        together = torch.zeros((len(live), words), dtype=torch.int32)
+        fill_masks([batched[i] for i in live], together)
+        tokens = []
+        for row, i in enumerate(live):
+            single = torch.zeros((1, words), dtype=torch.int32)
+            alone[i].fill_mask(single, 0)
+            assert torch.equal(together[row], single[0])
+            bits = (single[0].unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+            allowed = bits.reshape(-1).nonzero().squeeze(1)
+            tokens.append(int(allowed[torch.randint(allowed.numel(), (1,), generator=gen)]))
+        accept_tokens([batched[i] for i in live], tokens)
+        for i, token in zip(live, tokens, strict=True):
+            alone[i].accept(token)
+            assert batched[i].finished == alone[i].finished
