@@ -21,7 +21,7 @@ from hfd._digests import READ_CHUNK
 from hfd._safe_paths import check_relpath
 from hfd.client.errors import Cancelled, ValidationFailed, VerificationFailed
 from hfd.daemon.store.fetch import Fetched
-from hfd.daemon.store.files import fsync_dir, tmp_name
+from hfd.daemon.store.files import atomic_file
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
 from hfd.daemon.store.safety import kept_files
@@ -46,22 +46,12 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
 
 def write_bundle(manifest: Manifest, files: Sequence[tuple[str, Path]], out: Path) -> int:
     """Write the bundle atomically; returns its size in bytes."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(out)
-    try:
-        with tmp.open("wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                data = manifest.to_json()
-                tar.addfile(_info(MANIFEST_NAME, len(data)), io.BytesIO(data))
-                for path, source in sorted(files):
-                    with source.open("rb") as fh:
-                        tar.addfile(_info(path, os.fstat(fh.fileno()).st_size), fh)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(out.parent)
+    with atomic_file(out) as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = manifest.to_json()
+        tar.addfile(_info(MANIFEST_NAME, len(data)), io.BytesIO(data))
+        for path, source in sorted(files):
+            with source.open("rb") as fh:
+                tar.addfile(_info(path, os.fstat(fh.fileno()).st_size), fh)
     return out.stat().st_size
 
 

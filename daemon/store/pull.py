@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import anyio
@@ -24,6 +24,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from hfd._units import format_bytes
+from hfd.client import types as client_types
 from hfd.daemon.metrics import record_fetch
 
 if TYPE_CHECKING:
@@ -42,18 +43,9 @@ DONE: Final = "done"
 _SPEED_WINDOW: Final = 5.0
 
 
-@dataclass(frozen=True)
-class PullProgress:
-    ref: str
-    status: str
-    source: str | None = None  # "store", "ipfs", "hub"
-    file: str | None = None  # the file being downloaded
-    files_done: int = 0
-    files_total: int = 0
-    completed: int = 0  # bytes
-    total: int = 0  # bytes
-    speed: float = 0.0  # bytes per second over the last few seconds
-    eta: float | None = None  # seconds
+class PullProgress(client_types.PullProgress):
+    """One progress event, as the client reads it (``hfd.client.types.PullProgress``, whose
+    fields it has), and as the doors send it."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
