@@ -15,83 +15,25 @@ exactly what it would alone (same positions, padding masked), whatever joins or 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from hfd.backends.base import FinishReason, SamplingParams, StepOutput
-from hfd.backends.constraints import TokenMatcher
+from hfd.backends.base import StepOutput
 from hfd.backends.logprobs import TokenLogprob
-from hfd.backends.prompt_checks import check_sequence
 from hfd.backends.torch_cache import BatchKVCache
-from hfd.backends.torch_penalties import Penalties
-from hfd.backends.torch_sampling import RowSampling, make_generator, prompt_logprobs, sample_with_logprobs
-from hfd.client.errors import InvalidRequest
+from hfd.backends.torch_rows import RowBatcher, Turns, _one, _Sequence, accept, new_sequence, record
+from hfd.backends.torch_sampling import prompt_logprobs, sample_with_logprobs
+
+# The rows' helpers, where the engines built on this batcher import them from.
+__all__ = ["ContinuousBatcher", "MaskPlan", "Turns", "_Sequence", "_one", "accept", "new_sequence"]
 
 log = logging.getLogger(__name__)
 
 # Trim the all-padding columns on the left once they are this many (and a quarter of the cache):
 # often enough to bound memory, rarely enough that the copy is amortised.
 _TRIM_MIN_COLUMNS = 32
-
-
-@dataclass
-class _Sequence:
-    seq_id: int
-    prompt: list[int]
-    params: SamplingParams
-    generator: torch.Generator | None
-    generated: int = 0
-    last_token: int = -1
-    matcher: TokenMatcher | None = None  # its own position in params.constraint
-    penalties: Penalties | None = None  # penalty settings and its output's token counts
-
-    def sampling(self) -> RowSampling:
-        return RowSampling(
-            temperature=self.params.temperature,
-            top_p=self.params.top_p,
-            generator=self.generator,
-            mask_eos=self.generated < self.params.min_tokens,
-            matcher=self.matcher,
-            logprobs=self.params.logprobs,
-            penalties=self.penalties,
-        )
-
-
-def new_sequence(
-    seq_id: int, prompt_ids: Sequence[int], params: SamplingParams, context_length: int
-) -> _Sequence:
-    """A queued sequence, after the checks every engine makes on a request."""
-    prompt = check_sequence(prompt_ids, params, context_length)
-    generator = None if params.greedy else make_generator(params.seed)
-    matcher = None if params.constraint is None else params.constraint.matcher()
-    penalties = Penalties.of(params, prompt)
-    return _Sequence(seq_id, prompt, params, generator, matcher=matcher, penalties=penalties)
-
-
-def accept(
-    seq: _Sequence, token: int, eos_token_ids: frozenset[int], context_length: int
-) -> FinishReason | None:
-    """Record a produced token; the finish reason when it ends the sequence."""
-    seq.generated += 1
-    seq.last_token = token
-    p = seq.params
-    if token in eos_token_ids and not p.ignore_eos and seq.generated > p.min_tokens:
-        return "stop"
-    if seq.matcher is not None and seq.matcher.finished:  # the grammar is complete
-        return "stop"
-    if seq.generated >= p.max_tokens:
-        return "length"
-    if len(seq.prompt) + seq.generated >= context_length:
-        return "length"
-    return None
-
-
-def _one(entry: TokenLogprob | None) -> list[TokenLogprob] | None:
-    return None if entry is None else [entry]
 
 
 @dataclass(frozen=True)
@@ -103,29 +45,7 @@ class MaskPlan:
     boolean: bool  # SDPA takes a boolean mask; eager attention an additive float one
 
 
-class Turns:
-    """Whose turn a torch batcher's step is: newcomers' prefill or the running rows' decode.
-
-    A step does one or the other, never both: a request that arrives while long generations run
-    gets its first token after its own prefill, not after a decode of the whole batch as well
-    (that doubled its time to first token). A decode is owed after every prefill, so a stream of
-    arrivals cannot starve running rows. Both torch batchers step by this one rule.
-    """
-
-    def __init__(self) -> None:
-        self.decode_owed = False
-
-    def next(self, waiting: bool, running: int, max_running: int) -> Literal["prefill", "decode"] | None:
-        if waiting and running < max_running and not (self.decode_owed and running):
-            self.decode_owed = True
-            return "prefill"
-        if running:
-            self.decode_owed = False
-            return "decode"
-        return None
-
-
-class ContinuousBatcher:
+class ContinuousBatcher(RowBatcher):
     """The model-facing half of ``TorchGenerator``: the queue, the running batch, its cache and
     the steps. Token ids in, token ids out; no tokenizer here."""
 
@@ -133,81 +53,41 @@ class ContinuousBatcher:
         self,
         model: Any,
         *,
-        device: torch.device,
-        context_length: int,
-        eos_token_ids: frozenset[int],
         pad_token_id: int,
-        max_running: int,
-        max_batched_tokens: int,
         mask_plan: MaskPlan,
         num_layers: int,
         logits_to_keep: bool,
+        **rows: Any,  # RowBatcher's: device, context_length, eos_token_ids, max_running, ...
     ) -> None:
-        self.model = model
-        self.device = device
-        self.context_length = context_length
-        self.eos_token_ids = eos_token_ids
+        super().__init__(model, **rows)
         self.pad_token_id = pad_token_id
-        self.max_running = max(1, max_running)
-        self.max_batched_tokens = max(1, max_batched_tokens)
         self._mask_plan = mask_plan
         self._num_layers = num_layers
         self._logits_to_keep = logits_to_keep
-        self._eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
-        self._queue: deque[_Sequence] = deque()
-        self._turns = Turns()
         self._rows: list[_Sequence] = []  # running rows, in cache row order
-        self._start = torch.zeros(0, dtype=torch.long, device=device)  # per row: first column
+        self._start = torch.zeros(0, dtype=torch.long, device=self.device)  # per row: first column
         self._cache = BatchKVCache(num_layers, row_limit=self.max_running)
-        self._known: set[int] = set()
 
-    # -- the GenerationModel calls -------------------------------------------------------------
+    # -- the GenerationModel calls (add, cancel, has_work, step: RowBatcher) -----------------
 
-    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
-        if seq_id in self._known:
-            raise InvalidRequest(f"sequence {seq_id} is already running")
-        self._queue.append(new_sequence(seq_id, prompt_ids, params, self.context_length))
-        self._known.add(seq_id)
-
-    @torch.inference_mode()  # the cache and row tensors are inference tensors
-    def cancel(self, seq_id: int) -> None:
-        if seq_id not in self._known:
-            return
-        self._known.discard(seq_id)
-        for seq in self._queue:
-            if seq.seq_id == seq_id:
-                self._queue.remove(seq)
-                return
+    def _cancel_running(self, seq_id: int) -> None:
         for row, seq in enumerate(self._rows):
             if seq.seq_id == seq_id:
                 self._remove_rows([row])
                 self._maybe_trim()
                 return
 
-    def has_work(self) -> bool:
-        return bool(self._queue or self._rows)
-
     def cache_bytes(self) -> int:
         return self._cache.nbytes()
 
     def close(self) -> None:
-        self._turns = Turns()
-        self._queue.clear()
+        self._reset_queue()
         self._rows.clear()
-        self._known.clear()
         self._cache = BatchKVCache(self._num_layers, row_limit=self.max_running)
         self._start = self._start[:0]
 
-    @torch.inference_mode()
-    def step(self) -> list[StepOutput]:
-        out: dict[int, StepOutput] = {}
-        turn = self._turns.next(bool(self._queue), len(self._rows), self.max_running)
-        if turn == "prefill":
-            self._prefill(out)
-        elif turn == "decode":
-            self._decode(out)
+    def _after_step(self) -> None:
         self._maybe_trim()
-        return list(out.values())
 
     # -- prefill ---------------------------------------------------------------------------------
 
@@ -257,14 +137,8 @@ class ContinuousBatcher:
         del every
 
         tokens, lps = sample_with_logprobs(logits, [s.sampling() for s in batch], self._eos)
-        keep: list[int] = []
-        for i, (seq, token) in enumerate(zip(batch, tokens, strict=True)):
-            finished = self._accept(seq, token)
-            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished, _one(lps[i]), prompt_lps.get(i))
-            if finished is None:
-                keep.append(i)
-            else:
-                self._known.discard(seq.seq_id)
+        done = set(record(out, batch, tokens, lps, self._accept, self._known, prompt_lps))
+        keep = [i for i in range(n) if i not in done]
         if keep:
             self._merge(cache, batch, starts, keep)
 
@@ -302,20 +176,7 @@ class ContinuousBatcher:
         self._cache.advance(1)
 
         tokens, lps = sample_with_logprobs(logits, [s.sampling() for s in rows], self._eos)
-        done: list[int] = []
-        for row, (seq, token) in enumerate(zip(rows, tokens, strict=True)):
-            finished = self._accept(seq, token)
-            prev = out.get(seq.seq_id)
-            if prev is not None:  # joined this step: its prefill token comes first
-                prev.token_ids.append(token)
-                prev.finished = finished
-                if prev.logprobs is not None and lps[row] is not None:
-                    prev.logprobs.append(lps[row])  # type: ignore[arg-type]
-            else:
-                out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished, _one(lps[row]))
-            if finished is not None:
-                done.append(row)
-                self._known.discard(seq.seq_id)
+        done = record(out, rows, tokens, lps, self._accept, self._known)
         if done:
             self._remove_rows(done)
 
@@ -343,9 +204,6 @@ class ContinuousBatcher:
         result = self.model(**kwargs)
         logits: torch.Tensor = result.logits if every_position else result.logits[:, -1:, :]
         return logits
-
-    def _accept(self, seq: _Sequence, token: int) -> FinishReason | None:
-        return accept(seq, token, self.eos_token_ids, self.context_length)
 
     def _remove_rows(self, rows: list[int]) -> None:
         # Descending order: every row still to remove lies before the current last row.

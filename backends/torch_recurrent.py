@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from hfd.backends.base import SamplingParams, StepOutput
-from hfd.backends.torch_batcher import Turns, _one, _Sequence, accept, new_sequence
+from hfd.backends.base import StepOutput
+from hfd.backends.torch_rows import RowBatcher, _Sequence, record
 from hfd.backends.torch_sampling import prompt_logprobs, sample_with_logprobs
-from hfd.client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -66,87 +63,40 @@ class _Row:
     cache: Any = None  # hybrid layout: this row's own cache
 
 
-class RecurrentBatcher:
+class RecurrentBatcher(RowBatcher):
     """The ``ContinuousBatcher`` interface (add, cancel, step, has_work, cache_bytes, close) for
     models with recurrent state; see the module docstring for how a step runs."""
 
-    def __init__(
-        self,
-        model: Any,
-        *,
-        layout: Layout,
-        device: torch.device,
-        context_length: int,
-        eos_token_ids: frozenset[int],
-        max_running: int,
-        max_batched_tokens: int,
-    ) -> None:
-        self.model = model
+    def __init__(self, model: Any, *, layout: Layout, **rows: Any) -> None:
+        # rows: RowBatcher's (device, context_length, eos_token_ids, max_running, max_batched_tokens)
+        super().__init__(model, **rows)
         self.layout = layout
-        self.device = device
-        self.context_length = context_length
-        self.eos_token_ids = eos_token_ids
-        self.max_running = max(1, max_running)
-        self.max_batched_tokens = max(1, max_batched_tokens)
-        self._eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
         params = inspect.signature(model.forward).parameters
         # Mamba-family models name their cache argument ``cache_params``.
         self._cache_arg = "past_key_values" if "past_key_values" in params else "cache_params"
         self._logits_to_keep = "logits_to_keep" in params
-        self._queue: deque[_Sequence] = deque()
         self._rows: list[_Row] = []
         self._batch: Any = None  # recurrent layout: the running rows' stacked states
-        self._turns = Turns()
-        self._known: set[int] = set()
         # Hybrid rows decode in one stacked pass unless a layer keeps a sliding window (its
         # cache drops columns, so rows' K/V would not line up); then one pass per row.
         self._stackable = layout == "hybrid" and _plain_attention(self._new_cache())
 
-    # -- the GenerationModel calls -------------------------------------------------------------
+    # -- the GenerationModel calls (add, cancel, has_work, step: RowBatcher) -----------------
 
-    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
-        if seq_id in self._known:
-            raise InvalidRequest(f"sequence {seq_id} is already running")
-        self._queue.append(new_sequence(seq_id, prompt_ids, params, self.context_length))
-        self._known.add(seq_id)
-
-    @torch.inference_mode()
-    def cancel(self, seq_id: int) -> None:
-        if seq_id not in self._known:
-            return
-        self._known.discard(seq_id)
-        for seq in self._queue:
-            if seq.seq_id == seq_id:
-                self._queue.remove(seq)
-                return
+    def _cancel_running(self, seq_id: int) -> None:
         for i, row in enumerate(self._rows):
             if row.seq.seq_id == seq_id:
                 self._remove([i])
                 return
-
-    def has_work(self) -> bool:
-        return bool(self._queue or self._rows)
 
     def cache_bytes(self) -> int:
         caches = [self._batch] if self.layout == "recurrent" else [r.cache for r in self._rows]
         return sum(_cache_nbytes(c) for c in caches if c is not None)
 
     def close(self) -> None:
-        self._queue.clear()
+        self._reset_queue()
         self._rows.clear()
-        self._known.clear()
         self._batch = None
-        self._turns = Turns()
-
-    @torch.inference_mode()
-    def step(self) -> list[StepOutput]:
-        out: dict[int, StepOutput] = {}
-        turn = self._turns.next(bool(self._queue), len(self._rows), self.max_running)
-        if turn == "prefill":
-            self._prefill(out)
-        elif turn == "decode":
-            self._decode(out)
-        return list(out.values())
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -166,12 +116,9 @@ class RecurrentBatcher:
             every = self._forward(ids, cache, every_position=echo is not None)
             prompt_lps = None if echo is None else prompt_logprobs(every[0], seq.prompt, echo)
             tokens, lps = sample_with_logprobs(every[:, -1, :], [seq.sampling()], self._eos)
-            token = tokens[0]
-            finished = accept(seq, token, self.eos_token_ids, self.context_length)
-            out[seq.seq_id] = StepOutput(seq.seq_id, [token], finished, _one(lps[0]), prompt_lps)
-            if finished is not None:
-                self._known.discard(seq.seq_id)
-                continue
+            echoed = None if prompt_lps is None else {0: prompt_lps}
+            if record(out, [seq], tokens, lps, self._accept, self._known, echoed):
+                continue  # it ended on its first token
             if self.layout == "recurrent":
                 self._batch = cache if self._batch is None else _concat_states(self._batch, cache)
                 self._rows.append(_Row(seq))
@@ -191,13 +138,7 @@ class RecurrentBatcher:
                 [self._forward(ids, r.cache)[:, -1, :] for ids, r in zip(one, rows, strict=True)]
             )
         tokens, lps = sample_with_logprobs(logits, [r.seq.sampling() for r in rows], self._eos)
-        done: list[int] = []
-        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
-            finished = accept(row.seq, token, self.eos_token_ids, self.context_length)
-            out[row.seq.seq_id] = StepOutput(row.seq.seq_id, [token], finished, _one(lps[i]))
-            if finished is not None:
-                done.append(i)
-                self._known.discard(row.seq.seq_id)
+        done = record(out, [r.seq for r in rows], tokens, lps, self._accept, self._known)
         if done:
             self._remove(done)
 
