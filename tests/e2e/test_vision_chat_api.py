@@ -18,6 +18,7 @@ import pytest
 from support import media_models, vlm_models
 from support.daemon import Daemon, running_daemon
 from support.models import tiny_llama
+from support.tool_models import function_tool
 
 pytest.importorskip("torch", reason="vision chat runs on the torch engine")
 openai = pytest.importorskip("openai")
@@ -183,8 +184,11 @@ def test_bad_images_are_400_naming_the_part(daemon: Daemon) -> None:
     ]
     e = _error(_post(daemon, {**base, "messages": url}))
     assert "not fetched" in e["message"] and e["param"].startswith("messages.0.content.0")
-    e = _error(_post(daemon, {**base, "messages": _messages(IMAGE), "tools": [
-        {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}))  # fmt: skip
+    e = _error(
+        _post(
+            daemon, {**base, "messages": _messages(IMAGE), "tools": [function_tool("f", {"type": "object"})]}
+        )
+    )
     assert e["param"] == "tools"
     # The daemon keeps serving.
     assert _post(daemon, {**base, "messages": _messages(IMAGE)}).status_code == 200

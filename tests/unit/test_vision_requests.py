@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tool_models import function_tool
 
 from hfd.client.errors import InvalidRequest
 from hfd.daemon import vision_chat
@@ -133,10 +134,7 @@ def test_low_detail_shrinks_large_images() -> None:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-            "tools",
-        ),
+        ({"tools": [function_tool("f", {"type": "object"})]}, "tools"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
