@@ -7,7 +7,6 @@ fetched by default) are 400s naming the part; a text-only chat model sent an ima
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,37 +48,6 @@ def _messages(*images: bytes, text: str = PROMPT) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
 
 
-def _oracle(path: Path, images: list[bytes], text: str = PROMPT) -> list[int]:
-    """transformers' greedy ``generate`` on the same messages: its processor builds the inputs."""
-    import torch
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    pils = [Image.open(io.BytesIO(raw)).convert("RGB") for raw in images]
-    hf = [{"role": "user", "content": [*({"type": "image"} for _ in images), {"type": "text", "text": text}]}]
-    prompt = tok.apply_chat_template(hf, tokenize=False, add_generation_prompt=True)
-    if "qwen" in path.name:
-        from transformers import Qwen2VLImageProcessorPil
-
-        pixels = Qwen2VLImageProcessorPil.from_pretrained(path)(images=pils, return_tensors="pt")
-        for grid in pixels["image_grid_thw"]:
-            prompt = prompt.replace("<|image_pad|>", "<|placeholder|>" * (int(grid.prod()) // 4), 1)
-        prompt = prompt.replace("<|placeholder|>", "<|image_pad|>")
-        inputs = {**tok([prompt], add_special_tokens=False, return_tensors="pt"), **pixels}
-    else:
-        from transformers import CLIPImageProcessorPil, LlavaProcessor
-
-        proc = LlavaProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(path), tokenizer=tok,
-                              patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
-        inputs = dict(proc(images=pils, text=[prompt], add_special_tokens=False, return_tensors="pt"))
-    model = AutoModelForImageTextToText.from_pretrained(path).eval()
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
-    ids: list[int] = out[0, inputs["input_ids"].shape[1] :].tolist()
-    return ids
-
-
 def _text(path: Path, ids: list[int]) -> str:
     from transformers import AutoTokenizer
 
@@ -92,7 +60,8 @@ def _client(d: Daemon) -> Any:
 
 @pytest.mark.parametrize("name", ["llava", "qwen2-vl"])
 def test_greedy_reply_equals_transformers_generate(daemon: Daemon, paths: dict[str, Path], name: str) -> None:
-    expected = _text(paths[name], _oracle(paths[name], [IMAGE]))
+    ids = vlm_models.oracle_generate(paths[name], [IMAGE], PROMPT, MAX_TOKENS)
+    expected = _text(paths[name], ids)
     reply = _client(daemon).chat.completions.create(
         model=name,
         messages=_messages(IMAGE),
@@ -101,6 +70,7 @@ def test_greedy_reply_equals_transformers_generate(daemon: Daemon, paths: dict[s
     )
     assert reply.choices[0].message.content == expected
     assert reply.usage is not None and reply.usage.prompt_tokens > 16  # the image's tokens count
+    assert reply.usage.completion_tokens == len(ids)
     streamed = _client(daemon).chat.completions.create(
         model=name, messages=_messages(IMAGE), max_tokens=MAX_TOKENS, temperature=0, stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True},
@@ -116,7 +86,9 @@ def test_greedy_reply_equals_transformers_generate(daemon: Daemon, paths: dict[s
 
 def test_two_images_and_text_only_chat(daemon: Daemon, paths: dict[str, Path]) -> None:
     other = media_models.png(width=60, height=30, seed=9)
-    expected = _text(paths["qwen2-vl"], _oracle(paths["qwen2-vl"], [IMAGE, other]))
+    expected = _text(
+        paths["qwen2-vl"], vlm_models.oracle_generate(paths["qwen2-vl"], [IMAGE, other], PROMPT, MAX_TOKENS)
+    )
     reply = _client(daemon).chat.completions.create(
         model="qwen2-vl",
         messages=_messages(IMAGE, other),

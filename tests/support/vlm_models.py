@@ -153,3 +153,38 @@ def tiny_llava(path: Path | None = None) -> Path:
 def tiny_qwen2_vl(path: Path | None = None) -> Path:
     """A random-weight Qwen2-VL (64-wide text model, 2-layer vision tower, <= 4 image tokens)."""
     return _cached("tiny-qwen2-vl", TINY_QWEN2_VL_VERSION, _build_tiny_qwen2_vl, path)
+
+
+def oracle_generate(path: Path, images: list[bytes], text: str, max_new_tokens: int) -> list[int]:
+    """transformers' own greedy ``generate`` for one user message (the images, then ``text``):
+    the inputs built by transformers' processor (LLaVA) or by Qwen2-VL's image processor and
+    its marker expansion, as ``Qwen2VLProcessor`` does; the new token ids."""
+    import io
+
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    pils = [Image.open(io.BytesIO(raw)).convert("RGB") for raw in images]
+    hf = [{"role": "user", "content": [*({"type": "image"} for _ in images), {"type": "text", "text": text}]}]
+    prompt = tok.apply_chat_template(hf, tokenize=False, add_generation_prompt=True)
+    if json.loads((path / "config.json").read_text())["model_type"] == "qwen2_vl":
+        from transformers import Qwen2VLImageProcessorPil
+
+        pixels = Qwen2VLImageProcessorPil.from_pretrained(path)(images=pils, return_tensors="pt")
+        for grid in pixels["image_grid_thw"]:
+            prompt = prompt.replace("<|image_pad|>", "<|placeholder|>" * (int(grid.prod()) // 4), 1)
+        prompt = prompt.replace("<|placeholder|>", "<|image_pad|>")
+        inputs = {**tok([prompt], add_special_tokens=False, return_tensors="pt"), **pixels}
+    else:
+        from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+        proc = LlavaProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(path), tokenizer=tok,
+                              patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
+        inputs = dict(proc(images=pils, text=[prompt], add_special_tokens=False, return_tensors="pt"))
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    ids: list[int] = out[0, inputs["input_ids"].shape[1] :].tolist()
+    return ids
