@@ -16,7 +16,7 @@ from typing import Any
 from hfd.backends.formats import PICKLE_SUFFIXES as PICKLE_SUFFIXES
 from hfd.backends.formats import SAFE_SUFFIXES as SAFE_SUFFIXES
 from hfd.backends.formats import is_pickle
-from hfd.client.errors import InvalidRequest
+from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,28 @@ def check_weights(path: Path, *, allow_pickle: bool) -> bool:
         log.warning("loading pickled weights", extra={"model_path": str(path)})
         return False
     raise InvalidRequest(f"{path} has no weight files (*.safetensors)", param="path")
+
+
+def fast_tokenizer(path: Path, *, trust_remote_code: bool, needed: str) -> tuple[Any, Any]:
+    """The snapshot's transformers tokenizer and a private copy of its Rust tokenizer (no padding;
+    the caller sets truncation), or ``ModelUnavailable`` when it has none, or no fast one
+    (``needed`` ends that message: who needs one)."""
+    try:
+        from tokenizers import Tokenizer
+        from transformers import AutoTokenizer
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(
+            path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot load the tokenizer of {path}: {exc}") from exc
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelUnavailable(f"{path} has no fast tokenizer (tokenizer.json); {needed}")
+    # A private copy: transformers' wrapper re-configures the shared Rust object on calls.
+    tokenizer = Tokenizer.from_str(backend.to_str())
+    tokenizer.no_padding()
+    return hf_tokenizer, tokenizer
 
 
 def model_config(path: Path, *, trust_remote_code: bool = False) -> Any:

@@ -147,22 +147,10 @@ def load_head(path: Path, *, trust_remote_code: bool = False) -> EncoderHead:
     _hf.require_model_dir(path)
     pooling = read_pooling_config(path)
     config = _hf.model_config(path, trust_remote_code=trust_remote_code)
-    try:
-        from tokenizers import Tokenizer
-        from transformers import AutoTokenizer
-
-        hf_tokenizer = AutoTokenizer.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code
-        )
-    except Exception as exc:
-        raise ModelUnavailable(f"cannot load the tokenizer of {path}: {exc}") from exc
-    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ModelUnavailable(f"{path} has no fast tokenizer (tokenizer.json); this engine needs one")
+    hf_tokenizer, tokenizer = _hf.fast_tokenizer(
+        path, trust_remote_code=trust_remote_code, needed="this engine needs one"
+    )
     max_length = encoder_max_length(pooling, hf_tokenizer.model_max_length, _hf.max_positions(config))
-    # A private copy: transformers' wrapper re-configures the shared Rust object on calls.
-    tokenizer = Tokenizer.from_str(backend.to_str())
-    tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
     hidden = pooling.word_embedding_dimension or _hf.config_int(config, "hidden_size")
     if hidden <= 0:

@@ -30,7 +30,7 @@ import numpy as np
 from hfd.backends import _hf, encoder_check, hardware
 from hfd.backends.base import LoadOptions, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
-from hfd.backends.numpy_encoder import EncoderHead, load_head, pool
+from hfd.backends.numpy_encoder import ENCODER_INPUTS, EncoderHead, encoder_feeds, load_head, pool
 from hfd.backends.policy import device_kind
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 EXPORT_REVISION = 3
 ONNX_OPSET = 18
 ONNX_FILE = "model.onnx"
-_KNOWN_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
 
 # hfd device kind -> execution provider names to try, in order.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -352,7 +351,7 @@ class OnnxEncoder:
             raise ModelUnavailable(f"onnxruntime cannot load {graph}: {exc}") from exc
         self.providers: list[str] = list(self._session.get_providers())
         self._inputs = [i.name for i in self._session.get_inputs()]
-        unknown = set(self._inputs) - _KNOWN_INPUTS
+        unknown = set(self._inputs) - ENCODER_INPUTS
         if unknown:
             raise ModelUnavailable(f"{graph}: unexpected encoder inputs {sorted(unknown)}")
         names = [o.name for o in self._session.get_outputs()]
@@ -365,17 +364,7 @@ class OnnxEncoder:
         if not batch.ids:
             return self._head.empty()
         ids, mask = self._head.pad(batch)
-        feeds: dict[str, np.ndarray] = {}
-        for name in self._inputs:
-            if name == "input_ids":
-                feeds[name] = ids
-            elif name == "attention_mask":
-                feeds[name] = mask
-            elif name == "token_type_ids":
-                feeds[name] = np.zeros_like(ids)
-            else:  # position_ids
-                feeds[name] = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
-        (hidden,) = self._session.run([self._output], feeds)
+        (hidden,) = self._session.run([self._output], encoder_feeds(self._inputs, ids, mask))
         return pool(np.asarray(hidden), mask, self._head.pooling)
 
     def memory_bytes(self) -> int:

@@ -57,27 +57,13 @@ class OVGenerator(_hf.PromptTokens):
         properties: dict[str, Any],
         fault: str | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
         self.device = device
         self._model_dir = model_dir
         config = _hf.require_model_dir(opts.path)
-        try:
-            self._hf_tokenizer = AutoTokenizer.from_pretrained(
-                opts.path, local_files_only=True, trust_remote_code=opts.trust_remote_code
-            )
-        except Exception as exc:
-            raise ModelUnavailable(f"cannot load the tokenizer of {opts.path}: {exc}") from exc
-        backend = getattr(self._hf_tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise ModelUnavailable(
-                f"{opts.path} has no fast tokenizer (tokenizer.json); the openvino engine needs one"
-            )
-        from tokenizers import Tokenizer
-
         # A private Rust tokenizer, never re-configured: safe to call from several threads.
-        self._tokenizer = Tokenizer.from_str(backend.to_str())
-        self._tokenizer.no_padding()
+        self._hf_tokenizer, self._tokenizer = _hf.fast_tokenizer(
+            opts.path, trust_remote_code=opts.trust_remote_code, needed="the openvino engine needs one"
+        )
         self._tokenizer.no_truncation()
         text = config.get("text_config") or config
         self.context_length = int(text.get("max_position_embeddings") or 0) or (

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from hfd.backends.base import TokenizedBatch
+from hfd.backends.numpy_encoder import EncoderHead
 from hfd.backends.st_config import Dense, PoolingConfig
 from hfd.client.errors import InvalidRequest
 
@@ -71,8 +72,24 @@ def dense(x: torch.Tensor, step: Dense) -> torch.Tensor:
     return y
 
 
-class TorchEncoder:
-    """An ``EncoderModel``: tokenize on any thread, ``embed`` on the model's worker thread."""
+class _OnDevice:
+    """A transformers module on a device: its size, and letting it go."""
+
+    model: Any
+    _device: torch.device
+
+    def memory_bytes(self) -> int:
+        return module_bytes(self.model)
+
+    def close(self) -> None:
+        self.model = None
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class TorchEncoder(_OnDevice):
+    """An ``EncoderModel``: tokenize on any thread, ``embed`` on the model's worker thread.
+    Tokenizing, the length checks and the padding are the other engines' (``EncoderHead``)."""
 
     name = "torch"
 
@@ -91,58 +108,26 @@ class TorchEncoder:
         self.model = model
         self.device = str(device)
         self._device = device
-        self._tokenizer = tokenizer  # a `tokenizers.Tokenizer` set to truncate, never mutated again
-        self._pooling = pooling
+        # The tokenizer is set to truncate at load and then only read: safe across threads.
+        self._head = EncoderHead(tokenizer, pooling, max_length, dimensions, pad_token_id)
         self.max_length = max_length
         self.dimensions = dimensions
-        self._pad = pad_token_id
         self._token_types = uses_token_types
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
-        items = list(texts)
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                raise InvalidRequest(f"input {i} is not a string", param="input")
-        if self._pooling.lowercase:  # sentence_bert_config's do_lower_case
-            items = [text.lower() for text in items]
-        # `encode_batch` only reads the tokenizer (truncation was set once at load), so
-        # concurrent calls from several threads are safe.
-        encodings = self._tokenizer.encode_batch(items, add_special_tokens=True)
-        return TokenizedBatch(ids=[list(e.ids) for e in encodings])
+        return self._head.tokenize(texts)
 
     @torch.inference_mode()
     def embed(self, batch: TokenizedBatch) -> np.ndarray:
         if not batch.ids:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        lengths = batch.lengths
-        for i, n in enumerate(lengths):
-            if n == 0:
-                raise InvalidRequest(f"input {i} is empty", param="input")
-            if n > self.max_length:
-                raise InvalidRequest(
-                    f"input {i} has {n} tokens; the most is {self.max_length}", param="input"
-                )
-        width = max(lengths)
-        ids = torch.full((len(lengths), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(lengths), width), dtype=torch.long)
-        for i, row in enumerate(batch.ids):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        ids, mask = ids.to(self._device), mask.to(self._device)
+            return self._head.empty()
+        ids, mask = (torch.from_numpy(a).to(self._device) for a in self._head.pad(batch))
         inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": mask}
         if self._token_types:
             inputs["token_type_ids"] = torch.zeros_like(ids)
         hidden = self.model(**inputs).last_hidden_state
-        pooled = pool(hidden, mask, self._pooling)
+        pooled = pool(hidden, mask, self._head.pooling)
         return pooled.to("cpu", torch.float32).numpy()
-
-    def memory_bytes(self) -> int:
-        return module_bytes(self.model)
-
-    def close(self) -> None:
-        self.model = None
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 def module_bytes(model: Any) -> int:
@@ -154,7 +139,7 @@ def module_bytes(model: Any) -> int:
     return int(total)
 
 
-class TorchHead:
+class TorchHead(_OnDevice):
     """An ``EncoderModel`` over a classification head (``hfd.backends.heads``): ``embed``
     returns the head's float32 logits, ``(n, labels)`` or ``(n, tokens, labels)``."""
 
@@ -200,14 +185,6 @@ class TorchHead:
         logits = self.model(**inputs).logits
         out: np.ndarray = logits.to("cpu", torch.float32).numpy()
         return out
-
-    def memory_bytes(self) -> int:
-        return module_bytes(self.model)
-
-    def close(self) -> None:
-        self.model = None
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 def load_head(opts: Any) -> TorchHead:
