@@ -68,7 +68,7 @@ def test_sigkill_mid_pull_then_pull_again(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-            proc.wait(30)
+            proc.communicate(timeout=30)  # waits, and closes the pipes
         assert proc.returncode == -signal.SIGKILL
 
         # Consistent after the crash: no snapshot, no ref, no catalog row, only the partial blob.

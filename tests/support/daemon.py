@@ -74,6 +74,13 @@ class OutputReader:
                     self._ready.set()
         self._ready.set()  # the daemon exited: stop waiting
 
+    def close(self) -> None:
+        """Once the daemon has exited: the last lines read, the pipe closed (not left to the
+        garbage collector, which warns)."""
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive() and self._proc.stdout is not None:
+            self._proc.stdout.close()
+
     def wait_ready(self, timeout: float) -> re.Match[str] | None:
         self._ready.wait(timeout)
         return self.ready
@@ -125,7 +132,7 @@ class Daemon:
 
     def wait(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout=timeout)
-        self.reader.thread.join(timeout=5)
+        self.reader.close()
         return code
 
     def stop(self) -> int:
@@ -201,7 +208,7 @@ def start_daemon(
         time.sleep(2)
     proc.kill()
     proc.wait(timeout=10)
-    reader.thread.join(timeout=5)
+    reader.close()
     shutil.rmtree(runtime, ignore_errors=True)
     raise RuntimeError("hfd serve did not become ready:\n" + "\n".join(reader.lines))
 
