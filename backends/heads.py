@@ -106,19 +106,11 @@ class HeadTokenizer:
 
     @classmethod
     def from_path(cls, path: Path, *, max_length: int, trust_remote_code: bool = False) -> HeadTokenizer:
-        from transformers import AutoTokenizer
+        from hfd.backends._hf import fast_tokenizer
 
-        from hfd.client.errors import ModelUnavailable
-
-        try:
-            hf = AutoTokenizer.from_pretrained(
-                path, local_files_only=True, trust_remote_code=trust_remote_code
-            )
-        except Exception as exc:
-            raise ModelUnavailable(f"cannot load the tokenizer of {path}: {exc}") from exc
-        backend = getattr(hf, "backend_tokenizer", None)
-        if backend is None:
-            raise ModelUnavailable(f"{path} has no fast tokenizer (tokenizer.json); its offsets are needed")
+        hf, backend = fast_tokenizer(
+            path, trust_remote_code=trust_remote_code, needed="its offsets are needed"
+        )
         limit = int(hf.model_max_length) if 0 < hf.model_max_length < 10**7 else max_length
         pad = hf.pad_token_id
         return cls(
