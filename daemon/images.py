@@ -9,8 +9,8 @@ parts use):
   ``{"type": "image_url", "image_url": {"url": "data:..."}}``: an image.
 
 Text and image vectors come out in input order, in the model's one space. http(s) image URLs
-are refused unless ``image_fetch_urls`` is on, and then it is not implemented yet (no network
-at run time here): only data: URLs and base64.
+are refused unless ``image_fetch_urls`` is on (``hfd.daemon.image_fetch``: one GET, no
+redirects, bounded like the rest).
 
 Bounds, before decoding: the encoded bytes (``image_max_bytes``) and the pixel count read from
 the header (``image_max_pixels``, which also becomes PIL's decompression-bomb limit for the
@@ -81,9 +81,9 @@ def image_bytes(source: str, settings: Settings, param: str) -> bytes:
             raise InvalidRequest(
                 "image URLs are not fetched by this daemon; send a data: URL or base64", param=param
             )
-        raise InvalidRequest(
-            "fetching image URLs is not implemented; send a data: URL or base64", param=param
-        )
+        from hfd.daemon.image_fetch import fetch
+
+        return fetch(source, settings, param)
     payload = source
     if source.startswith("data:"):
         header, sep, payload = source.partition(",")
@@ -108,6 +108,11 @@ def open_image(raw: bytes, max_pixels: int, param: str) -> Any:
     try:
         with Image.open(io.BytesIO(raw)) as probe:  # reads the header only
             width, height = probe.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own check (a warning
+        # above MAX_IMAGE_PIXELS, an error above twice it), set to the same limit by decode_image
+        raise InvalidRequest(
+            f"the image has more than {max_pixels} pixels, the limit", param=param, details={"max_pixels": max_pixels}
+        ) from None
     except Exception:
         raise InvalidRequest(
             "the input is not an image PIL can read (png, jpeg, webp, gif, bmp)", param=param

@@ -113,8 +113,11 @@ def test_bounds_and_decoding() -> None:
         vision_chat.decode_images([(_png(), "p", None)] * 3, settings)
     assert err.value.param == "messages" and "3 images" in str(err.value)
     with pytest.raises(InvalidRequest) as err:
-        vision_chat.decode_images([(_png(200, 100), "messages.1.content.0", None)], settings)
+        vision_chat.decode_images([(_png(150, 100), "messages.1.content.0", None)], settings)
     assert err.value.param == "messages.1.content.0.image_url.url" and "pixels" in str(err.value)
+    with pytest.raises(InvalidRequest) as err:  # beyond PIL's own bomb check (twice the limit)
+        vision_chat.decode_images([(_png(300, 100), "messages.1.content.0", None)], settings)
+    assert err.value.param == "messages.1.content.0.image_url.url" and "10000 pixels" in str(err.value)
     with pytest.raises(InvalidRequest) as err:
         vision_chat.decode_images([("data:image/png;base64,@@@", "messages.1.content.0", None)], settings)
     assert err.value.param == "messages.1.content.0.image_url.url"
