@@ -163,19 +163,10 @@ class TorchHead(_OnDevice):
 
     @torch.inference_mode()
     def embed(self, batch: TokenizedBatch) -> np.ndarray:
-        from hfd.backends.heads import check_lengths
+        from hfd.backends.heads import check_lengths, pad_batch
 
         check_lengths(batch, self.max_length)
-        lengths = batch.lengths
-        width = max(lengths)
-        ids = torch.full((len(lengths), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(lengths), width), dtype=torch.long)
-        types = torch.zeros((len(lengths), width), dtype=torch.long)
-        for i, row in enumerate(batch.ids):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-            if batch.type_ids is not None:
-                types[i, : len(row)] = torch.tensor(batch.type_ids[i], dtype=torch.long)
+        ids, mask, types = (torch.from_numpy(a) for a in pad_batch(batch, self.tokenizer.pad_token_id))
         inputs: dict[str, torch.Tensor] = {
             "input_ids": ids.to(self._device),
             "attention_mask": mask.to(self._device),

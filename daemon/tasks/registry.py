@@ -77,9 +77,9 @@ def _embed(s: Snapshot) -> bool:
     return bool(s.st_modules)
 
 
-# Engines with a classification head (hfd.backends.torch_encoder.load_head); ONNX Runtime and
-# OpenVINO load only the bare encoder today, so they are not offered for these tasks.
-TEXT_HEAD_ENGINES: Final = ("torch",)
+# Engines with a classification head: torch (hfd.backends.torch_encoder.load_head), ONNX
+# Runtime (onnx_heads) and OpenVINO (openvino_heads), ranked by the policy as encoders.
+TEXT_HEAD_ENGINES: Final = ("torch", "onnxruntime", "openvino")
 
 RECORDS: Final[tuple[TaskRecord, ...]] = (
     *media_records(TaskRecord),  # before generate: Whisper's head is a ForConditionalGeneration
