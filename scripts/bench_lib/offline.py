@@ -47,10 +47,7 @@ def generation(
         "engine": engine,
         "requests": requests,
         "tokens": produced,
-        "seconds": round(seconds, 3),
-        "tokens_per_s": round(produced / seconds, 2),
-        "cpu_s": round(cpu, 3),
-        "tokens_per_cpu_s": round(produced / cpu, 2),
+        **_rates("tokens", produced, seconds, cpu),
         "prompt_tokens_mean": round(sum(len(p) for p in prompts) / len(prompts), 1),
     }
 
@@ -83,12 +80,14 @@ def embeddings(
         cpu = _cpu() - cpu
     finally:
         model.close()
+    return {"engine": engine, "inputs": inputs, "batch": batch, **_rates("inputs", inputs, seconds, cpu)}
+
+
+def _rates(unit: str, count: int, seconds: float, cpu: float) -> dict[str, float]:
+    """Wall and CPU time of a run and its rates: ``<unit>_per_s``, ``<unit>_per_cpu_s``."""
     return {
-        "engine": engine,
-        "inputs": inputs,
-        "batch": batch,
         "seconds": round(seconds, 3),
-        "inputs_per_s": round(inputs / seconds, 2),
+        f"{unit}_per_s": round(count / seconds, 2),
         "cpu_s": round(cpu, 3),
-        "inputs_per_cpu_s": round(inputs / cpu, 2),
+        f"{unit}_per_cpu_s": round(count / cpu, 2),
     }
