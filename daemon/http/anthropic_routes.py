@@ -11,7 +11,6 @@ SDK reads the status, which is the same. ``x-api-key`` is accepted as an hfd key
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,17 +24,13 @@ from hfd.daemon.anthropic import output, translate
 from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
 from hfd.daemon.http.disconnect import whole_text
 from hfd.daemon.http.errors import as_hfd_error, error_headers, guarded, public_message
-from hfd.daemon.http.sse import EventStream
+from hfd.daemon.http.sse import named_event, named_events
 from hfd.daemon.operations import BY_OP
-from hfd.daemon.schema import parse
+from hfd.daemon.results import Generation
+from hfd.daemon.schema import ChatCompletionRequest, parse
 from hfd.daemon.service import Service
 
 ReadJson = Callable[[Request], Awaitable[Any]]
-
-
-def named_event(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 
 def error_response(exc: BaseException, *, method: str = "", path: str = "") -> JSONResponse:
@@ -50,6 +45,14 @@ def error_event(exc: BaseException) -> bytes:
     return named_event(output.error_body(err, public_message(err)))
 
 
+async def _chat(service: Service, chat_req: ChatCompletionRequest) -> Generation:
+    """The chat path's generation; its errors name the fields as this API does."""
+    try:
+        return await service.chat(chat_req)
+    except HfdError as exc:
+        raise translate.renamed(exc) from exc
+
+
 def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
     """The routes by operation name (the table's ``messages.*`` rows)."""
     chat_reply = BY_OP[p.OP_CHAT].reply
@@ -58,19 +61,14 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
     async def create(request: Request) -> Response:
         req = parse(MessagesRequest, await read_json(request))
         chat_req = translate.chat_request(req)
-        try:
-            gen = await service.chat(chat_req)
-        except HfdError as exc:
-            raise translate.renamed(exc) from exc
+        gen = await _chat(service, chat_req)
         msg_id = output.new_id()
         if req.stream:
             chunks = chat_reply.chunks(gen, include_usage=True)
-            return EventStream(
+            return named_events(
                 output.events(msg_id, req.model, gen.prompt_tokens, chunks),
                 gen.aclose,
-                encode=named_event,
-                done=b"",
-                error=error_event,
+                error_event,
             )
         text = await whole_text(gen, request.receive)
         if text is None:
@@ -82,10 +80,7 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
         chat_req = translate.count_request(req)
         # The prompt as the chat path renders it (template, tools), counted when it is
         # submitted; closing before reading cancels the one token asked for.
-        try:
-            gen = await service.chat(chat_req)
-        except HfdError as exc:
-            raise translate.renamed(exc) from exc
+        gen = await _chat(service, chat_req)
         try:
             count = gen.prompt_tokens
         finally:

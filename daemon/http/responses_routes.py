@@ -9,7 +9,6 @@ is kept (``ResponseStore``); errors are OpenAI's envelope, as on every OpenAI ro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from hfd.client import protocol as p
 from hfd.client.errors import HfdError, InvalidRequest, NotFound
 from hfd.daemon.http.disconnect import whole_text
 from hfd.daemon.http.errors import as_hfd_error, guarded, public_message
-from hfd.daemon.http.sse import EventStream
+from hfd.daemon.http.sse import named_event, named_events
 from hfd.daemon.openai_responses import output, translate
 from hfd.daemon.openai_responses.schema import ResponsesRequest
 from hfd.daemon.openai_responses.store import ResponseStore
@@ -31,12 +30,6 @@ from hfd.daemon.schema import parse
 from hfd.daemon.service import Service
 
 ReadJson = Callable[[Request], Awaitable[Any]]
-
-
-def named_event(event: dict[str, Any]) -> bytes:
-    """An SSE event with its ``event:`` line, as OpenAI sends Responses events."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 
 def store_for(service: Service) -> ResponseStore:
@@ -90,13 +83,7 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
                 err = translate.renamed(as_hfd_error(exc))
                 return named_event(events.error_event(err.code, public_message(err), err.param))
 
-            return EventStream(
-                events.stream(chat_reply.chunks(gen, include_usage=True)),
-                gen.aclose,
-                encode=named_event,
-                done=b"",
-                error=error,
-            )
+            return named_events(events.stream(chat_reply.chunks(gen, include_usage=True)), gen.aclose, error)
         text = await whole_text(gen, request.receive)
         if text is None:
             return Response(status_code=499)

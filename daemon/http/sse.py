@@ -29,6 +29,23 @@ def encode_event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+def named_event(event: dict[str, Any]) -> bytes:
+    """An SSE event with its ``event:`` line (its ``type``), as the Responses and Messages APIs
+    send them."""
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def named_events(
+    events: AsyncIterator[dict[str, Any]],
+    close: Callable[[], Awaitable[None]],
+    error: Callable[[BaseException], bytes],
+) -> EventStream:
+    """A stream of named events with no end marker (the Responses and Messages APIs'); ``error``
+    makes the event a failure mid-stream ends with."""
+    return EventStream(events, close, encode=named_event, done=b"", error=error)
+
+
 class EventStream(Response):
     media_type = "text/event-stream"
 
