@@ -48,6 +48,12 @@ class Generation(CountsOf):
         self.tools: ToolOutput | None = None
 
     @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the output, once it has ended (a live stream's only)."""
+        value = getattr(self._stream, "stop_sequence", None)
+        return value if isinstance(value, str) else None
+
+    @property
     def cached(self) -> bool:
         """Served from the response cache (replayed chunks, no model involved)."""
         return bool(getattr(self._stream, "cached", False))

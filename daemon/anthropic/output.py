@@ -2,9 +2,9 @@
 of events, and errors in Anthropic's shape.
 
 ``stop_reason``: "length" -> ``max_tokens``, "tool_calls" -> ``tool_use``, "stop" ->
-``end_turn`` (the chat path does not say whether a stop sequence or the end-of-sequence token
-ended the text, so ``stop_sequence`` stays null). Tool calls become ``tool_use`` blocks whose
-``input`` is the parsed arguments.
+``end_turn``, or ``stop_sequence`` with ``stop_sequence`` the matched string when one of the
+request's stop sequences ended the text (the generation scheduler says which). Tool calls
+become ``tool_use`` blocks whose ``input`` is the parsed arguments.
 
 Stream events (each an SSE event named by its type): ``message_start``, ``ping``; per block
 ``content_block_start``, ``content_block_delta`` (``text_delta`` or ``input_json_delta``)...,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from hfd.client.errors import HfdError
@@ -40,7 +40,9 @@ def new_id() -> str:
     return f"msg_{uuid.uuid4().hex[:24]}"
 
 
-def stop_reason(finish_reason: str | None) -> str:
+def stop_reason(finish_reason: str | None, stop_sequence: str | None = None) -> str:
+    if stop_sequence is not None and finish_reason in (None, "stop"):
+        return "stop_sequence"
     return _STOP_REASONS.get(finish_reason or "stop", "end_turn")
 
 
@@ -60,8 +62,11 @@ def _tool_input(arguments: str) -> Any:
         return {"arguments": arguments}  # what the model wrote, not lost
 
 
-def message(msg_id: str, model: str, chat: dict[str, Any]) -> dict[str, Any]:
-    """The whole message for a chat completion body."""
+def message(
+    msg_id: str, model: str, chat: dict[str, Any], stop_sequence: str | None = None
+) -> dict[str, Any]:
+    """The whole message for a chat completion body; ``stop_sequence``: the stop string that
+    ended it, if one did."""
     choice = chat["choices"][0]
     reply = choice.get("message") or {}
     calls = reply.get("tool_calls") or []
@@ -86,16 +91,21 @@ def message(msg_id: str, model: str, chat: dict[str, Any]) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason")),
-        "stop_sequence": None,
+        "stop_reason": stop_reason(choice.get("finish_reason"), stop_sequence),
+        "stop_sequence": stop_sequence,
         "usage": usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
     }
 
 
 async def events(
-    msg_id: str, model: str, input_tokens: int, chunks: AsyncIterator[dict[str, Any]]
+    msg_id: str,
+    model: str,
+    input_tokens: int,
+    chunks: AsyncIterator[dict[str, Any]],
+    stop_sequence: Callable[[], str | None] = lambda: None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The message's events, made from the chat chunks (which must include the usage chunk)."""
+    """The message's events, made from the chat chunks (which must include the usage chunk);
+    ``stop_sequence`` is asked at the end which stop string ended the text, if one did."""
     yield {
         "type": "message_start",
         "message": {
@@ -162,9 +172,10 @@ async def events(
         index += 1
         yield {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
     yield {"type": "content_block_stop", "index": index}
+    matched = stop_sequence()
     yield {
         "type": "message_delta",
-        "delta": {"stop_reason": stop_reason(finish), "stop_sequence": None},
+        "delta": {"stop_reason": stop_reason(finish, matched), "stop_sequence": matched},
         "usage": {"output_tokens": output_tokens},
     }
     yield {"type": "message_stop"}

@@ -11,7 +11,8 @@
   tool / none -> "auto" / "required" / the named function / "none",
   ``disable_parallel_tool_use`` -> ``parallel_tool_calls: false``;
 - ``output_config.format`` (``json_schema``) -> ``response_format`` json_schema, strict;
-- ``stop_sequences`` -> ``stop``, ``metadata.user_id`` -> ``user``; ``max_tokens``,
+- ``stop_sequences`` -> ``stop`` (and past the response cache, whose replays do not keep which
+  stop string matched), ``metadata.user_id`` -> ``user``; ``max_tokens``,
   ``temperature``, ``top_p`` as they are (the current SDK's methods no longer take the sampling
   parameters; older SDKs and raw HTTP send them).
 
@@ -178,6 +179,8 @@ def chat_request(req: MessagesRequest) -> ChatCompletionRequest:
         stop=stops or None,
         user=user if isinstance(user, str) else None,
     )
+    if stops:  # a cached reply does not keep which stop string ended it (stop_sequence)
+        body["cache"] = False
     return checked(body)
 
 

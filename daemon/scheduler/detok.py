@@ -67,6 +67,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the output
 
     def push(self, text: str, *, match: bool = True) -> str:
         """Text that can be emitted now. After a match, ``stopped`` is set and the text up to the
@@ -82,7 +83,7 @@ class StopMatcher:
             for stop in self._stops:
                 at = pending.find(stop)
                 if at >= 0 and (cut < 0 or at < cut):
-                    cut = at
+                    cut, self.matched = at, stop
             if cut >= 0:
                 self.stopped = True
                 self._held = ""

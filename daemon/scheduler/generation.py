@@ -301,7 +301,8 @@ class GenerationScheduler:
             return
         if output.finished is None:  # the engine still holds it: a stop string or our length cap
             self._engine_cancel(seq.seq_id)
-        self._finish(seq, out, TokenChunk(text + seq.stop.flush(), tokens, finish, lps, prompt_lps))
+        last = TokenChunk(text + seq.stop.flush(), tokens, finish, lps, prompt_lps, seq.stop.matched)
+        self._finish(seq, out, last)
 
     def _flush(self, seq: _Seq) -> str:
         return seq.stop.push(seq.detok.flush(), match=False) + seq.stop.flush()

@@ -28,6 +28,8 @@ class TokenChunk:
     logprobs: list[TextLogprob | None] | None = None
     # On the first chunk, when it asked (prompt_logprobs): one per prompt token, the first None.
     prompt_logprobs: list[TextLogprob | None] | None = None
+    # On the last chunk, when a stop string ended the output: which one.
+    stop_sequence: str | None = None
 
 
 class GenerationStream:
@@ -42,6 +44,7 @@ class GenerationStream:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None  # the stop string that ended it, if one did
         self._scheduler = scheduler
         self._loop = asyncio.get_running_loop()
         self._buffer: collections.deque[TokenChunk | HfdError] = collections.deque()
@@ -58,6 +61,7 @@ class GenerationStream:
             self.completion_tokens += len(item.token_ids)
             if item.finish_reason is not None:
                 self.finish_reason = item.finish_reason
+                self.stop_sequence = item.stop_sequence
                 self._ended = True
         else:
             self.finish_reason = "cancelled" if isinstance(item, Cancelled) else "error"

@@ -228,3 +228,35 @@ def test_errors_in_anthropic_s_envelope() -> None:
     assert output.error_body(ModelNotFound("x"), "x")["error"]["type"] == "not_found_error"
     assert output.error_body(RateLimited("x"), "x")["error"]["type"] == "rate_limit_error"
     assert output.error_body(Overloaded("x"), "x")["error"]["type"] == "rate_limit_error"  # 429
+
+
+def test_a_matched_stop_sequence_is_named_in_the_message_and_its_stream() -> None:
+    chat = {
+        "choices": [{"message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
+    body = output.message("msg_1", "m", chat, "\n\n")
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "\n\n")
+    plain = output.message("msg_1", "m", chat)
+    assert (plain["stop_reason"], plain["stop_sequence"]) == ("end_turn", None)
+    capped = output.message(
+        "msg_1", "m", {**chat, "choices": [{**chat["choices"][0], "finish_reason": "length"}]}
+    )
+    assert capped["stop_reason"] == "max_tokens"
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        yield {"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]}
+        yield {"choices": [{"delta": {}, "finish_reason": "stop"}]}
+        yield {"choices": [], "usage": {"completion_tokens": 2}}
+
+    async def run() -> list[dict[str, Any]]:
+        return [e async for e in output.events("msg_1", "m", 3, chunks(), lambda: "END")]
+
+    (delta,) = [e for e in anyio.run(run) if e["type"] == "message_delta"]
+    assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+
+
+def test_stop_sequences_bypass_the_response_cache() -> None:
+    # A replayed reply does not keep which stop string ended it.
+    assert translate.chat_request(request(stop_sequences=["END"])).cache is False
+    assert translate.chat_request(request()).cache is True

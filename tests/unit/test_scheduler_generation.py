@@ -196,6 +196,7 @@ async def test_stop_strings_cut_the_text(scheduler: GenerationScheduler, engine:
         assert stop not in text(got)
         assert got[-1].finish_reason == "stop"
         assert stream.finish_reason == "stop"
+        assert got[-1].stop_sequence == stream.stop_sequence == stop  # which one matched
         assert stream.completion_tokens < 40
 
 
