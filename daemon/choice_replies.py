@@ -18,6 +18,7 @@ from hfd.daemon.choices import ChoiceResult, Choices
 if TYPE_CHECKING:
     from hfd.daemon.scheduler.detok_logprobs import TextLogprob
     from hfd.daemon.service import Generation
+    from hfd.daemon.tools.output import ToolOutput, ToolStream
 
 
 def several(gen: Generation) -> bool:
@@ -141,33 +142,42 @@ def usage_chunk(gen: Generation, obj: str) -> dict[str, Any]:
 
 
 async def chat_chunks(gen: Generation, *, include_usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+    """Each choice's chunks: the role, its deltas (``content``, or with tools ``content`` and
+    ``tool_calls`` deltas as the single-choice stream has them), its finish reason."""
     obj = "chat.completion.chunk"
+    output: ToolOutput | None = getattr(gen, "tools", None)
+    calls: dict[int, ToolStream] = {}  # per choice, with tools: its own call parser
     started: set[int] = set()
+
+    def one(index: int, delta: dict[str, Any], lps: Any = None, finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": lps, "finish_reason": finish}
+        return chunk(gen, obj, choice, include_usage)
+
     async for piece in gen:
-        if piece.index not in started:
-            started.add(piece.index)
-            role = {
-                "index": piece.index,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-            yield chunk(gen, obj, role, include_usage)
-        if piece.text or piece.logprobs:
-            yield chunk(
-                gen,
-                obj,
-                {
-                    "index": piece.index,
-                    "delta": {"content": piece.text},
-                    "logprobs": chat_logprobs(piece.logprobs),
-                    "finish_reason": None,
-                },
-                include_usage,
-            )
+        i = piece.index
+        if i not in started:
+            started.add(i)
+            if output is not None:
+                calls[i] = output.stream()
+            yield one(i, {"role": "assistant", "content": ""})
+        lps = chat_logprobs(piece.logprobs)
+        stream = calls.get(i)
+        if stream is None:
+            if piece.text or piece.logprobs:
+                yield one(i, {"content": piece.text}, lps)
+        else:
+            deltas = stream.feed(piece.text) if piece.text else []
+            if not deltas and piece.logprobs:  # text held back (it may open a call): logprobs go now
+                deltas = [{"content": ""}]
+            for k, delta in enumerate(deltas):
+                yield one(i, delta, lps if k == 0 else None)
         if piece.finish_reason is not None:
-            done = {"index": piece.index, "delta": {}, "logprobs": None, "finish_reason": piece.finish_reason}
-            yield chunk(gen, obj, done, include_usage)
+            finish = piece.finish_reason
+            if stream is not None and output is not None:
+                for delta in stream.finish():  # what was held back, and the calls' last deltas
+                    yield one(i, delta)
+                finish = output.finish_reason(finish)  # this choice's: "tool_calls" if it called
+            yield one(i, {}, None, finish)
     if include_usage:
         yield usage_chunk(gen, obj)
 
