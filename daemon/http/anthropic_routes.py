@@ -66,14 +66,14 @@ def routes(service: Service, read_json: ReadJson) -> dict[str, Route]:
         if req.stream:
             chunks = chat_reply.chunks(gen, include_usage=True)
             return named_events(
-                output.events(msg_id, req.model, gen.prompt_tokens, chunks),
+                output.events(msg_id, req.model, gen.prompt_tokens, chunks, lambda: gen.stop_sequence),
                 gen.aclose,
                 error_event,
             )
         text = await whole_text(gen, request.receive)
         if text is None:
             return Response(status_code=499)
-        return JSONResponse(output.message(msg_id, req.model, chat_reply.whole(gen, text)))
+        return JSONResponse(output.message(msg_id, req.model, chat_reply.whole(gen, text), gen.stop_sequence))
 
     async def count_tokens(request: Request) -> Response:
         req = parse(CountTokensRequest, await read_json(request))
