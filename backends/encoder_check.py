@@ -109,21 +109,17 @@ def run_check(model: Any, run: Runner, pad_token_id: int | None, threshold: floa
 def load_reference(source: Path, *, trust_remote_code: bool, allow_pickle: bool) -> Any:
     """The source model in fp32, as transformers loads it, with the attention the torch engine
     would pick."""
-    import torch
     from transformers import AutoModel
 
     from hfd.backends.base import LoadOptions
+    from hfd.backends.graph_heads import fp32_model
     from hfd.backends.torch_backend import attention_implementation
 
     opts = LoadOptions(path=source, task="embed", trust_remote_code=trust_remote_code)
-    return AutoModel.from_pretrained(
-        source,
-        local_files_only=True,
-        use_safetensors=_hf.check_weights(source, allow_pickle=allow_pickle),
-        trust_remote_code=trust_remote_code,
-        dtype=torch.float32,
-        attn_implementation=attention_implementation(AutoModel, opts),
-    ).eval()
+    attention = attention_implementation(AutoModel, opts)
+    return fp32_model(
+        AutoModel, source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, attention=attention
+    )
 
 
 def write(export_dir: Path, result: dict[str, Any]) -> None:

@@ -138,9 +138,12 @@ def reference_model(source: Path, kind: HeadKind, *, trust_remote_code: bool, al
     return fp32_model(auto, source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
-def fp32_model(auto: Any, source: Path, *, trust_remote_code: bool, allow_pickle: bool) -> Any:
-    """``auto.from_pretrained`` as every exporter loads its source: fp32, eager attention, local
-    files only, safetensors unless pickles are allowed."""
+def fp32_model(
+    auto: Any, source: Path, *, trust_remote_code: bool, allow_pickle: bool, attention: str = "eager"
+) -> Any:
+    """``auto.from_pretrained`` as every exporter (and the encoder export check) loads its
+    source: fp32, eager attention unless told, local files only, safetensors unless pickles are
+    allowed."""
     import torch
 
     return auto.from_pretrained(
@@ -149,7 +152,7 @@ def fp32_model(auto: Any, source: Path, *, trust_remote_code: bool, allow_pickle
         use_safetensors=_hf.check_weights(source, allow_pickle=allow_pickle),
         trust_remote_code=trust_remote_code,
         dtype=torch.float32,
-        attn_implementation="eager",
+        attn_implementation=attention,
     ).eval()
 
 
