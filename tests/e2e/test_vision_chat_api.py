@@ -204,3 +204,34 @@ def test_other_apis_send_images_too(daemon: Daemon, paths: dict[str, Path]) -> N
         options={"temperature": 0, "num_predict": MAX_TOKENS},
     )  # fmt: skip
     assert reply.message.content == expected
+
+
+def test_a_client_that_leaves_frees_the_model(daemon: Daemon) -> None:
+    """A stream closed after its first tokens stops its generation: the next request does not
+    wait for the 400 tokens the first one asked for."""
+    import time
+
+    body = {
+        "model": "llava",
+        "messages": _messages(IMAGE),
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+
+    def ask(max_tokens: int) -> float:
+        t0 = time.perf_counter()
+        reply = _client(daemon).chat.completions.create(
+            model="llava", messages=_messages(IMAGE), max_tokens=max_tokens, temperature=0,  # type: ignore[arg-type]
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        assert reply.usage is not None and reply.usage.completion_tokens == max_tokens
+        return time.perf_counter() - t0
+
+    with httpx.stream("POST", daemon.http + "/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+    after_close = ask(4)
+    assert after_close < ask(400) / 2
