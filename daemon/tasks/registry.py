@@ -81,36 +81,26 @@ def _embed(s: Snapshot) -> bool:
 # Runtime (onnx_heads) and OpenVINO (openvino_heads), ranked by the policy as encoders.
 TEXT_HEAD_ENGINES: Final = ("torch", "onnxruntime", "openvino")
 
+_TEXT_HEAD_SUMMARIES: Final = {
+    "token-classify": "token classification (NER, POS): entities with spans",
+    "rerank": "cross-encoder relevance scores of (query, document) pairs",
+    "classify": "sequence classification (sentiment, NLI, zero-shot with an NLI model)",
+}
+
+
+def _text_head(name: str, detect: Callable[[Snapshot], bool], *pipeline_tags: str) -> TaskRecord:
+    """A task over an encoder with a classification head (hfd.daemon.tasks.text_heads)."""
+    return TaskRecord(
+        name, _TEXT_HEAD_SUMMARIES[name], "encoder", "embed", TEXT_HEAD_ENGINES, detect, pipeline_tags
+    )
+
+
 RECORDS: Final[tuple[TaskRecord, ...]] = (
     *media_records(TaskRecord),  # before generate: Whisper's head is a ForConditionalGeneration
     TaskRecord(**VISION_CHAT),  # so are the vision-language models' heads
-    TaskRecord(
-        name="token-classify",
-        summary="token classification (NER, POS): entities with spans",
-        scheduler="encoder",
-        engine_task="embed",
-        engines=TEXT_HEAD_ENGINES,
-        detect=_token_classify,
-        pipeline_tags=("token-classification",),
-    ),
-    TaskRecord(
-        name="rerank",
-        summary="cross-encoder relevance scores of (query, document) pairs",
-        scheduler="encoder",
-        engine_task="embed",
-        engines=TEXT_HEAD_ENGINES,
-        detect=_rerank,
-        pipeline_tags=("text-ranking",),
-    ),
-    TaskRecord(
-        name="classify",
-        summary="sequence classification (sentiment, NLI, zero-shot with an NLI model)",
-        scheduler="encoder",
-        engine_task="embed",
-        engines=TEXT_HEAD_ENGINES,
-        detect=_classify,
-        pipeline_tags=("text-classification", "zero-shot-classification"),
-    ),
+    _text_head("token-classify", _token_classify, "token-classification"),
+    _text_head("rerank", _rerank, "text-ranking"),
+    _text_head("classify", _classify, "text-classification", "zero-shot-classification"),
     seq2seq_record(TaskRecord),  # before generate: T5's and BART's heads are ForConditionalGeneration
     TaskRecord(
         name="generate",
