@@ -116,10 +116,11 @@ def test_tools_and_tool_choice() -> None:
     [
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0.type"),
-        (
+        (  # image blocks are taken with a base64 source (for vision chat models)
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-            "messages.0.content.0.type",
+            "messages.0.content.0.source",
         ),
+        ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, "messages.0.content.0.type"),
         ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences"),
         ({"output_config": {"effort": "high"}}, "output_config.effort"),
     ],
