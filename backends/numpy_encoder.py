@@ -142,6 +142,33 @@ class EncoderHead:
         return np.zeros((0, self.dimensions), dtype=np.float32)
 
 
+class GraphEncoder:
+    """What the encoders over an exported graph (ONNX Runtime, OpenVINO) share: the head's
+    tokenizer, limits and pooling, and which of the graph's inputs and outputs they use."""
+
+    def __init__(self, head: EncoderHead, device: str) -> None:
+        self.device = device
+        self._head = head
+        self.max_length = head.max_length
+        self.dimensions = head.dimensions
+        self._inputs: list[str] = []
+        self._output = ""
+
+    def _ports(self, graph: Path, inputs: list[str], outputs: list[str]) -> None:
+        """The graph's inputs (``ModelUnavailable`` for one no encoder has) and the output that
+        holds its token embeddings."""
+        unknown = set(inputs) - ENCODER_INPUTS
+        if unknown:
+            raise ModelUnavailable(f"{graph}: unexpected encoder inputs {sorted(unknown)}")
+        self._inputs = inputs
+        self._output = next(
+            (n for n in ("last_hidden_state", "token_embeddings") if n in outputs), outputs[0]
+        )
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        return self._head.tokenize(texts)
+
+
 def load_head(path: Path, *, trust_remote_code: bool = False) -> EncoderHead:
     """Read a model directory's tokenizer, pooling config and limits."""
     _hf.require_model_dir(path)

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ import numpy as np
 from hfd.backends import _hf, encoder_check, hardware
 from hfd.backends.base import LoadOptions, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
-from hfd.backends.numpy_encoder import ENCODER_INPUTS, EncoderHead, encoder_feeds, load_head, pool
+from hfd.backends.numpy_encoder import EncoderHead, GraphEncoder, encoder_feeds, load_head, pool
 from hfd.backends.policy import device_kind
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
@@ -250,7 +250,13 @@ def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: 
 
 
 def export_dynamo(
-    module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str], shapes: Any, model: Any
+    module: Any,
+    args: tuple[Any, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    shapes: Any,
+    model: Any,
 ) -> None:
     """``torch.onnx.export`` with the dynamo exporter, quietly, as every hfd ONNX export runs it:
     the opset, and one self-contained file unless protobuf's 2 GB limit forces weights beside it."""
@@ -325,7 +331,7 @@ def _Positional(model: Any) -> Any:
 # -- encoder ------------------------------------------------------------------------------------
 
 
-class OnnxEncoder:
+class OnnxEncoder(GraphEncoder):
     """An ``EncoderModel`` over an ``onnxruntime.InferenceSession`` that outputs token embeddings."""
 
     name = "onnxruntime"
@@ -335,10 +341,7 @@ class OnnxEncoder:
     ) -> None:
         import onnxruntime as ort
 
-        self.device = device
-        self._head = head
-        self.max_length = head.max_length
-        self.dimensions = head.dimensions
+        super().__init__(head, device)
         self._graph = graph
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -350,15 +353,8 @@ class OnnxEncoder:
         except Exception as exc:
             raise ModelUnavailable(f"onnxruntime cannot load {graph}: {exc}") from exc
         self.providers: list[str] = list(self._session.get_providers())
-        self._inputs = [i.name for i in self._session.get_inputs()]
-        unknown = set(self._inputs) - ENCODER_INPUTS
-        if unknown:
-            raise ModelUnavailable(f"{graph}: unexpected encoder inputs {sorted(unknown)}")
-        names = [o.name for o in self._session.get_outputs()]
-        self._output = next((n for n in ("last_hidden_state", "token_embeddings") if n in names), names[0])
-
-    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
-        return self._head.tokenize(texts)
+        inputs = [i.name for i in self._session.get_inputs()]
+        self._ports(graph, inputs, [o.name for o in self._session.get_outputs()])
 
     def embed(self, batch: TokenizedBatch) -> np.ndarray:
         if not batch.ids:

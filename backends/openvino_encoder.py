@@ -7,7 +7,6 @@ Nothing here imports openvino at module import time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,12 @@ import numpy as np
 
 from hfd.backends import openvino_cpu
 from hfd.backends.base import TokenizedBatch
-from hfd.backends.numpy_encoder import ENCODER_INPUTS, EncoderHead, encoder_feeds, pool
+from hfd.backends.numpy_encoder import EncoderHead, GraphEncoder, encoder_feeds, pool
 from hfd.backends.openvino_export import ir_bytes
 from hfd.client.errors import ModelUnavailable
 
 
-class OVEncoder:
+class OVEncoder(GraphEncoder):
     """An ``EncoderModel`` over a compiled OpenVINO model that outputs token embeddings."""
 
     name = "openvino"
@@ -30,19 +29,12 @@ class OVEncoder:
     def __init__(self, xml: Path, head: EncoderHead, device: str, properties: dict[str, Any]) -> None:
         import openvino as ov
 
-        self.device = device
-        self._head = head
-        self.max_length = head.max_length
-        self.dimensions = head.dimensions
+        super().__init__(head, device)
         self._xml = xml
         core = ov.Core()
         model = core.read_model(xml)
-        self._inputs = [i.get_any_name() for i in model.inputs]
-        unknown = set(self._inputs) - ENCODER_INPUTS
-        if unknown:
-            raise ModelUnavailable(f"{xml}: unexpected encoder inputs {sorted(unknown)}")
-        names = [o.get_any_name() for o in model.outputs]
-        self._output = next((n for n in ("last_hidden_state", "token_embeddings") if n in names), names[0])
+        inputs = [i.get_any_name() for i in model.inputs]
+        self._ports(xml, inputs, [o.get_any_name() for o in model.outputs])
         # The NPU compiles static shapes only: one row of max_length tokens at a time.
         self._static = device.startswith("NPU")
         if self._static:
@@ -59,9 +51,6 @@ class OVEncoder:
             )
         except Exception:
             self.precision = "unknown"
-
-    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
-        return self._head.tokenize(texts)
 
     def embed(self, batch: TokenizedBatch) -> np.ndarray:
         if not batch.ids:
