@@ -195,7 +195,10 @@ def load(opts: LoadOptions) -> TorchVisionChat:
     tokenizer = _load_tokenizer(opts)
     if not getattr(tokenizer, "chat_template", None):
         raise ModelUnavailable("the model's tokenizer has no chat template; vision chat needs one")
-    images = image_processor(opts.path)
+    try:
+        images = image_processor(opts.path)
+    except ImportError as exc:  # transformers 5.5 marks Idefics3's PIL processor as needing torchvision
+        raise ModelUnavailable(f"the model's image processor cannot be built here: {exc}".strip()) from exc
     model_type = str(config.get("model_type", ""))
     processor = (
         None if model_type in _QWEN_TYPES else _processor(opts.path, model_type, images, tokenizer, config)
