@@ -148,5 +148,8 @@ def test_every_record_names_a_scheduler_and_a_loader() -> None:
 
 def test_text_heads_run_only_on_engines_with_a_head() -> None:
     # An engine without a head would load the bare encoder and answer with embeddings' math.
+    # torch loads AutoModelFor*Classification; ONNX Runtime and OpenVINO its exported logits graph
+    # (backends/onnx_heads, openvino_heads); the fake engine has no head and is never offered.
     for name in ("rerank", "classify", "token-classify"):
-        assert registry.record(name).engines == ("torch",)
+        assert registry.record(name).engines == ("torch", "onnxruntime", "openvino")
+    assert registry.record("image-embed").engines == ("onnxruntime", "openvino", "torch")
