@@ -147,5 +147,7 @@ def deploy(
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     serve.delete(APP_NAME)
+    if not serve.status().applications:  # Serve was ours alone: its proxy goes too, and the
+        serve.shutdown()  # next deploy binds the port it is given
     ray.shutdown()
     return 0

@@ -45,6 +45,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ollama": ("ollama", "Ollama's API against the OpenAI routes for the same chat and embeddings"),
     "whisper": ("whisper", "30 s of audio transcribed by the daemon against the same engine offline"),
     "rerank": ("rerank", "64 concurrent rerank requests of 16 documents against the same engine offline"),
+    "vision": ("vision", "a streamed chat with one image: time to first token served against offline"),
+    "ray": (
+        "ray_fleet",
+        "one model on Ray Serve with 1 and 2 replicas against one box, and the ingress's cost",
+    ),
     "structured": (
         "structured",
         "32 json_schema requests against 32 unconstrained, and a new schema's TTFT under load",

@@ -7,10 +7,6 @@ surviving node. The fake engine serves: the engine is not the point here."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +19,17 @@ import pytest
 pytest.importorskip("ray", reason="needs hfd[ray] (Ray Serve)")
 openai = pytest.importorskip("openai")
 
-from support.daemon import OutputReader, write_config  # noqa: E402
+from support.daemon import write_config  # noqa: E402
 from support.fake_models import fake_model  # noqa: E402
 from support.ipfs_node import IpfsNode, IpfsUnavailable, start_node  # noqa: E402
-from support.ray_cluster import RayCluster, RayUnavailable, free_port, node_env, start_cluster  # noqa: E402
+from support.ray_cluster import (  # noqa: E402
+    RayCluster,
+    RayServe,
+    RayUnavailable,
+    node_env,
+    serve_on_ray,
+    start_cluster,
+)
 from support.store_env import store_settings  # noqa: E402
 
 from hfd.backends.registry import FAKE_ENGINE_ENV  # noqa: E402
@@ -38,14 +41,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.ipfs, pytest.mark.slow, pytest.mark.t
 @dataclass
 class Fleet:
     cluster: RayCluster
-    http: str
-    proc: subprocess.Popen[str]
-    reader: OutputReader
+    served: RayServe
     node_b_state: Path
-
-    @property
-    def base_url(self) -> str:
-        return self.http + "/v1"
 
 
 @pytest.fixture(scope="module")
@@ -74,46 +71,14 @@ def _fleet(root: Path, ipfs_node: IpfsNode, second_ipfs: IpfsNode) -> Iterator[F
     try:
         cluster.add_node(b, node_env(b, ipfs_api=second_ipfs.api, extra=fake))
         config = write_config(root / "config.toml", {"chat": f"ipfs://{cid}"}, "default_keep_alive = -1\n")
-        port = free_port()
-        cmd = [
-            sys.executable, "-m", "hfd", "serve", "--config", str(config),
-            "--state-dir", str(a / "state"), "--http-port", str(port),
-            "--ray", cluster.address, "--ray-replicas", "2:2", "--ray-replica-cpus", "0.5",
-            "--ray-max-per-node", "1",
-        ]  # fmt: skip
-        env = {**os.environ, **cluster.base_env, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        reader = OutputReader(proc)
-        if reader.wait_ready(300) is None:
-            proc.kill()
-            raise AssertionError("hfd serve --ray did not become ready:\n" + "\n".join(reader.lines[-60:]))
-        fleet = Fleet(cluster, f"http://127.0.0.1:{port}", proc, reader, b / "state")
-        _wait_answering(fleet)
+        args = ["--ray-replicas", "2:2", "--ray-replica-cpus", "0.5", "--ray-max-per-node", "1"]
+        served = serve_on_ray(cluster, config, a / "state", args)
         try:
-            yield fleet
+            yield Fleet(cluster, served, b / "state")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            served.stop()
     finally:
         cluster.stop()
-
-
-def _wait_answering(fleet: Fleet, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(fleet.base_url + "/models", timeout=30)
-            if r.status_code == 200 and r.json()["data"]:
-                return
-            last = r.text
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(1.0)
-    raise AssertionError(f"the ingress did not answer: {last}")
 
 
 def _chat(client: openai.OpenAI, text: str = "hi") -> str:
@@ -124,7 +89,7 @@ def _chat(client: openai.OpenAI, text: str = "hi") -> str:
 
 
 def test_openai_client_through_the_ingress(fleet: Fleet) -> None:
-    client = openai.OpenAI(base_url=fleet.base_url, api_key="unused", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=fleet.served.base_url, api_key="unused", max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == ["chat"]
     whole = _chat(client)
     assert whole
@@ -149,7 +114,7 @@ def test_the_second_node_fetched_the_model_over_ipfs(fleet: Fleet) -> None:
 def test_metrics_of_every_replica_on_one_endpoint(fleet: Fleet) -> None:
     deadline = time.monotonic() + 30
     while True:
-        text = httpx.get(fleet.http + "/metrics", timeout=30).text
+        text = httpx.get(fleet.served.http + "/metrics", timeout=30).text
         replicas = {
             line.split('replica="', 1)[1].split('"', 1)[0]
             for line in text.splitlines()
@@ -162,7 +127,7 @@ def test_metrics_of_every_replica_on_one_endpoint(fleet: Fleet) -> None:
 
 
 def test_a_node_killed_under_load(fleet: Fleet) -> None:
-    client = openai.OpenAI(base_url=fleet.base_url, api_key="unused", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=fleet.served.base_url, api_key="unused", max_retries=0, timeout=120)
     outcomes: list[object] = []
 
     def load() -> None:

@@ -18,8 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
+from support.daemon import OutputReader
+
 RAY = Path(sys.executable).with_name("ray")
-START_TIMEOUT = 120.0
+START_TIMEOUT = 300.0  # a loaded 2-core box takes minutes to start a Ray node
 
 
 class RayUnavailable(RuntimeError):
@@ -89,7 +93,10 @@ class RayCluster:
             {**self.base_env, **env},
         )
         self.workers.append(node)
-        wait_nodes(self.address, 1 + len(self.workers), env=self.base_env)
+        try:
+            wait_nodes(self.address, 1 + len(self.workers), env=self.base_env)
+        except RayUnavailable as exc:
+            raise RayUnavailable(f"{exc}\nthe joining node's output:\n{node.output()}") from None
         return node
 
     def stop(self) -> None:
@@ -170,3 +177,61 @@ def start_cluster(root: Path, head_env: dict[str, str], *, num_cpus: float = 1) 
         cluster.stop()
         raise RayUnavailable(f"the head node did not start:\n{out}") from None
     return cluster
+
+
+@dataclass
+class RayServe:
+    """A running ``hfd serve --ray`` (its HTTP ingress at ``http``)."""
+
+    proc: subprocess.Popen[str]
+    http: str
+    reader: OutputReader
+
+    @property
+    def lines(self) -> list[str]:
+        return self.reader.lines
+
+    @property
+    def base_url(self) -> str:
+        return self.http + "/v1"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.reader.thread.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def serve_on_ray(cluster: RayCluster, config: Path, state_dir: Path, args: list[str]) -> RayServe:
+    """``hfd serve --ray`` on ``cluster`` with ``config``; returns once the ingress lists models."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "hfd", "serve", "--config", str(config), "--state-dir", str(state_dir),
+        "--http-port", str(port), "--ray", cluster.address, *args,
+    ]  # fmt: skip
+    env = {**os.environ, **cluster.base_env, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    reader = OutputReader(proc)
+    served = RayServe(proc, f"http://127.0.0.1:{port}", reader)
+    if reader.wait_ready(300) is None:
+        served.stop()
+        raise RayUnavailable("hfd serve --ray did not become ready:\n" + "\n".join(reader.lines[-60:]))
+    deadline = time.monotonic() + 180
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(served.base_url + "/models", timeout=30)
+            if r.status_code == 200 and r.json()["data"]:
+                return served
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(1.0)
+    served.stop()
+    raise RayUnavailable(f"the ingress did not answer: {last}")
