@@ -78,39 +78,39 @@ def completion_logprobs(entries: list[TextLogprob | None] | None, start: int = 0
 def chat_completion(
     gen: Generation, message: Callable[[str], dict[str, Any]], finish: Callable[[str | None], str | None]
 ) -> dict[str, Any]:
-    return {
-        "id": gen.id,
-        "object": "chat.completion",
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [
-            {
-                "index": r.index,
-                "message": message(r.text),
-                "logprobs": chat_logprobs(r.logprobs),
-                "finish_reason": finish(r.finish_reason),
-            }
-            for r in _results(gen)
-        ],
-        "usage": gen.usage(),
-    }
+    choices = [
+        {
+            "index": r.index,
+            "message": message(r.text),
+            "logprobs": chat_logprobs(r.logprobs),
+            "finish_reason": finish(r.finish_reason),
+        }
+        for r in _results(gen)
+    ]
+    return body(gen, "chat.completion", choices)
 
 
 def completion(gen: Generation) -> dict[str, Any]:
+    choices = [
+        {
+            "index": r.index,
+            "text": r.text,
+            "logprobs": completion_logprobs(r.logprobs),
+            "finish_reason": r.finish_reason,
+        }
+        for r in _results(gen)
+    ]
+    return body(gen, "text_completion", choices)
+
+
+def body(gen: Generation, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A whole reply (``chat.completion`` or ``text_completion``) with ``choices``."""
     return {
         "id": gen.id,
-        "object": "text_completion",
+        "object": obj,
         "created": gen.created,
         "model": gen.model,
-        "choices": [
-            {
-                "index": r.index,
-                "text": r.text,
-                "logprobs": completion_logprobs(r.logprobs),
-                "finish_reason": r.finish_reason,
-            }
-            for r in _results(gen)
-        ],
+        "choices": choices,
         "usage": gen.usage(),
     }
 

@@ -56,21 +56,8 @@ def chat_completion(gen: Generation, text: str) -> dict[str, Any]:
     message = (
         tools.message(text) if tools is not None else {"role": "assistant", "content": text, "refusal": None}
     )
-    return {
-        "id": gen.id,
-        "object": "chat.completion",
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": _finish_reason(gen),
-            }
-        ],
-        "usage": gen.usage(),
-    }
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(gen)}
+    return choice_replies.body(gen, "chat.completion", [choice])
 
 
 def _message(text: str) -> dict[str, Any]:
@@ -80,14 +67,8 @@ def _message(text: str) -> dict[str, Any]:
 def completion(gen: Generation, text: str) -> dict[str, Any]:
     if choice_replies.several(gen):  # n, best_of, echo, logprobs, several prompts
         return choice_replies.completion(gen)
-    return {
-        "id": gen.id,
-        "object": "text_completion",
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": _finish_reason(gen)}],
-        "usage": gen.usage(),
-    }
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish_reason(gen)}
+    return choice_replies.body(gen, "text_completion", [choice])
 
 
 def _chat_chunk(
