@@ -1,7 +1,7 @@
 """What each model's Ray Serve deployment asks of the cluster, from hfd's own rules.
 
 - resources: ``num_cpus`` is the model's engine thread budget (``models/threads``; a fraction
-  may be given for small test clusters), ``memory`` is hfd's estimate of the loaded model
+  may be given for small test clusters), ``num_gpus`` 1 for a model pinned to a GPU, ``memory`` is hfd's estimate of the loaded model
   (``models/memory``) when its files are at hand where the app is built, else nothing is
   reserved and the replica's own admission check still applies;
 - autoscaling on ongoing requests per replica, between ``min_replicas`` and ``max_replicas``;
@@ -109,6 +109,8 @@ def deployment_options(settings: Settings, spec: ModelSpec, options: FleetOption
 
     cpus = options.replica_cpus if options.replica_cpus is not None else engine_threads(settings, spec)
     actor: dict[str, Any] = {"num_cpus": cpus}
+    if (spec.device or "").lower().startswith(("cuda", "gpu")):  # a model pinned to a GPU gets one
+        actor["num_gpus"] = 1
     memory = memory_estimate(settings, spec)
     if memory:
         actor["memory"] = memory

@@ -10,7 +10,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -43,6 +43,7 @@ class Fleet:
     cluster: RayCluster
     served: RayServe
     node_b_state: Path
+    clients: list[openai.OpenAI] = field(default_factory=list)  # closed with the fleet
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +74,21 @@ def _fleet(root: Path, ipfs_node: IpfsNode, second_ipfs: IpfsNode) -> Iterator[F
         config = write_config(root / "config.toml", {"chat": f"ipfs://{cid}"}, "default_keep_alive = -1\n")
         args = ["--ray-replicas", "2:2", "--ray-replica-cpus", "0.5", "--ray-max-per-node", "1"]
         served = serve_on_ray(cluster, config, a / "state", args)
+        fleet = Fleet(cluster, served, b / "state")
         try:
-            yield Fleet(cluster, served, b / "state")
+            yield fleet
         finally:
+            for client in fleet.clients:
+                client.close()
             served.stop()
     finally:
         cluster.stop()
+
+
+def _client(fleet: Fleet, timeout: float) -> openai.OpenAI:
+    client = openai.OpenAI(base_url=fleet.served.base_url, api_key="unused", max_retries=0, timeout=timeout)
+    fleet.clients.append(client)
+    return client
 
 
 def _chat(client: openai.OpenAI, text: str = "hi") -> str:
@@ -89,7 +99,7 @@ def _chat(client: openai.OpenAI, text: str = "hi") -> str:
 
 
 def test_openai_client_through_the_ingress(fleet: Fleet) -> None:
-    client = openai.OpenAI(base_url=fleet.served.base_url, api_key="unused", max_retries=0, timeout=60)
+    client = _client(fleet, 60)
     assert [m.id for m in client.models.list().data] == ["chat"]
     whole = _chat(client)
     assert whole
@@ -127,7 +137,7 @@ def test_metrics_of_every_replica_on_one_endpoint(fleet: Fleet) -> None:
 
 
 def test_a_node_killed_under_load(fleet: Fleet) -> None:
-    client = openai.OpenAI(base_url=fleet.served.base_url, api_key="unused", max_retries=0, timeout=120)
+    client = _client(fleet, 120)
     outcomes: list[object] = []
 
     def load() -> None:

@@ -186,14 +186,10 @@ class RayServe:
     proc: subprocess.Popen[str]
     http: str
     reader: OutputReader
+    base_url: str = ""  # the OpenAI base URL: http + "/v1"
 
-    @property
-    def lines(self) -> list[str]:
-        return self.reader.lines
-
-    @property
-    def base_url(self) -> str:
-        return self.http + "/v1"
+    def __post_init__(self) -> None:
+        self.base_url = self.http + "/v1"
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -113,6 +113,9 @@ def test_deployment_options_follow_hfd_settings(tmp_path: Path) -> None:
     )
     assert "memory" not in opts["ray_actor_options"]  # no files at hand: nothing reserved
     assert opts["ray_actor_options"]["num_cpus"] == 0.5 and opts["max_replicas_per_node"] == 1
+    gpu = ModelSpec(ref="org/big", name="big", device="cuda:0")
+    assert deployment_options(s, gpu, FleetOptions())["ray_actor_options"]["num_gpus"] == 1  # type: ignore[arg-type]
+    assert "num_gpus" not in opts["ray_actor_options"]
     with pytest.raises(ValueError, match="replicas"):
         FleetOptions(min_replicas=3, max_replicas=2)
 
