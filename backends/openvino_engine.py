@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hfd.backends.openvino_pipe import Output, merge
+from hfd.backends.openvino_speculative import warm_up_fields
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ class PipelineEngine:
         if self._fault == "warmup":  # tests only (see openvino_backend._test_fault)
             os.kill(os.getpid(), signal.SIGFPE)
         config = generation_config(
-            {"max_new_tokens": 2, "min_new_tokens": 2, "ignore_eos": True, "do_sample": False}
-        )
+            {"max_new_tokens": 2, "min_new_tokens": 2, "ignore_eos": True, "do_sample": False,
+             **warm_up_fields(self._properties)}
+        )  # fmt: skip
         handles = [
             self._pipeline.add_request(_WARM_UP_ID + i, ov.Tensor(np.asarray([ids], dtype=np.int64)), config)
             for i, ids in enumerate(([1, 2, 3], [3, 2, 1, 2, 3]))

@@ -27,6 +27,7 @@ from hfd.backends.openvino_engine import LocalPipeline, generation_config, pipel
 from hfd.backends.openvino_export import ir_bytes
 from hfd.backends.openvino_kv import size_kv_cache
 from hfd.backends.openvino_process import PipelineProcess
+from hfd.backends.openvino_speculative import speculative_plan
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 
 
@@ -91,6 +92,9 @@ class OVGenerator(_hf.PromptTokens):
             "dynamic_split_fuse": split_fuse,
         }
         self.kv_cache_bytes = size_kv_cache(scheduler, opts, config, device, self.context_length)
+        self.speculative = speculative_plan(opts)  # prompt lookup, when the model asks for it
+        if self.speculative is not None:
+            properties = self.speculative.properties(properties)
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
         where = PipelineProcess if opts.flag("pipeline_process", True) else LocalPipeline
         self._pipeline: PipelineProcess | LocalPipeline | None = where(
@@ -176,6 +180,8 @@ class OVGenerator(_hf.PromptTokens):
             config["frequency_penalty"] = float(params.frequency_penalty)
         if params.repetition_penalty != 1.0:
             config["repetition_penalty"] = float(params.repetition_penalty)
+        if self.speculative is not None:
+            config.update(self.speculative.fields())
         if params.constraint is not None:  # an OpenVINOConstraint from compile_constraint
             config["structured_output"] = dict(params.constraint.fields)
         try:
