@@ -114,7 +114,8 @@ class StreamBase(Generic[T]):
         if reply.final:
             self._finish()
         raise_for_error(reply)
-        if reply.kind == KIND_CHUNK:
+        # event: a stream of events (the Responses API's), whose result ends it
+        if reply.kind in (KIND_CHUNK, KIND_EVENT):
             return self._parse(reply.body)
         if reply.kind == KIND_END:
             self.usage = t.Usage.from_dict(reply.body.get("usage"))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 
 from hfd.client import _calls as calls
 from hfd.client import _media_calls as media_calls
+from hfd.client import _responses_calls as responses_calls
 from hfd.client import _task_calls as task_calls
 from hfd.client._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RequestIds
 from hfd.client.chat_types import ChatCompletion, ChatCompletionChunk, Completion
@@ -193,6 +194,21 @@ class Completions(Namespace[F]):
         return self._run(calls.completions(model, prompt, stream, params))
 
 
+class Responses(Namespace[F]):
+    """The Responses API over IPC, as on the HTTP door; replies and events are its dicts."""
+
+    retrieve = op(responses_calls.retrieve)
+    delete = op(responses_calls.delete)
+    input_items = op(responses_calls.input_items)
+
+    def create(
+        self, *, model: str, input: str | list[dict[str, Any]], stream: bool = False, **params: Any
+    ) -> Any:
+        """A response (a dict); ``params``: instructions, previous_response_id, store,
+        max_output_tokens, tools, timeout, ... ``stream=True`` returns a stream of its events."""
+        return self._run(responses_calls.create(model, input, stream, params))
+
+
 class ClientBase(Admin[F], Generic[F, X]):
     """What ``Client`` and ``AsyncClient`` share: arguments, namespaces, request ids. Each
     names its default transport (made from the endpoint, ``connect_timeout`` and CURVE keys)
@@ -226,6 +242,7 @@ class ClientBase(Admin[F], Generic[F, X]):
         self.embeddings: Embeddings[F] = Embeddings(self._run)
         self.chat: Chat[F] = Chat(self._run)
         self.completions: Completions[F] = Completions(self._run)
+        self.responses: Responses[F] = Responses(self._run)
 
     def _call(self, call: calls.Call[Any]) -> Any:
         raise NotImplementedError

@@ -61,6 +61,11 @@ OP_CLASSIFY: Final = "classify"
 OP_NER: Final = "ner"
 OP_TRANSCRIBE: Final = "audio.transcriptions.create"
 OP_TRANSLATE: Final = "audio.translations.create"
+# The Responses API (streamed: its events as ``event`` messages, then the response as ``result``).
+OP_RESPONSES_CREATE: Final = "responses.create"
+OP_RESPONSES_RETRIEVE: Final = "responses.retrieve"
+OP_RESPONSES_DELETE: Final = "responses.delete"
+OP_RESPONSES_INPUT_ITEMS: Final = "responses.input_items"
 
 KIND_RESULT: Final = "result"
 KIND_CHUNK: Final = "chunk"

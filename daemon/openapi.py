@@ -85,7 +85,7 @@ def _success(op: Operation, refs: dict[type[BaseModel], dict[str, Any]]) -> dict
     content: dict[str, Any] = {JSON: body}
     item = om.STREAM_ITEMS.get(op.name, om.AnyObject)
     text = {"schema": {"type": "string"}, "x-item-schema": refs[item]}
-    if op.kind == "generation":
+    if op.kind == "generation" or op.name == "responses.create":  # its own SSE route
         content[SSE] = {**text, "description": "with stream: true, one data: event per chunk, then [DONE]"}
     elif op.kind == "progress":
         content[NDJSON] = {**text, "description": "with stream: true, one JSON line per event"}

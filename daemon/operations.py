@@ -38,6 +38,7 @@ from hfd.daemon import operation_rows as call
 from hfd.daemon import responses
 from hfd.daemon.access.keys import SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS
 from hfd.daemon.anthropic.schema import CountTokensRequest, MessagesRequest
+from hfd.daemon.openai_responses import service as responses_service
 from hfd.daemon.openai_responses.schema import ResponsesRequest
 from hfd.daemon.operation_rows import (
     OPEN,
@@ -61,7 +62,7 @@ __all__ = ["BY_NAME", "BY_OP", "OPEN", "OPERATIONS", "Kind", "Operation"]
 INFER: Final = SCOPE_INFERENCE
 MODELS: Final = SCOPE_MODELS
 ADMIN: Final = SCOPE_ADMIN
-# Why the Responses and Anthropic APIs have no hfd.client method.
+# Why the Anthropic API has no hfd.client method.
 _FOREIGN: Final = "another API's shape over the chat path, for that API's SDKs; hfd.client has chat"
 _VERSION_WHY: Final = "the client reads the daemon's version from health"
 _USAGE_WHY: Final = "the web page's recent requests; hfd stats reads the usage log itself"
@@ -149,14 +150,26 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     both(p.OP_DETOKENIZE, INFER, "POST /detokenize", request=DetokenizeRequest, call=detokenize),
     # Ollama's API (hfd.daemon.ollama.routes): HTTP only; Ollama's clients call these.
     *(http_only(f"ollama.{name}", scope, route, _OLLAMA, kind) for name, scope, route, kind in _OLLAMA_ROWS),
-    # The Responses and Anthropic Messages APIs: translations over the chat path, answered by
-    # their own routes (hfd.daemon.http.responses_routes, anthropic_routes), HTTP only.
-    http_only(
-        "responses.create", INFER, "POST /v1/responses", _FOREIGN, "generation", request=ResponsesRequest
+    # The Responses and Anthropic Messages APIs: translations over the chat path, answered over
+    # HTTP by their own routes (hfd.daemon.http.responses_routes, anthropic_routes). The
+    # Responses API is on both doors: one implementation (hfd.daemon.openai_responses.service);
+    # over IPC a streamed create is a progress op, its events as ``event`` messages.
+    both(
+        p.OP_RESPONSES_CREATE,
+        INFER,
+        "POST /v1/responses",
+        kind="progress",
+        request=ResponsesRequest,
+        call=responses_service.create,
     ),
-    http_only("responses.retrieve", INFER, "GET /v1/responses/{response_id}", _FOREIGN),
-    http_only("responses.delete", INFER, "DELETE /v1/responses/{response_id}", _FOREIGN),
-    http_only("responses.input_items", INFER, "GET /v1/responses/{response_id}/input_items", _FOREIGN),
+    both(p.OP_RESPONSES_RETRIEVE, INFER, "GET /v1/responses/{response_id}", call=responses_service.retrieve),
+    both(p.OP_RESPONSES_DELETE, INFER, "DELETE /v1/responses/{response_id}", call=responses_service.delete),
+    both(
+        p.OP_RESPONSES_INPUT_ITEMS,
+        INFER,
+        "GET /v1/responses/{response_id}/input_items",
+        call=responses_service.input_items,
+    ),
     http_only("messages.create", INFER, "POST /v1/messages", _FOREIGN, "generation", request=MessagesRequest),
     http_only(
         "messages.count_tokens", INFER, "POST /v1/messages/count_tokens", _FOREIGN, request=CountTokensRequest

@@ -186,10 +186,10 @@ def create_app(service: Service, settings: Settings, access: Access | None = Non
     routes: list[Route] = []
     for operation in OPERATIONS:
         for method, path in operation.http:
-            if operation.call is not None:
-                routes.append(Route(path, r.endpoint(operation), methods=[method]))
-            elif operation.name in own:
+            if operation.name in own:  # a row's own route first: the Responses API's SSE
                 routes.append(own[operation.name])
+            elif operation.call is not None:
+                routes.append(Route(path, r.endpoint(operation), methods=[method]))
     middleware = [
         Middleware(BodyTimeout, timeout=settings.http_body_timeout),  # outermost: every body read
         Middleware(OpsMiddleware, access=access),  # request id, keys, limits, metrics, usage

@@ -98,6 +98,10 @@ IPC_OPS = {
     "ner",
     "audio.transcriptions.create",
     "audio.translations.create",
+    "responses.create",
+    "responses.retrieve",
+    "responses.delete",
+    "responses.input_items",
 }
 
 
