@@ -21,6 +21,7 @@ Load options (the model's ``options`` table, ``LoadOptions.extra``), all optiona
 =================  =======================================================================
 ``step_ms``        latency of each generation ``step()`` (default 0); ``interrupt()`` cuts it
 ``batch_ms``       latency of each ``embed()`` batch (default 0)
+``load_ms``        latency of the load itself (default 0), to hold a load in ``hfd ps``
 ``fail_at_load``   raise ``ModelUnavailable`` from the load (a text is used as the message)
 ``fail_at_step``   the N-th ``step()`` (1-based) raises ``RuntimeError``; later steps work
 ``fail_at_batch``  the N-th ``embed()`` raises ``RuntimeError``
@@ -41,6 +42,7 @@ import hashlib
 import itertools
 import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -348,6 +350,9 @@ def _check_load(opts: LoadOptions, task: Task) -> None:
         raise InvalidRequest(f"fake engine: load options are for {opts.task!r}, not {task!r}")
     if opts.device.strip().lower() not in ("cpu", ""):
         raise ModelUnavailable(f"fake engine: device {opts.device!r} is not available; it runs on 'cpu'")
+    load_ms = float(opts.extra.get("load_ms") or 0)
+    if load_ms > 0:
+        time.sleep(load_ms / 1000)
     fail = opts.extra.get("fail_at_load")
     if isinstance(fail, str) and fail.strip().lower() in ("0", "false", "no", "off", ""):
         fail = None

@@ -120,6 +120,12 @@ class RunningModel:
     expires_at: str | None = None
     digest: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # "ready" once loaded; a model still loading is listed with its phase ("resolving",
+    # "exporting", "compiling", "loading", "warming"), the seconds since its load began, and a
+    # percent only where the engine reports one (None otherwise).
+    state: str = "ready"
+    elapsed_seconds: float | None = None
+    percent: float | None = None
 
     @property
     def breaker_state(self) -> str:
@@ -156,6 +162,9 @@ class RunningModel:
             expires_at=body["expires_at"] if isinstance(body.get("expires_at"), str) else None,
             digest=body.get("digest"),
             details=dict(body["details"]) if isinstance(body.get("details"), dict) else {},
+            state=str(body.get("state") or "ready"),
+            elapsed_seconds=body.get("elapsed_seconds"),
+            percent=body.get("percent"),
         )
 
 

@@ -17,6 +17,11 @@ chunk, unless another caller waits for the same pull, and a later pull resumes t
 The daemon's one :class:`~hfd.daemon.store.ModelStore` serves every pull (:class:`Pulls`, made
 by the composition root in ``hfd.daemon.app``), so concurrent pulls of one model through either
 door share the work.
+
+With ``export_on_pull`` (the default) a pull then builds the engine export the model's first
+load here would need (``hfd.daemon.models.exporting``), between an ``exporting`` event and the
+result, whose ``export`` field says what was built: the first request does not pay for it. A
+failed export does not fail the pull (the model is in the store; its load reports the error).
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from hfd.client.errors import InvalidRequest
+from hfd.client.errors import HfdError, InvalidRequest
 
 if TYPE_CHECKING:
     from hfd.daemon.settings import Settings
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT: Final = 5.0  # seconds without progress before the last event is sent again
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+# Builds a pulled model's engine export: (reference, snapshot directory) -> what was built.
+Exporter = Callable[[str, Path], Awaitable[dict[str, Any] | None]]
 
 
 class PullRequest(BaseModel):
@@ -59,9 +67,12 @@ class Pulls:
     Made without a store (a service built for a test), it makes its own on first use.
     """
 
-    def __init__(self, settings: Settings, store: ModelStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: ModelStore | None = None, exporter: Exporter | None = None
+    ) -> None:
         self.settings = settings
         self._store = store
+        self.exporter = exporter
 
     @property
     def store(self) -> ModelStore:
@@ -124,7 +135,21 @@ class Pulls:
             "model pulled",
             extra={"model": ref, "repo": snapshot.repo, "commit": snapshot.commit, "source": snapshot.source},
         )
-        return {"status": "success", "model": ref, **snapshot.to_dict()}
+        result = {"status": "success", "model": ref, **snapshot.to_dict()}
+        if self.exporter is not None and self.settings.export_on_pull:
+            result["export"] = await self._export(ref, Path(snapshot.path), emit)
+        return result
+
+    async def _export(self, ref: str, path: Path, emit: Emit | None) -> dict[str, Any] | None:
+        if emit is not None:
+            await emit({"status": "exporting", "model": ref})
+        assert self.exporter is not None
+        try:
+            return await self.exporter(ref, path)
+        except Exception as exc:  # the pull itself succeeded; the load will report this again
+            message = exc.message if isinstance(exc, HfdError) else f"{type(exc).__name__}: {exc}"
+            log.warning("export after pull failed", extra={"model": ref, "error": message})
+            return {"error": message}
 
 
 class _Relay:

@@ -87,8 +87,9 @@ class Service:
         return out
 
     def ps(self) -> list[dict[str, Any]]:
+        """The loaded models (``state`` "ready"), then each load in progress with its phase."""
         now = self.manager.now()
-        return [lm.info(now) for lm in self.manager.loaded()]
+        return [{**lm.info(now), "state": "ready"} for lm in self.manager.loaded()] + self.manager.loading()
 
     def stats(self) -> dict[str, Any]:
         """Response cache and model manager counters, memory budgets and their use."""

@@ -263,6 +263,11 @@ class Settings:
         300.0, "models", "Seconds an idle model stays loaded (<0: forever, 0: unload after each request)."
     )
     allow_pull: bool = _setting(False, "models", "A request for a model not in the store may pull it.")
+    export_on_pull: bool = _setting(
+        True,
+        "models",
+        "hfd pull also builds the engine export (OpenVINO IR, ONNX graph) the first load here would need.",
+    )
     engine: str | None = _setting(
         None, "models", "Pin every model to this engine (torch | openvino | onnxruntime)."
     )

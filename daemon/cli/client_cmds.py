@@ -173,7 +173,7 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 kv_cache(m),
                 breaker(m),
                 str(m.in_use),
-                expires(m),
+                expires(m) if m.state == "ready" else loading_state(m),
             ]
         )
         if m.preferred_engine and m.preferred_engine != m.engine:
@@ -181,6 +181,12 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 f"{m.name}: {m.engine} serves, {m.preferred_engine} preferred: {m.fallback_reason or 'unknown'}"
             )
     return table(rows) + "".join(f"\n{note}" for note in notes)
+
+
+def loading_state(model: RunningModel) -> str:
+    """A model still loading: its phase, how long its load has run, a percent where known."""
+    percent = "" if model.percent is None else f" {model.percent:.0f}%"
+    return f"{model.state} {human_duration(model.elapsed_seconds or 0.0)}{percent}"
 
 
 def kv_cache(model: RunningModel) -> str:

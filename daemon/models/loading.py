@@ -33,11 +33,12 @@ from hfd.backends.proving import EngineCrashed
 from hfd.backends.registry import get_backend
 from hfd.client.errors import HfdError, InsufficientMemory, InvalidRequest, ModelUnavailable
 from hfd.daemon.cache import snapshot_identity
-from hfd.daemon.models import engine_info
+from hfd.daemon.models import engine_info, exporting
 from hfd.daemon.models.breaker import Breakers, CircuitBreaker
 from hfd.daemon.models.engine_memory import EARLY_DEATHS, EARLY_REQUESTS, EngineMemory, record_key
 from hfd.daemon.models.loaded import LoadedModel
 from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES, MemoryEstimate, estimate_model
+from hfd.daemon.models.phases import LoadPhases
 from hfd.daemon.models.residency import Residency
 from hfd.daemon.models.threads import engine_threads
 from hfd.daemon.scheduler.base import GenerationStats, Scheduler
@@ -109,6 +110,7 @@ class Loader:
         self._load_engine = load_engine
         self._detect_hardware = detect_hardware
         self._early_deaths: dict[str, int] = {}  # record key -> engine deaths at first requests
+        self.phases = LoadPhases()  # what each load in progress is doing, for `hfd ps`
 
     async def load(self, spec: ModelSpec, path: Path) -> LoadedModel:
         """Load the model at ``path`` with the first engine that works, reserving its memory."""
@@ -163,7 +165,7 @@ class Loader:
             # waiters: finish it and its bookkeeping even if the caller is cancelled meanwhile.
             with anyio.CancelScope(shield=True):
                 try:
-                    model = await anyio.to_thread.run_sync(self._load_engine, engine, task, opts)
+                    model = await anyio.to_thread.run_sync(self._start, name, engine, task, opts)
                 except EngineCrashed as exc:
                     # A native crash proving the engine: no breaker (another engine may serve
                     # the model), but remembered, so the next load skips this engine at once.
@@ -279,6 +281,15 @@ class Loader:
                 dead.record_key, model=dead.name, engine=dead.engine, device=dead.device,
                 reason=f"the engine process died {deaths} times within its first {EARLY_REQUESTS} requests",
             )  # fmt: skip
+
+    def _start(self, name: str, engine: str, task: Task, opts: LoadOptions) -> Model:
+        """In a worker thread: the engine's export (its own phase in ``hfd ps``), then the load."""
+        # An injected engine loader (a test's) builds nothing: only the real one reads exports.
+        if self._load_engine is load_engine and exporting.exports(engine, task):
+            self.phases.enter(name, "exporting", task=task, engine=engine, device=opts.device)
+            exporting.export(engine, opts, self.counters)
+        self.phases.enter(name, "loading", task=task, engine=engine, device=opts.device)
+        return self._load_engine(engine, task, opts)
 
     def _record_key(self, spec: ModelSpec, path: Path, task: Task, engine: str, device: str) -> str:
         opts = self.options(spec, path, task, device, engine)

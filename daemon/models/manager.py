@@ -27,6 +27,7 @@ import anyio.abc
 
 from hfd.backends.base import Task, is_alive
 from hfd.client.errors import Cancelled, HfdError, ModelNotFound, ModelUnavailable, Overloaded
+from hfd.daemon.models import exporting
 from hfd.daemon.models.breaker import Breakers
 from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.engine_memory import EngineMemory
@@ -60,7 +61,7 @@ class ModelManager:
         self._resolve = resolve or resolve_local
         self._clock = clock
         self._specs: dict[str, ModelSpec] = {s.public_name: s for s in settings.models}
-        self.counters = {"loads": 0, "load_failures": 0, "unloads": 0, "evictions": 0, "refused": 0}
+        self.counters = {"loads": 0, "load_failures": 0, "unloads": 0, "evictions": 0, "refused": 0, "exports_built": 0}
         self.breakers = Breakers(
             threshold=settings.breaker_failures, cooldown=settings.breaker_cooldown, clock=clock
         )
@@ -243,10 +244,22 @@ class ModelManager:
         return lm
 
     async def _load(self, spec: ModelSpec) -> LoadedModel:
-        path = await anyio.to_thread.run_sync(self._resolve, spec)
-        # Resolved in the store (or pulled): from now on the name is one of the daemon's models.
-        self._specs.setdefault(spec.public_name, spec)
-        return await self.loader.load(spec, path)
+        self.loader.phases.enter(spec.public_name, "resolving", task=spec.task or "")
+        try:
+            path = await anyio.to_thread.run_sync(self._resolve, spec)
+            # Resolved in the store (or pulled): from now on the name is one of the daemon's models.
+            self._specs.setdefault(spec.public_name, spec)
+            return await self.loader.load(spec, path)
+        finally:
+            self.loader.phases.done(spec.public_name)
+
+    def loading(self) -> list[dict[str, Any]]:
+        """The loads in progress and their phase (``hfd.daemon.models.phases``)."""
+        return self.loader.phases.rows()
+
+    async def export(self, name: str, path: Path) -> dict[str, Any] | None:
+        """Build the engine export a load of ``name`` (at ``path``) would need first here."""
+        return await exporting.export_first(self.loader, self.spec(name), path)
 
     async def unload(self, name: str) -> bool:
         spec = self.spec(name)

@@ -1,0 +1,75 @@
+"""Building a model's engine export ahead of its load: at ``hfd pull`` (``export_on_pull``) and
+at the start of every load, so the engine itself only reads a ready export.
+
+Only the engines that derive an artifact from a snapshot have anything to build: OpenVINO (IR,
+for text generation and embeddings) and ONNX Runtime (an ONNX graph, for embeddings). Others
+(torch, the fake engine) and the remaining tasks (heads, speech, image-text, whose exports are
+built by their own loaders) have nothing to build here. The export cache
+(``hfd.backends.exports``) makes a second call for the same snapshot a lookup; the model
+manager's ``exports_built`` counter counts the exports built, so a test can tell a load that
+exported from one that found its export ready.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from hfd.backends import families
+from hfd.backends.base import LoadOptions
+from hfd.daemon.tasks import registry as task_registry
+
+if TYPE_CHECKING:
+    from hfd.daemon.models.loading import Loader
+    from hfd.daemon.settings import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def exports(engine: str, task: str) -> bool:
+    """Whether :func:`export` builds something for this engine and task."""
+    return (engine == "openvino" and task in ("embed", "generate")) or (
+        engine == "onnxruntime" and task == "embed"
+    )
+
+
+def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
+    """Build (or find) the export ``engine`` loads ``opts`` from (see :func:`exports`); True
+    when this call built it. Blocks."""
+    if engine == "openvino":
+        from hfd.backends.openvino_backend import ov_device
+        from hfd.backends.openvino_export import prepare_ir, resolve_weight_format
+
+        _, built = prepare_ir(opts, opts.task, resolve_weight_format(opts, ov_device(opts.device)))
+    else:
+        from hfd.backends.onnx_backend import prepare_onnx
+
+        _, built = prepare_onnx(opts)
+    if built:
+        counters["exports_built"] = counters.get("exports_built", 0) + 1
+    return built
+
+
+async def export_first(loader: Loader, spec: ModelSpec, path: Path) -> dict[str, Any] | None:
+    """Build the export of the engine a load of ``spec`` would try first here, as a pull does;
+    ``{"engine", "device", "built"}``, or None when that engine has nothing to export."""
+    name = spec.public_name
+    task = task_registry.task_for(spec.task, path, name)
+    family = families.model_type(path)
+    for engine, device, _ in loader.candidates(task, spec):
+        if families.gap(engine, task_registry.record(task).engine_task, family) is not None:
+            continue  # the load would skip it untried
+        if not exports(engine, task):
+            return None
+        opts = loader.options(spec, path, task, device, engine)
+        loader.phases.enter(name, "exporting", task=task, engine=engine, device=device)
+        try:
+            built = await anyio.to_thread.run_sync(export, engine, opts, loader.counters)
+        finally:
+            loader.phases.done(name)
+        log.info("model exported", extra={"model": name, "engine": engine, "device": device, "built": built})
+        return {"engine": engine, "device": device, "built": built}
+    return None
