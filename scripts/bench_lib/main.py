@@ -46,6 +46,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "whisper": ("whisper", "30 s of audio transcribed by the daemon against the same engine offline"),
     "rerank": ("rerank", "64 concurrent rerank requests of 16 documents against the same engine offline"),
     "vision": ("vision", "a streamed chat with one image: time to first token served against offline"),
+    "warm": ("warm", "the first request to a model whose export is cached, on a fresh daemon, by phase"),
     "ray": (
         "ray_fleet",
         "one model on Ray Serve with 1 and 2 replicas against one box, and the ingress's cost",
