@@ -7,7 +7,11 @@ is made (``encoder_check``); a failed check is cached too, and keeps the export 
 
 Weight formats (``LoadOptions.weight_format``): ``fp32``, ``fp16`` (IR stored in half precision;
 the CPU plugin still computes in fp32 unless told otherwise) and ``int8`` (weight-only
-compression with NNCF). Defaults: ``fp32`` for encoders on the CPU and for generators under a
+compression with NNCF, per output channel, asymmetric) and, for generators only, ``int4``
+(NNCF's 4-bit weight compression: ``INT4_ASYM``, groups of ``INT4_GROUP_SIZE`` = 128 input
+channels sharing a scale and zero point, ``INT4_RATIO`` = 1.0 so every eligible matrix is 4-bit;
+NNCF keeps the embedding and the output projection in int8, and a matrix whose width 128 does not
+divide gets the largest group size that does). Defaults: ``fp32`` for encoders on the CPU and for generators under a
 billion parameters on the CPU; ``int8`` for generators of a billion parameters or more (decoding
 is memory-bound: int8 weights halve the bytes read per token, as optimum-intel itself does by
 default); ``fp16`` on GPU and NPU.
@@ -31,7 +35,9 @@ from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FORMATS = ("fp32", "fp16", "int8")
+WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
+INT4_GROUP_SIZE = 128
+INT4_RATIO = 1.0
 # Bump when the way we export changes, so old exports are not reused.
 EXPORT_REVISION = 1
 IR_FILE = "openvino_model.xml"
@@ -52,6 +58,11 @@ def resolve_weight_format(opts: LoadOptions, device: str) -> str:
         if wf not in WEIGHT_FORMATS:
             raise InvalidRequest(
                 f"unknown weight format {opts.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}",
+                param="weight_format",
+            )
+        if wf == "int4" and opts.task != "generate":
+            raise InvalidRequest(
+                f"weight format int4 is for generation models only, not {opts.task!r}; use fp32, fp16 or int8",
                 param="weight_format",
             )
         return wf
@@ -107,7 +118,7 @@ def export_options(task: Task, weight_format: str) -> dict[str, Any]:
         "task": _EXPORT_TASKS[task],
         "weight_format": weight_format,
         "optimum_intel": _version("optimum-intel"),
-        "nncf": _version("nncf") if weight_format == "int8" else None,
+        "nncf": _version("nncf") if weight_format in ("int8", "int4") else None,
         "revision": EXPORT_REVISION,
     }
 
@@ -189,19 +200,32 @@ def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_rem
         raise
     except Exception as exc:
         raise ModelUnavailable(f"OpenVINO export of {source} failed: {exc}") from exc
-    if weight_format == "int8":
-        _compress_int8(out)
+    if weight_format in ("int8", "int4"):
+        _compress(out, weight_format)
 
 
-def _compress_int8(out: Path) -> None:
+def _compress(out: Path, weight_format: str) -> None:
+    """Weight-only compression of every IR in ``out`` with NNCF, in place."""
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
 
+    if weight_format == "int4":
+        options: dict[str, Any] = {
+            "mode": nncf.CompressWeightsMode.INT4_ASYM,
+            "group_size": INT4_GROUP_SIZE,
+            "ratio": INT4_RATIO,
+            "advanced_parameters": AdvancedCompressionParameters(
+                group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST
+            ),
+        }
+    else:
+        options = {"mode": nncf.CompressWeightsMode.INT8_ASYM}
     core = ov.Core()
     for xml in sorted(out.glob("openvino_*model*.xml")):
         model = core.read_model(xml)
-        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        tmp = xml.with_name(f".{xml.stem}.int8.xml")
+        compressed = nncf.compress_weights(model, **options)
+        tmp = xml.with_name(f".{xml.stem}.{weight_format}.xml")
         ov.save_model(compressed, tmp, compress_to_fp16=False)
         os.replace(tmp, xml)
         os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))

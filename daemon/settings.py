@@ -67,7 +67,7 @@ class ModelSpec:
     preload: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    weight_format: str | None = None  # "fp32" | "fp16" | "int8"
+    weight_format: str | None = None  # "fp32" | "fp16" | "int8" | "int4"
     threads: int | None = None
     max_running: int | None = None
     cid: str | None = None  # IPFS CID of the published snapshot, when known
@@ -758,7 +758,7 @@ def settings_markdown() -> str:
         "preload": "Load at start-up instead of on first use.",
         "allow_pickle": "Allow pickled weights (`*.bin`, `*.pt`, `*.pkl`) for this model.",
         "trust_remote_code": "Allow the model's own Python code to run.",
-        "weight_format": "OpenVINO weight format: `fp32`, `fp16` or `int8`.",
+        "weight_format": "OpenVINO weight format: `fp32`, `fp16`, `int8` or `int4` (generation only).",
         "threads": "Engine threads for this model.",
         "max_running": "Generation: most sequences in one step, for this model.",
         "cid": "IPFS CID of the published snapshot.",
