@@ -30,7 +30,9 @@ def engine_details(model: Any, engine: str, opts: LoadOptions) -> dict[str, Any]
         # What the engine's registry record says it holds the weights in (torch: fp32 on CPUs,
         # fp16 on accelerators), unless the model says.
         precision = getattr(model, "dtype", None) or registry.load_dtype(engine, opts)
-    weight_format = getattr(model, "weight_format", None) or opts.weight_format
+    weight_format = getattr(model, "weight_format", None)
+    if weight_format is None and engine == "openvino":
+        weight_format = opts.weight_format  # only OpenVINO reads the option; others hold their dtype
     if weight_format is None and precision is not None:
         weight_format = precision_name(precision)  # torch holds the weights in what it computes in
     threads = getattr(model, "threads", None)
