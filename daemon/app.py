@@ -31,6 +31,7 @@ from hfd.daemon.access.control import Access
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.http.tls import check_plaintext
 from hfd.daemon.metrics import METRICS, Metrics
+from hfd.daemon.models.exporting import start_importing
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.notify import Notifier, watchdog_interval
 from hfd.daemon.pulls import Pulls
@@ -121,6 +122,8 @@ class Daemon:
                 self.addresses[name] = await tg.start(door, server)
             await self.manager.preload()
             self._announce_ready()
+            if s.models:  # transformers' import (seconds) off the first request's path
+                start_importing()
             interval = watchdog_interval()
             if interval:
                 tg.start_soon(self._watchdog, interval)

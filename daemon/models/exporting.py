@@ -13,6 +13,7 @@ exported from one that found its export ready.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_importing = threading.Event()  # start_importing was called
+_imported = threading.Event()  # and its import is over
+
 
 def exports(engine: str, task: str) -> bool:
     """Whether :func:`export` builds something for this engine and task."""
@@ -39,6 +43,7 @@ def exports(engine: str, task: str) -> bool:
 def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
     """Build (or find) the export ``engine`` loads ``opts`` from (see :func:`exports`); True
     when this call built it. Blocks."""
+    wait_for_imports()
     if engine == "openvino":
         from hfd.backends.openvino_backend import ov_device
         from hfd.backends.openvino_export import prepare_ir, resolve_weight_format
@@ -73,3 +78,28 @@ async def export_first(loader: Loader, spec: ModelSpec, path: Path) -> dict[str,
         log.info("model exported", extra={"model": name, "engine": engine, "device": device, "built": built})
         return {"engine": engine, "device": device, "built": built}
     return None
+
+
+def start_importing() -> None:
+    """Import transformers (the tokenizers and configs every engine reads) in a background
+    thread once the daemon is ready: the import takes seconds, and a warm start's first request
+    would otherwise pay for it. Loads wait for it (:func:`wait_for_imports`): transformers' lazy
+    module is not safe to import from two threads at once."""
+    _importing.set()
+    threading.Thread(target=_import, name="hfd-imports", daemon=True).start()
+
+
+def wait_for_imports() -> None:
+    """Block until the background import, if one was started, is over."""
+    if _importing.is_set():
+        _imported.wait()
+
+
+def _import() -> None:
+    try:
+        import transformers  # noqa: F401
+        from transformers import AutoConfig, AutoTokenizer  # noqa: F401
+    except Exception as exc:  # not installed (a box on ONNX Runtime only, the fake engine)
+        log.debug("transformers not imported ahead of the first load", extra={"error": str(exc)})
+    finally:
+        _imported.set()

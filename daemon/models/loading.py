@@ -284,6 +284,7 @@ class Loader:
 
     def _start(self, name: str, engine: str, task: Task, opts: LoadOptions) -> Model:
         """In a worker thread: the engine's export (its own phase in ``hfd ps``), then the load."""
+        exporting.wait_for_imports()
         # An injected engine loader (a test's) builds nothing: only the real one reads exports.
         if self._load_engine is load_engine and exporting.exports(engine, task):
             self.phases.enter(name, "exporting", task=task, engine=engine, device=opts.device)
