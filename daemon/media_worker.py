@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 
 from hfd.client.errors import HfdError, InternalError, Overloaded
-from hfd.daemon.scheduler.base import SchedulerStats
+from hfd.daemon.scheduler.base import SchedulerCore, SchedulerStats
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +36,14 @@ class MediaStats(SchedulerStats):
     dropped: int  # cancelled before reaching the engine
 
 
-class MediaScheduler:
+class MediaScheduler(SchedulerCore[Any]):
     def __init__(self, model: Any, *, name: str, max_queue: int) -> None:
-        self.model = model
-        self.name = name
-        self.max_queue = max_queue
+        super().__init__(model, name=name, max_queue=max_queue)
         self._running = False
         self._turn = anyio.Lock()
-        self._active = 0
         self._waiting = 0
-        self._rejected = 0
-        self._errors = 0
         self._finished = 0
         self._dropped = 0
-
-    @property
-    def active(self) -> int:
-        return self._active
 
     def start(self) -> None:
         self._running = True

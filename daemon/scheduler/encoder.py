@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ import numpy as np
 from hfd.backends.base import EncoderModel, TokenizedBatch
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
 from hfd.daemon.metrics import record_batch
-from hfd.daemon.scheduler.base import EncoderStats
+from hfd.daemon.scheduler.base import EncoderStats, ThreadedScheduler
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,9 @@ class _Item:
     order: int  # global arrival order: the oldest input anchors the next batch
 
 
-class EncoderScheduler:
+class EncoderScheduler(ThreadedScheduler[EncoderModel]):
+    thread_tag = "enc"
+
     def __init__(
         self,
         model: EncoderModel,
@@ -104,37 +105,22 @@ class EncoderScheduler:
     ) -> None:
         if max_queue < 1 or max_batch < 1 or batch_tokens < 1 or wait_ms < 0:
             raise ValueError("max_queue, max_batch and batch_tokens must be at least 1; wait_ms not negative")
-        self.model = model
-        self.name = name
-        self.max_queue = max_queue
+        super().__init__(model, name=name, max_queue=max_queue)
         self.max_batch = max_batch
         self.batch_tokens = batch_tokens
         self.wait = wait_ms / 1000.0
-        self._cond = threading.Condition()
         self._pending: list[_Item] = []  # guarded by _cond
         self._order = 0
-        self._stopping = False
-        self._active = 0  # requests accepted and not yet answered (event loop only)
         self._idle = anyio.Event()  # set when _active drops to 0; replaced when it rises
-        self._closed = False
-        self._thread: threading.Thread | None = None
         # Counters for stats(), written by the worker.
         self._batches = 0
         self._inputs = 0
         self._padded = 0
         self._real = 0
         self._compute_seconds = 0.0
-        self._rejected = 0
-        self._errors = 0
         self._dropped = 0  # inputs of abandoned requests removed before computing
 
     # ----------------------------------------------------------------- public API
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name=f"hfd-enc-{self.name}", daemon=True)
-        self._thread.start()
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
         """Vectors of ``texts`` in order. Raises ``Overloaded`` when ``max_queue`` requests wait."""
@@ -182,10 +168,6 @@ class EncoderScheduler:
             self._active -= 1
             if not self._active:
                 self._idle.set()
-
-    @property
-    def active(self) -> int:
-        return self._active
 
     async def _tokenize(self, texts: list[str]) -> TokenizedBatch:
         """Small inputs inline (cheaper than a thread round trip), large ones on a pool thread

@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -34,7 +33,7 @@ import anyio
 from hfd.backends.base import GenerationModel, SamplingParams, StepOutput, interrupter
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
 from hfd.daemon.metrics import record_batch
-from hfd.daemon.scheduler.base import GenerationStats
+from hfd.daemon.scheduler.base import GenerationStats, ThreadedScheduler
 from hfd.daemon.scheduler.detok import IncrementalDetokenizer, StopMatcher
 from hfd.daemon.scheduler.detok_logprobs import texted
 from hfd.daemon.scheduler.streams import GenerationStream, TokenChunk, deliver
@@ -70,43 +69,30 @@ class _Seq:
         self.submitted = time.perf_counter()
 
 
-class GenerationScheduler:
+class GenerationScheduler(ThreadedScheduler[GenerationModel]):
+    thread_tag = "gen"
+
     def __init__(self, model: GenerationModel, *, name: str, max_queue: int, max_running: int) -> None:
         if max_queue < 1 or max_running < 1:
             raise ValueError("max_queue and max_running must be at least 1")
-        self.model = model
+        super().__init__(model, name=name, max_queue=max_queue)
         # Optional on engines: wakes a step() that waits on another process (see backends.base).
         self._interrupt: Callable[[], None] | None = interrupter(model)
-        self.name = name
-        self.max_queue = max_queue
         self.max_running = max_running
-        self._cond = threading.Condition()
-        # Guarded by _cond: requests not yet admitted, cancellations to apply, the stop flag.
+        # Guarded by _cond: requests not yet admitted, cancellations to apply (and the stop flag).
         self._waiting: collections.deque[_Seq] = collections.deque()
         self._cancels: set[int] = set()
-        self._stopping = False
-        self._active = 0
         # Worker thread only.
         self._running: dict[int, _Seq] = {}
-        self._thread: threading.Thread | None = None
-        self._closed = False
         # Counters for stats(); written by the worker, read anywhere (ints: atomic enough).
         self._steps = 0
         self._rows = 0
         self._tokens = 0
         self._finished = 0
-        self._rejected = 0
-        self._errors = 0
         self._step_seconds = 0.0
         self._ema_request_seconds = 0.0
 
     # ----------------------------------------------------------------- public API
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name=f"hfd-gen-{self.name}", daemon=True)
-        self._thread.start()
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         """Queue a request; call on the event loop. Raises ``Overloaded`` when the queue is full."""
@@ -138,11 +124,6 @@ class GenerationScheduler:
         if self._interrupt is not None and len(self._running) < self.max_running:
             self._interrupt()
         return stream
-
-    @property
-    def active(self) -> int:
-        """Waiting plus running requests."""
-        return self._active
 
     def stats(self) -> GenerationStats:
         steps = self._steps
