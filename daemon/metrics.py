@@ -60,63 +60,38 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "hfd_requests",
-            "Requests answered, by door, route, model and status.",
-            ["door", "route", "model", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "hfd_request_duration_seconds",
-            "Time from request to the end of the reply.",
-            ["door", "route", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "hfd_time_to_first_token_seconds",
-            "Streamed generation: time from request to the first token.",
-            ["door", "model"],
-            buckets=_TTFT_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "hfd_tokens",
-            "Tokens processed: direction=in (prompt/input) or out (generated).",
-            ["model", "direction"],
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "hfd_batch_size",
-            "Inputs per encoder batch or sequences per generation step.",
-            ["model", "kind"],
-            buckets=_BATCH_BUCKETS,
-            registry=r,
-        )
-        self.fetched = Counter(
-            "hfd_fetch_bytes", "Model bytes fetched, by source (ipfs, hub, local).", ["source"], registry=r
-        )
-        self.rate_limited = Counter(
-            "hfd_rate_limited", "Requests refused by a key's rate limit.", ["door"], registry=r
-        )
-        self.auth_failures = Counter(
-            "hfd_auth_failures",
-            "Requests refused: unauthorized (401) or forbidden (403).",
-            ["door", "reason"],
-            registry=r,
-        )
-        self.ipc_refused = Counter(
-            "hfd_ipc_connections_refused",
-            "IPC/TCP connections refused by the peer check or CURVE.",
-            registry=r,
-        )
-        self.usage_dropped = Counter(
-            "hfd_usage_records_dropped", "Usage records dropped because the usage queue was full.", registry=r
-        )
-        self.in_flight = Gauge("hfd_requests_in_flight", "Requests being answered now.", ["door"], registry=r)
+        count, hist = self._counter, self._histogram
+        # fmt: off
+        self.requests = count("hfd_requests", "Requests answered, by door, route, model and status.",
+                              "door route model status")
+        self.latency = hist("hfd_request_duration_seconds", "Time from request to the end of the reply.",
+                            "door route model", _LATENCY_BUCKETS)
+        self.ttft = hist("hfd_time_to_first_token_seconds",
+                         "Streamed generation: time from request to the first token.", "door model", _TTFT_BUCKETS)
+        self.tokens = count("hfd_tokens", "Tokens processed: direction=in (prompt/input) or out (generated).",
+                            "model direction")
+        self.batch_size = hist("hfd_batch_size", "Inputs per encoder batch or sequences per generation step.",
+                               "model kind", _BATCH_BUCKETS)
+        self.fetched = count("hfd_fetch_bytes", "Model bytes fetched, by source (ipfs, hub, local).", "source")
+        self.rate_limited = count("hfd_rate_limited", "Requests refused by a key's rate limit.", "door")
+        self.auth_failures = count("hfd_auth_failures", "Requests refused: unauthorized (401) or forbidden (403).",
+                                   "door reason")
+        self.ipc_refused = count("hfd_ipc_connections_refused",
+                                 "IPC/TCP connections refused by the peer check or CURVE.")
+        self.usage_dropped = count("hfd_usage_records_dropped",
+                                   "Usage records dropped because the usage queue was full.")
+        self.in_flight = Gauge("hfd_requests_in_flight", "Requests being answered now.", ["door"],
+                               registry=self.registry)
+        # fmt: on
         self._known: Callable[[], Iterable[str]] | None = None
         self._state: _StateCollector | None = None
+
+    def _counter(self, name: str, doc: str, labels: str = "") -> Counter:
+        """A counter in this registry; ``labels`` separated by spaces."""
+        return Counter(name, doc, labels.split(), registry=self.registry)
+
+    def _histogram(self, name: str, doc: str, labels: str, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, doc, labels.split(), buckets=buckets, registry=self.registry)
 
     # ------------------------------------------------------------------ wiring
 

@@ -31,6 +31,15 @@ State = Literal["closed", "open", "half_open"]
 _PROBE_RETRY_AFTER = 1.0
 
 
+def _check_bounds(
+    threshold: int, cooldown: float, error: type[Exception], threshold_name: str, cooldown_name: str
+) -> None:
+    if threshold < 1:
+        raise error(f"{threshold_name} must be at least 1")
+    if cooldown < 0:
+        raise error(f"{cooldown_name} must not be negative")
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -41,15 +50,10 @@ class CircuitBreaker:
         cooldown: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if threshold < 1:
-            raise ValueError("breaker threshold must be at least 1")
-        if cooldown < 0:
-            raise ValueError("breaker cool-down must not be negative")
+        _check_bounds(threshold, cooldown, ValueError, "breaker threshold", "breaker cool-down")
         self.model = model
         self.engine = engine
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self._clock = clock
+        self.threshold, self.cooldown, self._clock = threshold, cooldown, clock
         self._state: State = "closed"
         self.failures = 0  # consecutive
         self.opened_at: float | None = None
@@ -147,13 +151,8 @@ class Breakers:
     def __init__(
         self, *, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if threshold < 1:
-            raise SettingsError("breaker_failures must be at least 1")
-        if cooldown < 0:
-            raise SettingsError("breaker_cooldown must not be negative")
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self._clock = clock
+        _check_bounds(threshold, cooldown, SettingsError, "breaker_failures", "breaker_cooldown")
+        self.threshold, self.cooldown, self._clock = threshold, cooldown, clock
         self._by_key: dict[tuple[str, str], CircuitBreaker] = {}
 
     def get(self, model: str, engine: str) -> CircuitBreaker:
