@@ -104,43 +104,28 @@ class EngineRecord:
         return probe
 
 
+def _engine(name: str, factory: str, probe: str, tasks: tuple[Task, ...], **extra: Any) -> EngineRecord:
+    """A record whose factory and probe are ``"module:attribute"`` in ``hfd.backends``."""
+    extra.setdefault("dist", name)  # the engine's distribution is named as the engine
+    return EngineRecord(
+        name=name,
+        factory=f"hfd.backends.{factory}",
+        tasks=frozenset(tasks),
+        probe=f"hfd.backends.{probe}",
+        **extra,
+    )
+
+
 RECORDS: Final[tuple[EngineRecord, ...]] = (
-    EngineRecord(
-        name="torch",
-        factory="hfd.backends.torch_backend:TorchBackend",
-        tasks=frozenset({"generate", "embed"}),
-        probe="hfd.backends.torch_probe:probe_torch",
-        dist="torch",
-        load_dtype=_torch_dtype,
-        cpu_precision=_f32_weights,
-    ),
-    EngineRecord(
-        name="openvino",
-        factory="hfd.backends.openvino_backend:OpenVINOBackend",
-        tasks=frozenset({"generate", "embed"}),
-        probe="hfd.backends.openvino_probe:probe_openvino",
-        dist="openvino",
-        own_process=_openvino_own_process,
-        load_dtype=_openvino_dtype,
-        cpu_precision=_openvino_precision,
-    ),
-    EngineRecord(
-        name="onnxruntime",
-        factory="hfd.backends.onnx_backend:OnnxBackend",
-        tasks=frozenset({"embed"}),
-        probe="hfd.backends.onnx_probe:probe_onnxruntime",
-        dist="onnxruntime",
-        cpu_precision=_f32_graph,
-    ),
-    EngineRecord(
-        name="fake",
-        factory="hfd.backends.fake_backend:FakeBackend",
-        tasks=frozenset({"generate", "embed"}),
-        probe="hfd.backends.fake_backend:probe",
-        dist=None,
-        default_offer=False,
-    ),
-)
+    _engine("torch", "torch_backend:TorchBackend", "torch_probe:probe_torch", ("generate", "embed"),
+            load_dtype=_torch_dtype, cpu_precision=_f32_weights),
+    _engine("openvino", "openvino_backend:OpenVINOBackend", "openvino_probe:probe_openvino", ("generate", "embed"),
+            own_process=_openvino_own_process, load_dtype=_openvino_dtype, cpu_precision=_openvino_precision),
+    _engine("onnxruntime", "onnx_backend:OnnxBackend", "onnx_probe:probe_onnxruntime", ("embed",),
+            cpu_precision=_f32_graph),
+    _engine("fake", "fake_backend:FakeBackend", "fake_backend:probe", ("generate", "embed"),
+            dist=None, default_offer=False),
+)  # fmt: skip
 ENGINES: Final[dict[str, EngineRecord]] = {r.name: r for r in RECORDS}
 
 

@@ -28,25 +28,10 @@ def _image_text(s: Snapshot) -> bool:
 
 def media_records(TaskRecord: Any) -> tuple[Any, ...]:
     """The records, made with the registry's ``TaskRecord`` (passed in: no import cycle)."""
-    return (
-        TaskRecord(
-            name="transcribe",
-            summary="speech recognition and translation to English (Whisper)",
-            scheduler="media",
-            engine_task="generate",
-            engines=("openvino", "torch"),
-            detect=_speech,
-            pipeline_tags=("automatic-speech-recognition",),
-            loader="load_speech",
-        ),
-        TaskRecord(
-            name="image-embed",
-            summary="image and text embeddings in one space (CLIP, SigLIP)",
-            scheduler="media",
-            engine_task="embed",
-            engines=("onnxruntime", "openvino", "torch"),
-            detect=_image_text,
-            pipeline_tags=("zero-shot-image-classification",),
-            loader="load_image_text",
-        ),
-    )
+    return (  # TaskRecord(name, summary, scheduler, engine_task, engines, detect, pipeline_tags, loader)
+        TaskRecord("transcribe", "speech recognition and translation to English (Whisper)", "media", "generate",
+                   ("openvino", "torch"), _speech, ("automatic-speech-recognition",), "load_speech"),
+        TaskRecord("image-embed", "image and text embeddings in one space (CLIP, SigLIP)", "media", "embed",
+                   ("onnxruntime", "openvino", "torch"), _image_text, ("zero-shot-image-classification",),
+                   "load_image_text"),
+    )  # fmt: skip

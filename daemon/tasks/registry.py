@@ -102,26 +102,12 @@ RECORDS: Final[tuple[TaskRecord, ...]] = (
     _text_head("rerank", _rerank, "text-ranking"),
     _text_head("classify", _classify, "text-classification", "zero-shot-classification"),
     seq2seq_record(TaskRecord),  # before generate: T5's and BART's heads are ForConditionalGeneration
-    TaskRecord(
-        name="generate",
-        summary="text generation with a causal language model",
-        scheduler="generation",
-        engine_task="generate",
-        engines=None,
-        detect=_generate,
-        pipeline_tags=("text-generation",),
-        loader="load_generator",
-    ),
-    TaskRecord(
-        name="embed",
-        summary="sentence embeddings",
-        scheduler="encoder",
-        engine_task="embed",
-        engines=None,
-        detect=_embed,
-        pipeline_tags=("sentence-similarity", "feature-extraction"),
-    ),
-)
+    # TaskRecord(name, summary, scheduler, engine_task, engines, detect, pipeline_tags, loader)
+    TaskRecord("generate", "text generation with a causal language model", "generation", "generate", None,
+               _generate, ("text-generation",), "load_generator"),
+    TaskRecord("embed", "sentence embeddings", "encoder", "embed", None, _embed,
+               ("sentence-similarity", "feature-extraction")),
+)  # fmt: skip
 TASKS: Final[dict[str, TaskRecord]] = {r.name: r for r in RECORDS}
 FALLBACK: Final = "embed"
 
