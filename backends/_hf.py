@@ -16,6 +16,7 @@ from typing import Any
 from hfd.backends.formats import PICKLE_SUFFIXES as PICKLE_SUFFIXES
 from hfd.backends.formats import SAFE_SUFFIXES as SAFE_SUFFIXES
 from hfd.backends.formats import is_pickle
+from hfd.backends.gguf import refusal
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def check_weights(path: Path, *, allow_pickle: bool) -> bool:
     if pickled:
         log.warning("loading pickled weights", extra={"model_path": str(path)})
         return False
+    gguf = refusal(path)
+    if gguf is not None:  # served by the openvino engine (backends.gguf); the loader falls back to it
+        raise ModelUnavailable(gguf)
     raise InvalidRequest(f"{path} has no weight files (*.safetensors)", param="path")
 
 

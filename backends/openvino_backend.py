@@ -16,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from hfd.backends import hardware, openvino_cpu
+from hfd.backends import gguf, hardware, openvino_cpu
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.numpy_encoder import load_head
 from hfd.backends.openvino_encoder import OVEncoder
@@ -86,8 +86,10 @@ class OpenVINOBackend:
             raise ModelUnavailable("OpenVINO continuous batching does not run on the NPU; use CPU or GPU")
         weight_format = resolve_weight_format(opts, device)
         start = time.perf_counter()
-        model_dir, built = prepare_ir(opts, "generate", weight_format)
+        model_dir, built = prepare_ir(opts, "generate", weight_format)  # a GGUF snapshot: its .gguf file
         properties = _compile_properties(opts, device)
+        if weight_format == gguf.WEIGHT_FORMAT:
+            properties = gguf.properties(device, properties)
         generator = OVGenerator(model_dir, opts, device, properties, fault=_test_fault(opts))
         generator.weight_format = weight_format
         generator.threads = int(properties.get("INFERENCE_NUM_THREADS", 0))

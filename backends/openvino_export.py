@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hfd.backends import _hf, encoder_check, families
+from hfd.backends import _hf, encoder_check, families, gguf
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.exports import ExportCache, export_key
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
@@ -53,6 +53,8 @@ _EXPORT_TASKS: dict[str, str] = {
 
 
 def resolve_weight_format(opts: LoadOptions, device: str) -> str:
+    if opts.task == "generate" and gguf.gguf_only(opts.path):
+        return gguf.weight_format(opts.weight_format)
     if opts.weight_format is not None:
         wf = opts.weight_format.lower()
         if wf not in WEIGHT_FORMATS:
@@ -129,6 +131,8 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
     config = _hf.require_model_dir(opts.path)
     if (opts.path / IR_FILE).is_file():
         return opts.path, False
+    if task == "generate" and gguf.gguf_only(opts.path):  # GenAI reads the GGUF file itself
+        return gguf.choose(opts.path, opts.extra.get("gguf_file")), False
     families.check("openvino", task, opts.path, config)  # a family the exporter refuses: before exporting
     _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
     if opts.cache_dir is None:

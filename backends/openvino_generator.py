@@ -244,7 +244,8 @@ class OVGenerator(_hf.PromptTokens):
     def memory_bytes(self) -> int:
         """The IR and the KV cache, or the engine process's resident memory when that is more
         (it also holds the OpenVINO runtime and the compiled model's buffers)."""
-        model = ir_bytes(self._model_dir) + max(self.kv_cache_bytes, self.allocated_kv_bytes())
+        weights = self._model_dir.stat().st_size if self._model_dir.is_file() else ir_bytes(self._model_dir)
+        model = weights + max(self.kv_cache_bytes, self.allocated_kv_bytes())
         pipeline = self._pipeline
         return max(model, pipeline.rss_bytes() if pipeline is not None else 0)
 

@@ -151,7 +151,7 @@ def _scan_safetensors(files: Iterable[Path]) -> _Tensors | None:
 
 def weight_files(path: Path) -> list[Path]:
     """The weight files an engine loads from a snapshot: safetensors when there are any, else
-    PyTorch ``.bin`` files, else an ONNX model, else an OpenVINO IR. Export sub-folders that
+    PyTorch ``.bin`` files, else an ONNX model, else an OpenVINO IR, else GGUF files. Export sub-folders that
     some repositories ship (``onnx/``, ``openvino/``) are alternatives, not extra weights."""
     safetensors = sorted(
         p
@@ -160,7 +160,7 @@ def weight_files(path: Path) -> list[Path]:
     )
     if safetensors:
         return safetensors
-    for pattern in ("pytorch_model*.bin", "*.onnx", "openvino_model.bin"):
+    for pattern in ("pytorch_model*.bin", "*.onnx", "openvino_model.bin", "*.gguf"):
         found = sorted(path.glob(pattern))
         if found:
             return found
