@@ -223,6 +223,11 @@ class TorchGenerator(_hf.PromptTokens):
     def has_work(self) -> bool:
         return self._batcher.has_work()
 
+    @property
+    def prefilled_tokens(self) -> int:
+        """Prompt tokens prefilled so far (a prompt shared by a request's n rows counts once)."""
+        return self._batcher.prefilled_tokens
+
     def memory_bytes(self) -> int:
         from hfd.backends.torch_encoder import module_bytes
 

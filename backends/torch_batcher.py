@@ -3,7 +3,8 @@
 One running batch shares a ``BatchKVCache``. ``step()``:
 
 1. prefills queued sequences together (left-padded, up to ``max_batched_tokens`` padded prompt
-   tokens and ``max_running`` rows in all) and samples each one's first token;
+   tokens and ``max_running`` rows in all; rows with the same prompt, a request's n choices,
+   share one prefilled row and its logits) and samples each one's first token;
 2. moves the survivors' cache rows into the running batch, right-aligned;
 3. decodes one token for every running row in a single forward pass.
 
@@ -91,61 +92,82 @@ class ContinuousBatcher(RowBatcher):
 
     # -- prefill ---------------------------------------------------------------------------------
 
-    def _admit(self) -> list[_Sequence]:
-        """Queued sequences for this step's prefill: FIFO, within the row and token budgets."""
+    def _admit(self, *, share: bool = False) -> list[_Sequence]:
+        """Queued sequences for this step's prefill: FIFO, within the row and token budgets. With
+        ``share``, a prompt already in the batch costs no tokens (it is prefilled once)."""
         room = self.max_running - len(self._rows)
         batch: list[_Sequence] = []
+        prompts: set[tuple[int, ...]] = set()
         longest = 0
         while self._queue and len(batch) < room:
             nxt = self._queue[0]
+            key = tuple(nxt.prompt)
             longest_if = max(longest, len(nxt.prompt))
+            distinct = len(prompts | {key}) if share else len(batch) + 1
             # The padded batch is what gets computed; always admit one so a long prompt runs.
-            if batch and longest_if * (len(batch) + 1) > self.max_batched_tokens:
+            if batch and longest_if * distinct > self.max_batched_tokens:
                 break
             batch.append(self._queue.popleft())
+            prompts.add(key)
             longest = longest_if
         return batch
 
     def _prefill(self, out: dict[int, StepOutput]) -> None:
-        batch = self._admit()
+        batch = self._admit(share=True)
         if not batch:
             return
-        n, width = len(batch), max(len(s.prompt) for s in batch)
+        # One prefill per distinct prompt: the rows of one prompt (a request's n choices) start
+        # from copies of its cache row and last logits, and then sample on their own.
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(s.prompt), len(distinct)) for s in batch]
+        prompts = [list(p) for p in distinct]
+        n, width = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         starts = torch.empty(n, dtype=torch.long)
-        for i, seq in enumerate(batch):
-            ids[i, width - len(seq.prompt) :] = torch.tensor(seq.prompt, dtype=torch.long)
-            starts[i] = width - len(seq.prompt)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            starts[i] = width - len(prompt)
         ids, starts = ids.to(self.device), starts.to(self.device)
         cols = torch.arange(width, device=self.device)
         positions = (cols.unsqueeze(0) - starts.unsqueeze(1)).clamp_(min=0)
 
-        log.debug("prefill", extra={"rows": n, "width": width, "running": len(self._rows)})
+        log.debug(
+            "prefill", extra={"rows": len(batch), "prompts": n, "width": width, "running": len(self._rows)}
+        )
+        self.prefilled_tokens += sum(len(p) for p in prompts)
         cache = BatchKVCache(self._num_layers)
         cache.rows = n
         mask = self._prefill_mask(starts, width)
         # Only a batch with a sequence that asked for its prompt's logprobs keeps every position.
         echo = [i for i, s in enumerate(batch) if s.params.prompt_logprobs is not None]
         every = self._forward(ids, positions, mask, cache, every_position=bool(echo))
-        logits = every[:, -1, :]
+        rows_of = torch.tensor(source, dtype=torch.long, device=self.device)
+        logits = every[:, -1, :].index_select(0, rows_of)
         cache.advance(width)
         prompt_lps: dict[int, list[TokenLogprob | None]] = {}
         for i in echo:
             seq = batch[i]
             k = seq.params.prompt_logprobs or 0
-            prompt_lps[i] = prompt_logprobs(every[i, width - len(seq.prompt) :], seq.prompt, k)
+            prompt_lps[i] = prompt_logprobs(every[source[i], width - len(seq.prompt) :], seq.prompt, k)
         del every
 
         tokens, lps = sample_with_logprobs(logits, [s.sampling() for s in batch], self._eos)
         done = set(record(out, batch, tokens, lps, self._accept, self._known, prompt_lps))
-        keep = [i for i in range(n) if i not in done]
+        keep = [i for i in range(len(batch)) if i not in done]
         if keep:
-            self._merge(cache, batch, starts, keep)
+            self._merge(cache, batch, starts, keep, [source[i] for i in keep])
 
     def _merge(
-        self, cache: BatchKVCache, batch: list[_Sequence], starts: torch.Tensor, keep: list[int]
+        self,
+        cache: BatchKVCache,
+        batch: list[_Sequence],
+        starts: torch.Tensor,
+        keep: list[int],
+        cache_rows: list[int] | None = None,
     ) -> None:
-        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+        """The kept sequences ``batch[i]`` join the running batch from row ``cache_rows[i]`` of the
+        prefilled ``cache`` (row ``i`` when not given; a row may be copied for several)."""
+        rows = torch.tensor(keep if cache_rows is None else cache_rows, dtype=torch.long, device=self.device)
         new_starts = starts.index_select(0, rows)
         if not self._rows:
             # Nothing running: the prefilled cache becomes the running one, no copy.

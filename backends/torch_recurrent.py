@@ -111,6 +111,7 @@ class RecurrentBatcher(RowBatcher):
             first = False
             budget -= len(seq.prompt)
             cache = self._new_cache()
+            self.prefilled_tokens += len(seq.prompt)
             ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
             echo = seq.params.prompt_logprobs
             every = self._forward(ids, cache, every_position=echo is not None)

@@ -161,6 +161,7 @@ class RowBatcher:
         self._queue: deque[_Sequence] = deque()
         self._turns = Turns()
         self._known: set[int] = set()
+        self.prefilled_tokens = 0  # prompt tokens run through prefill forward passes, padding aside
 
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         if seq_id in self._known:
