@@ -17,6 +17,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from hfd.client.errors import InvalidRequest
+
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30.0  # Whisper's input window
 SpeechTask = Literal["transcribe", "translate"]
@@ -29,6 +31,7 @@ class TranscribeOptions:
     prompt: str | None = None  # text of a previous window, as OpenAI's ``prompt``
     temperature: float = 0.0  # 0: greedy
     timestamps: bool = False  # segment start/end times
+    words: bool = False  # word start/end times (verbose_json's ``words``)
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,31 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     duration: float  # seconds of audio
     language: str | None = None
     segments: tuple[Segment, ...] = field(default_factory=tuple)
     tokens: int = 0  # tokens generated (usage)
+    words: tuple[Word, ...] | None = None  # None: not asked for
+
+
+def refuse_words(engine: str, options: TranscribeOptions) -> None:
+    """The 400 of an engine that cannot time words, naming it."""
+    if options.words:
+        raise InvalidRequest(
+            f"word timestamps are not supported by the {engine} engine; pin engine torch for this model "
+            '(engine = "torch" in its [[models]] entry) to use them',
+            param="timestamp_granularities",
+            details={"engine": engine, "feature": "word_timestamps"},
+        )
 
 
 class SpeechModel(Protocol):

@@ -23,7 +23,14 @@ import numpy as np
 from hfd.backends import _hf
 from hfd.backends.base import LoadOptions
 from hfd.backends.exports import ExportCache, export_key
-from hfd.backends.whisper_common import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, known_language
+from hfd.backends.whisper_common import (
+    SAMPLE_RATE,
+    Segment,
+    TranscribeOptions,
+    Transcript,
+    known_language,
+    refuse_words,
+)
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,9 @@ class OpenVINOWhisper:
         return self._multilingual
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        # GenAI's pipeline times words only when built with word_timestamps, which needs the
+        # alignment heads in its own config; not wired here.
+        refuse_words("openvino", options)
         config = self.pipeline.get_generation_config()
         if self._multilingual:
             config.task = options.task

@@ -24,6 +24,7 @@ from hfd.backends.whisper_common import (
     Segment,
     TranscribeOptions,
     Transcript,
+    Word,
     known_language,
 )
 from hfd.client.errors import InvalidRequest
@@ -37,6 +38,8 @@ class TorchWhisper:
         self.processor = processor
         self.device = device
         self._dtype = next(model.parameters()).dtype
+        # Seconds per encoder frame, for word times (the ASR pipeline's time_precision).
+        self._precision = processor.feature_extractor.chunk_length / model.config.max_source_positions
 
     @property
     def multilingual(self) -> bool:
@@ -70,27 +73,47 @@ class TorchWhisper:
             kwargs["prompt_ids"] = torch.tensor(
                 self.processor.tokenizer.get_prompt_ids(options.prompt), device=self.device
             )
-        timestamps = options.timestamps or long_form
-        if long_form:
+        timestamps = options.timestamps or long_form or options.words  # words: as the pipeline asks
+        if options.words:
+            self._check_words(long_form)
+        if long_form or options.words:
             kwargs["attention_mask"] = feats.attention_mask.to(self.device)
         with torch.inference_mode():
             language = options.language
             if language is None and self.multilingual:
                 language = self._detect_language(features)
+            if options.words:  # cross-attention alignment (DTW), as transformers' pipeline does
+                kwargs["return_token_timestamps"] = True
+            dicts = timestamps or options.words
             out = self.model.generate(
                 features, return_timestamps=timestamps, return_segments=timestamps,
-                return_dict_in_generate=timestamps, **kwargs,
+                return_dict_in_generate=dicts, **kwargs,
             )  # fmt: skip
         tokenizer = self.processor.tokenizer
-        if timestamps:
+        if dicts:
             sequences = out["sequences"] if isinstance(out, dict) else out.sequences
-            segments = _segments(out, tokenizer)
+            segments = _segments(out, tokenizer) if timestamps else ()
         else:
             sequences = out
             segments = ()
         ids = [int(t) for t in sequences[0].tolist()]
         text = tokenizer.decode(ids, skip_special_tokens=True)
-        return Transcript(text=text, duration=duration, language=language, segments=segments, tokens=len(ids))
+        words = _words(out, tokenizer, self._precision) if options.words else None
+        return Transcript(
+            text=text, duration=duration, language=language, segments=segments, tokens=len(ids), words=words
+        )
+
+    def _check_words(self, long_form: bool) -> None:
+        if long_form:
+            raise InvalidRequest(
+                f"word timestamps need audio of at most {WINDOW_SECONDS:.0f} s on the torch engine",
+                param="timestamp_granularities",
+            )
+        if not getattr(self.model.generation_config, "alignment_heads", None):
+            raise InvalidRequest(
+                "this model's generation_config.json has no alignment_heads, which word timestamps need",
+                param="timestamp_granularities",
+            )
 
     def _detect_language(self, features: Any) -> str | None:
         try:
@@ -120,6 +143,28 @@ def _segments(out: Any, tokenizer: Any) -> tuple[Segment, ...]:
             Segment(start=float(seg["start"]), end=float(seg["end"]), text=text, tokens=tuple(tokens))
         )
     return tuple(found)
+
+
+def _words(out: Any, tokenizer: Any, time_precision: float) -> tuple[Word, ...]:
+    """Words with start and end times exactly as transformers' ASR pipeline gives them for
+    ``return_timestamps="word"``: the same generate output handed to the tokenizer's own
+    decoding (``_decode_asr``), which groups tokens into words (spaces, or characters for
+    languages written without them; punctuation joined) within each timestamped chunk."""
+    import torch
+
+    segments = out.get("segments") if isinstance(out, dict) else None
+    if segments:
+        times = [torch.cat([seg["token_timestamps"] for seg in segments[0]])]
+    else:
+        times = out["token_timestamps"]
+    decoded = [{"tokens": out["sequences"].cpu().numpy(), "token_timestamps": times}]
+    _, found = tokenizer._decode_asr(
+        decoded, return_timestamps="word", return_language=False, time_precision=time_precision
+    )
+    return tuple(
+        Word(word=str(c["text"]), start=float(c["timestamp"][0]), end=float(c["timestamp"][1]))
+        for c in found.get("chunks", [])
+    )
 
 
 def load(opts: LoadOptions) -> TorchWhisper:

@@ -1,5 +1,6 @@
 """A transcript in each of OpenAI's ``response_format`` values: ``json`` (``{"text"}``),
-``text``, ``srt``, ``vtt`` and ``verbose_json`` (task, language, duration, text, segments).
+``text``, ``srt``, ``vtt`` and ``verbose_json`` (task, language, duration, text, segments, and
+``words`` when ``timestamp_granularities`` asks for them).
 
 Without segment times from the engine (timestamps not asked for, or none found), the whole text
 is one segment spanning the audio.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from hfd.backends.whisper_common import Segment, Transcript
+from hfd.backends.whisper_common import Segment, Transcript, Word
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
@@ -66,7 +67,13 @@ def verbose(t: Transcript, task: str) -> dict[str, Any]:
             }
             for i, s in enumerate(segments(t))
         ],
+        **({} if t.words is None else {"words": [_word(w) for w in t.words]}),
     }
+
+
+def _word(w: Word) -> dict[str, Any]:
+    # OpenAI's words carry no surrounding spaces (the engines' keep the tokenizer's leading one).
+    return {"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
 
 
 def render(t: Transcript, fmt: str, task: str) -> dict[str, Any] | str:

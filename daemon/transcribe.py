@@ -98,16 +98,18 @@ def options(req: TranscriptionRequest, multilingual: bool = True) -> TranscribeO
     if req.language and req.speech_task == "transcribe":
         language = language_code(req.language)
     grains = set(req.timestamp_granularities or ())
-    if "word" in grains:
+    if "word" in grains and req.response_format != "verbose_json":  # OpenAI's rule: only it has words
         raise InvalidRequest(
-            "word timestamps are not supported; ask for segment", param="timestamp_granularities"
+            "word timestamps need response_format verbose_json", param="timestamp_granularities"
         )
     return TranscribeOptions(
         task=req.speech_task,
         language=language,
         prompt=req.prompt or None,
         temperature=req.temperature,
-        timestamps=req.response_format in audio_formats.TIMED or "segment" in grains,
+        # verbose_json without granularities has segments, as OpenAI's default.
+        timestamps=(req.response_format in audio_formats.TIMED and grains != {"word"}) or "segment" in grains,
+        words="word" in grains,
     )
 
 

@@ -171,3 +171,37 @@ def test_listed_as_speech_model_with_its_scheduler(daemon: Daemon) -> None:
 def test_form_body_on_a_json_route_is_refused_as_json(daemon: Daemon) -> None:
     r = httpx.post(daemon.http + "/v1/embeddings", files={"file": ("t.wav", b"x", "audio/wav")}, timeout=30)
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+# The random model's cross-attention makes torch.std warn inside transformers' alignment (DTW).
+@pytest.mark.filterwarnings("ignore:std\\(\\)")
+def test_openai_client_word_timestamps_equal_the_pipelines(daemon: Daemon, whisper_dir: Path) -> None:
+    """``timestamp_granularities=["word"]`` with verbose_json: OpenAI's ``words`` (no spaces
+    around a word, times rounded to ms) equal transformers' pipeline with word timestamps; with
+    both granularities the segments come too; word times in another format are a 400."""
+    from support.whisper_words import pipeline_words
+
+    raw, samples = _audio(3.0)
+    client = _client(daemon)
+    got = client.audio.transcriptions.create(
+        model="whisper", file=("t.wav", raw, "audio/wav"), language="en",
+        response_format="verbose_json", timestamp_granularities=["word"],
+    )  # fmt: skip
+    want = pipeline_words(whisper_dir, samples)
+    assert [(w.word, w.start, w.end) for w in got.words] == [
+        (t.strip(), round(s, 3), round(e, 3)) for t, s, e in want
+    ]
+    both = client.audio.transcriptions.create(
+        model="whisper", file=("t.wav", raw, "audio/wav"), language="en",
+        response_format="verbose_json", timestamp_granularities=["word", "segment"],
+    )  # fmt: skip
+    assert both.words == got.words and both.segments
+    plain = client.audio.transcriptions.create(
+        model="whisper", file=("t.wav", raw, "audio/wav"), language="en", response_format="verbose_json"
+    )
+    assert plain.segments and getattr(plain, "words", None) is None
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.audio.transcriptions.create(
+            model="whisper", file=("t.wav", raw, "audio/wav"), timestamp_granularities=["word"]
+        )
+    assert exc.value.body["param"] == "timestamp_granularities"  # type: ignore[index]

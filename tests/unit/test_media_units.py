@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from hfd.backends.whisper_common import Segment, Transcript, language_code
+from hfd.backends.whisper_common import Segment, Transcript, Word, language_code
 from hfd.client.errors import InvalidRequest, Overloaded
 from hfd.daemon import audio_formats
 from hfd.daemon.media_worker import MediaScheduler
@@ -36,6 +36,14 @@ def test_untimed_transcript_is_one_segment_spanning_the_audio() -> None:
     assert isinstance(body, dict)
     assert body["task"] == "translate" and body["language"] == "unknown"
     assert [(s["start"], s["end"], s["text"]) for s in body["segments"]] == [(0.0, 2.0, "hi")]
+    assert "words" not in body
+    timed = Transcript(text=" hi you", duration=2.0, words=(Word(" hi", 0.1234, 0.5), Word(" you", 0.5, 1.0)))
+    words = audio_formats.render(timed, "verbose_json", "transcribe")
+    assert isinstance(words, dict)
+    assert words["words"] == [
+        {"word": "hi", "start": 0.123, "end": 0.5},
+        {"word": "you", "start": 0.5, "end": 1.0},
+    ]
     assert audio_formats.render(T, "json", "transcribe") == {"text": T.text}
     assert audio_formats.render(T, "text", "transcribe") == T.text
 
@@ -51,9 +59,14 @@ def test_options_from_request() -> None:
     t = options(_req(TranslationRequest, language="fr"))
     assert t.task == "translate" and t.language is None  # translations take no language
     assert options(_req(timestamp_granularities=["segment"])).timestamps
-    with pytest.raises(InvalidRequest) as e:
+    with pytest.raises(InvalidRequest) as e:  # OpenAI's rule: only verbose_json carries words
         options(_req(timestamp_granularities=["word"]))
     assert e.value.param == "timestamp_granularities"
+    w = options(_req(response_format="verbose_json", timestamp_granularities=["word"]))
+    assert w.words and not w.timestamps
+    both = options(_req(response_format="verbose_json", timestamp_granularities=["word", "segment"]))
+    assert both.words and both.timestamps
+    assert not options(_req(response_format="verbose_json")).words
     assert language_code("<|de|>") == "de"
 
 
