@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from support.daemon import Daemon, start_daemon
 from support.models import REPO_ROOT
-from support.task_models import task_model
+from support.task_models import cross_encoder_scores, task_model
 
 from hfd.client import Client
 
@@ -55,17 +54,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 
 def _ok(d: Daemon, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(d.http + path, json=body, timeout=600)
-    assert r.status_code == 200, r.text
-    out: dict[str, Any] = r.json()
-    return out
-
-
-def _oracle(pairs: list[tuple[str, str]]) -> np.ndarray:
-    from sentence_transformers import CrossEncoder
-
-    model = CrossEncoder(str(task_model("cross-encoder")), device="cpu")
-    return np.asarray(model.predict(pairs), dtype=np.float64)
+    return d.post_ok(path, body, timeout=600)
 
 
 @pytest.mark.slow
@@ -73,7 +62,7 @@ def _oracle(pairs: list[tuple[str, str]]) -> np.ndarray:
 def test_rerank_and_score_equal_cross_encoder_on_the_pinned_engine(daemon: Daemon, engine: str) -> None:
     model = f"rerank-{engine}"
     body = _ok(daemon, "/v1/rerank", {"model": model, "query": QUERY, "documents": DOCS, "cache": False})
-    expected = _oracle([(QUERY, d) for d in DOCS])
+    expected = cross_encoder_scores([(QUERY, d) for d in DOCS])
     got = {r["index"]: r["relevance_score"] for r in body["results"]}
     np.testing.assert_allclose([got[i] for i in range(len(DOCS))], expected, atol=TOL, rtol=0)
     assert [r["index"] for r in body["results"]] == sorted(range(len(DOCS)), key=lambda i: -expected[i])

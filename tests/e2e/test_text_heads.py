@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from support.daemon import Daemon, running_daemon
-from support.task_models import task_model
+from support.task_models import cross_encoder_scores, task_model
 
 from hfd.client import Client
 from hfd.client.errors import InvalidRequest
@@ -52,20 +52,10 @@ def _post(d: Daemon, path: str, body: dict[str, Any]) -> httpx.Response:
 
 
 def _ok(d: Daemon, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = _post(d, path, body)
-    assert r.status_code == 200, r.text
-    out: dict[str, Any] = r.json()
-    return out
+    return d.post_ok(path, body)
 
 
 # ----------------------------------------------------------------------------- oracles
-
-
-def _cross_encoder_scores(pairs: list[tuple[str, str]]) -> np.ndarray:
-    from sentence_transformers import CrossEncoder
-
-    model = CrossEncoder(str(task_model("cross-encoder")), device="cpu")
-    return np.asarray(model.predict(pairs), dtype=np.float64)
 
 
 def _pipeline(task: str, kind: str, **kwargs: Any) -> Any:
@@ -87,7 +77,7 @@ def test_models_list_shows_each_task_before_loading(daemon: Daemon) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/rerank"])
 def test_rerank_equals_cross_encoder(daemon: Daemon, path: str) -> None:
-    expected = _cross_encoder_scores([(QUERY, d) for d in DOCS])
+    expected = cross_encoder_scores([(QUERY, d) for d in DOCS])
     body = _ok(daemon, path, {"model": "cross-encoder", "query": QUERY, "documents": DOCS})
     results = body["results"]
     assert [r["index"] for r in results] == sorted(range(len(DOCS)), key=lambda i: -expected[i])
@@ -101,7 +91,7 @@ def test_rerank_equals_cross_encoder(daemon: Daemon, path: str) -> None:
 
 
 def test_score_equals_cross_encoder(daemon: Daemon) -> None:
-    expected = _cross_encoder_scores([(QUERY, d) for d in DOCS])
+    expected = cross_encoder_scores([(QUERY, d) for d in DOCS])
     data = _ok(daemon, "/v1/score", {"model": "cross-encoder", "text_1": QUERY, "text_2": DOCS})["data"]
     assert [d["index"] for d in data] == list(range(len(DOCS)))
     assert np.allclose([d["score"] for d in data], expected, atol=TOL)
@@ -110,7 +100,7 @@ def test_score_equals_cross_encoder(daemon: Daemon) -> None:
     ]
     assert np.allclose(
         [d["score"] for d in pairs],
-        _cross_encoder_scores(list(zip(DOCS[:2], DOCS[2:4], strict=True))),
+        cross_encoder_scores(list(zip(DOCS[:2], DOCS[2:4], strict=True))),
         atol=TOL,
     )
 
@@ -242,6 +232,6 @@ def test_cohere_sdk_reranks_through_the_daemon(daemon: Daemon) -> None:
     cohere = pytest.importorskip("cohere")
     client = cohere.Client(api_key="unused", base_url=daemon.http)
     reply = client.rerank(model="cross-encoder", query=QUERY, documents=DOCS, top_n=3)
-    expected = _cross_encoder_scores([(QUERY, d) for d in DOCS])
+    expected = cross_encoder_scores([(QUERY, d) for d in DOCS])
     assert [r.index for r in reply.results] == sorted(range(len(DOCS)), key=lambda i: -expected[i])[:3]
     assert all(abs(r.relevance_score - expected[r.index]) < TOL for r in reply.results)

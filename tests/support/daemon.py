@@ -118,6 +118,15 @@ class Daemon:
 
         return anthropic.Anthropic(base_url=self.http, **{"api_key": "unused", **_CLIENT_OPTIONS, **options})
 
+    def post_ok(self, path: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        """The JSON of a 200 answer to ``body`` posted to ``path``; fails the test on any other."""
+        import httpx
+
+        r = httpx.post(self.http + path, json=body, timeout=timeout)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
     def wait_logged(self, message: str, timeout: float = 30.0) -> bool:
         """Whether a line of the daemon's output holds ``message`` within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout

@@ -67,3 +67,12 @@ def _build(out: Path, kind: str) -> None:
 def task_model(kind: str, path: Path | None = None) -> Path:
     """The model directory of ``kind`` (one of ``KINDS``), built once and cached."""
     return _cached(f"task-{kind}", VERSION, lambda out: _build(out, kind), path)
+
+
+def cross_encoder_scores(pairs: list[tuple[str, str]]) -> Any:
+    """The oracle of rerank: sentence-transformers' CrossEncoder scores of the tiny cross-encoder."""
+    import numpy as np
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(task_model("cross-encoder")), device="cpu")
+    return np.asarray(model.predict(pairs), dtype=np.float64)
