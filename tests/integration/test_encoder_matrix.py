@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support import encoder_models as em
-from support.models import REPO_ROOT
+from support.models import REPO_ROOT, cosines
 
 from hfd.backends.base import LoadOptions
 from hfd.client.errors import ModelUnavailable
@@ -42,10 +42,6 @@ MODELS.update(
 GAPS = {
     ("modernbert", "openvino"): "no OpenVINO export for ModernBERT",
 }
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 @functools.cache
@@ -111,8 +107,8 @@ def test_embeddings_match_the_reference(model: str, engine: str, monkeypatch: py
     finally:
         encoder.close()
     assert got.shape == want.shape and encoder.dimensions == want.shape[1]
-    cosines = _cosines(got, want)
-    assert cosines.min() >= 0.999, f"{model} on {engine}: cosines {np.round(cosines, 5).tolist()}"
+    cos = cosines(got, want)
+    assert cos.min() >= 0.999, f"{model} on {engine}: cosines {np.round(cos, 5).tolist()}"
 
 
 @pytest.mark.parametrize("model", list(MODELS))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support import media_models
+from support.models import cosines
 
 from hfd.backends.base import LoadOptions
 from hfd.client.errors import InvalidRequest
@@ -19,10 +20,6 @@ from hfd.daemon import images
 from hfd.daemon.settings import Settings
 
 pytest.importorskip("torch")
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 @pytest.fixture(scope="module", params=["clip", "siglip"])
@@ -78,10 +75,10 @@ def test_image_vectors_match_get_image_features(case: Any) -> None:
     decoded = [images.open_image(images.image_bytes(media_models.data_url(r), settings, "input"), 10**6, "input")
                for r in raws]  # fmt: skip
     got = engine.embed_images(decoded)
-    assert (_cos(got, expected) >= 0.999).all()
+    assert (cosines(got, expected) >= 0.999).all()
     # One request's images together equal each alone.
     alone = np.concatenate([engine.embed_images([img]) for img in decoded])
-    assert (_cos(got, alone) >= 0.999).all()
+    assert (cosines(got, alone) >= 0.999).all()
 
 
 def test_mixed_request_keeps_input_order(case: Any) -> None:
@@ -90,7 +87,7 @@ def test_mixed_request_keeps_input_order(case: Any) -> None:
     vectors, tokens = images._compute(engine, ["a photo of a cat", img, "hola"])
     assert vectors.shape[0] == 3 and tokens > 0
     np.testing.assert_allclose(vectors[0], engine.embed_texts(["a photo of a cat"])[0], rtol=1e-5, atol=1e-5)
-    assert _cos(vectors[1], engine.embed_images([img])[0]) >= 0.999
+    assert cosines(vectors[1], engine.embed_images([img])[0]) >= 0.999
 
 
 def test_image_bounds() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support import media_models
-from support.models import REPO_ROOT
+from support.models import REPO_ROOT, cosines
 
 from hfd.backends.base import LoadOptions
 from hfd.daemon import images
@@ -24,10 +24,6 @@ pytest.importorskip("torch", reason="the oracle is transformers on torch")
 
 EXPORT_CACHE = REPO_ROOT / ".cache" / "test-exports"
 TEXTS = ["a photo of a cat", "the weather today is sunny", "hola"]
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.asarray((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)))
 
 
 def _path(kind: str) -> Path:
@@ -58,15 +54,19 @@ def _skip_without(engine: str) -> None:
         pytest.importorskip("onnxscript", reason="exporting to ONNX needs onnxscript")
 
 
+def _engine_and_oracle(engine: str, kind: str) -> tuple[Any, tuple[Any, Any]]:
+    """The engine's image-text model of ``kind`` (skipped without the extra) and transformers'."""
+    _skip_without(engine)
+    return _engine(engine, kind), _oracle(kind)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 def test_text_vectors_match_get_text_features(engine: str, kind: str) -> None:
     import torch
 
-    _skip_without(engine)
-    model, tokenizer = _oracle(kind)
-    got = _engine(engine, kind)
+    got, (model, tokenizer) = _engine_and_oracle(engine, kind)
     assert got.name == engine
     padding = "max_length" if kind == "siglip" else True
     batch = tokenizer(TEXTS, padding=padding, truncation=True, max_length=got.max_length, return_tensors="pt")
@@ -77,9 +77,9 @@ def test_text_vectors_match_get_text_features(engine: str, kind: str) -> None:
     expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
     vectors = got.embed_texts(TEXTS)
     assert vectors.shape == expected.shape and vectors.dtype == np.float32
-    assert (_cos(vectors, expected) >= 0.999).all()
+    assert (cosines(vectors, expected) >= 0.999).all()
     alone = np.concatenate([got.embed_texts([t]) for t in TEXTS])
-    assert (_cos(vectors, alone) >= 0.999).all()
+    assert (cosines(vectors, alone) >= 0.999).all()
 
 
 @pytest.mark.slow
@@ -90,9 +90,7 @@ def test_image_vectors_match_get_image_features(engine: str, kind: str) -> None:
     from PIL import Image
     from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
 
-    _skip_without(engine)
-    model, _ = _oracle(kind)
-    got = _engine(engine, kind)
+    got, (model, _) = _engine_and_oracle(engine, kind)
     raws = [media_models.png(seed=s, width=40 + 8 * s, height=36) for s in range(3)]
     pil = [Image.open(io.BytesIO(r)).convert("RGB") for r in raws]
     processor = (CLIPImageProcessorPil if kind == "clip" else SiglipImageProcessorPil).from_pretrained(
@@ -105,12 +103,12 @@ def test_image_vectors_match_get_image_features(engine: str, kind: str) -> None:
     expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
     decoded = [images.open_image(r, 10**6, "input") for r in raws]
     vectors = got.embed_images(decoded)
-    assert (_cos(vectors, expected) >= 0.999).all()
+    assert (cosines(vectors, expected) >= 0.999).all()
     alone = np.concatenate([got.embed_images([img]) for img in decoded])
-    assert (_cos(vectors, alone) >= 0.999).all()
+    assert (cosines(vectors, alone) >= 0.999).all()
     # A mixed request keeps its order (the media path's one call per kind).
     mixed, tokens = images._compute(got, ["a photo of a cat", decoded[0]])
-    assert tokens > 0 and _cos(mixed[1], vectors[0]) >= 0.999
+    assert tokens > 0 and cosines(mixed[1], vectors[0]) >= 0.999
 
 
 @pytest.mark.slow

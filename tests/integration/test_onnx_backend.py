@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.models import minilm, tiny_bert
+from support.models import EMBED_TEXTS, cosines, minilm, tiny_bert
 
 from hfd.backends import hardware
 from hfd.backends.base import LoadOptions
@@ -19,21 +19,12 @@ from hfd.backends.onnx_backend import OnnxBackend, prepare_onnx, providers_for
 from hfd.backends.torch_backend import TorchBackend
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
-TEXTS = [
-    "The weather today is sunny with a light breeze.",
-    "Cats sleep for most of the day.",
-    "x",
-    "A spider has eight legs and lives in the garden near the river.",
-]
+TEXTS = list(EMBED_TEXTS)
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 @pytest.mark.slow
@@ -46,10 +37,10 @@ def test_embeddings_match_torch(model: object, cache_dir: Path) -> None:
     assert ort.providers == ["CPUExecutionProvider"]
     a, b = ort.embed(ort.tokenize(TEXTS)), pt.embed(pt.tokenize(TEXTS))
     assert a.shape == (len(TEXTS), pt.dimensions) and a.dtype == np.float32
-    assert _cosines(a, b).min() >= 0.999
+    assert cosines(a, b).min() >= 0.999
     # Batch and sequence axes are dynamic: a different batch shape runs and agrees.
     alone = ort.embed(ort.tokenize(TEXTS[3:4]))
-    assert _cosines(alone, a[3:4])[0] >= 0.9999
+    assert cosines(alone, a[3:4])[0] >= 0.9999
     assert ort.embed(ort.tokenize([])).shape == (0, pt.dimensions)
     ort.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.models import minilm, tiny_bert, tiny_llama
+from support.models import EMBED_TEXTS, cosines, minilm, tiny_bert, tiny_llama
 
 from hfd.backends import hardware
 from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams
@@ -26,12 +26,7 @@ from hfd.backends.openvino_backend import OpenVINOBackend, OVGenerator
 from hfd.backends.torch_backend import TorchBackend
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 
-TEXTS = [
-    "The weather today is sunny with a light breeze.",
-    "Cats sleep for most of the day.",
-    "x",
-    "A spider has eight legs and lives in the garden near the river.",
-]
+TEXTS = list(EMBED_TEXTS)
 PROMPTS = ["hello world the quick", "Paris is the capital of", "Write a short poem about the ocean."]
 
 
@@ -66,10 +61,6 @@ def run_all(gen: GenerationModel, prompts: list[list[int]], params: SamplingPara
     return out
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", [tiny_bert, minilm], ids=["tiny-bert", "minilm"])
 def test_embeddings_match_torch(model: object, cache_dir: Path) -> None:
@@ -80,11 +71,11 @@ def test_embeddings_match_torch(model: object, cache_dir: Path) -> None:
     assert ov.tokenize(TEXTS).ids == pt.tokenize(TEXTS).ids
     a, b = ov.embed(ov.tokenize(TEXTS)), pt.embed(pt.tokenize(TEXTS))
     assert a.shape == (len(TEXTS), pt.dimensions) and a.dtype == np.float32
-    assert _cosines(a, b).min() >= 0.999
+    assert cosines(a, b).min() >= 0.999
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-4)  # the config says normalise
     # One text alone embeds as it does inside a padded batch.
     alone = ov.embed(ov.tokenize(TEXTS[2:3]))
-    assert _cosines(alone, a[2:3])[0] >= 0.9999
+    assert cosines(alone, a[2:3])[0] >= 0.9999
     ov.close()
 
 
@@ -228,7 +219,7 @@ def test_weight_formats_are_stored_as_asked(cache_dir: Path, weight_format: str,
     assert element in types
     ref = OpenVINOBackend().load_encoder(_opts(tiny_bert(), "embed", cache_dir))
     a, b = encoder.embed(encoder.tokenize(TEXTS)), ref.embed(ref.tokenize(TEXTS))
-    assert _cosines(a, b).min() >= 0.95  # lossy, but still the same model
+    assert cosines(a, b).min() >= 0.95  # lossy, but still the same model
 
 
 def test_option_errors(tmp_path: Path) -> None:

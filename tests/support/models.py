@@ -28,6 +28,22 @@ TINY_LLAMA_VERSION = 1
 TINY_BERT_VERSION = 2
 BENCH_LLAMA_VERSION = 1
 
+
+def cosines(a: Any, b: Any) -> Any:
+    """The cosine similarity of each row of ``a`` with the same row of ``b`` (of two vectors: one)."""
+    import numpy as np
+
+    return np.asarray((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)))
+
+
+# Sentences the engine tests embed on every engine: a one-character input among longer ones.
+EMBED_TEXTS = (
+    "The weather today is sunny with a light breeze.",
+    "Cats sleep for most of the day.",
+    "x",
+    "A spider has eight legs and lives in the garden near the river.",
+)
+
 # A chat template in the common `<|role|>` style; `eos_token` ends each turn so a model can learn
 # (or, here, be told) to stop.
 TINY_CHAT_TEMPLATE = (
