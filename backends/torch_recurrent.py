@@ -7,6 +7,8 @@ state after the padding too, and there is no mask that undoes that. So these mod
 padding. Each sequence is prefilled alone (batch of one, its exact prompt) into transformers'
 own cache for the model (``DynamicCache(config=...)``, which holds conv and SSM state in
 ``LinearAttentionLayer`` s and K/V in ``DynamicLayer`` s), exactly as ``generate()`` does.
+Queued sequences with the same prompt one after another (a request's n choices) share one
+prefill: the next ones start from copies of its cache and last logits.
 
 Decoding then depends on the layout:
 
@@ -26,6 +28,7 @@ its name.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from dataclasses import dataclass
@@ -103,18 +106,30 @@ class RecurrentBatcher(RowBatcher):
     def _prefill(self, out: dict[int, StepOutput]) -> None:
         budget = self.max_batched_tokens
         first = True
+        shared: tuple[list[int], int | None, torch.Tensor, Any] | None = None  # prompt, echo, logits, cache
         while self._queue and len(self._rows) < self.max_running:
             seq = self._queue[0]
-            if not first and len(seq.prompt) > budget:
+            # A row whose prompt was just prefilled (a request's n choices) starts from a copy of
+            # that prefill's state and logits: no forward pass, no tokens from the budget.
+            again = shared is not None and shared[:2] == (seq.prompt, seq.params.prompt_logprobs)
+            if not first and not again and len(seq.prompt) > budget:
                 break
             self._queue.popleft()
             first = False
-            budget -= len(seq.prompt)
-            cache = self._new_cache()
-            self.prefilled_tokens += len(seq.prompt)
-            ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
             echo = seq.params.prompt_logprobs
-            every = self._forward(ids, cache, every_position=echo is not None)
+            if shared is not None and again:
+                every, cache = shared[2].clone(), copy.deepcopy(shared[3])
+            else:
+                budget -= len(seq.prompt)
+                cache = self._new_cache()
+                self.prefilled_tokens += len(seq.prompt)
+                ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
+                every = self._forward(ids, cache, every_position=echo is not None)
+                nxt = self._queue[0] if self._queue else None
+                same = nxt is not None and nxt.prompt == seq.prompt and nxt.params.prompt_logprobs == echo
+                # Sampling and the running batch change the logits and the cache in place: keep
+                # copies for the next rows.
+                shared = (seq.prompt, echo, every.clone(), copy.deepcopy(cache)) if same else None
             prompt_lps = None if echo is None else prompt_logprobs(every[0], seq.prompt, echo)
             tokens, lps = sample_with_logprobs(every[:, -1, :], [seq.sampling()], self._eos)
             echoed = None if prompt_lps is None else {0: prompt_lps}

@@ -94,3 +94,38 @@ def test_shared_rows_each_echo_the_prompt_logprobs(gen: TorchGenerator) -> None:
     assert alone is not None and len(alone) == len(prompt)
     assert outs[1][0].prompt_logprobs == alone
     assert outs[2][0].prompt_logprobs == alone
+
+
+# The recurrent batcher (state-space and hybrid models): recorded the same way, three seeded
+# choices of FOX beside a greedy "Rain on the roof", six tokens each.
+RECURRENT_BEFORE = {
+    "mamba": ([[7, 208, 177, 239, 80, 376], [46, 93, 492, 331, 410, 161], [7, 38, 230, 258, 49, 92]],
+              [63, 260, 80, 410, 336, 7]),
+    "lfm2": ([[39, 190, 22, 156, 101, 420], [198, 126, 493, 221, 398, 286], [89, 137, 245, 338, 20, 142]],
+             [42, 403, 487, 205, 156, 196]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("family", "layout"), [("mamba", "recurrent"), ("lfm2", "hybrid")])
+def test_recurrent_rows_share_the_prefill(family: str, layout: str) -> None:
+    from support.causal_models import causal_model
+
+    model = TorchBackend().load_generator(
+        LoadOptions(path=causal_model(family), task="generate", max_running=8, dtype="float32")
+    )
+    try:
+        assert getattr(model._batcher, "layout", None) == layout
+        fox, rain = model.encode_prompt(FOX), model.encode_prompt("Rain on the roof")
+        seeded = dataclasses.replace(SEEDED, max_tokens=6)
+        greedy = dataclasses.replace(GREEDY, max_tokens=6)
+        jobs = {sid: (fox, p) for sid, p in _choices(seeded, 3).items()}
+        jobs[9] = (rain, greedy)
+        got = _tokens(model, jobs)
+        assert model.prefilled_tokens == len(fox) + len(rain)  # fox once, not 3x
+        choices, alone = RECURRENT_BEFORE[family]
+        assert [got[j] for j in range(3)] == choices
+        assert got[9] == alone
+        same = _tokens(model, {sid: (fox, p) for sid, p in _choices(greedy, 3).items()})
+        assert same[0] == same[1] == same[2] == _tokens(model, {0: (fox, greedy)})[0]
+    finally:
+        model.close()
