@@ -14,89 +14,40 @@ from typing import Any
 _NAME = {"type": "string", "minLength": 1, "maxLength": 8}
 _SMALL = {"type": "integer", "minimum": 0, "maximum": 99}
 
+
+def _object(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """An object of these properties, ``required`` ones, and no others."""
+    return dict(type="object", properties=properties, required=list(required), additionalProperties=False)
+
+
 SCHEMAS: list[dict[str, Any]] = [
     # 0: flat object, all required
-    {
-        "type": "object",
-        "properties": {"name": _NAME, "age": _SMALL},
-        "required": ["name", "age"],
-        "additionalProperties": False,
-    },
+    _object({"name": _NAME, "age": _SMALL}, "name", "age"),
     # 1: booleans and null
-    {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}, "none": {"type": "null"}},
-        "required": ["ok", "none"],
-        "additionalProperties": False,
-    },
+    _object({"ok": {"type": "boolean"}, "none": {"type": "null"}}, "ok", "none"),
     # 2: string enum
-    {
-        "type": "object",
-        "properties": {"colour": {"enum": ["red", "green", "blue"]}},
-        "required": ["colour"],
-        "additionalProperties": False,
-    },
+    _object({"colour": {"enum": ["red", "green", "blue"]}}, "colour"),
     # 3: nested object
-    {
-        "type": "object",
-        "properties": {
-            "user": {
-                "type": "object",
-                "properties": {"id": _SMALL, "nick": _NAME},
-                "required": ["id", "nick"],
-                "additionalProperties": False,
-            }
-        },
-        "required": ["user"],
-        "additionalProperties": False,
-    },
+    _object({"user": _object({"id": _SMALL, "nick": _NAME}, "id", "nick")}, "user"),
     # 4: bounded array of integers
-    {
-        "type": "object",
-        "properties": {"xs": {"type": "array", "items": _SMALL, "minItems": 1, "maxItems": 4}},
-        "required": ["xs"],
-        "additionalProperties": False,
-    },
+    _object({"xs": {"type": "array", "items": _SMALL, "minItems": 1, "maxItems": 4}}, "xs"),
     # 5: integer bounds, negative range
-    {
-        "type": "object",
-        "properties": {"t": {"type": "integer", "minimum": -40, "maximum": 50}},
-        "required": ["t"],
-        "additionalProperties": False,
-    },
+    _object({"t": {"type": "integer", "minimum": -40, "maximum": 50}}, "t"),
     # 6: number with bounds
-    {
-        "type": "object",
-        "properties": {"p": {"type": "number", "minimum": 0, "maximum": 1}},
-        "required": ["p"],
-        "additionalProperties": False,
-    },
+    _object({"p": {"type": "number", "minimum": 0, "maximum": 1}}, "p"),
     # 7: string pattern
-    {
-        "type": "object",
-        "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}},
-        "required": ["code"],
-        "additionalProperties": False,
-    },
+    _object({"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}}, "code"),
     # 8: optional property (not required)
-    {
-        "type": "object",
-        "properties": {"a": _SMALL, "b": _NAME},
-        "required": ["a"],
-        "additionalProperties": False,
-    },
+    _object({"a": _SMALL, "b": _NAME}, "a"),
     # 9: array of objects
     {
         "type": "object",
         "properties": {
             "items": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"sku": _NAME, "qty": {"type": "integer", "minimum": 1, "maximum": 9}},
-                    "required": ["sku", "qty"],
-                    "additionalProperties": False,
-                },
+                "items": _object(
+                    {"sku": _NAME, "qty": {"type": "integer", "minimum": 1, "maximum": 9}}, "sku", "qty"
+                ),
                 "minItems": 1,
                 "maxItems": 3,
             }
@@ -107,55 +58,23 @@ SCHEMAS: list[dict[str, Any]] = [
     # 10: top-level array
     {"type": "array", "items": {"enum": ["x", "y"]}, "minItems": 2, "maxItems": 3},
     # 11: const
-    {
-        "type": "object",
-        "properties": {"version": {"const": 2}, "kind": {"const": "event"}},
-        "required": ["version", "kind"],
-        "additionalProperties": False,
-    },
+    _object({"version": {"const": 2}, "kind": {"const": "event"}}, "version", "kind"),
     # 12: anyOf union
-    {
-        "type": "object",
-        "properties": {"v": {"anyOf": [_SMALL, {"type": "boolean"}]}},
-        "required": ["v"],
-        "additionalProperties": False,
-    },
+    _object({"v": {"anyOf": [_SMALL, {"type": "boolean"}]}}, "v"),
     # 13: $defs and $ref
     {
-        "$defs": {
-            "point": {
-                "type": "object",
-                "properties": {"x": _SMALL, "y": _SMALL},
-                "required": ["x", "y"],
-                "additionalProperties": False,
-            }
-        },
+        "$defs": {"point": _object({"x": _SMALL, "y": _SMALL}, "x", "y")},
         "type": "object",
         "properties": {"from": {"$ref": "#/$defs/point"}, "to": {"$ref": "#/$defs/point"}},
         "required": ["from", "to"],
         "additionalProperties": False,
     },
     # 14: nullable (type list)
-    {
-        "type": "object",
-        "properties": {"note": {"type": ["string", "null"], "maxLength": 6}},
-        "required": ["note"],
-        "additionalProperties": False,
-    },
+    _object({"note": {"type": ["string", "null"], "maxLength": 6}}, "note"),
     # 15: string format (date)
-    {
-        "type": "object",
-        "properties": {"day": {"type": "string", "format": "date"}},
-        "required": ["day"],
-        "additionalProperties": False,
-    },
+    _object({"day": {"type": "string", "format": "date"}}, "day"),
     # 16: exclusive bounds
-    {
-        "type": "object",
-        "properties": {"n": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}},
-        "required": ["n"],
-        "additionalProperties": False,
-    },
+    _object({"n": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}}, "n"),
     # 17: fixed-length tuple (prefixItems)
     {
         "type": "array",
