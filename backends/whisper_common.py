@@ -59,14 +59,20 @@ class Transcript:
     words: tuple[Word, ...] | None = None  # None: not asked for
 
 
-def refuse_words(engine: str, options: TranscribeOptions) -> None:
-    """The 400 of an engine that cannot time words, naming it."""
-    if options.words:
+def check_words(engine: str, options: TranscribeOptions, duration: float, aligned: bool) -> None:
+    """The 400s of word times an engine cannot give: audio past one window, or a model whose
+    generation config names no ``alignment_heads`` (``aligned``), naming the field."""
+    if not options.words:
+        return
+    if duration > WINDOW_SECONDS:
         raise InvalidRequest(
-            f"word timestamps are not supported by the {engine} engine; pin engine torch for this model "
-            '(engine = "torch" in its [[models]] entry) to use them',
+            f"word timestamps need audio of at most {WINDOW_SECONDS:.0f} s on the {engine} engine",
             param="timestamp_granularities",
-            details={"engine": engine, "feature": "word_timestamps"},
+        )
+    if not aligned:
+        raise InvalidRequest(
+            "this model's generation_config.json has no alignment_heads, which word timestamps need",
+            param="timestamp_granularities",
         )
 
 

@@ -20,17 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from hfd.backends import _hf
+from hfd.backends import _hf, whisper_common
 from hfd.backends.base import LoadOptions
 from hfd.backends.exports import ExportCache, export_key
-from hfd.backends.whisper_common import (
-    SAMPLE_RATE,
-    Segment,
-    TranscribeOptions,
-    Transcript,
-    known_language,
-    refuse_words,
-)
+from hfd.backends.whisper_common import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, known_language
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,19 +34,18 @@ EXPORT_REVISION = 1
 
 
 class OpenVINOWhisper:
-    def __init__(self, pipeline: Any, folder: Path, multilingual: bool) -> None:
+    def __init__(self, pipeline: Any, folder: Path, multilingual: bool, aligned: bool = False) -> None:
         self.pipeline = pipeline
         self.folder = folder
         self._multilingual = multilingual
+        self.aligned = aligned  # built with word_timestamps: the model names alignment heads
 
     @property
     def multilingual(self) -> bool:
         return self._multilingual
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-        # GenAI's pipeline times words only when built with word_timestamps, which needs the
-        # alignment heads in its own config; not wired here.
-        refuse_words("openvino", options)
+        whisper_common.check_words("openvino", options, len(audio) / SAMPLE_RATE, self.aligned)
         config = self.pipeline.get_generation_config()
         if self._multilingual:
             config.task = options.task
@@ -67,6 +59,7 @@ class OpenVINOWhisper:
             config.do_sample = True
             config.temperature = options.temperature
         config.return_timestamps = options.timestamps
+        config.word_timestamps = options.words
         result = self.pipeline.generate(np.ascontiguousarray(audio, dtype=np.float32), config)
         text = result.texts[0] if result.texts else ""
         segments: tuple[Segment, ...] = ()
@@ -79,9 +72,16 @@ class OpenVINOWhisper:
         detected = getattr(result, "language", None)
         if language is None and isinstance(detected, str) and detected:
             language = detected.removeprefix("<|").removesuffix("|>")
+        words = None
+        if options.words:
+            words = tuple(
+                whisper_common.Word(str(w.word), float(w.start_ts), float(w.end_ts))
+                for w in result.words or ()
+            )
         return Transcript(
-            text=text, duration=len(audio) / SAMPLE_RATE, language=language, segments=segments, tokens=tokens
-        )
+            text=text, duration=len(audio) / SAMPLE_RATE, language=language, segments=segments, tokens=tokens,
+            words=words,
+        )  # fmt: skip
 
     def memory_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.folder.glob("openvino_*.bin"))
@@ -138,6 +138,11 @@ def load(opts: LoadOptions) -> OpenVINOWhisper:
     folder = prepare_ir(opts)
     device = opts.device.upper() if opts.device else "CPU"
     properties: dict[str, Any] = {}
+    # Word times need the pipeline built for them (GenAI reads alignment_heads from the
+    # model's generation_config.json); a model without them is refused words at request time.
+    aligned = bool(_generation_config(opts.path).get("alignment_heads"))
+    if aligned:
+        properties["word_timestamps"] = True
     if device.startswith("CPU"):
         properties["INFERENCE_PRECISION_HINT"] = precision_hint(opts.dtype) or "f32"
         if opts.threads > 0:
@@ -147,14 +152,17 @@ def load(opts: LoadOptions) -> OpenVINOWhisper:
     except Exception as exc:
         raise ModelUnavailable(f"OpenVINO cannot load the Whisper model: {exc}") from exc
     config = _hf.require_model_dir(opts.path)
-    multilingual = bool(config.get("vocab_size", 0) >= 51865 or _generation_multilingual(opts.path))
-    return OpenVINOWhisper(pipeline, folder, multilingual)
+    multilingual = bool(
+        config.get("vocab_size", 0) >= 51865 or _generation_config(opts.path).get("is_multilingual")
+    )
+    return OpenVINOWhisper(pipeline, folder, multilingual, aligned)
 
 
-def _generation_multilingual(path: Path) -> bool:
+def _generation_config(path: Path) -> dict[str, Any]:
     import json
 
     try:
-        return bool(json.loads((path / "generation_config.json").read_text()).get("is_multilingual"))
+        found = json.loads((path / "generation_config.json").read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return found if isinstance(found, dict) else {}

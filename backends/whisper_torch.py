@@ -25,6 +25,7 @@ from hfd.backends.whisper_common import (
     TranscribeOptions,
     Transcript,
     Word,
+    check_words,
     known_language,
 )
 from hfd.client.errors import InvalidRequest
@@ -74,8 +75,9 @@ class TorchWhisper:
                 self.processor.tokenizer.get_prompt_ids(options.prompt), device=self.device
             )
         timestamps = options.timestamps or long_form or options.words  # words: as the pipeline asks
-        if options.words:
-            self._check_words(long_form)
+        check_words(
+            "torch", options, duration, bool(getattr(self.model.generation_config, "alignment_heads", None))
+        )
         if long_form or options.words:
             kwargs["attention_mask"] = feats.attention_mask.to(self.device)
         with torch.inference_mode():
@@ -102,18 +104,6 @@ class TorchWhisper:
         return Transcript(
             text=text, duration=duration, language=language, segments=segments, tokens=len(ids), words=words
         )
-
-    def _check_words(self, long_form: bool) -> None:
-        if long_form:
-            raise InvalidRequest(
-                f"word timestamps need audio of at most {WINDOW_SECONDS:.0f} s on the torch engine",
-                param="timestamp_granularities",
-            )
-        if not getattr(self.model.generation_config, "alignment_heads", None):
-            raise InvalidRequest(
-                "this model's generation_config.json has no alignment_heads, which word timestamps need",
-                param="timestamp_granularities",
-            )
 
     def _detect_language(self, features: Any) -> str | None:
         try:
