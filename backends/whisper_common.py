@@ -2,7 +2,8 @@
 
 A ``SpeechModel`` takes 16 kHz mono float32 samples (``hfd.daemon.audio`` decodes uploads into
 them) and returns a ``Transcript``: the text, and segments with start and end times when asked
-for. Engines: ``whisper_torch`` (transformers' ``WhisperForConditionalGeneration.generate``,
+for, and words with theirs (``TranscribeOptions.words``; ``check_words`` says which requests
+an engine refuses them). Engines: ``whisper_torch`` (transformers' ``WhisperForConditionalGeneration.generate``,
 greedy unless a temperature is given) and ``whisper_openvino`` (OpenVINO GenAI's
 ``WhisperPipeline``). Both chunk long audio into Whisper's 30 s windows themselves
 (transformers' sequential long-form generation; GenAI's own chunking).

@@ -4,7 +4,9 @@ The snapshot is exported once with optimum-intel (``automatic-speech-recognition
 with the tokenizer converted by openvino-tokenizers, which the pipeline needs) into the export
 cache; a folder that already holds ``openvino_encoder_model.xml`` is used as it is. GenAI chunks
 audio over 30 s itself. The pipeline's ``generate`` holds the GIL while it runs, so it is called
-on the model's worker thread, never on the event loop.
+on the model's worker thread, never on the event loop. A model whose generation config names
+``alignment_heads`` gets a pipeline built with ``word_timestamps``, so a request may ask for
+word times (``result.words``).
 
 Precision: f32 unless the model's ``dtype`` says otherwise: OpenVINO's bf16 default on CPUs
 with native bf16 changes greedy tokens (``/work/shared/ENVIRONMENT.md``); f32 matches
