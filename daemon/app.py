@@ -80,7 +80,9 @@ class Daemon:
         self.metrics = metrics
         metrics.watch(self.manager, self.cache)
         self.access = Access(settings, metrics)
-        self.service = Service(settings, self.manager, cache=self.cache, pulls=Pulls(settings, self.store, self.manager.export))
+        self.service = Service(
+            settings, self.manager, cache=self.cache, pulls=Pulls(settings, self.store, self.manager.export)
+        )
         self.doors: dict[str, Door] = {"ipc": IpcServer(self.service, settings, access=self.access)}
         if settings.http_enabled:
             from hfd.daemon.http.server import HttpServer  # uvicorn only where HTTP is served

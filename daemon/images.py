@@ -111,7 +111,9 @@ def open_image(raw: bytes, max_pixels: int, param: str) -> Any:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own check (a warning
         # above MAX_IMAGE_PIXELS, an error above twice it), set to the same limit by decode_image
         raise InvalidRequest(
-            f"the image has more than {max_pixels} pixels, the limit", param=param, details={"max_pixels": max_pixels}
+            f"the image has more than {max_pixels} pixels, the limit",
+            param=param,
+            details={"max_pixels": max_pixels},
         ) from None
     except Exception:
         raise InvalidRequest(

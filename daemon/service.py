@@ -244,7 +244,9 @@ class Service:
         stack = AsyncExitStack()
         try:
             lm = await stack.enter_async_context(self.manager.acquire(req.model, keep_alive))
-            if lm.task == vision_chat.TASK and isinstance(req, ChatCompletionRequest):  # a chat without images
+            if lm.task == vision_chat.TASK and isinstance(
+                req, ChatCompletionRequest
+            ):  # a chat without images
                 return await vision_chat.chat(self, req, lm, stack)
             if lm.task not in ("generate", seq2seq.TASK):
                 raise InvalidRequest(

@@ -61,7 +61,14 @@ class ModelManager:
         self._resolve = resolve or resolve_local
         self._clock = clock
         self._specs: dict[str, ModelSpec] = {s.public_name: s for s in settings.models}
-        self.counters = {"loads": 0, "load_failures": 0, "unloads": 0, "evictions": 0, "refused": 0, "exports_built": 0}
+        self.counters = {
+            "loads": 0,
+            "load_failures": 0,
+            "unloads": 0,
+            "evictions": 0,
+            "refused": 0,
+            "exports_built": 0,
+        }
         self.breakers = Breakers(
             threshold=settings.breaker_failures, cooldown=settings.breaker_cooldown, clock=clock
         )
