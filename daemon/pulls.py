@@ -137,12 +137,16 @@ class Pulls:
         )
         result = {"status": "success", "model": ref, **snapshot.to_dict()}
         if self.exporter is not None and self.settings.export_on_pull:
-            result["export"] = await self._export(ref, Path(snapshot.path), emit)
+            # The export event names the reference as the download's events do (org/name@rev).
+            progress_ref = f"{snapshot.repo}@{snapshot.revision}" if snapshot.revision else snapshot.repo
+            result["export"] = await self._export(ref, progress_ref, Path(snapshot.path), emit)
         return result
 
-    async def _export(self, ref: str, path: Path, emit: Emit | None) -> dict[str, Any] | None:
+    async def _export(
+        self, ref: str, progress_ref: str, path: Path, emit: Emit | None
+    ) -> dict[str, Any] | None:
         if emit is not None:
-            await emit({"status": "exporting", "model": ref})
+            await emit({"status": "exporting", "model": ref, "ref": progress_ref})
         assert self.exporter is not None
         try:
             return await self.exporter(ref, path)

@@ -103,3 +103,4 @@ def _import() -> None:
         log.debug("transformers not imported ahead of the first load", extra={"error": str(exc)})
     finally:
         _imported.set()
+        log.info("background imports done")

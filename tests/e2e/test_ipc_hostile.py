@@ -62,6 +62,9 @@ def _array32(count: int, items: bytes) -> bytes:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_msgpack_bombs_are_refused_without_growing_the_daemon(daemon: Daemon, peer: Peer) -> None:
     assert_serving(peer, "warm")
+    # A daemon with configured models imports transformers in the background once ready
+    # (hfd.daemon.models.exporting): its peak RSS is measured after that import.
+    assert daemon.wait_logged("background imports done", timeout=120)
     before = peak_rss_kib(daemon.proc.pid)
     bombs = [
         # The probe's bomb: 16 M empty maps in one 16 MiB header (1.2 GiB decoded).
@@ -92,6 +95,9 @@ def test_a_message_of_half_a_million_empty_frames_is_discarded_frame_by_frame(
     """1 MB on the wire; as Python objects (recv_multipart) it was 150 MiB and seconds of the
     event loop. Past the frame bound, frames are discarded as they are read."""
     assert_serving(peer, "warm")
+    # A daemon with configured models imports transformers in the background once ready
+    # (hfd.daemon.models.exporting): its peak RSS is measured after that import.
+    assert daemon.wait_logged("background imports done", timeout=120)
     before = peak_rss_kib(daemon.proc.pid)
     header = encode_request(Request(id="many", op="health", body={}))[0]
     peer.send([header] + [b""] * 500_000)

@@ -153,6 +153,7 @@ class Daemon:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     return self.wait(10)
+            self.reader.close()  # it exited on its own (or a test waited for it)
             return self.proc.returncode
         finally:
             # The socket's directory is the runtime dir start_daemon made; a socket a test put
