@@ -11,9 +11,8 @@ the model's scheduler.
 - A circuit breaker per (model, engine) (``hfd.daemon.models.breaker``) counts load failures;
   while open, the engine is skipped and the model answers ``ModelUnavailable`` at once.
 
-As Ollama's scheduler takes its server constructor and GPU discovery as functions, ``Loader``
-takes the engine loader (``EngineLoader``) and the hardware detector (``HardwareDetector``) as
-callables, so tests can pass fakes.
+As Ollama's scheduler takes its server constructor and GPU discovery as functions, ``Loader`` takes
+the engine loader (``EngineLoader``) and hardware detector (``HardwareDetector``): tests pass fakes.
 """
 
 from __future__ import annotations
