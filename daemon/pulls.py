@@ -137,8 +137,8 @@ class Pulls:
         )
         result = {"status": "success", "model": ref, **snapshot.to_dict()}
         if self.exporter is not None and self.settings.export_on_pull:
-            # The export event names the reference as the download's events do (org/name@rev).
-            progress_ref = f"{snapshot.repo}@{snapshot.revision}" if snapshot.revision else snapshot.repo
+            # The export event names the reference as the download's events do (the parsed ref).
+            progress_ref = str(store.parse(ref))
             result["export"] = await self._export(ref, progress_ref, Path(snapshot.path), emit)
         return result
 
