@@ -21,7 +21,7 @@ import pwd
 import socket
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hfd.client.errors import InvalidRequest, NotSupported
@@ -83,23 +83,22 @@ def parse_zmq_peer_address(address: str) -> PeerCred | None:
 
 def resolve_uid(user: str | int) -> int:
     """A user name or a numeric uid, as a uid; raises InvalidRequest for an unknown name."""
-    text = str(user).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise InvalidRequest(f"unknown user {text!r}") from None
+    return _resolve_id(user, lambda name: pwd.getpwnam(name).pw_uid, "user")
 
 
 def resolve_gid(group: str | int) -> int:
-    text = str(group).strip()
+    """A group name or a numeric gid, as a gid; raises InvalidRequest for an unknown name."""
+    return _resolve_id(group, lambda name: grp.getgrnam(name).gr_gid, "group")
+
+
+def _resolve_id(value: str | int, lookup: Callable[[str], int], what: str) -> int:
+    text = str(value).strip()
     if text.isdigit():
         return int(text)
     try:
-        return grp.getgrnam(text).gr_gid
+        return lookup(text)
     except KeyError:
-        raise InvalidRequest(f"unknown group {text!r}") from None
+        raise InvalidRequest(f"unknown {what} {text!r}") from None
 
 
 def peer_groups(cred: PeerCred) -> set[int]:

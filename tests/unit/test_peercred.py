@@ -3,7 +3,9 @@ back, and the ZAP handler refusing a real ZeroMQ ipc connection from a peer not 
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import socket
 import sys
 import threading
@@ -12,7 +14,15 @@ from pathlib import Path
 import pytest
 import zmq
 
-from hfd.daemon.access.peercred import PeerCred, PeerPolicy, parse_zmq_peer_address, socket_peercred
+from hfd.client.errors import InvalidRequest
+from hfd.daemon.access.peercred import (
+    PeerCred,
+    PeerPolicy,
+    parse_zmq_peer_address,
+    resolve_gid,
+    resolve_uid,
+    socket_peercred,
+)
 from hfd.daemon.access.zap import (
     CurveClients,
     CurveKeyError,
@@ -66,6 +76,17 @@ def _serve_once(server: zmq.Socket, seen: list[str]) -> None:  # type: ignore[ty
         frames = server.recv_multipart(copy=False)
         seen.append(str(frames[-1].get("User-Id")))
         server.send_multipart([frames[0].bytes, b"pong"])
+
+
+def test_users_and_groups_resolve_by_name_or_number() -> None:
+    me = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    assert resolve_uid(me) == resolve_uid(f" {os.getuid()} ") == resolve_uid(os.getuid()) == os.getuid()
+    assert resolve_gid(group) == resolve_gid(str(os.getgid())) == os.getgid()
+    with pytest.raises(InvalidRequest, match="unknown user 'no-such-user-hfd'"):
+        resolve_uid("no-such-user-hfd")
+    with pytest.raises(InvalidRequest, match="unknown group 'no-such-group-hfd'"):
+        resolve_gid("no-such-group-hfd")
 
 
 def test_zap_refuses_an_ipc_peer_not_allowed(tmp_path: Path) -> None:
