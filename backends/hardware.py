@@ -46,6 +46,12 @@ class Device:
     capability: str | None = None  # CUDA compute capability "8.9", ROCm gfx arch, OV optimisation caps
     properties: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def on_host(cls, engine: str, id: str = "cpu", kind: str = "cpu") -> Device:
+        """The host's own processor as ``engine`` addresses it (the CPU; MPS on Apple silicon),
+        named by the CPU's model."""
+        return cls(engine=engine, id=id, kind=kind, name=probe_cpu().model)
+
 
 @dataclass(frozen=True)
 class EngineProbe:

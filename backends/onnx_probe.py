@@ -10,7 +10,6 @@ from hfd.backends.hardware import (
     EngineProbe,
     library_installed,
     nvidia_driver_reason,
-    probe_cpu,
     rocm_driver_reason,
 )
 
@@ -46,7 +45,7 @@ def probe_onnxruntime() -> EngineProbe:
         if kind is None:  # e.g. AzureExecutionProvider: a remote endpoint, not a device
             continue
         if kind == "cpu":
-            devices.append(Device(engine="onnxruntime", id="cpu", kind="cpu", name=probe_cpu().model))
+            devices.append(Device.on_host("onnxruntime"))
         elif kind == "cuda" and nvidia_driver_reason() is None:
             if not any(d.kind == "cuda" for d in devices):
                 devices.append(Device(engine="onnxruntime", id="cuda:0", kind="cuda", name=provider))

@@ -17,7 +17,6 @@ from hfd.backends.hardware import (
     EngineProbe,
     library_installed,
     nvidia_driver_reason,
-    probe_cpu,
     rocm_driver_reason,
 )
 
@@ -29,7 +28,7 @@ def probe_torch() -> EngineProbe:
     installed, version, reason = library_installed("torch", "torch")
     if not installed:
         return EngineProbe.missing("torch", reason, kinds=_TORCH_KINDS)
-    cpu = Device(engine="torch", id="cpu", kind="cpu", name=probe_cpu().model)
+    cpu = Device.on_host("torch")
     unavailable: dict[str, str] = {}
     nvidia = nvidia_driver_reason()
     rocm = rocm_driver_reason()
@@ -55,7 +54,7 @@ def probe_torch() -> EngineProbe:
     if want_mps:
         try:
             if torch.backends.mps.is_available():
-                devices.append(Device(engine="torch", id="mps", kind="mps", name=probe_cpu().model))
+                devices.append(Device.on_host("torch", "mps", "mps"))
             elif not torch.backends.mps.is_built():
                 unavailable["mps"] = "torch was built without MPS"
             else:
