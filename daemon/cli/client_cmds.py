@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from hfd._units import format_bytes
 from hfd.client import Client
@@ -143,22 +143,23 @@ def breaker(model: RunningModel) -> str:
     return f"open ({human_duration(max(waits))})" if waits else state
 
 
+PS_COLUMNS: Final = (
+    "NAME",
+    "TASK",
+    "ENGINE",
+    "DEVICE",
+    "PRECISION",
+    "MEMORY",
+    "ESTIMATE",
+    "KV CACHE",
+    "BREAKER",
+    "IN USE",
+    "EXPIRES",
+)
+
+
 def ps_table(models: Sequence[RunningModel]) -> str:
-    rows = [
-        [
-            "NAME",
-            "TASK",
-            "ENGINE",
-            "DEVICE",
-            "PRECISION",
-            "MEMORY",
-            "ESTIMATE",
-            "KV CACHE",
-            "BREAKER",
-            "IN USE",
-            "EXPIRES",
-        ]
-    ]
+    rows = [list(PS_COLUMNS)]
     notes = []
     for m in models:
         rows.append(

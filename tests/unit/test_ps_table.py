@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from hfd.client.types import RunningModel
-from hfd.daemon.cli.client_cmds import human_duration, ps_table
+from hfd.daemon.cli.client_cmds import PS_COLUMNS, human_duration, ps_table
 
 MIB = 1024 * 1024
 
@@ -62,21 +62,11 @@ def test_estimate_and_breaker_columns() -> None:
         ),
     ]
     header, *lines = ps_table(models).splitlines()
-    assert header.split() == [
-        "NAME",
-        "TASK",
-        "ENGINE",
-        "DEVICE",
-        "PRECISION",
-        "MEMORY",
-        "ESTIMATE",
-        "KV",
-        "CACHE",
-        "BREAKER",
-        "IN",
-        "USE",
-        "EXPIRES",
-    ]
+    # The header names every column in order, each above its cells.
+    starts = [header.index(column) for column in PS_COLUMNS]
+    assert starts == sorted(starts) and len(set(starts)) == len(PS_COLUMNS)
+    assert header.split() == " ".join(PS_COLUMNS).split()
+    assert PS_COLUMNS.index("ESTIMATE") == 6 and PS_COLUMNS.index("BREAKER") == 8
     cells = {line.split()[0]: line.split() for line in lines}
     assert cells["ok"][5:11] == ["3.0", "MiB", "4.0", "MiB", "-", "closed"]
     assert cells["broken"][7:12] == ["1.0", "MiB", "-", "open", "(42s)"]
