@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from hfd.client.errors import HfdError
+from hfd.daemon.tools.output import reply_parts
 
 _STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use", "stop": "end_turn"}
 
@@ -67,12 +68,9 @@ def message(
 ) -> dict[str, Any]:
     """The whole message for a chat completion body; ``stop_sequence``: the stop string that
     ended it, if one did."""
-    choice = chat["choices"][0]
-    reply = choice.get("message") or {}
-    calls = reply.get("tool_calls") or []
-    text = reply.get("content") or ""
+    choice, text, calls = reply_parts(chat)
     content: list[dict[str, Any]] = []
-    if text or not calls:
+    if text is not None:
         content.append({"type": "text", "text": text})
     for call in calls:
         fn = call.get("function") or {}

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from hfd.daemon.openai_responses.schema import NamedChoice, ResponsesRequest
+from hfd.daemon.tools.output import reply_parts
 
 
 def new_id(prefix: str) -> str:
@@ -115,12 +116,9 @@ def finished(
 
 def from_chat(base: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
     """The whole response for a chat completion body."""
-    choice = chat["choices"][0]
-    message = choice.get("message") or {}
-    calls = message.get("tool_calls") or []
-    text = message.get("content") or ""
+    choice, text, calls = reply_parts(chat)
     output: list[dict[str, Any]] = []
-    if text or not calls:
+    if text is not None:
         output.append(message_item(new_id("msg"), text, "completed"))
     for call in calls:
         fn = call.get("function") or {}

@@ -44,3 +44,14 @@ class ToolStream:
         deltas = self._stream.finish()
         self._output.called = bool(self._stream.calls)
         return deltas
+
+
+def reply_parts(chat: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
+    """A whole chat completion body as the Responses and Messages APIs translate it: its first
+    choice, the reply's text (None when the reply is tool calls alone: no empty text part then)
+    and its tool calls."""
+    choice = chat["choices"][0]
+    message = choice.get("message") or {}
+    calls = message.get("tool_calls") or []
+    text = message.get("content") or ""
+    return choice, text if text or not calls else None, calls
