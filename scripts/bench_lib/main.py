@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_lib import report, served
+from bench_lib import bounds, report, served
 from bench_lib.workload import Plan, full_plan, quick_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +47,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "rerank": ("rerank", "64 concurrent rerank requests of 16 documents against the same engine offline"),
     "vision": ("vision", "a streamed chat with one image: time to first token served against offline"),
     "warm": ("warm", "the first request to a model whose export is cached, on a fresh daemon, by phase"),
+    "peers": ("peers", "hfd against llama.cpp's server and Infinity, beside the machine's bounds"),
     "ray": (
         "ray_fleet",
         "one model on Ray Serve with 1 and 2 replicas against one box, and the ingress's cost",
@@ -128,9 +129,13 @@ def main(argv: list[str]) -> int:
             shown = ", ".join(f"{name} on {eng}" for name, eng in engines.items())
             print(f"hfd bench: plan {plan.name}, {shown}, engine threads {threads}, parts {', '.join(parts)}")
             if "gen" in parts:
+                machine = bounds.measure(threads, **(bounds.QUICK if args.quick else {}))  # in the same run
                 results["generation"] = served.generation(
                     daemon, plan, engines.get(served.GEN_MODEL, engine), threads, cache_dir
                 )
+                row = next(m for m in served.ps(daemon.http) if m["name"] == served.GEN_MODEL)
+                gen_model = plan.gen_model()
+                results["bounds"] = bounds.for_generation(results["generation"], machine, gen_model, row)
             if "embed" in parts:
                 results["embeddings"] = served.embeddings(
                     daemon, plan, engines.get(served.EMBED_MODEL, engine), threads, cache_dir

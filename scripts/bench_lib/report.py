@@ -141,6 +141,10 @@ def plot(path: Path, results: dict[str, Any]) -> None:
                     style.replace("-", "--"),
                     label=f"{door.upper()} TTFT p50",
                 )
+        bounded = [lv for lv in data["served"] if lv["door"] == "http" and lv.get("bound_tokens_per_s")]
+        if bounded:  # the machine's bound at each concurrency (bench_lib.bounds)
+            ax_tp.plot([lv["concurrency"] for lv in bounded], [lv["bound_tokens_per_s"] for lv in bounded],
+                       "k--", alpha=0.5, label="machine bound")  # fmt: skip
         offline = data.get("offline", {}).get(f"{unit}_per_s")
         if offline:
             ax_tp.axhline(offline, color="grey", linestyle=":", label=f"offline batch ({offline:.0f})")

@@ -33,6 +33,12 @@ root = sys.argv.pop(1)
 sys.path.insert(0, root)
 from conversion import base
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
+# A Llama with a WordPiece vocabulary (the bench Llama's) gets llama.cpp's "bert" vocabulary.
+import json, pathlib
+tok = pathlib.Path(sys.argv[1]) / "tokenizer.json"
+if tok.is_file() and json.loads(tok.read_text()).get("model", {}).get("type") == "WordPiece":
+    from conversion import bert, llama
+    llama.LlamaModel.set_vocab = bert.BertModel.set_vocab
 sys.argv[0] = root + "/convert_hf_to_gguf.py"
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
