@@ -44,6 +44,7 @@ from hfd.daemon.scheduler.base import GenerationStats, Scheduler
 from hfd.daemon.scheduler.encoder import EncoderScheduler
 from hfd.daemon.scheduler.generation import GenerationScheduler
 from hfd.daemon.settings import ModelSpec, Settings
+from hfd.daemon.store import gguf_tags
 from hfd.daemon.tasks import registry as task_registry
 
 if TYPE_CHECKING:
@@ -244,6 +245,7 @@ class Loader:
             extra={
                 "allow_pickle": spec.allow_pickle,
                 "prefix_caching": self.settings.prefix_caching,
+                **gguf_tags.load_option(spec.ref, path),  # org/name:Q4_K_M: that tag's file
                 **dict(spec.options),
             },
         )

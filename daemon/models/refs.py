@@ -14,7 +14,7 @@ from hfd.daemon.tasks import registry as task_registry
 
 log = logging.getLogger(__name__)
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?(:[\w\-]+)?$")  # :TAG: a GGUF file
 
 # An absolute or home-relative path of two or more parts, not inside a word, URL or ref
 # ("org/name", "torch/cpu" and "ipfs://cid" are left alone).
@@ -22,7 +22,7 @@ _PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`,;()\[\]]+/[^\s'\"`,;()\[\]]*")
 
 
 def is_store_ref(name: str) -> bool:
-    """``org/name[@revision]`` or ``ipfs://<cid>``: a reference the store can resolve."""
+    """``org/name[@revision][:TAG]`` or ``ipfs://<cid>``: a reference the store can resolve."""
     if name.startswith("ipfs://"):
         return len(name) > len("ipfs://") and "/" not in name[len("ipfs://") :]
     return bool(_REPO_ID.match(name)) and ".." not in name

@@ -4,7 +4,10 @@ Ollama names are ``name[:tag]`` (``llama3:latest``). Hugging Face references are
 ``org/name[@revision]``, which cannot contain ``:``, so the mapping is lossless:
 
 - ``org/name:latest`` (or no tag) is ``org/name``: the default revision;
-- ``org/name:<tag>`` is ``org/name@<tag>`` (a branch, tag or commit);
+- ``org/name:<tag>`` is ``org/name@<tag>`` (a branch, tag or commit), except that a GGUF
+  quantization tag (``org/name:Q4_K_M``, as Ollama reads ``hf.co/org/name:Q4_K_M``) stays a tag:
+  one GGUF file of the repository (``hfd.daemon.store.gguf_tags``, whose ``split_tag`` is the
+  split used here);
 - a configured model's name is used as is, with or without ``:latest``;
 - ``ipfs://<cid>`` passes through untouched.
 
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from hfd.client.errors import InvalidRequest
+from hfd.daemon.store.gguf_tags import quant_tag, split_tag
 
 if TYPE_CHECKING:
     from hfd.daemon.settings import Settings
@@ -38,14 +42,7 @@ LATEST: Final = "latest"
 ALIAS_FILE: Final = "ollama-aliases.json"
 
 
-def _untagged(name: str) -> tuple[str, str | None]:
-    """``name:tag`` -> (name, tag); a name without a tag (or a URL) -> (name, None)."""
-    if "://" in name:
-        return name, None
-    base, sep, tag = name.rpartition(":")
-    if not sep or not base or "/" in tag:
-        return name, None
-    return base, tag
+_untagged = split_tag  # ``name:tag`` -> (name, tag), one rule with the store's GGUF tags
 
 
 def to_ref(name: str, configured: frozenset[str] = frozenset()) -> str:
@@ -61,6 +58,8 @@ def to_ref(name: str, configured: frozenset[str] = frozenset()) -> str:
             f"model {base!r} is configured here without tags; use {base!r} or {base + ':latest'!r}",
             param="model",
         )
+    if (quant := quant_tag(tag)) is not None:
+        return f"{base}:{quant}"  # one GGUF file of the repository
     if "@" in base:
         raise InvalidRequest(f"model {name!r} has both a revision (@) and a tag (:)", param="model")
     return f"{base}@{tag}"

@@ -33,6 +33,7 @@ from hfd.daemon.ollama.names import aliases_for, resolve, to_ref
 from hfd.daemon.ollama.ndjson import ndjson_stream
 from hfd.daemon.schema import parse, parse_keep_alive
 from hfd.daemon.service import Generation, Service
+from hfd.daemon.store.gguf_tags import ref_name
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +273,8 @@ class OllamaRoutes:
             seen.add((snap.repo, snap.commit))
             if not info.refs or "main" in info.refs:
                 name = snap.repo if info.refs else f"{snap.repo}@{snap.commit}"
-            else:
-                name = f"{snap.repo}@{info.refs[0]}"
+            else:  # a branch, or a GGUF tag's pull (org/name:Q4_K_M)
+                name = ref_name(snap.repo, info.refs[0])
             modified = info.pulled_at.timestamp() if info.pulled_at else _mtime(snap.path)
             out.append(
                 shapes.tag_entry(name, snap.path, commit=snap.commit, size=info.size, modified=modified)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from hfd._digests import is_git_sha1, is_sha256
 from hfd._safe_paths import check_commit, check_paths_disjoint, check_relpath
 from hfd.client.errors import Cancelled, FetchError, InsufficientStorage, ModelNotFound, VerificationFailed
+from hfd.daemon.store import gguf_tags
 from hfd.daemon.store.fetch import Fetched
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.pull import ProgressMeter
@@ -88,12 +89,19 @@ class HubFetcher:
         *,
         allow_pickle: bool,
         should_stop: Callable[[], bool],
+        tag: str | None = None,
     ) -> Fetched:
+        """The revision's files (only a GGUF tag's, with the files that hold no weights, when
+        ``tag`` is given: ``hfd.daemon.store.gguf_tags``), verified into ``repo_dir``'s blobs."""
         repo = repo_dir.repo
         listing = self.list_files(repo, revision)
-        keep = set(select_files((f.path for f in listing.files), allow_pickle=allow_pickle, model=repo))
+        paths = [f.path for f in listing.files]
+        if tag is not None:
+            paths = gguf_tags.select(paths, tag, model=f"{repo}@{revision}")
+        keep = set(select_files(paths, allow_pickle=allow_pickle, model=repo))
         specs = [f for f in listing.files if f.path in keep]
-        skipped = sorted(f.path for f in listing.files if f.path not in keep)
+        asked = set(paths)
+        skipped = sorted(f.path for f in listing.files if f.path not in keep and f.path in asked)
         if skipped:
             log.info("leaving out pickled files", extra={"repo": repo, "files": skipped})
         ensure_space(repo_dir, specs, model=repo)
@@ -110,7 +118,7 @@ class HubFetcher:
                 have = self._download(repo, listing.commit, spec, repo_dir, meter, should_stop)
             placed.append(have)
             meter.end_file()
-        return Fetched(repo, revision, listing.commit, tuple(placed), "hub")
+        return Fetched(repo, gguf_tags.tagged_revision(revision, tag), listing.commit, tuple(placed), "hub")
 
     def _download(
         self,

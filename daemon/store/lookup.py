@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from hfd.daemon.settings import ModelSpec
 from hfd.daemon.store.fetch import Attempt, failure
+from hfd.daemon.store.gguf_tags import is_tagged, tag_files
+from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.refs import ModelRef
 from hfd.daemon.store.snapshot import Snapshot
 
@@ -40,7 +42,7 @@ def find(store: ModelStore, ref: ModelRef | ModelSpec | str) -> Snapshot | None:
         return None
     assert mref.repo is not None
     repo_dir = store.layout.repo(mref.repo)
-    commit = repo_dir.commit_for(mref.revision)
+    commit = stored_commit(repo_dir, mref)
     if commit is not None:
         found: str = commit  # a name the lambda can capture with its narrowed type
         row = store._catalog_call(lambda: store.catalog.snapshot(mref.repo or "", found), None)
@@ -49,9 +51,24 @@ def find(store: ModelStore, ref: ModelRef | ModelSpec | str) -> Snapshot | None:
         )
     if store.hf_layout is not None:
         hf_dir = store.hf_layout.repo(mref.repo)
-        commit = hf_dir.commit_for(mref.revision)
+        commit = stored_commit(hf_dir, mref)
         if commit is not None and any(hf_dir.snapshot(commit).iterdir()):
             return Snapshot(hf_dir.snapshot(commit), mref.repo, mref.revision, commit, "hf-cache")
+    return None
+
+
+def stored_commit(repo_dir: RepoDir, mref: ModelRef) -> str | None:
+    """The commit of a stored snapshot that holds what ``mref`` names. A tagged reference is
+    found in its tagged pull's snapshot, or in the whole snapshot of its revision when that
+    holds the tag's file; an untagged one never in a snapshot only tagged pulls made."""
+    if mref.tag is None:
+        commit = repo_dir.commit_for(mref.revision)
+        refs = [r for r, c in repo_dir.refs_map().items() if c == commit] if commit else []
+        return None if refs and all(is_tagged(r) for r in refs) else commit
+    for revision in (mref.stored_revision, mref.revision):
+        commit = repo_dir.commit_for(revision)
+        if commit is not None and tag_files(repo_dir.snapshot_files(commit), mref.tag):
+            return commit
     return None
 
 

@@ -38,6 +38,7 @@ from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 from hfd.daemon.store.space import dropping_partial_on_full_disk
 from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.verify import VerifyReport, check_loadable, stat_key, verify
+from hfd.daemon.store.writer import PlacedFile
 from hfd.ipfs.errors import UNREACHABLE
 from hfd.ipfs.manifest import Manifest
 
@@ -240,13 +241,15 @@ class ModelStore:
             else:
                 try:
                     fetched = self.hub.fetch(
-                        repo_dir, mref.revision, meter, allow_pickle=allow_pickle, should_stop=should_stop
-                    )
+                        repo_dir, mref.revision, meter, allow_pickle=allow_pickle, should_stop=should_stop,
+                        tag=mref.tag,
+                    )  # fmt: skip
                 except (FetchError, ModelNotFound) as exc:
                     attempts.append(Attempt(hub_place, exc.message, exc))
                 else:
                     snap = self.place(fetched, meter, allow_pickle)
-                    if self.settings.ipfs_share and self.settings.ipfs_enabled:
+                    # A tagged pull's snapshot is a part of the commit: never published as it.
+                    if self.settings.ipfs_share and self.settings.ipfs_enabled and mref.tag is None:
                         self._share(snap, meter)
                     return snap
         raise failure(str(mref), attempts)
@@ -293,7 +296,9 @@ class ModelStore:
         if meter is not None:
             meter.status(PLACING)
         repo_dir = self.layout.repo(fetched.repo)
+        grown = repo_dir.snapshot(fetched.commit).is_dir()  # a GGUF tag's files join a snapshot
         path = repo_dir.link_snapshot(fetched.commit, {f.path: f.blob for f in fetched.files})
+        files = self._with_recorded(fetched, repo_dir) if grown else fetched.files
         hashed = {f.blob for f in fetched.files if f.hashed}
         stats = [(b, key) for b in sorted(hashed) if (key := stat_key(repo_dir.blob(b))) is not None]
         if fetched.revision and fetched.revision != fetched.commit:
@@ -304,7 +309,7 @@ class ModelStore:
                 commit=fetched.commit,
                 revision=fetched.revision,
                 source=fetched.source,
-                files=fetched.files,
+                files=files,
                 cid=fetched.cid,
                 task=guess_task(path),
                 allow_pickle=allow_pickle,
@@ -325,6 +330,14 @@ class ModelStore:
         return Snapshot(
             path, fetched.repo, fetched.revision or fetched.commit, fetched.commit, fetched.source
         )
+
+    def _with_recorded(self, fetched: Fetched, repo_dir: RepoDir) -> tuple[PlacedFile, ...]:
+        """The fetched files and those recorded before for the same snapshot, still linked."""
+        linked = repo_dir.snapshot_files(fetched.commit)
+        recorded = self._catalog_call(lambda: self.catalog.files(fetched.repo, fetched.commit), [])
+        files = {f.path: f for f in recorded if f.path in linked}
+        files.update((f.path, f) for f in fetched.files)
+        return tuple(files[p] for p in sorted(files))
 
     def _share(self, snap: Snapshot, meter: ProgressMeter) -> None:
         meter.status("sharing", source="ipfs")

@@ -2,6 +2,8 @@
 
     org/name            a Hub repository at its default branch (main)
     org/name@revision   a branch, tag or 40-hex commit
+    org/name:Q4_K_M     one GGUF file of the repository, by its quantization tag (also with
+                        @revision before the tag; see ``hfd.daemon.store.gguf_tags``)
     ipfs://<cid>        a snapshot published to IPFS (its manifest says which repo and commit)
     /a/path, ./a/path   a local model directory, used in place
     alias               a name from [[models]] in the settings, standing for its ``ref``
@@ -21,6 +23,7 @@ from typing import Final, Literal
 from hfd._safe_paths import check_repo, check_revision
 from hfd.client.errors import InvalidRequest, ValidationFailed
 from hfd.daemon.settings import ModelSpec, Settings
+from hfd.daemon.store.gguf_tags import quant_tag, split_tag, tagged_revision
 
 DEFAULT_REVISION: Final = "main"
 IPFS_SCHEME: Final = "ipfs://"
@@ -40,19 +43,25 @@ class ModelRef:
     path: Path | None = None
     allow_pickle: bool = False
     explicit_revision: bool = False  # "@revision" was written (hfd rm then removes only that snapshot)
+    tag: str | None = None  # a GGUF quantization tag (org/name:Q4_K_M), upper case
+
+    @property
+    def stored_revision(self) -> str:
+        """The revision the snapshot is recorded under: ``main``, or ``main:Q4_K_M`` when tagged."""
+        return tagged_revision(self.revision, self.tag)
 
     @property
     def key(self) -> str:
         """What concurrent pulls of the same snapshot agree on (the repo lock covers the rest)."""
         if self.repo:
-            return f"{self.repo}@{self.revision}"
+            return f"{self.repo}@{self.stored_revision}"
         if self.cid:
             return f"ipfs:{self.cid}"
         return str(self.path)
 
     def __str__(self) -> str:
         if self.kind == "repo":
-            return f"{self.repo}@{self.revision}"
+            return f"{self.repo}@{self.stored_revision}"
         if self.kind == "ipfs":
             return f"{IPFS_SCHEME}{self.cid}"
         return str(self.path)
@@ -95,7 +104,15 @@ def _parse(text: str, spec: ModelSpec | None) -> ModelRef:
     if _looks_like_path(text) or Path(text).expanduser().is_dir():
         raw = text[len("file://") :] if text.startswith("file://") else text
         return ModelRef("path", text, path=Path(raw).expanduser().resolve(), allow_pickle=allow_pickle)
-    repo, sep, revision = text.partition("@")
+    name, written_tag = split_tag(text)
+    tag = quant_tag(written_tag)
+    if written_tag is not None and tag is None:
+        raise InvalidRequest(
+            f"{text!r}: {written_tag!r} is not a GGUF quantization tag (such as Q4_K_M, Q8_0 or F16); "
+            "a revision is written org/name@revision",
+            param="model",
+        )
+    repo, sep, revision = name.partition("@")
     try:
         check_repo(repo)
         if sep:
@@ -114,4 +131,5 @@ def _parse(text: str, spec: ModelSpec | None) -> ModelRef:
         cid=known_cid,
         allow_pickle=allow_pickle,
         explicit_revision=bool(sep),
+        tag=tag,
     )

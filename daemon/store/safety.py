@@ -12,6 +12,7 @@ from typing import Final
 
 from hfd.backends.formats import PICKLE_SUFFIXES
 from hfd.client.errors import Forbidden
+from hfd.daemon.store.gguf_tags import select
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import FileSpec
@@ -49,10 +50,16 @@ def select_files(paths: Iterable[str], *, allow_pickle: bool, model: str) -> lis
     return kept
 
 
-def kept_files(manifest: Manifest, repo_dir: RepoDir, *, allow_pickle: bool) -> list[ManifestFile]:
-    """The files of ``manifest`` a pull keeps (pickled weights only when allowed), in manifest
-    order, after checking the store's filesystem can hold those not stored yet."""
-    keep = set(select_files((f.path for f in manifest.files), allow_pickle=allow_pickle, model=manifest.repo))
+def kept_files(
+    manifest: Manifest, repo_dir: RepoDir, *, allow_pickle: bool, tag: str | None = None
+) -> list[ManifestFile]:
+    """The files of ``manifest`` a pull keeps (pickled weights only when allowed; a GGUF tag's
+    files and those without weights when ``tag`` is given), in manifest order, after checking the
+    store's filesystem can hold those not stored yet."""
+    paths = [f.path for f in manifest.files]
+    if tag is not None:
+        paths = select(paths, tag, model=f"ipfs manifest of {manifest.repo}@{manifest.commit[:12]}")
+    keep = set(select_files(paths, allow_pickle=allow_pickle, model=manifest.repo))
     entries = [f for f in manifest.files if f.path in keep]
     ensure_space(repo_dir, [FileSpec(f.path, f.size, f.blob, f.sha256) for f in entries], model=manifest.repo)
     return entries
