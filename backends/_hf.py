@@ -39,6 +39,9 @@ def require_model_dir(path: Path) -> dict[str, Any]:
         raise InvalidRequest(f"model path {path} is not a directory", param="path")
     config = path / "config.json"
     if not config.is_file():
+        gguf = refusal(path)
+        if gguf is not None:  # a GGUF repository without config.json: the openvino engine reads it
+            raise ModelUnavailable(gguf)
         raise InvalidRequest(
             f"{path} is not a Hugging Face model directory: it has no config.json", param="path"
         )
@@ -85,17 +88,21 @@ def check_weights(path: Path, *, allow_pickle: bool) -> bool:
     raise InvalidRequest(f"{path} has no weight files (*.safetensors)", param="path")
 
 
-def fast_tokenizer(path: Path, *, trust_remote_code: bool, needed: str) -> tuple[Any, Any]:
+def fast_tokenizer(
+    path: Path, *, trust_remote_code: bool, needed: str, gguf_file: str | None = None
+) -> tuple[Any, Any]:
     """The snapshot's transformers tokenizer and a private copy of its Rust tokenizer (no padding;
     the caller sets truncation), or ``ModelUnavailable`` when it has none, or no fast one
-    (``needed`` ends that message: who needs one)."""
+    (``needed`` ends that message: who needs one). ``gguf_file``: the one transformers converts
+    from that GGUF file's vocabulary (a snapshot without tokenizer files)."""
     try:
         from tokenizers import Tokenizer
         from transformers import AutoTokenizer
 
         hf_tokenizer = AutoTokenizer.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code
-        )
+            path, local_files_only=True, trust_remote_code=trust_remote_code,
+            **({"gguf_file": gguf_file} if gguf_file else {}),
+        )  # fmt: skip
     except Exception as exc:
         raise ModelUnavailable(f"cannot load the tokenizer of {path}: {exc}") from exc
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)

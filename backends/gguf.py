@@ -1,20 +1,35 @@
 """GGUF snapshots: a model directory whose weights are one ``*.gguf`` file (llama.cpp's format),
 served by the OpenVINO engine, whose GenAI pipeline reads the file itself (docs/engines.md,
 "GGUF files"). Tokenization stays with the snapshot's ``tokenizer.json``: GenAI's tokenizer
-built from the GGUF's metadata splits text differently.
+built from the GGUF's metadata splits text differently. A snapshot with no ``config.json`` or
+no tokenizer files (most GGUF repositories ship the ``.gguf`` alone) is read from the file's
+metadata as transformers reads it (``from_pretrained(dir, gguf_file=...)``: the config, and a
+fast tokenizer converted from the GGUF vocabulary); its architecture comes from the ``gguf``
+package (``architecture``), which is what task detection reads.
 
 Nothing here imports openvino.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 from typing import Any, Final
 
 from hfd.backends.formats import SAFE_SUFFIXES
-from hfd.client.errors import InvalidRequest
+from hfd.client.errors import InvalidRequest, ModelUnavailable
+
+log = logging.getLogger(__name__)
 
 SUFFIX: Final = ".gguf"
+# The files a snapshot's own tokenizer is read from; without any, the GGUF's vocabulary is used.
+TOKENIZER_FILES: Final = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# llama.cpp architectures that are not causal language models (encoders, vision projectors).
+NOT_CAUSAL: Final = frozenset(
+    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert",
+     "t5", "t5encoder", "clip", "wavtokenizer-dec"}
+)  # fmt: skip
 WEIGHT_FORMAT: Final = "gguf"  # what hfd ps shows for a GGUF pipeline
 
 # What the CPU plugin needs to compute a quantized GGUF (Q8_0) as transformers does on the
@@ -82,3 +97,59 @@ def refusal(path: Path) -> str | None:
     return (
         f"{path} holds GGUF weights only ({names}); this engine does not read GGUF, the openvino engine does"
     )
+
+
+def model_file(path: Path) -> Path | None:
+    """The GGUF file whose metadata stands for a snapshot without config.json: the first
+    top-level one that is not a vision projector."""
+    files = [f for f in gguf_files(path) if not f.name.lower().startswith("mmproj")]
+    return files[0] if files else None
+
+
+def architecture(file: Path) -> str | None:
+    """``general.architecture`` of a GGUF file, read with the ``gguf`` package; None when the
+    package is missing or the file is not a readable GGUF."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return _architecture(str(file), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _architecture(file: str, size: int, mtime_ns: int) -> str | None:
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(file, "r").get_field("general.architecture")
+        return str(field.contents()) if field is not None else None
+    except Exception as exc:  # the package is missing, or the file is damaged or not a GGUF
+        log.info("cannot read a GGUF file's architecture", extra={"file": file, "error": repr(exc)})
+        return None
+
+
+def causal(file: Path) -> bool:
+    """Whether a GGUF file holds a causal language model (a text generation model)."""
+    arch = architecture(file)
+    return arch is not None and arch not in NOT_CAUSAL
+
+
+def model_config(path: Path, served: Path) -> dict[str, Any]:
+    """The snapshot's ``config.json``, else the config transformers reads from the GGUF's
+    metadata (context length, layers, heads, vocabulary size, eos)."""
+    from hfd.backends import _hf  # _hf imports this module
+
+    if (path / "config.json").is_file():
+        return _hf.require_model_dir(path)
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path, gguf_file=served.name, local_files_only=True)
+    except Exception as exc:
+        raise ModelUnavailable(f"transformers cannot read the config of {served.name}: {exc}") from exc
+    return dict(config.to_dict())
+
+
+def tokenizer_file(path: Path, served: Path) -> str | None:
+    """``gguf_file`` for the tokenizer: the served file when the snapshot has no tokenizer files."""
+    return None if any((path / name).is_file() for name in TOKENIZER_FILES) else served.name

@@ -128,11 +128,11 @@ def export_options(task: Task, weight_format: str) -> dict[str, Any]:
 def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path, bool]:
     """The directory of the model's OpenVINO IR, exported into the cache on first use.
     Returns (directory, whether this call exported it)."""
+    if task == "generate" and gguf.gguf_only(opts.path):  # GenAI reads the GGUF file itself
+        return gguf.choose(opts.path, opts.extra.get("gguf_file")), False  # config.json or not
     config = _hf.require_model_dir(opts.path)
     if (opts.path / IR_FILE).is_file():
         return opts.path, False
-    if task == "generate" and gguf.gguf_only(opts.path):  # GenAI reads the GGUF file itself
-        return gguf.choose(opts.path, opts.extra.get("gguf_file")), False
     families.check("openvino", task, opts.path, config)  # a family the exporter refuses: before exporting
     _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
     if opts.cache_dir is None:

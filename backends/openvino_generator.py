@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from hfd.backends import _hf
+from hfd.backends import _hf, gguf
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput
 from hfd.backends.capabilities import (
     FREQUENCY_PENALTY,
@@ -60,11 +60,14 @@ class OVGenerator(_hf.PromptTokens):
     ) -> None:
         self.device = device
         self._model_dir = model_dir
-        config = _hf.require_model_dir(opts.path)
+        served = model_dir if model_dir.suffix == gguf.SUFFIX else None  # GenAI reads the GGUF
+        # A GGUF repository may have no config.json or tokenizer files: its metadata stands in.
+        config = gguf.model_config(opts.path, served) if served else _hf.require_model_dir(opts.path)
         # A private Rust tokenizer, never re-configured: safe to call from several threads.
         self._hf_tokenizer, self._tokenizer = _hf.fast_tokenizer(
-            opts.path, trust_remote_code=opts.trust_remote_code, needed="the openvino engine needs one"
-        )
+            opts.path, trust_remote_code=opts.trust_remote_code, needed="the openvino engine needs one",
+            gguf_file=gguf.tokenizer_file(opts.path, served) if served else None,
+        )  # fmt: skip
         self._tokenizer.no_truncation()
         text = config.get("text_config") or config
         self.context_length = int(text.get("max_position_embeddings") or 0) or (

@@ -1,8 +1,9 @@
 """What a snapshot's files say about its task, read without loading anything.
 
-``Snapshot`` gathers the cheap facts once (config.json, the README's YAML front matter, the
-sentence-transformers module list, processor files); each task record's ``detect`` predicate
-reads them. ``hfd.daemon.tasks.registry.detect_task`` tries the records in their order.
+``Snapshot`` gathers the cheap facts once (config.json, or a GGUF file's architecture without
+one, the README's YAML front matter, the sentence-transformers module list, processor files);
+each task record's ``detect`` predicate reads them. ``hfd.daemon.tasks.registry.detect_task``
+tries the records in their order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hfd.backends import gguf
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class Snapshot:
     processor_files: frozenset[str] = frozenset()
     has_config: bool = True
     config_error: str | None = None  # config.json exists but cannot be read (the error's type)
+    # No config.json but a GGUF file: whether its metadata names a causal language model.
+    gguf_causal: bool = False
 
     @property
     def architectures(self) -> tuple[str, ...]:
@@ -74,6 +79,10 @@ def read(path: Path) -> Snapshot:
         # Paths go to the log only: client-facing messages must not disclose the filesystem.
         log.warning("cannot read the model's config.json", extra={"path": str(path), "error": str(exc)})
         error = type(exc).__name__
+    gguf_causal = False
+    if not has_config and (served := gguf.model_file(path)) is not None:
+        # A GGUF repository without config.json: the file's metadata stands for it.
+        has_config = gguf_causal = gguf.causal(served)
     return Snapshot(
         config=config,
         pipeline_tag=pipeline_tag(path),
@@ -81,6 +90,7 @@ def read(path: Path) -> Snapshot:
         processor_files=frozenset(f for f in PROCESSOR_FILES if (path / f).is_file()),
         has_config=has_config,
         config_error=error,
+        gguf_causal=gguf_causal,
     )
 
 

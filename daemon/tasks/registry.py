@@ -70,7 +70,7 @@ def _classify(s: Snapshot) -> bool:
 
 
 def _generate(s: Snapshot) -> bool:
-    return s.has_head(*_GENERATE_HEADS)
+    return s.has_head(*_GENERATE_HEADS) or s.gguf_causal  # a GGUF repository without config.json
 
 
 def _embed(s: Snapshot) -> bool:

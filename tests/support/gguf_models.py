@@ -106,3 +106,21 @@ def _convert(source: Path, outtype: str, out: Path) -> None:
     for item in source.iterdir():
         if item.is_file() and item.suffix != ".safetensors":
             shutil.copy2(item, out / item.name)
+
+
+def tiny_llama_gguf_alone(outtype: str = "f16") -> Path:
+    """The tiny Llama's GGUF file alone in a directory, as most GGUF repositories on the Hub are:
+    no config.json, no tokenizer files (the file's metadata carries both)."""
+    source = tiny_llama_gguf(outtype)
+    gguf_file = next(source.glob("*.gguf"))
+    target = CACHE_ROOT / f"{source.name}-alone"
+    if (target / gguf_file.name).is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=CACHE_ROOT))
+    try:
+        shutil.copy2(gguf_file, tmp / gguf_file.name)
+        with contextlib.suppress(OSError):  # another process finished first: keep theirs
+            os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
