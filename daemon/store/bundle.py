@@ -13,18 +13,15 @@ import io
 import logging
 import os
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
 from hfd._digests import READ_CHUNK
 from hfd._safe_paths import check_relpath
 from hfd.client.errors import Cancelled, ValidationFailed, VerificationFailed
-from hfd.daemon.store.fetch import Fetched
+from hfd.daemon.store.fetch import Fetched, ManifestFetch
 from hfd.daemon.store.files import atomic_file
-from hfd.daemon.store.layout import RepoDir
-from hfd.daemon.store.pull import ProgressMeter
-from hfd.daemon.store.safety import kept_files
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 
@@ -78,21 +75,12 @@ def read_bundle_manifest(path: Path) -> Manifest:
         return _read_manifest(tar, path)
 
 
-def import_bundle(
-    path: Path,
-    manifest: Manifest,
-    repo_dir: RepoDir,
-    meter: ProgressMeter,
-    *,
-    allow_pickle: bool,
-    should_stop: Callable[[], bool],
-) -> Fetched:
+def import_bundle(path: Path, job: ManifestFetch) -> Fetched:
     """Verify and store every file of a bundle (call with the repo lock held); the caller links
     and records the snapshot."""
-    entries = kept_files(manifest, repo_dir, allow_pickle=allow_pickle)
-    keep = {f.path for f in entries}
+    manifest, repo_dir, meter, should_stop = job.manifest, job.repo_dir, job.meter, job.should_stop
+    keep = {f.path for f in job.planned("bundle")}
     wanted = {f.path: f for f in manifest.files}
-    meter.plan("bundle", len(entries), sum(f.size for f in entries))
     placed: dict[str, PlacedFile] = {}
     seen: set[str] = set()
     with _open(path) as tar:

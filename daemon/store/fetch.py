@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from hfd.client.errors import Cancelled, FetchError, Forbidden, HfdError, ModelNotFound, VerificationFailed
-from hfd.daemon.store.pull import PullProgress
+from hfd.daemon.store.layout import RepoDir
+from hfd.daemon.store.pull import ProgressMeter, PullProgress
+from hfd.daemon.store.safety import kept_files
 from hfd.daemon.store.writer import PlacedFile
+from hfd.ipfs.manifest import Manifest, ManifestFile
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,24 @@ class Fetched:
     files: tuple[PlacedFile, ...]
     source: str
     cid: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestFetch:
+    """A snapshot to fetch by its manifest (from IPFS or a bundle) into ``repo_dir``, whose
+    lock the caller holds: the progress meter, whether pickled weights may come, and when to stop."""
+
+    manifest: Manifest
+    repo_dir: RepoDir
+    meter: ProgressMeter
+    allow_pickle: bool
+    should_stop: Callable[[], bool]
+
+    def planned(self, source: str) -> list[ManifestFile]:
+        """The manifest's files the store keeps (``kept_files``), planned on the meter for ``source``."""
+        entries = kept_files(self.manifest, self.repo_dir, allow_pickle=self.allow_pickle)
+        self.meter.plan(source, len(entries), sum(f.size for f in entries))
+        return entries
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,7 @@ import anyio
 
 from hfd.client.errors import Cancelled, FetchError, ValidationFailed
 from hfd.daemon.settings import Settings
-from hfd.daemon.store.fetch import Fetched
-from hfd.daemon.store.layout import RepoDir
-from hfd.daemon.store.pull import ProgressMeter
-from hfd.daemon.store.safety import kept_files
+from hfd.daemon.store.fetch import Fetched, ManifestFetch
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.client import KuboClient
 from hfd.ipfs.fetch import fetch_file, file_cids, read_manifest
@@ -60,18 +57,9 @@ class IpfsFetcher:
                 f"ipfs://{cid} has no usable hfd-manifest.json: {exc.message}", details={"source": "ipfs"}
             ) from exc
 
-    def fetch(
-        self,
-        cid: str,
-        manifest: Manifest,
-        repo_dir: RepoDir,
-        meter: ProgressMeter,
-        *,
-        allow_pickle: bool,
-        should_stop: Callable[[], bool],
-    ) -> Fetched:
-        entries = kept_files(manifest, repo_dir, allow_pickle=allow_pickle)
-        meter.plan("ipfs", len(entries), sum(f.size for f in entries))
+    def fetch(self, cid: str, job: ManifestFetch) -> Fetched:
+        manifest, repo_dir, meter, should_stop = job.manifest, job.repo_dir, job.meter, job.should_stop
+        entries = job.planned("ipfs")
 
         async def run(client: KuboClient) -> Fetched:
             cids = await file_cids(client, cid, manifest)

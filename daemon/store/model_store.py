@@ -25,7 +25,7 @@ from hfd.daemon.settings import ModelSpec, Settings
 from hfd.daemon.store import inventory, lookup, sharing
 from hfd.daemon.store.catalog import Catalog
 from hfd.daemon.store.cid_index import candidate_cids
-from hfd.daemon.store.fetch import Attempt, Fetched, Flight, SingleFlight, failure
+from hfd.daemon.store.fetch import Attempt, Fetched, Flight, ManifestFetch, SingleFlight, failure
 from hfd.daemon.store.hub import HubFetcher, hub_endpoint, hub_offline
 from hfd.daemon.store.inventory import Removed
 from hfd.daemon.store.ipfs_source import IpfsFetcher
@@ -212,7 +212,7 @@ class ModelStore:
                             f"ipfs://{cid} holds {manifest.repo}@{manifest.commit[:12]}, not {mref}"
                         )
                     fetched = self.ipfs.fetch(
-                        cid, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=should_stop
+                        cid, ManifestFetch(manifest, repo_dir, meter, allow_pickle, should_stop)
                     )
                     return self.place(
                         Fetched(fetched.repo, mref.revision, fetched.commit, fetched.files, "ipfs", cid),
@@ -272,7 +272,7 @@ class ModelStore:
             dropping_partial_on_full_disk(repo_dir),
         ):
             fetched = self.ipfs.fetch(
-                mref.cid, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=should_stop
+                mref.cid, ManifestFetch(manifest, repo_dir, meter, allow_pickle, should_stop)
             )
             return self.place(fetched, meter, allow_pickle)
 

@@ -22,6 +22,7 @@ from hfd.daemon.store.bundle import import_bundle as _read_bundle
 from hfd.daemon.store.bundle import read_bundle_manifest, write_bundle
 from hfd.daemon.store.catalog import PublishedRow, utcnow
 from hfd.daemon.store.cid_index import update_index
+from hfd.daemon.store.fetch import ManifestFetch
 from hfd.daemon.store.files import model_files
 from hfd.daemon.store.lookup import find_here
 from hfd.daemon.store.pull import DONE, ProgressCallback, ProgressMeter
@@ -139,9 +140,7 @@ def import_bundle(
     manifest = read_bundle_manifest(path)
     with store.repo_lock(manifest.repo, meter, stop) as repo_dir:
         try:
-            fetched = _read_bundle(
-                path, manifest, repo_dir, meter, allow_pickle=allow_pickle, should_stop=stop
-            )
+            fetched = _read_bundle(path, ManifestFetch(manifest, repo_dir, meter, allow_pickle, stop))
         except BaseException:
             # A bundle is local, so nothing is worth keeping for a retry.
             repo_dir.drop_unused_blobs(incomplete=True)
