@@ -6,6 +6,7 @@ started on loopback with its OpenAI-compatible endpoint."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sys
 from collections.abc import Iterator
@@ -56,11 +57,17 @@ def build(jobs: int = 2) -> Path:
     if BINARY.is_file():
         return BINARY
     root = source()
-    nice = ["nice", "-n", "19"]
-    run_logged([*nice, "cmake", "-S", str(root), "-B", str(BUILD_DIR), *CMAKE_FLAGS], BUILD_LOG,
-               timeout=1800, what="llama.cpp's CMake configure")  # fmt: skip
-    run_logged([*nice, "cmake", "--build", str(BUILD_DIR), "--target", "llama-server", "-j", str(jobs)],
-               BUILD_LOG, timeout=4 * 3600, what="llama.cpp's build of llama-server")  # fmt: skip
+    PEERS_CACHE.mkdir(parents=True, exist_ok=True)
+    with (PEERS_CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}-build.lock").open("w") as lock:
+        try:  # one build at a time: a second run does not wait hours for the first one
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Unavailable(f"llama-server is being built by another process (log {BUILD_LOG})") from None
+        nice = ["nice", "-n", "19"]
+        run_logged([*nice, "cmake", "-S", str(root), "-B", str(BUILD_DIR), *CMAKE_FLAGS], BUILD_LOG,
+                   timeout=1800, what="llama.cpp's CMake configure")  # fmt: skip
+        run_logged([*nice, "cmake", "--build", str(BUILD_DIR), "--target", "llama-server", "-j", str(jobs)],
+                   BUILD_LOG, timeout=4 * 3600, what="llama.cpp's build of llama-server")  # fmt: skip
     if not BINARY.is_file():
         raise Unavailable(f"the build finished but {BINARY} is not there (log {BUILD_LOG})")
     return BINARY
