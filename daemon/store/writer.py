@@ -21,6 +21,7 @@ from hfd.client.errors import Cancelled, InsufficientStorage, VerificationFailed
 from hfd.daemon.store.files import fsync_dir
 from hfd.daemon.store.layout import INCOMPLETE_SUFFIX, RepoDir
 from hfd.daemon.store.space import is_no_space, no_space_error
+from hfd.ipfs.manifest import ManifestFile
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,10 @@ class FileSpec:
 
 
 @dataclass(frozen=True)
-class PlacedFile:
-    """A file that is in the store and verified."""
+class PlacedFile(ManifestFile):
+    """A file that is in the store and verified: its manifest entry (path, size, sha256, blob)
+    and the CID it is known under."""
 
-    path: str
-    size: int
-    sha256: str
-    blob: str
     cid: str | None = None
     # Hashed just now as it was written (False: an existing blob reused on its size alone);
     # the store records a verification time for these only.
