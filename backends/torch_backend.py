@@ -191,6 +191,7 @@ class TorchGenerator(_hf.PromptTokens):
             mask_plan=_mask_plan(model),
             num_layers=int(text_config.num_hidden_layers),
             logits_to_keep="logits_to_keep" in inspect.signature(model.forward).parameters,
+            prefixes=_prefix_store(opts),
         )
 
     # Thread-safe: the frozen tokenizer is only read; chat templates render with no shared state.
@@ -353,6 +354,17 @@ def _frozen_tokenizer(hf_tokenizer: Any, *, truncate_to: int | None) -> Any:
     else:
         tok.enable_truncation(max_length=truncate_to)
     return tok
+
+
+def _prefix_store(opts: LoadOptions) -> Any:
+    """Kept K/V for prompts that repeat a finished sequence (``torch_prefix``), unless the
+    ``prefix_caching`` setting is off; within the model's reserved KV memory."""
+    from hfd.backends.torch_prefix import DEFAULT_BUDGET_BYTES, PrefixStore
+
+    if not opts.flag("prefix_caching", True):
+        return None
+    budget = opts.extra.get("prefix_cache_bytes") or opts.extra.get("kv_cache_bytes") or DEFAULT_BUDGET_BYTES
+    return PrefixStore(int(budget))
 
 
 def _mask_plan(model: Any) -> MaskPlan:

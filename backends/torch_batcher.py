@@ -4,7 +4,8 @@ One running batch shares a ``BatchKVCache``. ``step()``:
 
 1. prefills queued sequences together (left-padded, up to ``max_batched_tokens`` padded prompt
    tokens and ``max_running`` rows in all; rows with the same prompt, a request's n choices,
-   share one prefilled row and its logits) and samples each one's first token;
+   share one prefilled row and its logits; a prompt that starts with a kept prefix, a chat's
+   earlier turns, prefills only the rest: ``torch_prefix``) and samples each one's first token;
 2. moves the survivors' cache rows into the running batch, right-aligned;
 3. decodes one token for every running row in a single forward pass.
 
@@ -24,6 +25,7 @@ import torch
 from hfd.backends.base import StepOutput
 from hfd.backends.logprobs import TokenLogprob
 from hfd.backends.torch_cache import BatchKVCache
+from hfd.backends.torch_prefix import PrefixEntry, PrefixStore
 from hfd.backends.torch_rows import RowBatcher, Turns, _one, _Sequence, accept, new_sequence, record
 from hfd.backends.torch_sampling import prompt_logprobs, sample_with_logprobs
 
@@ -58,9 +60,12 @@ class ContinuousBatcher(RowBatcher):
         mask_plan: MaskPlan,
         num_layers: int,
         logits_to_keep: bool,
+        prefixes: PrefixStore | None = None,  # kept K/V of finished sequences (None: no reuse)
         **rows: Any,  # RowBatcher's: device, context_length, eos_token_ids, max_running, ...
     ) -> None:
         super().__init__(model, **rows)
+        self.prefixes = prefixes
+        self._hits: dict[tuple[int, ...], tuple[PrefixEntry, int]] = {}  # this prefill's reuse
         self.pad_token_id = pad_token_id
         self._mask_plan = mask_plan
         self._num_layers = num_layers
@@ -74,14 +79,17 @@ class ContinuousBatcher(RowBatcher):
     def _cancel_running(self, seq_id: int) -> None:
         for row, seq in enumerate(self._rows):
             if seq.seq_id == seq_id:
+                self._keep_prefixes([row])
                 self._remove_rows([row])
                 self._maybe_trim()
                 return
 
     def cache_bytes(self) -> int:
-        return self._cache.nbytes()
+        return self._cache.nbytes() + (self.prefixes.nbytes if self.prefixes is not None else 0)
 
     def close(self) -> None:
+        if self.prefixes is not None:
+            self.prefixes.clear()
         self._reset_queue()
         self._rows.clear()
         self._cache = BatchKVCache(self._num_layers, row_limit=self.max_running)
@@ -89,28 +97,43 @@ class ContinuousBatcher(RowBatcher):
 
     def _after_step(self) -> None:
         self._maybe_trim()
+        if self.prefixes is not None and len(self.prefixes):
+            self.prefixes.fit(self._prefix_room())
 
     # -- prefill ---------------------------------------------------------------------------------
 
     def _admit(self, *, share: bool = False) -> list[_Sequence]:
         """Queued sequences for this step's prefill: FIFO, within the row and token budgets. With
-        ``share``, a prompt already in the batch costs no tokens (it is prefilled once)."""
+        ``share``, a prompt already in the batch costs no tokens (it is prefilled once), and a
+        prompt's kept prefix (``self._hits``) costs none either."""
         room = self.max_running - len(self._rows)
         batch: list[_Sequence] = []
         prompts: set[tuple[int, ...]] = set()
+        self._hits = {}
         longest = 0
         while self._queue and len(batch) < room:
             nxt = self._queue[0]
             key = tuple(nxt.prompt)
-            longest_if = max(longest, len(nxt.prompt))
+            hit = self._lookup(nxt) if share and key not in prompts else self._hits.get(key)
+            longest_if = max(longest, len(nxt.prompt) - (hit[1] if hit else 0))
             distinct = len(prompts | {key}) if share else len(batch) + 1
             # The padded batch is what gets computed; always admit one so a long prompt runs.
             if batch and longest_if * distinct > self.max_batched_tokens:
                 break
             batch.append(self._queue.popleft())
+            if hit is not None:
+                self._hits[key] = hit
             prompts.add(key)
             longest = longest_if
+        for seq in batch:  # a prompt's echo needs the logits of every prompt position
+            if seq.params.prompt_logprobs is not None:
+                self._hits.pop(tuple(seq.prompt), None)
         return batch
+
+    def _lookup(self, seq: _Sequence) -> tuple[PrefixEntry, int] | None:
+        if self.prefixes is None or seq.params.prompt_logprobs is not None:
+            return None
+        return self.prefixes.lookup(seq.prompt)
 
     def _prefill(self, out: dict[int, StepOutput]) -> None:
         batch = self._admit(share=True)
@@ -121,29 +144,45 @@ class ContinuousBatcher(RowBatcher):
         distinct: dict[tuple[int, ...], int] = {}
         source = [distinct.setdefault(tuple(s.prompt), len(distinct)) for s in batch]
         prompts = [list(p) for p in distinct]
-        n, width = len(prompts), max(len(p) for p in prompts)
+        # Row i reuses kept[i] columns of a kept prefix and prefills its prompt's rest.
+        hits = [self._hits.get(tuple(p)) for p in prompts]
+        self._hits = {}
+        kept = [hit[1] if hit else 0 for hit in hits]
+        rest = [len(p) - k for p, k in zip(prompts, kept, strict=True)]
+        n, width, past = len(prompts), max(rest), max(kept)
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        starts = torch.empty(n, dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            starts[i] = width - len(prompt)
-        ids, starts = ids.to(self.device), starts.to(self.device)
+        for i, (prompt, k) in enumerate(zip(prompts, kept, strict=True)):
+            ids[i, width - rest[i] :] = torch.tensor(prompt[k:], dtype=torch.long)
+        ids = ids.to(self.device)
+        kept_t = torch.tensor(kept, dtype=torch.long, device=self.device)
+        gaps = width - torch.tensor(rest, dtype=torch.long, device=self.device)  # padding before the rest
         cols = torch.arange(width, device=self.device)
-        positions = (cols.unsqueeze(0) - starts.unsqueeze(1)).clamp_(min=0)
+        positions = (kept_t.unsqueeze(1) + cols.unsqueeze(0) - gaps.unsqueeze(1)).clamp_(min=0)
 
         log.debug(
-            "prefill", extra={"rows": len(batch), "prompts": n, "width": width, "running": len(self._rows)}
-        )
-        self.prefilled_tokens += sum(len(p) for p in prompts)
+            "prefill",
+            extra={"rows": len(batch), "prompts": n, "width": width, "reused": sum(kept), "running": len(self._rows)},
+        )  # fmt: skip
+        self.prefilled_tokens += sum(rest)
+        if self.prefixes is not None and past:
+            self.prefixes.stats.hits += sum(1 for k in kept if k)
+            self.prefixes.stats.reused_tokens += sum(kept)
         cache = BatchKVCache(self._num_layers)
         cache.rows = n
-        mask = self._prefill_mask(starts, width)
+        if past:
+            reused = [(i, hit[0].layers, hit[1]) for i, hit in enumerate(hits) if hit is not None]
+            cache.load_prefixes(n, past, width, reused)
+        mask = self._prefill_mask(kept_t, gaps, past, width)
         # Only a batch with a sequence that asked for its prompt's logprobs keeps every position.
         echo = [i for i, s in enumerate(batch) if s.params.prompt_logprobs is not None]
         every = self._forward(ids, positions, mask, cache, every_position=bool(echo))
         rows_of = torch.tensor(source, dtype=torch.long, device=self.device)
         logits = every[:, -1, :].index_select(0, rows_of)
         cache.advance(width)
+        if past:  # each row's kept columns move right, next to its prefilled ones
+            moves = [(i, k, int(gaps[i])) for i, k in enumerate(kept) if k and int(gaps[i])]
+            cache.close_gaps(past, moves)
+        starts = past + gaps - kept_t
         prompt_lps: dict[int, list[TokenLogprob | None]] = {}
         for i in echo:
             seq = batch[i]
@@ -200,7 +239,29 @@ class ContinuousBatcher(RowBatcher):
         tokens, lps = sample_with_logprobs(logits, [s.sampling() for s in rows], self._eos)
         done = record(out, rows, tokens, lps, self._accept, self._known)
         if done:
+            self._keep_prefixes(done)
             self._remove_rows(done)
+
+    # -- prefix reuse ----------------------------------------------------------------------------
+
+    def _prefix_room(self) -> int:
+        assert self.prefixes is not None
+        return self.prefixes.budget_bytes - self._cache.nbytes()
+
+    def _keep_prefixes(self, rows: list[int]) -> None:
+        """Copy the K/V of the leaving ``rows`` into the prefix store, keyed by their tokens."""
+        if self.prefixes is None:
+            return
+        length = self._cache.length
+        for row in rows:
+            seq = self._rows[row]
+            start = int(self._start[row])
+            # The cache holds the prompt and every generated token but the last (never fed).
+            tokens = [*seq.prompt, *seq.output[:-1]][: length - start]
+            if len(tokens) < 2:
+                continue
+            layers = self._cache.row_columns(row, start, start + len(tokens))
+            self.prefixes.put(tokens, layers, self._prefix_room())
 
     # -- shared ----------------------------------------------------------------------------------
 
@@ -248,16 +309,30 @@ class ContinuousBatcher(RowBatcher):
 
     # -- masks -----------------------------------------------------------------------------------
 
-    def _prefill_mask(self, starts: torch.Tensor, width: int) -> Any:
-        cols = torch.arange(width, device=self.device)
-        causal = cols.unsqueeze(0) <= cols.unsqueeze(1)  # [query, key]
-        valid = cols.unsqueeze(0) >= starts.unsqueeze(1)  # [row, key]
+    def _prefill_mask(self, kept: torch.Tensor, gaps: torch.Tensor, past: int, width: int) -> Any:
+        """The mask of a prefill of ``width`` query columns after ``past`` columns of kept K/V:
+        row ``i`` has ``kept[i]`` kept columns ending at ``past``, then ``gaps[i]`` padding
+        columns, then its prompt's rest. Distances (for sliding windows) are in positions."""
+        n = kept.shape[0]
+        cols = torch.arange(past + width, device=self.device)  # key columns
+        qcols = torch.arange(width, device=self.device)
+        after = (cols - past).unsqueeze(0)  # [1, key]: query index of a prefilled column
+        in_kept = (cols.unsqueeze(0) >= past - kept.unsqueeze(1)) & (after < 0)  # [row, key]
+        in_rest = after >= gaps.unsqueeze(1)
+        causal = after.unsqueeze(1) <= qcols.view(1, width, 1)  # [1, query, key]
         # A padding query attends to itself only: never a fully masked row (NaN in SDPA), and
         # the K/V it leaves in padding columns stay finite.
-        diagonal = torch.eye(width, dtype=torch.bool, device=self.device)
-        allowed = causal.unsqueeze(0) & (valid.unsqueeze(1) | diagonal.unsqueeze(0))
-        distance = cols.unsqueeze(1) - cols.unsqueeze(0)  # query - key
-        return self._finish_mask(allowed.unsqueeze(1), distance)
+        diagonal = after.unsqueeze(1) == qcols.view(1, width, 1)
+        allowed = causal & (in_kept | in_rest).unsqueeze(1) | diagonal  # [row, query, key]
+        key_pos = torch.where(
+            after < 0,
+            cols.unsqueeze(0) - (past - kept.unsqueeze(1)),
+            kept.unsqueeze(1) + after - gaps.unsqueeze(1),
+        )
+        query_pos = kept.unsqueeze(1) + qcols.unsqueeze(0) - gaps.unsqueeze(1)  # [row, query]
+        distance = query_pos.unsqueeze(2) - key_pos.unsqueeze(1)  # [row, query, key]
+        allowed = allowed.expand(n, width, past + width)
+        return self._finish_mask(allowed.unsqueeze(1), distance.unsqueeze(1))
 
     def _decode_mask(self, width: int) -> Any:
         cols = torch.arange(width, device=self.device)

@@ -207,3 +207,40 @@ class BatchKVCache(Cache):
         self.rows = n
         if n == 0:
             self.length = 0
+
+    # -- prefix reuse (``torch_prefix``) ---------------------------------------------------------
+
+    def row_columns(self, row: int, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of row ``row``'s columns ``[start, end)`` per layer, ``[kv_heads, n, head_dim]``."""
+        return [(k[row, :, start:end].clone(), v[row, :, start:end].clone()) for k, v in self._buffers()]
+
+    def load_prefixes(
+        self,
+        rows: int,
+        past: int,
+        width: int,
+        prefixes: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]], int]],
+    ) -> None:
+        """Make a fresh prefill cache of ``rows`` rows whose first ``past`` columns hold, for each
+        ``(row, layers, n)``, the first ``n`` kept columns right-aligned at ``past``; room is made
+        for ``width`` more columns (the prefill's queries)."""
+        for index, layer in enumerate(self._layers):
+            like_k, like_v = prefixes[0][1][index]
+            like_k, like_v = like_k.unsqueeze(0), like_v.unsqueeze(0)
+            layer.lazy_initialization(like_k, like_v)
+            layer._reserve(like_k, like_v, rows, past + width)
+            assert layer.keys is not None and layer.values is not None
+            for row, kept, n in prefixes:
+                k, v = kept[index]
+                layer.keys[row, :, past - n : past] = k[:, :n]
+                layer.values[row, :, past - n : past] = v[:, :n]
+        self.rows = rows
+        self.length = past
+
+    def close_gaps(self, past: int, moves: list[tuple[int, int, int]]) -> None:
+        """For each ``(row, n, gap)``: move that row's ``n`` columns ending at ``past`` right by
+        ``gap``, onto the padding left between them and the row's prefilled tokens."""
+        for keys, values in self._buffers():
+            for row, n, gap in moves:
+                keys[row, :, past - n + gap : past + gap] = keys[row, :, past - n : past].clone()
+                values[row, :, past - n + gap : past + gap] = values[row, :, past - n : past].clone()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -36,6 +36,7 @@ class _Sequence:
     last_token: int = -1
     matcher: TokenMatcher | None = None  # its own position in params.constraint
     penalties: Penalties | None = None  # penalty settings and its output's token counts
+    output: list[int] = field(default_factory=list)  # the tokens produced so far
 
     def sampling(self) -> RowSampling:
         return RowSampling(
@@ -66,6 +67,7 @@ def accept(
     """Record a produced token; the finish reason when it ends the sequence."""
     seq.generated += 1
     seq.last_token = token
+    seq.output.append(token)
     p = seq.params
     if token in eos_token_ids and not p.ignore_eos and seq.generated > p.min_tokens:
         return "stop"

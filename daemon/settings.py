@@ -376,7 +376,8 @@ class Settings:
     prefix_caching: bool = _setting(
         True,
         "cache",
-        "Reuse the KV cache of shared prompt prefixes where the engine supports it (OpenVINO GenAI).",
+        "Reuse the KV cache of shared prompt prefixes, such as a chat's earlier turns "
+        "(OpenVINO GenAI; torch for attention-only models).",
     )
 
     # -- circuit breaker

@@ -33,9 +33,12 @@ BEFORE = [
 
 @pytest.fixture(scope="module")
 def gen() -> Iterator[TorchGenerator]:
-    model = TorchBackend().load_generator(
-        LoadOptions(path=tiny_llama(), task="generate", max_running=8, dtype="float32")
+    # Prefix reuse off: these tests count the tokens one prefill runs, and FOX is run again and
+    # again here (reusing a finished row's K/V: test_torch_prefix_reuse.py).
+    opts = LoadOptions(
+        path=tiny_llama(), task="generate", max_running=8, dtype="float32", extra={"prefix_caching": False}
     )
+    model = TorchBackend().load_generator(opts)
     yield model
     model.close()
 
