@@ -4,15 +4,17 @@ processor and chat template (LLaVA, Qwen2-VL / Qwen2.5-VL, Gemma 3, Idefics3 / S
 A prompt is built as transformers' processors build it: the chat template renders the messages
 in Hugging Face's content-list form (``{"type": "image"}`` parts become the family's image
 marker), the marker is expanded to as many image tokens as the vision tower yields for that
-image, and the images become ``pixel_values`` (plus ``image_grid_thw`` for Qwen2-VL). The image
-processors are the PIL flavours (``hfd.backends.clip_torch.image_processor``): the default
-ones need torchvision, which is never installed here. Qwen2-VL's marker is expanded here (its
-processor class insists on a torchvision video processor); other families use their processor
-class, built from the PIL image processor, the tokenizer and ``processor_config.json``.
+image, and the images become ``pixel_values`` (plus ``image_grid_thw`` for Qwen2-VL,
+``pixel_attention_mask`` for Idefics3). The image processors are the PIL flavours (the default
+ones need torchvision, which is never installed here). LLaVA and Gemma 3 use their processor
+class, built from the PIL image processor, the tokenizer and ``processor_config.json``; Qwen2-VL
+and Idefics3 / SmolVLM have their markers expanded by ``hfd.backends.vlm_inputs`` (their
+processor classes cannot be built without torchvision).
 
-Generation is transformers' ``generate`` (greedy or sampled, ``min_new_tokens``), one request at
-a time per model; each new token is handed to ``emit`` as it comes, and ``stop`` (a
-``threading.Event``) ends it after the current token (a stop string, a client gone).
+Generation is transformers' ``generate`` (greedy or sampled, ``min_new_tokens``) over one
+request or several compatible ones at once (``hfd.backends.vlm_batch``); each new token is
+handed to its request's ``emit`` as it comes, and its ``stop`` (a ``threading.Event``) ends it
+after the current token (a stop string, a client gone).
 """
 
 from __future__ import annotations
@@ -20,30 +22,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hfd.backends import _hf
+from hfd.backends import _hf, vlm_batch, vlm_inputs
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams
+from hfd.backends.vlm_batch import VisionPrompt as VisionPrompt
+from hfd.backends.vlm_batch import VisionRow as VisionRow
+from hfd.backends.vlm_batch import batch_key as batch_key
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
-
-# Families whose image marker is expanded here (their processor class needs torchvision).
-_QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl")
-
-
-@dataclass(frozen=True)
-class VisionPrompt:
-    """One request's model inputs: the prompt ids and the image tensors, ready for ``generate``."""
-
-    ids: list[int]
-    tensors: dict[str, Any]  # input_ids, attention_mask, pixel_values, ...
-
-    @property
-    def tokens(self) -> int:
-        return len(self.ids)
 
 
 class TorchVisionChat:
@@ -56,13 +45,19 @@ class TorchVisionChat:
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.processor = processor  # None: the marker is expanded here (Qwen2-VL)
+        # The family's processor class; None: Qwen2-VL's markers, IdeficsTokens: Idefics3's,
+        # expanded by vlm_inputs (``prompt_builders``).
+        self.processor = processor
         self.device = device
         self.eos_token_ids = frozenset(eos_token_ids)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_token_id = int(pad if pad is not None else min(self.eos_token_ids, default=0))
         config = model.config
         self.model_type = str(getattr(config, "model_type", ""))
         text = getattr(config, "text_config", None) or config
         self.context_length = int(getattr(text, "max_position_embeddings", 0) or 2048)
+        self.max_rows = 1  # rows generated together, and their padded prompt tokens (``load``)
+        self.max_prefill = self.context_length
         self._lock = threading.Lock()  # the tokenizer wrapper is not thread-safe
 
     # ------------------------------------------------------------------ prompts (any thread)
@@ -88,12 +83,7 @@ class TorchVisionChat:
         """Prompt ids and image tensors for ``messages`` whose image parts are ``images``, in order."""
         text = self.render(messages)
         try:
-            if self.processor is None:
-                tensors = self._qwen_inputs(text, list(images))
-            else:
-                with self._lock:
-                    tensors = dict(self.processor(images=list(images) or None, text=[text],
-                                                  add_special_tokens=False, return_tensors="pt"))  # fmt: skip
+            tensors = self._inputs(text, list(images))
         except InvalidRequest:
             raise
         except Exception as exc:  # an image the processor cannot take (mode, size), a marker mismatch
@@ -102,79 +92,43 @@ class TorchVisionChat:
             ) from exc
         return VisionPrompt(ids=[int(i) for i in tensors["input_ids"][0].tolist()], tensors=tensors)
 
-    def _qwen_inputs(self, text: str, images: list[Any]) -> dict[str, Any]:
-        marker = "<|image_pad|>"
-        if text.count(marker) != len(images):
-            raise InvalidRequest(
-                f"the chat template placed {text.count(marker)} image markers for {len(images)} images",
-                param="messages",
+    def _inputs(self, text: str, images: list[Any]) -> dict[str, Any]:
+        if isinstance(self.processor, vlm_inputs.IdeficsTokens):
+            return vlm_inputs.idefics_inputs(
+                text, images, self.image_processor, self._tokenize, self.processor
             )
-        tensors: dict[str, Any] = {}
-        if images:
-            pixels = self.image_processor(images=images, return_tensors="pt")
-            merge = int(getattr(self.image_processor, "merge_size", 2)) ** 2
-            pieces = text.split(marker)
-            counts = [int(grid.prod()) // merge for grid in pixels["image_grid_thw"]]
-            text = pieces[0] + "".join(marker * n + rest for n, rest in zip(counts, pieces[1:], strict=True))
-            tensors.update(pixels)
+        if self.processor is None:
+            return vlm_inputs.qwen_inputs(text, images, self.image_processor, self._tokenize)
         with self._lock:
-            tensors.update(self.tokenizer([text], add_special_tokens=False, return_tensors="pt"))
-        return tensors
+            return dict(self.processor(images=images or None, text=[text], add_special_tokens=False,
+                                       return_tensors="pt"))  # fmt: skip
+
+    def _tokenize(self, text: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.tokenizer([text], add_special_tokens=False, return_tensors="pt"))
 
     # ------------------------------------------------------------------ generation (worker thread)
 
     def generate(self, prompt: VisionPrompt, params: SamplingParams, emit: Callable[[list[int]], None],
                  stop: threading.Event) -> FinishReason:  # fmt: skip
         """Generate for one prompt, calling ``emit`` with each new token; the finish reason."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
+        return self.generate_batch([VisionRow(prompt, params, emit, stop)])[0]
 
-        produced = 0
+    def generate_batch(self, rows: Sequence[VisionRow]) -> list[FinishReason]:
+        """Rows of equal ``batch_key``, as few ``generate`` calls as their sizes allow
+        (``hfd.backends.vlm_batch``); each row's finish reason, in order."""
+        finish: dict[int, FinishReason] = {}
+        for group in vlm_batch.groups(rows, max_rows=self.max_rows, max_prefill=self.max_prefill,
+                                      context=self.context_length):  # fmt: skip
+            finish.update(zip(map(id, group), self._generate(group), strict=True))
+        return [finish[id(row)] for row in rows]
 
-        class _Emit(BaseStreamer):  # type: ignore[misc]
-            first = True
-
-            def put(self, value: Any) -> None:
-                nonlocal produced
-                if self.first:  # generate hands the prompt over first
-                    self.first = False
-                    return
-                ids = [int(t) for t in value.reshape(-1).tolist()]
-                produced += len(ids)
-                emit(ids)
-
-            def end(self) -> None:
-                pass
-
-        class _Stop(StoppingCriteria):  # type: ignore[misc]
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full(
-                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
-                )
-
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_tokens,
-            # ignore_eos: end-of-sequence is masked until max_tokens, so the length is fixed.
-            "min_new_tokens": params.max_tokens if params.ignore_eos else params.min_tokens,
-            "do_sample": not params.greedy,
-            "streamer": _Emit(),
-            "stopping_criteria": StoppingCriteriaList([_Stop()]),
-        }
-        if not params.greedy:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+    def _generate(self, rows: list[VisionRow]) -> list[FinishReason]:
         dtype = next(self.model.parameters()).dtype
+        inputs = vlm_batch.collate([r.prompt for r in rows], self.model_type, self.pad_token_id)
         inputs = {k: (v.to(self.device, dtype) if k == "pixel_values" else v.to(self.device))
-                  for k, v in prompt.tensors.items()}  # fmt: skip
-        with torch.inference_mode():
-            self.model.generate(**inputs, **kwargs)
-        if stop.is_set():
-            return "cancelled"
-        return "length" if produced >= params.max_tokens else "stop"
+                  for k, v in inputs.items()}  # fmt: skip
+        return vlm_batch.generate(self.model, rows, inputs, sorted(self.eos_token_ids), self.pad_token_id)
 
     def memory_bytes(self) -> int:
         return int(sum(p.numel() * p.element_size() for p in self.model.parameters()))
@@ -186,27 +140,39 @@ class TorchVisionChat:
 def load(opts: LoadOptions) -> TorchVisionChat:
     from transformers import AutoModelForImageTextToText
 
-    from hfd.backends.clip_torch import image_processor
-    from hfd.backends.torch_backend import _from_pretrained, _load_tokenizer, _prepare
+    from hfd.backends.torch_backend import _from_pretrained, _prepare
 
     config = _hf.require_model_dir(opts.path)
     device, dtype = _prepare(opts)
     model = _from_pretrained(AutoModelForImageTextToText, opts, device, dtype)
+    tokenizer, images, processor = prompt_builders(opts, config)
+    vlm = TorchVisionChat(model, tokenizer, images, processor, device, _hf.eos_token_ids(opts.path, config))
+    vlm.max_rows, vlm.max_prefill = max(1, opts.max_running), max(1, opts.max_batched_tokens)
+    log.info("vision chat model loaded", extra={"model_path": str(opts.path), "device": str(device),
+                                                "dtype": str(dtype), "model_type": vlm.model_type})  # fmt: skip
+    return vlm
+
+
+def prompt_builders(opts: LoadOptions, config: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What builds a prompt, on any engine: the tokenizer (with its chat template), the PIL image
+    processor and the family's processor class (None: Qwen2-VL's marker, ``IdeficsTokens``:
+    Idefics3 / SmolVLM's, expanded by ``vlm_inputs``)."""
+    from hfd.backends.torch_backend import _load_tokenizer
+
     tokenizer = _load_tokenizer(opts)
     if not getattr(tokenizer, "chat_template", None):
         raise ModelUnavailable("the model's tokenizer has no chat template; vision chat needs one")
-    try:
-        images = image_processor(opts.path)
-    except ImportError as exc:  # transformers 5.5 marks Idefics3's PIL processor as needing torchvision
-        raise ModelUnavailable(f"the model's image processor cannot be built here: {exc}".strip()) from exc
     model_type = str(config.get("model_type", ""))
-    processor = (
-        None if model_type in _QWEN_TYPES else _processor(opts.path, model_type, images, tokenizer, config)
-    )
-    vlm = TorchVisionChat(model, tokenizer, images, processor, device, _hf.eos_token_ids(opts.path, config))
-    log.info("vision chat model loaded", extra={"model_path": str(opts.path), "device": str(device),
-                                                "dtype": str(dtype), "model_type": model_type})  # fmt: skip
-    return vlm
+    try:
+        images = vlm_inputs.image_processor(opts.path, model_type)
+    except ImportError as exc:  # a processor transformers says needs a library not installed here
+        raise ModelUnavailable(f"the model's image processor cannot be built here: {exc}".strip()) from exc
+    processor: Any = None
+    if model_type in vlm_inputs.IDEFICS_TYPES:
+        processor = vlm_inputs.idefics_tokens(opts.path, config, tokenizer)
+    elif model_type not in vlm_inputs.QWEN_TYPES:
+        processor = _processor(opts.path, model_type, images, tokenizer, config)
+    return tokenizer, images, processor
 
 
 def _processor(path: Path, model_type: str, images: Any, tokenizer: Any, config: dict[str, Any]) -> Any:
@@ -232,5 +198,4 @@ def _processor(path: Path, model_type: str, images: Any, tokenizer: Any, config:
         raise ModelUnavailable(f"cannot build the {name} for this model: {exc}") from exc
 
 
-_PROCESSORS = {"llava": "LlavaProcessor", "gemma3": "Gemma3Processor", "idefics3": "Idefics3Processor",
-               "smolvlm": "SmolVLMProcessor"}  # fmt: skip
+_PROCESSORS = {"llava": "LlavaProcessor", "gemma3": "Gemma3Processor"}

@@ -1,7 +1,7 @@
 """The vision chat engine (``backends/vlm_torch``) against transformers' own greedy
-``generate`` on the same image and text, token for token, for LLaVA and Qwen2-VL; its prompt
-ids equal the processor's; a stop event ends generation after the current token; ignore_eos
-gives exactly max_tokens."""
+``generate`` on the same image and text, token for token, for LLaVA, Qwen2-VL, Idefics3,
+SmolVLM and Gemma 3 on one and two images; its prompt ids equal the processor's; a stop event
+ends generation after the current token; ignore_eos gives exactly max_tokens."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ PROMPT = "what is in this picture?"
 IMAGES = [media_models.png(width=48, height=40, seed=3), media_models.png(width=70, height=30, seed=4)]
 
 
-@pytest.fixture(scope="module", params=["llava", "qwen2-vl"])
+@pytest.fixture(scope="module", params=list(vlm_models.tiny_models()))
 def case(request: pytest.FixtureRequest) -> tuple[Path, Any]:
     from hfd.backends import vlm_torch
 
-    path = vlm_models.tiny_llava() if request.param == "llava" else vlm_models.tiny_qwen2_vl()
+    path = vlm_models.tiny_models()[request.param]()
     return path, vlm_torch.load(LoadOptions(path=path, task="vision-chat", device="cpu"))
 
 
@@ -35,6 +35,18 @@ def _prompt(engine: Any, count: int) -> Any:
     images = [Image.open(io.BytesIO(raw)).convert("RGB") for raw in IMAGES[:count]]
     content = [*({"type": "image"} for _ in images), {"type": "text", "text": PROMPT}]
     return engine.prepare([{"role": "user", "content": content}], images)
+
+
+def test_prompt_tensors_equal_transformers_inputs(case: tuple[Path, Any]) -> None:
+    import torch
+
+    path, engine = case
+    want = vlm_models.oracle_inputs(path, IMAGES, PROMPT)
+    prompt = _prompt(engine, 2)
+    assert prompt.ids == want["input_ids"][0].tolist()
+    assert sorted(prompt.tensors) == sorted(want)
+    for key, value in want.items():
+        assert torch.equal(torch.as_tensor(prompt.tensors[key]), torch.as_tensor(value)), key
 
 
 @pytest.mark.parametrize("count", [1, 2])
