@@ -5,13 +5,12 @@ the image decoding bounds."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from support import media_models
+from support import clip_oracle, media_models
 from support.models import cosines
 
 from hfd.backends.base import LoadOptions
@@ -39,38 +38,16 @@ TEXTS = ["a photo of a cat", "the weather today is sunny", "hola"]
 
 
 def test_text_vectors_equal_get_text_features(case: Any) -> None:
-    import torch
-
     kind, engine, model, tokenizer = case
-    padding = "max_length" if kind == "siglip" else True
-    batch = tokenizer(
-        TEXTS, padding=padding, truncation=True, max_length=engine.max_length, return_tensors="pt"
-    )
-    if kind == "siglip":
-        batch.pop("attention_mask", None)
-    with torch.inference_mode():
-        out = model.get_text_features(**batch)
-    expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
+    expected = clip_oracle.text_features(model, tokenizer, kind, TEXTS, engine.max_length)
     got = engine.embed_texts(TEXTS)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_image_vectors_match_get_image_features(case: Any) -> None:
-    import torch
-    from PIL import Image
-    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
-
     kind, engine, model, _ = case
     raws = [media_models.png(seed=s, width=40 + 8 * s, height=36) for s in range(3)]
-    pil = [Image.open(io.BytesIO(r)).convert("RGB") for r in raws]
-    processor = (CLIPImageProcessorPil if kind == "clip" else SiglipImageProcessorPil).from_pretrained(
-        model.name_or_path
-    )
-    with torch.inference_mode():
-        out = model.get_image_features(
-            pixel_values=processor(images=pil, return_tensors="pt")["pixel_values"]
-        )
-    expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
+    expected = clip_oracle.image_features(model, kind, model.name_or_path, raws)
     settings = Settings()
     decoded = [images.open_image(images.image_bytes(media_models.data_url(r), settings, "input"), 10**6, "input")
                for r in raws]  # fmt: skip

@@ -7,14 +7,13 @@ and cached under ``.cache/test-exports`` by content."""
 from __future__ import annotations
 
 import functools
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from support import media_models
+from support import clip_oracle, media_models
 from support.models import REPO_ROOT, cosines
 
 from hfd.backends.base import LoadOptions
@@ -64,17 +63,9 @@ def _engine_and_oracle(engine: str, kind: str) -> tuple[Any, tuple[Any, Any]]:
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 def test_text_vectors_match_get_text_features(engine: str, kind: str) -> None:
-    import torch
-
     got, (model, tokenizer) = _engine_and_oracle(engine, kind)
     assert got.name == engine
-    padding = "max_length" if kind == "siglip" else True
-    batch = tokenizer(TEXTS, padding=padding, truncation=True, max_length=got.max_length, return_tensors="pt")
-    if kind == "siglip":
-        batch.pop("attention_mask", None)
-    with torch.inference_mode():
-        out = model.get_text_features(**batch)
-    expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
+    expected = clip_oracle.text_features(model, tokenizer, kind, TEXTS, got.max_length)
     vectors = got.embed_texts(TEXTS)
     assert vectors.shape == expected.shape and vectors.dtype == np.float32
     assert (cosines(vectors, expected) >= 0.999).all()
@@ -86,21 +77,9 @@ def test_text_vectors_match_get_text_features(engine: str, kind: str) -> None:
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 def test_image_vectors_match_get_image_features(engine: str, kind: str) -> None:
-    import torch
-    from PIL import Image
-    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
-
     got, (model, _) = _engine_and_oracle(engine, kind)
     raws = [media_models.png(seed=s, width=40 + 8 * s, height=36) for s in range(3)]
-    pil = [Image.open(io.BytesIO(r)).convert("RGB") for r in raws]
-    processor = (CLIPImageProcessorPil if kind == "clip" else SiglipImageProcessorPil).from_pretrained(
-        _path(kind)
-    )
-    with torch.inference_mode():
-        out = model.get_image_features(
-            pixel_values=processor(images=pil, return_tensors="pt")["pixel_values"]
-        )
-    expected = (out if hasattr(out, "detach") else out.pooler_output).numpy()
+    expected = clip_oracle.image_features(model, kind, _path(kind), raws)
     decoded = [images.open_image(r, 10**6, "input") for r in raws]
     vectors = got.embed_images(decoded)
     assert (cosines(vectors, expected) >= 0.999).all()
