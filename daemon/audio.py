@@ -2,6 +2,9 @@
 bundled in its wheels: wav, mp3, flac, ogg/opus, m4a/aac, webm), never by parsing containers by
 hand. The bytes are read from memory (``io.BytesIO``): nothing is written to disk.
 
+Frames already at 16 kHz mono are converted to float here as FFmpeg converts them (the same
+values); others go through FFmpeg's resampler.
+
 Bounds: the duration is checked while decoding, so a long file stops decoding at the limit
 rather than after it has filled memory. Anything PyAV cannot read as audio is a 400 on
 ``file``.
@@ -39,10 +42,16 @@ def decode(raw: bytes, *, max_seconds: float) -> np.ndarray:
             if not container.streams.audio:
                 raise InvalidRequest("the uploaded file has no audio stream", param="file")
             stream: Any = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            resampler: Any = None
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    samples = out.to_ndarray().reshape(-1)
+                direct = _direct(frame)
+                if direct is not None:
+                    outs = [direct]
+                else:
+                    if resampler is None:
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                    outs = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+                for samples in outs:
                     total += samples.size
                     if total > limit:
                         raise InvalidRequest(
@@ -51,8 +60,9 @@ def decode(raw: bytes, *, max_seconds: float) -> np.ndarray:
                             param="file",
                         )
                     chunks.append(samples)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray().reshape(-1))
     except InvalidRequest:
         raise
     except Exception as exc:  # av.error.* and anything FFmpeg says about a broken file
@@ -67,3 +77,27 @@ def decode(raw: bytes, *, max_seconds: float) -> np.ndarray:
     if audio.size > limit:
         audio = audio[:limit]
     return audio
+
+
+# Sample formats FFmpeg converts to float by one scale (libswresample's audioconvert: s16 times
+# 1/2^15, s32 times 1/2^31, float as is); planar and packed are one plane when mono.
+_SCALES: dict[str, tuple[Any, float]] = {
+    "s16": (np.int16, 2.0**-15), "s16p": (np.int16, 2.0**-15), "s32": (np.int32, 2.0**-31),
+    "s32p": (np.int32, 2.0**-31), "flt": (np.float32, 1.0), "fltp": (np.float32, 1.0),
+}  # fmt: skip
+
+
+def _direct(frame: Any) -> np.ndarray | None:
+    """A 16 kHz mono frame's samples as float32, converted as FFmpeg's resampler converts them
+    (equal to the bit), without it; None when the frame needs resampling or downmixing. Most
+    uploads for speech are 16 kHz mono, and the resampler's per-frame call was most of the
+    decode's time (about 0.15 ms a frame, ~400 frames in 30 s)."""
+    spec = _SCALES.get(frame.format.name)
+    if spec is None or frame.sample_rate != SAMPLE_RATE or len(frame.layout.channels) != 1:
+        return None
+    dtype, scale = spec
+    data = np.frombuffer(frame.planes[0], dtype=dtype, count=frame.samples)
+    out = data.astype(np.float32)  # a copy: the frame's buffer is reused
+    if scale != 1.0:
+        out *= np.float32(scale)
+    return out
