@@ -19,7 +19,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon
+from support.daemon_fixtures import module_daemon
 from support.models import tiny_bert
 
 from hfd.client.errors import ProtocolError
@@ -113,14 +114,7 @@ def packable(obj: Any) -> bytes | None:
         return None
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("fuzz"), {EMBED: tiny_bert()}, args=["--engine", "torch"])
-    try:
-        yield d
-    finally:
-        code = d.stop()
-        assert code == 0, "\n".join(d.output[-40:])
+daemon = module_daemon({EMBED: tiny_bert}, engine="torch", workdir="fuzz")
 
 
 class Door:

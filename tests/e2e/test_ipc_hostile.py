@@ -6,15 +6,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.daemon import Daemon, start_daemon
+from support.daemon import Daemon
+from support.daemon_fixtures import module_daemon
 from support.ipc_peer import Peer
 from support.models import tiny_bert
+from support.waiting import eventually
 
 from hfd.client.protocol import Request, encode_request
 
@@ -25,14 +26,7 @@ HEADER_BYTES = 8 * 1024 * 1024  # the [ipc] max_header_bytes default
 HEADER_ITEMS = 256 * 1024  # the [ipc] max_header_items default
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("hostile"), {EMBED: tiny_bert()}, args=["--engine", "torch"])
-    try:
-        yield d
-    finally:
-        code = d.stop()
-        assert code == 0, "\n".join(d.output[-40:])
+daemon = module_daemon({EMBED: tiny_bert}, engine="torch", workdir="hostile")
 
 
 @pytest.fixture
@@ -125,15 +119,6 @@ def encoder_stats(peer: Peer) -> dict[str, Any]:
     return next((m["scheduler"] for m in models if m["name"] == EMBED), {})
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 BIG_INPUTS = [f"{i} " + "ocean waves " * 50 for i in range(2048)]
 
 CLIENT = """
@@ -162,10 +147,11 @@ def test_an_abandoned_embeddings_request_stops_at_the_next_batch(
         leaver.request("big", "embeddings.create", {"model": EMBED, "input": BIG_INPUTS})
     try:
         # Leave once the request is queued and its first batch has run.
-        assert wait_for(
+        assert eventually(
             lambda: (
                 (s := encoder_stats(peer)).get("pending_inputs", 0) > 0 and s["batches"] > before["batches"]
-            )
+            ),
+            timeout=120,
         ), encoder_stats(peer)
         if isinstance(leaver, Peer):
             if how == "cancel":
@@ -178,7 +164,7 @@ def test_an_abandoned_embeddings_request_stops_at_the_next_batch(
     finally:
         if isinstance(leaver, subprocess.Popen) and leaver.poll() is None:
             leaver.kill()
-    assert wait_for(lambda: encoder_stats(peer)["active"] == 0), encoder_stats(peer)
+    assert eventually(lambda: encoder_stats(peer)["active"] == 0, timeout=120), encoder_stats(peer)
     after = encoder_stats(peer)
     computed = after["inputs"] - before["inputs"]
     dropped = after["dropped_items"] - before["dropped_items"]

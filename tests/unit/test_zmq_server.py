@@ -9,7 +9,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ import msgpack
 import pytest
 from support.doors import door_in_thread
 from support.ipc_peer import Peer
+from support.waiting import eventually
 
 from hfd.client.errors import HfdError
 from hfd.client.protocol import PROTOCOL_VERSION, packb
@@ -351,15 +351,6 @@ def in_flight(server: IpcServer, portal: anyio.from_thread.BlockingPortal) -> li
     return portal.call(ids)
 
 
-def wait_until(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_a_client_that_disconnects_has_its_requests_cancelled(settings: Settings) -> None:
     """ZeroMQ does not tell a ROUTER about disconnects; the socket monitor does, and a request
     that sends nothing until its end (a load, an embeddings request) is cancelled at once."""
@@ -375,10 +366,10 @@ def test_a_client_that_disconnects_has_its_requests_cancelled(settings: Settings
         try:
             other.request("b", "models.load", {"model": "60"})
             assert_serving(other)
-            assert wait_until(lambda: in_flight(server, portal) == ["b"]), in_flight(server, portal)
+            assert eventually(lambda: in_flight(server, portal) == ["b"]), in_flight(server, portal)
             other.request("b2", "health")
             assert other.reply().id == "b2"
             assert in_flight(server, portal) == ["b"]
         finally:
             other.close()
-        assert wait_until(lambda: in_flight(server, portal) == [])
+        assert eventually(lambda: in_flight(server, portal) == [])
