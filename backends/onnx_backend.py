@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hfd.backends import _hf, encoder_check, hardware
+from hfd.backends import _hf, cpu_pools, encoder_check, hardware
 from hfd.backends.base import LoadOptions, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, GraphEncoder, encoder_feeds, load_head, pool
@@ -348,6 +348,9 @@ class OnnxEncoder(GraphEncoder):
         if threads > 0:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1  # one graph at a time on the model's worker thread
+        if device.strip().lower() in ("cpu", ""):
+            for key, value in cpu_pools.SESSION_CONFIG.items():  # no spinning: hfd.backends.cpu_pools
+                options.add_session_config_entry(key, value)
         try:
             self._session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
         except Exception as exc:

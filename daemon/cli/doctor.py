@@ -10,8 +10,9 @@ from typing import Any
 
 from hfd._units import format_bytes
 from hfd.backends import registry
+from hfd.backends.cpu_pools import options as pool_options
 from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
-from hfd.daemon.models.threads import engine_threads
+from hfd.daemon.models.threads import thread_choice
 from hfd.daemon.settings import ModelSpec, Settings
 
 
@@ -26,8 +27,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     report = detect()
     data = hardware_json(report, pinned_engine=settings.engine, pinned_device=settings.device)
-    for engine, defaults in data.get("defaults", {}).items():  # the threads a model would get
-        defaults["threads"] = engine_threads(settings, ModelSpec(ref="doctor"), engine, "cpu", report.cpu)
+    add_thread_choices(data, settings, report)
     data["models"] = model_rows(settings, data)
     if getattr(args, "as_json", False):
         print(json.dumps(data, indent=2))
@@ -35,6 +35,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(format_report(report, data, pinned_engine=settings.engine))
     # Non-zero when some task cannot run here at all: scripts can gate on it.
     return 1 if any(not choices for choices in data["choices"].values()) else 0
+
+
+def add_thread_choices(data: dict[str, Any], settings: Settings, report: HardwareReport) -> None:
+    """Each engine's default CPU entry gets the threads a model with no ``threads`` would run on,
+    why, and the options hfd sets on the engine's thread pool (``hfd.backends.cpu_pools``)."""
+    for engine, defaults in data.get("defaults", {}).items():
+        choice = thread_choice(settings, ModelSpec(ref="doctor"), engine, cpu=report.cpu)
+        defaults["threads"], defaults["threads_why"] = choice.threads, choice.why
+        defaults["pool_options"] = [
+            {"name": o.name, "value": o.value, "why": o.why} for o in pool_options(engine)
+        ]
 
 
 def model_rows(
@@ -188,4 +199,17 @@ def format_report(report: HardwareReport, data: dict[str, Any], pinned_engine: s
         for engine, d in defaults.items():
             rows.append([engine, str(d.get("precision")), str(d.get("threads", "-")), str(d.get("why", ""))])
         lines += _table(rows)
+        lines += ["", "Engine threads and thread-pool options on the CPU (why)"]
+        lines += _table(pool_rows(defaults))
     return "\n".join(lines)
+
+
+def pool_rows(defaults: dict[str, Any]) -> list[list[str]]:
+    """One row per engine for its thread count, then one per option hfd sets on its pool."""
+    rows = []
+    for engine, d in defaults.items():
+        if "threads" in d:
+            rows.append([engine, f"threads {d['threads']}", str(d.get("threads_why", ""))])
+        for o in d.get("pool_options", ()):
+            rows.append([engine, f"{o['name']}={o['value']}", str(o["why"])])
+    return rows or [["-", "-", "-"]]

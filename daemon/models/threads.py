@@ -1,21 +1,23 @@
-"""How many threads a model engine gets.
+"""How many threads a model engine gets, and why.
 
 A model's own ``threads`` wins, then the daemon-wide ``threads`` setting; 0 means automatic.
 Automatic never oversubscribes: it counts the physical cores this process may run on (its
-affinity mask, SMT siblings counted once, further limited by a cgroup CPU quota in a container)
-and leaves one of them to the event loop, the transports and the applications the daemon serves
-on the same box.
+affinity mask, SMT siblings counted once, further limited by a cgroup CPU quota in a container).
+How many of them an engine gets depends on how its thread pool behaves when another program
+takes a core (measured with ``scripts/bench`` on the 2-core AMD EPYC, AVX2, alone and with one
+core held by a CPU-bound program; docs/batching.md and docs/benchmarks.md have the figures):
 
-Why one core is left: an engine's intra-op parallel regions end in a barrier, so when any other
-thread (the event loop, a client, another program) takes one of the engine's cores, the whole
-operation waits for the descheduled thread. On the 2-core development box, with other work
-running, two engine threads collapsed offline generation to 24–40 tokens/s in 3 of 4 runs where
-one thread gave 232–421, and served runs collapsed at some concurrency levels; two threads won
-(by 10–35%) only in runs where nothing else wanted a core. docs/batching.md has the numbers.
-
-One exception, by engine and CPU: OpenVINO on a CPU that computes in bf16 (AVX-512-BF16 / AMX)
-crashes at one thread and ran ~8x faster at two on the 2-core Intel box, so automatic threads
-give it at least two there (``hfd.backends.openvino_cpu`` has the rule and the numbers).
+- OpenVINO and ONNX Runtime get every core. Their pools, as hfd sets them up
+  (``hfd.backends.cpu_pools``: ONNX Runtime not spinning), ran 1.4-1.8x
+  faster at two threads than at one on the idle box, and within about 10% of one thread with a
+  core taken. On the 2-core Intel Xeon (AMX) two threads are what OpenVINO needs anyway: bf16
+  compute crashes at one and served 2366 / 262 tokens/s at 32 / 1 streams at two
+  (``hfd.backends.openvino_cpu`` keeps that floor for bf16 however threads are chosen).
+- torch leaves one core (``RESERVED_CORES``) to the event loop, the doors and the applications
+  on the box. Its OpenMP barriers wait for every thread of a parallel region, so when another
+  thread takes one of the engine's cores, every operation waits for the descheduled one: two
+  threads collapsed offline generation to 24-40 tokens/s in 3 of 4 loaded runs where one thread
+  gave 232-421.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +34,15 @@ from hfd.daemon.settings import ModelSpec, Settings
 if TYPE_CHECKING:
     from hfd.backends.hardware import CpuInfo
 
-# Cores left to the event loop and everything else when threads are automatic.
+# Cores left to the event loop and everything else when threads are automatic (torch).
 RESERVED_CORES = 1
+# Engines whose pools get every core when threads are automatic, and the figures why.
+ALL_CORES_ENGINES = frozenset({"openvino", "onnxruntime"})
+_ALL_CORES_WHY = {
+    "openvino": "2 threads served 1.4-1.5x 1 thread on the 2-core AMD, alike with a core busy; "
+    "8x on the 2-core AMX Xeon",
+    "onnxruntime": "2 non-spinning threads embedded 1.8x 1 thread on the 2-core AMD, alike with a core busy",
+}
 
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 _SYS_CPU = Path("/sys/devices/system/cpu")
@@ -83,9 +93,29 @@ def available_cores() -> int:
     return max(1, min(cores, quota) if quota is not None else cores)
 
 
-def auto_threads(cores: int | None = None) -> int:
-    cores = available_cores() if cores is None else cores
-    return max(1, cores - RESERVED_CORES)
+def auto_threads(cores: int | None = None, engine: str | None = None) -> int:
+    """Automatic threads for ``engine`` on ``cores`` physical cores (default: what this process
+    may use); an unnamed engine gets torch's rule, the one that never collapses."""
+    return auto_choice(engine, available_cores() if cores is None else cores).threads
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    threads: int
+    why: str  # one line, for ``hfd doctor``
+
+
+def auto_choice(engine: str | None, cores: int) -> ThreadChoice:
+    """The automatic thread count of ``engine`` on a box with ``cores`` usable physical cores."""
+    cores = max(1, cores)
+    if engine in ALL_CORES_ENGINES:
+        return ThreadChoice(cores, f"all {cores} usable physical cores: {_ALL_CORES_WHY[engine]}")
+    threads = max(1, cores - RESERVED_CORES)
+    why = (
+        f"{cores} usable physical cores less {RESERVED_CORES} for the event loop and other programs: "
+        "two OpenMP threads collapsed generation to a tenth when another program took a core"
+    )
+    return ThreadChoice(threads, why if threads < cores else "the one usable physical core")
 
 
 def engine_threads(
@@ -95,24 +125,39 @@ def engine_threads(
     device: str = "cpu",
     cpu: CpuInfo | None = None,
 ) -> int:
-    """Threads for one model's engine: the model's setting, the daemon's, or automatic.
+    """Threads for one model's engine: the model's setting, the daemon's, or automatic."""
+    return thread_choice(settings, spec, engine, device=device, cpu=cpu).threads
+
+
+def thread_choice(
+    settings: Settings,
+    spec: ModelSpec,
+    engine: str | None,
+    *,
+    device: str = "cpu",
+    cpu: CpuInfo | None = None,
+) -> ThreadChoice:
+    """Threads for one model's engine and why: the model's setting, the daemon's, or automatic.
 
     An explicit number is used as given (several models sharing a box is the operator's call).
-    Automatic depends on the engine and the CPU (``cpu``: the hardware report's, by default)
-    where an engine needs it (OpenVINO with bf16 compute, see the module's doc)."""
-    for asked in (spec.threads, settings.threads):
-        if asked is not None and asked > 0:
-            return asked
-    auto = auto_threads()
+    Automatic depends on the engine (see the module's doc) and, for OpenVINO, on the CPU
+    (``cpu``: the hardware report's, by default): bf16 compute gets at least two threads."""
+    if spec.threads is not None and spec.threads > 0:
+        return ThreadChoice(spec.threads, "the model's threads setting")
+    if settings.threads is not None and settings.threads > 0:
+        return ThreadChoice(settings.threads, "the daemon's threads setting")
+    choice = auto_choice(engine, available_cores())
     if engine == "openvino" and device.strip().lower() in ("cpu", ""):
         from hfd.backends import hardware, openvino_cpu
 
         cpu = cpu or hardware.probe_cpu()
         dtype = spec.options.get("dtype")
         try:
-            return openvino_cpu.auto_threads(
-                auto, cpu.usable_cores, cpu.features, str(dtype) if dtype else None
+            floor = openvino_cpu.auto_threads(
+                choice.threads, cpu.usable_cores, cpu.features, str(dtype) if dtype else None
             )
         except ValueError:  # an unknown dtype: the engine refuses it at load, with its message
-            return auto
-    return auto
+            return choice
+        if floor > choice.threads:
+            return ThreadChoice(floor, f"{floor}: bf16 compute crashes OpenVINO at one thread on this CPU")
+    return choice

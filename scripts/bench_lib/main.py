@@ -131,14 +131,22 @@ def main(argv: list[str]) -> int:
             if "gen" in parts:
                 machine = bounds.measure(threads, **(bounds.QUICK if args.quick else {}))  # in the same run
                 results["generation"] = served.generation(
-                    daemon, plan, engines.get(served.GEN_MODEL, engine), threads, cache_dir
-                )
+                    daemon,
+                    plan,
+                    engines.get(served.GEN_MODEL, engine),
+                    args.threads or auto_threads(engine=engines.get(served.GEN_MODEL, engine)),
+                    cache_dir,
+                )  # offline at the threads the daemon gives that engine
                 row = next(m for m in served.ps(daemon.http) if m["name"] == served.GEN_MODEL)
                 gen_model = plan.gen_model()
                 results["bounds"] = bounds.for_generation(results["generation"], machine, gen_model, row)
             if "embed" in parts:
                 results["embeddings"] = served.embeddings(
-                    daemon, plan, engines.get(served.EMBED_MODEL, engine), threads, cache_dir
+                    daemon,
+                    plan,
+                    engines.get(served.EMBED_MODEL, engine),
+                    args.threads or auto_threads(engine=engines.get(served.EMBED_MODEL, engine)),
+                    cache_dir,
                 )
             if "ttft" in parts:
                 results["ttft"] = asyncio.run(served.ttft(daemon, plan))

@@ -85,21 +85,29 @@ def test_intel_two_threads_stay_bf16() -> None:
     assert openvino_cpu.plan(0, None, 2, INTEL) == openvino_cpu.CpuPlan(0, "bf16", None, "")
 
 
-def test_automatic_threads_for_openvino_by_cpu_class() -> None:
+@pytest.mark.parametrize("usable", [1, 2, 8])
+def test_automatic_threads_for_openvino_by_cpu_class(usable: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "available_cores", lambda: usable)
     settings = load_settings(cli={"threads": 0}, environ={})
     spec = ModelSpec(ref="x")
-    auto = threads.auto_threads()
-    # AVX2: the daemon's general rule (leave a core).
-    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(AMD, 2)) == auto
-    # AMX: at least two threads (bf16 crashes at one, and two ran ~8x faster).
-    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(INTEL, 2)) == max(auto, 2)
-    # ... unless the box has one CPU (then the plan computes in f32) or f32 is asked for.
-    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(INTEL, 1)) == auto
     f32 = ModelSpec(ref="x", options={"dtype": "float32"})
-    assert threads.engine_threads(settings, f32, "openvino", "cpu", cpu(INTEL, 2)) == auto
-    # Other engines and devices, and explicit counts, are not touched.
-    assert threads.engine_threads(settings, spec, "torch", "cpu", cpu(INTEL, 2)) == auto
-    assert threads.engine_threads(settings, spec, "openvino", "GPU.0", cpu(INTEL, 2)) == auto
+    bf16 = ModelSpec(ref="x", options={"dtype": "bfloat16"})
+    # Both classes: every core (2 threads served 1.4-1.5x one on the AMD box, 8x on the AMX one),
+    # whatever the precision; so bf16 never gets one thread where the box has two CPUs.
+    for feats in (AMD, INTEL):
+        for model in (spec, f32, bf16):
+            choice = threads.thread_choice(settings, model, "openvino", cpu=cpu(feats, usable))
+            assert choice.threads == usable
+            assert choice.why.startswith(f"all {usable} usable physical core")
+    # An affinity mask narrower than the CPU report: the bf16 floor still holds on AMX.
+    monkeypatch.setattr(threads, "available_cores", lambda: 1)
+    floor = threads.thread_choice(settings, spec, "openvino", cpu=cpu(INTEL, 2))
+    assert floor.threads == 2 and "bf16" in floor.why
+    assert threads.engine_threads(settings, f32, "openvino", "cpu", cpu(INTEL, 2)) == 1
+    assert threads.engine_threads(settings, spec, "openvino", "cpu", cpu(AMD, 2)) == 1
+    # Other engines and devices, and explicit counts, are not touched by the floor.
+    assert threads.engine_threads(settings, spec, "torch", "cpu", cpu(INTEL, 2)) == 1
+    assert threads.engine_threads(settings, spec, "openvino", "GPU.0", cpu(INTEL, 2)) == 1
     assert (
         threads.engine_threads(settings, ModelSpec(ref="x", threads=1), "openvino", "cpu", cpu(INTEL, 2)) == 1
     )
@@ -121,7 +129,11 @@ def test_precision_names() -> None:
     ("feats", "threads_asked", "expected"),
     [
         (AMD, 1, {"INFERENCE_NUM_THREADS": 1}),
-        (INTEL, 1, {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}),
+        (
+            INTEL,
+            1,
+            {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"},
+        ),
         (INTEL, 2, {"INFERENCE_NUM_THREADS": 2}),
     ],
     ids=["amd-1", "intel-1", "intel-2"],

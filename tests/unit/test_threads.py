@@ -1,10 +1,12 @@
-"""The engine thread budget: explicit settings win; automatic leaves one core and never
-oversubscribes what this process may use."""
+"""The engine thread budget: explicit settings win; automatic gives OpenVINO and ONNX Runtime
+every core and torch all but one, never oversubscribes what this process may use, and says why."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import pytest
 
 from hfd.daemon.models import threads
 from hfd.daemon.settings import ModelSpec, Settings, load_settings
@@ -19,16 +21,47 @@ def test_a_models_threads_win_then_the_daemons() -> None:
     assert threads.engine_threads(settings(5), spec) == 3
     assert threads.engine_threads(settings(5), ModelSpec(ref="x")) == 5
     assert threads.engine_threads(settings(0), ModelSpec(ref="x", threads=0)) == threads.auto_threads()
+    assert threads.engine_threads(settings(0), ModelSpec(ref="x"), "openvino") == threads.auto_threads(
+        engine="openvino"
+    )
 
 
-def test_automatic_leaves_one_core_and_fits_the_affinity_mask() -> None:
-    auto = threads.engine_threads(settings(0), ModelSpec(ref="x"))
-    assert 1 <= auto <= len(os.sched_getaffinity(0))
+def test_automatic_fits_the_affinity_mask() -> None:
     cores = threads.available_cores()
-    assert auto == max(1, cores - 1)
-    assert threads.auto_threads(1) == 1
-    assert threads.auto_threads(2) == 1
-    assert threads.auto_threads(16) == 15
+    for engine in (None, "torch", "openvino", "onnxruntime"):
+        auto = threads.engine_threads(settings(0), ModelSpec(ref="x"), engine)
+        assert 1 <= auto <= len(os.sched_getaffinity(0))
+        assert auto == threads.auto_threads(cores, engine)
+
+
+@pytest.mark.parametrize(
+    ("engine", "cores", "expected"),
+    [
+        # torch leaves a core: its OpenMP barriers collapse when another program takes one.
+        ("torch", 1, 1), ("torch", 2, 1), ("torch", 16, 15),
+        (None, 2, 1),  # an engine not named: torch's rule, the one that never collapses
+        ("fake", 2, 1),
+        # OpenVINO (unpinned) and ONNX Runtime (not spinning) get every core.
+        ("openvino", 1, 1), ("openvino", 2, 2), ("openvino", 16, 16),
+        ("onnxruntime", 1, 1), ("onnxruntime", 2, 2), ("onnxruntime", 16, 16),
+    ],
+)  # fmt: skip
+def test_automatic_threads_by_engine(engine: str | None, cores: int, expected: int) -> None:
+    choice = threads.auto_choice(engine, cores)
+    assert choice.threads == threads.auto_threads(cores, engine) == expected
+    assert f"{cores} usable physical core" in choice.why or "the one usable physical core" in choice.why
+
+
+def test_the_choice_says_which_setting_won() -> None:
+    spec = ModelSpec(ref="x", threads=3)
+    assert threads.thread_choice(settings(5), spec, "openvino") == threads.ThreadChoice(
+        3, "the model's threads setting"
+    )
+    assert (
+        threads.thread_choice(settings(5), ModelSpec(ref="x"), "torch").why == "the daemon's threads setting"
+    )
+    auto = threads.thread_choice(settings(0), ModelSpec(ref="x"), "onnxruntime")
+    assert auto.why.startswith(f"all {threads.available_cores()} usable physical cores")
 
 
 def _topology(root: Path, cpu: int, package: int, core: int) -> None:
