@@ -52,10 +52,11 @@ class ManifestFetch:
     meter: ProgressMeter
     allow_pickle: bool
     should_stop: Callable[[], bool]
+    tag: str | None = None  # a GGUF quantization tag: that tag's files only (gguf_tags)
 
     def planned(self, source: str) -> list[ManifestFile]:
         """The manifest's files the store keeps (``kept_files``), planned on the meter for ``source``."""
-        entries = kept_files(self.manifest, self.repo_dir, allow_pickle=self.allow_pickle)
+        entries = kept_files(self.manifest, self.repo_dir, allow_pickle=self.allow_pickle, tag=self.tag)
         self.meter.plan(source, len(entries), sum(f.size for f in entries))
         return entries
 

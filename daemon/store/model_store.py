@@ -212,10 +212,12 @@ class ModelStore:
                             f"ipfs://{cid} holds {manifest.repo}@{manifest.commit[:12]}, not {mref}"
                         )
                     fetched = self.ipfs.fetch(
-                        cid, ManifestFetch(manifest, repo_dir, meter, allow_pickle, should_stop)
+                        cid, ManifestFetch(manifest, repo_dir, meter, allow_pickle, should_stop, mref.tag)
                     )
                     return self.place(
-                        Fetched(fetched.repo, mref.revision, fetched.commit, fetched.files, "ipfs", cid),
+                        Fetched(
+                            fetched.repo, mref.stored_revision, fetched.commit, fetched.files, "ipfs", cid
+                        ),
                         meter,
                         allow_pickle,
                     )
