@@ -80,6 +80,11 @@ class OpenVINOBackend:
 
         return whisper_openvino.load(opts)
 
+    def load_vision_chat(self, opts: LoadOptions) -> Any:
+        from hfd.backends import vlm_openvino  # LLaVA, Qwen2-VL, ...: GenAI's VLMPipeline
+
+        return vlm_openvino.load(opts)
+
     def load_generator(self, opts: LoadOptions) -> OVGenerator:
         device = ov_device(opts.device)
         if device.startswith("NPU"):

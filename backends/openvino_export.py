@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ INT4_RATIO = 1.0
 # Bump when the way we export changes, so old exports are not reused.
 EXPORT_REVISION = 1
 IR_FILE = "openvino_model.xml"
+# A vision chat export has no single model file: its language model marks a ready IR.
+VLM_IR_FILE = "openvino_language_model.xml"
 _BILLION = 1_000_000_000
 _EXPORT_TASKS: dict[str, str] = {
     "generate": "text-generation-with-past",
@@ -49,7 +52,14 @@ _EXPORT_TASKS: dict[str, str] = {
     "rerank": "text-classification",
     "classify": "text-classification",
     "token-classify": "token-classification",
+    # Vision chat (hfd.backends.vlm_openvino): the language model, text and vision embeddings.
+    "vision-chat": "image-text-to-text",
 }
+# Tasks that decode tokens: int4 weights, int8 by default from a billion parameters.
+_GENERATORS = ("generate", "vision-chat")
+# What a vision chat export needs beside its IR; optimum-intel saves them through the model's
+# processor class, which cannot be built without torchvision.
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja")
 
 
 def resolve_weight_format(opts: LoadOptions, device: str) -> str:
@@ -62,19 +72,24 @@ def resolve_weight_format(opts: LoadOptions, device: str) -> str:
                 f"unknown weight format {opts.weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}",
                 param="weight_format",
             )
-        if wf == "int4" and opts.task != "generate":
+        if wf == "int4" and opts.task not in _GENERATORS:
             raise InvalidRequest(
                 f"weight format int4 is for generation models only, not {opts.task!r}; use fp32, fp16 or int8",
                 param="weight_format",
             )
         return wf
-    if (opts.path / IR_FILE).is_file():
+    if ready_ir(opts.path, opts.task):
         return "fp32"  # a ready IR is used as it is, whatever its weights are
     if not device.startswith("CPU"):
-        return "int8" if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION else "fp16"
-    if opts.task == "generate" and _parameter_count(opts.path) >= _BILLION:
+        return "int8" if opts.task in _GENERATORS and _parameter_count(opts.path) >= _BILLION else "fp16"
+    if opts.task in _GENERATORS and _parameter_count(opts.path) >= _BILLION:
         return "int8"
     return "fp32"
+
+
+def ready_ir(path: Path, task: Task) -> bool:
+    """Whether ``path`` holds an exported IR for ``task`` already (used as it is)."""
+    return (path / IR_FILE).is_file() or (task == "vision-chat" and (path / VLM_IR_FILE).is_file())
 
 
 def ir_bytes(model_dir: Path) -> int:
@@ -131,7 +146,7 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
     if task == "generate" and gguf.gguf_only(opts.path):  # GenAI reads the GGUF file itself
         return gguf.choose(opts.path, opts.extra.get("gguf_file")), False  # config.json or not
     config = _hf.require_model_dir(opts.path)
-    if (opts.path / IR_FILE).is_file():
+    if ready_ir(opts.path, task):
         return opts.path, False
     families.check("openvino", task, opts.path, config)  # a family the exporter refuses: before exporting
     _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
@@ -196,7 +211,7 @@ def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_rem
                 ov_config=OVConfig(dtype="fp16" if weight_format == "fp16" else "fp32"),
                 # GenAI reads openvino_tokenizer.xml when present; hfd feeds token ids, so a
                 # tokenizer that does not convert is no reason to fail.
-                convert_tokenizer=task == "generate",
+                convert_tokenizer=task in _GENERATORS,
                 trust_remote_code=trust_remote_code,
                 local_files_only=True,
             )
@@ -204,6 +219,10 @@ def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_rem
         raise
     except Exception as exc:
         raise ModelUnavailable(f"OpenVINO export of {source} failed: {exc}") from exc
+    if task == "vision-chat":  # GenAI reads the image processor's settings from the export's folder
+        for name in _PROCESSOR_FILES:
+            if (source / name).is_file() and not (out / name).exists():
+                shutil.copyfile(source / name, out / name)
     if weight_format in ("int8", "int4"):
         _compress(out, weight_format)
 

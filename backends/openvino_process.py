@@ -37,7 +37,7 @@ import select
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -65,13 +65,15 @@ class PipelineProcess:
     one thread at a time (the generation scheduler's worker).
     """
 
+    module: str = __name__  # the child's module (``python -m``): vision chat runs its own
+
     def __init__(self, init: dict[str, Any]) -> None:
         """``init``: what the pipeline is made from (``openvino_engine.pipeline_init``)."""
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(request_read), str(reply_write)],
+                [sys.executable, "-m", self.module, str(request_read), str(reply_write)],
                 pass_fds=(request_read, reply_write),
                 stdin=subprocess.DEVNULL,
                 stdout=_stderr_fd(),
@@ -297,10 +299,12 @@ def _serve(channel: Channel) -> int:
                 channel.send({"out": outputs, "kv": engine.kv_bytes()})
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], serve: Callable[[Channel], int] = _serve) -> int:
+    """The child: ``serve`` the parent over the pipes named in ``argv`` (vision chat's child
+    passes its own)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
-        return _serve(Channel(int(argv[0]), int(argv[1])))
+        return serve(Channel(int(argv[0]), int(argv[1])))
     except BrokenPipeError:
         return 0
 

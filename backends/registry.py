@@ -32,9 +32,9 @@ def _never(task: Task, opts: LoadOptions) -> bool:
 
 
 def _openvino_own_process(task: Task, opts: LoadOptions) -> bool:
-    # OpenVINO's ContinuousBatchingPipeline runs in a process of its own (a crash there, known on
-    # some CPUs, must not take the daemon down), unless the model's option says otherwise.
-    return task == "generate" and opts.flag("pipeline_process", True)
+    # OpenVINO's ContinuousBatchingPipeline and VLMPipeline run in a process of their own (a crash
+    # there, known on some CPUs, must not take the daemon down), unless the model's option says otherwise.
+    return task in ("generate", "vision-chat") and opts.flag("pipeline_process", True)
 
 
 def _no_dtype(opts: LoadOptions) -> str | None:

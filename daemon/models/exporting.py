@@ -2,9 +2,9 @@
 at the start of every load, so the engine itself only reads a ready export.
 
 Only the engines that derive an artifact from a snapshot have anything to build: OpenVINO (IR,
-for text generation and embeddings) and ONNX Runtime (an ONNX graph, for embeddings). Others
-(torch, the fake engine) and the remaining tasks (heads, speech, image-text, whose exports are
-built by their own loaders) have nothing to build here. The export cache
+for text generation, vision chat and embeddings) and ONNX Runtime (an ONNX graph, for
+embeddings). Others (torch, the fake engine) and the remaining tasks (heads, speech, image-text,
+whose exports are built by their own loaders) have nothing to build here. The export cache
 (``hfd.backends.exports``) makes a second call for the same snapshot a lookup; the model
 manager's ``exports_built`` counter counts the exports built, so a test can tell a load that
 exported from one that found its export ready.
@@ -35,7 +35,7 @@ _imported = threading.Event()  # and its import is over
 
 def exports(engine: str, task: str) -> bool:
     """Whether :func:`export` builds something for this engine and task."""
-    return (engine == "openvino" and task in ("embed", "generate")) or (
+    return (engine == "openvino" and task in ("embed", "generate", "vision-chat")) or (
         engine == "onnxruntime" and task == "embed"
     )
 

@@ -4,8 +4,10 @@ with a vision tower, Idefics3 / SmolVLM) answering chat messages with ``image_ur
 Detected before ``generate`` (these heads are ``*ForConditionalGeneration`` too) from
 config.json's ``architectures``, or a conditional-generation head with a ``vision_config`` and a
 processor file (``preprocessor_config.json``...), or the card's ``pipeline_tag:
-image-text-to-text``. Served by torch (``hfd.backends.vlm_torch``) on the one-at-a-time media
-scheduler (``hfd.daemon.media_worker``); the requests: ``hfd.daemon.vision_chat``.
+image-text-to-text``. Served by OpenVINO GenAI's VLMPipeline (``hfd.backends.vlm_openvino``)
+or torch (``hfd.backends.vlm_torch``), ranked as generation engines (OpenVINO first on x86 CPUs;
+``docs/engines.md`` has the first-token figures), on the media scheduler
+(``hfd.daemon.media_worker``); the requests: ``hfd.daemon.vision_chat``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ VISION_CHAT: Final[dict[str, Any]] = {
     "summary": "chat with images (image_url parts): small vision-language models",
     "scheduler": "media",
     "engine_task": "generate",
-    "engines": ("torch",),
+    "engines": ("torch", "openvino"),
     "detect": _vision_chat,
     "pipeline_tags": ("image-text-to-text",),
     "loader": "load_vision_chat",
