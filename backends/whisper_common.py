@@ -8,17 +8,21 @@ greedy unless a temperature is given) and ``whisper_openvino`` (OpenVINO GenAI's
 ``WhisperPipeline``). Both chunk long audio into Whisper's 30 s windows themselves
 (transformers' sequential long-form generation; GenAI's own chunking).
 
-One request at a time per model: ``transcribe`` is called on the model's worker thread only.
+Engine calls run on the media scheduler's worker thread, one call at a time per model. An
+engine that decodes several requests in one call is a ``BatchedSpeechModel`` (torch: one
+batched ``generate`` over their windows); GenAI 2026.4's ``WhisperPipeline.generate`` takes one
+audio input per call, so the OpenVINO engine serves one request per call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from hfd.client.errors import InvalidRequest
+from hfd.client.errors import HfdError, InvalidRequest
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30.0  # Whisper's input window
@@ -88,6 +92,21 @@ class SpeechModel(Protocol):
     def memory_bytes(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchedSpeechModel(SpeechModel, Protocol):
+    """A speech model that transcribes several requests in one call."""
+
+    max_batch: int  # requests one call takes at most
+
+    def batch_key(self, audio: np.ndarray, options: TranscribeOptions) -> Hashable | None:
+        """Requests with equal keys may share a call; None: this one runs alone."""
+        ...
+
+    def transcribe_batch(self, items: list[tuple[np.ndarray, TranscribeOptions]]) -> list[Transcript | HfdError]:  # fmt: skip
+        """One result per item, in order; a refused item's result is its error."""
+        ...
 
 
 def language_code(value: str | None) -> str | None:

@@ -8,6 +8,10 @@ on the model's worker thread, never on the event loop. A model whose generation 
 ``alignment_heads`` gets a pipeline built with ``word_timestamps``, so a request may ask for
 word times (``result.words``).
 
+One request per call: GenAI 2026.4's ``WhisperPipeline.generate`` takes one audio input (a
+sequence of floats), so this engine offers no batched call and the media scheduler gives it
+requests one at a time.
+
 Precision: f32 unless the model's ``dtype`` says otherwise: OpenVINO's bf16 default on CPUs
 with native bf16 changes greedy tokens (``/work/shared/ENVIRONMENT.md``); f32 matches
 transformers.

@@ -307,6 +307,12 @@ class Settings:
         "batching",
         "Speech recognition: longest audio per request, checked while decoding (400 beyond).",
     )
+    audio_max_batch: int = _setting(
+        8,
+        "batching",
+        "Speech recognition: most requests transcribed in one engine call (torch: their 30 s windows in one "
+        "batched generate; OpenVINO takes one); 1: one at a time.",
+    )
     image_max_bytes: int = _setting(
         10 * 1024 * 1024, "batching", "Image embeddings and vision chat: largest encoded image (400 beyond)."
     )
@@ -686,6 +692,7 @@ def _validate(s: Settings) -> None:
         "encoder_batch_tokens",
         "max_input_bytes",
         "audio_max_bytes",
+        "audio_max_batch",
         "image_max_bytes",
         "image_max_pixels",
         "image_max_per_request",

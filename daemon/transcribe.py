@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import anyio
 from pydantic import Field
 
-from hfd.backends.whisper_common import SpeechTask, TranscribeOptions, Transcript, language_code
+from hfd.backends.whisper_common import (
+    BatchedSpeechModel,
+    SpeechTask,
+    TranscribeOptions,
+    Transcript,
+    language_code,
+)
 from hfd.client.errors import InvalidRequest
 from hfd.daemon import audio, audio_formats, reqctx
 from hfd.daemon.schema import KeepAlive, _Base, parse_keep_alive
@@ -129,6 +135,15 @@ async def transcribe(service: Service, req: TranscriptionRequest) -> dict[str, A
             lambda: audio.decode(req.file, max_seconds=settings.audio_max_seconds)
         )
         scheduler: MediaScheduler = lm.scheduler  # type: ignore[assignment]
-        transcript: Transcript = await scheduler.run(lm.model.transcribe, samples, opts)  # type: ignore[union-attr]
+        model = lm.model
+        key = model.batch_key(samples, opts) if isinstance(model, BatchedSpeechModel) else None
+        transcript: Transcript
+        if key is not None and isinstance(model, BatchedSpeechModel):
+            limit = min(settings.audio_max_batch, model.max_batch)
+            transcript = await scheduler.run_batched(
+                model.transcribe_batch, (samples, opts), key=key, limit=limit
+            )
+        else:
+            transcript = await scheduler.run(model.transcribe, samples, opts)  # type: ignore[union-attr]
     reqctx.note_tokens(0, transcript.tokens)
     return audio_formats.render(transcript, req.response_format, req.speech_task)
