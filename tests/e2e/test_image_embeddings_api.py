@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from support import media_models
-from support.daemon import Daemon, running_daemon
+from support.daemon import Daemon
+from support.daemon_fixtures import module_daemon
 
 from hfd.client import Client
 
@@ -25,26 +24,18 @@ pytest.importorskip("torch")
 openai = pytest.importorskip("openai")
 
 
-@pytest.fixture(scope="module")
-def clip_dir() -> Path:
-    return media_models.tiny_clip()
+daemon = module_daemon(
+    {"clip": media_models.tiny_clip}, engine="torch", batching={"image_max_pixels": 250_000}
+)
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory, clip_dir: Path) -> Iterator[Daemon]:
-    extra = "[batching]\nimage_max_pixels = 250000\n"
-    with running_daemon(
-        tmp_path_factory.mktemp("clip"), {"clip": clip_dir}, extra_config=extra, args=["--engine", "torch"]
-    ) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def oracle(clip_dir: Path) -> Any:
+def oracle() -> Any:
     import torch
     from PIL import Image
     from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 
+    clip_dir = media_models.tiny_clip()
     model = CLIPModel.from_pretrained(clip_dir).eval()
     tok = AutoTokenizer.from_pretrained(clip_dir)
     proc = CLIPImageProcessorPil.from_pretrained(clip_dir)

@@ -5,14 +5,14 @@ files and inputs; what a seq2seq model cannot honour is a 400 naming the paramet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import openai
 import pytest
-from support.daemon import Daemon, running_daemon
+from support.daemon import Daemon
+from support.daemon_fixtures import module_daemon
 from support.seq2seq_models import FAMILIES, seq2seq_model
 
 from hfd.client import Client
@@ -30,11 +30,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    models: dict[str, Any] = {f: seq2seq_model(f) for f in FAMILIES}
-    with running_daemon(tmp_path_factory.mktemp("seq2seq"), models) as d:
-        yield d
+daemon = module_daemon({f: partial(seq2seq_model, f) for f in FAMILIES}, workdir="seq2seq")
 
 
 @pytest.fixture(scope="module")

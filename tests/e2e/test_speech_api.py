@@ -6,14 +6,14 @@ same samples (random weights: the same garbage)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from support import media_models
-from support.daemon import Daemon, running_daemon
+from support.daemon import Daemon
+from support.daemon_fixtures import module_daemon
 
 from hfd.client import Client
 
@@ -26,16 +26,9 @@ def whisper_dir() -> Path:
     return media_models.tiny_whisper()
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Daemon]:
-    extra = "[batching]\naudio_max_seconds = 40.0\naudio_max_bytes = 2000000\n"
-    with running_daemon(
-        tmp_path_factory.mktemp("speech"),
-        {"whisper": whisper_dir},
-        extra_config=extra,
-        args=["--engine", "torch"],
-    ) as d:
-        yield d
+# Longer or larger uploads are refused (two cases below).
+AUDIO_BOUNDS = {"audio_max_seconds": 40.0, "audio_max_bytes": 2_000_000}
+daemon = module_daemon({"whisper": media_models.tiny_whisper}, engine="torch", batching=AUDIO_BOUNDS)
 
 
 @pytest.fixture(scope="module")
