@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hfd.backends.openvino_pipe import Output, merge
-from hfd.backends.openvino_speculative import warm_up_fields
+from hfd.backends.openvino_speculative import pipeline_properties, warm_up_fields
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,10 @@ class PipelineEngine:
         for name, value in init["scheduler"].items():
             setattr(scheduler, name, value)
         self._pipeline = ov_genai.ContinuousBatchingPipeline(
-            init["model_dir"], scheduler, init["device"], dict(init["properties"])
+            init["model_dir"],
+            scheduler,
+            init["device"],
+            pipeline_properties(init["properties"], init["device"]),
         )
         self._handles: dict[int, Any] = {}
         self._logprobs: dict[int, int] = {}  # sequences that asked for logprobs: echo's prompt length

@@ -27,7 +27,7 @@ from hfd.backends.openvino_engine import LocalPipeline, generation_config, pipel
 from hfd.backends.openvino_export import ir_bytes
 from hfd.backends.openvino_kv import size_kv_cache
 from hfd.backends.openvino_process import PipelineProcess
-from hfd.backends.openvino_speculative import speculative_plan
+from hfd.backends.openvino_speculative import DraftModel, export_draft, speculative_plan
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 
 
@@ -95,8 +95,12 @@ class OVGenerator(_hf.PromptTokens):
             "dynamic_split_fuse": split_fuse,
         }
         self.kv_cache_bytes = size_kv_cache(scheduler, opts, config, device, self.context_length)
-        self.speculative = speculative_plan(opts)  # prompt lookup, when the model asks for it
-        if self.speculative is not None:
+        self.speculative = speculative_plan(opts)  # prompt lookup or a draft, when the model asks
+        if isinstance(self.speculative, DraftModel):  # exported like any model, on this device
+            properties = self.speculative.properties(
+                properties, str(export_draft(opts, self.speculative, device))
+            )
+        elif self.speculative is not None:
             properties = self.speculative.properties(properties)
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
         where = PipelineProcess if opts.flag("pipeline_process", True) else LocalPipeline

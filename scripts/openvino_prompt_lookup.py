@@ -10,11 +10,12 @@ continuation G of P, then P again: what a model that edits or quotes its input p
 A random model's greedy output soon loops, which the lookup also matches (it searches the
 generated tokens too); the sampled run (temperature 1) is the case where nothing recurs.
 Prints one JSON line per prompt: seconds and tokens per step for each, the speed-up, and
-whether both outputs are equal.
+whether both outputs are equal. With ``--draft`` the second load uses a draft model instead
+(``draft_model``: the bench Llama's first two layers, ``support.draft_models``) on the same prompts.
 
-    .venv/bin/python scripts/openvino_prompt_lookup.py --tokens 128 --repeats 3
+    .venv/bin/python scripts/openvino_prompt_lookup.py --tokens 128 --repeats 3 [--draft]
 
-docs/engines.md ("Prompt-lookup decoding") has the figures.
+docs/engines.md ("Prompt-lookup decoding") and docs/benchmarks.md have the figures.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--draft", action="store_true", help="a draft model instead of prompt lookup")
+    ap.add_argument("--draft-tokens", type=int, default=5)
     args = ap.parse_args()
     cache = Path(__file__).resolve().parent.parent / ".cache" / "bench"
 
@@ -77,7 +80,13 @@ def main() -> int:
         )  # fmt: skip
         return OpenVINOBackend().load_generator(opts)
 
-    plain, lookup = load(), load(speculative="prompt-lookup")
+    if args.draft:
+        from support.draft_models import bench_llama_draft
+
+        draft = {"draft_model": "bench-llama-draft", "draft_model_path": str(bench_llama_draft())}
+        plain, lookup = load(), load(**draft, draft_tokens=args.draft_tokens)
+    else:
+        plain, lookup = load(), load(speculative="prompt-lookup")
     rng = random.Random(7)
     words = [
         "river",

@@ -15,6 +15,7 @@ hardware detector are injectable too (``loading.EngineLoader``, ``loading.Hardwa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -256,9 +257,18 @@ class ModelManager:
             path = await anyio.to_thread.run_sync(self._resolve, spec)
             # Resolved in the store (or pulled): from now on the name is one of the daemon's models.
             self._specs.setdefault(spec.public_name, spec)
-            return await self.loader.load(spec, path)
+            return await self.loader.load(await self._with_draft(spec), path)
         finally:
             self.loader.phases.done(spec.public_name)
+
+    async def _with_draft(self, spec: ModelSpec) -> ModelSpec:
+        """A model with the option ``draft_model`` (speculative decoding, on OpenVINO): the
+        draft resolved (pulled, when allowed) like any model, its directory in the options."""
+        draft = spec.options.get("draft_model")
+        if not draft:
+            return spec
+        path = await anyio.to_thread.run_sync(self._resolve, ModelSpec(ref=str(draft)))
+        return dataclasses.replace(spec, options={**spec.options, "draft_model_path": str(path)})
 
     def loading(self) -> list[dict[str, Any]]:
         """The loads in progress and their phase (``hfd.daemon.models.phases``)."""
