@@ -10,7 +10,9 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+import zmq
 from support.daemon import Daemon, start_daemon
+from support.ipc_peer import dealer as ipc_dealer
 from support.models import minilm, tiny_bert, tiny_llama
 
 
@@ -77,3 +79,24 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     finally:
         code = daemon.stop()
         assert code == 0, "\n".join(daemon.output[-40:])
+
+
+@pytest.fixture(scope="module")
+def daemon(doors: Doors) -> Daemon:
+    """The shared daemon, for a module that starts none of its own (one that does names its
+    own ``daemon`` fixture, which the ``http`` and ``dealer`` fixtures then reach)."""
+    return doors.daemon
+
+
+@pytest.fixture(scope="module")
+def http(daemon: Daemon) -> Iterator[httpx.Client]:
+    """An HTTP client on the module's daemon."""
+    with httpx.Client(base_url=daemon.http, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def dealer(daemon: Daemon) -> Iterator[zmq.Socket[bytes]]:
+    """A bare DEALER socket on the module's daemon's IPC socket."""
+    with ipc_dealer(daemon.ipc) as sock:
+        yield sock

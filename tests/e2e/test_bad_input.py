@@ -11,7 +11,6 @@ import httpx
 import msgpack
 import pytest
 import zmq
-from support.ipc_peer import dealer as ipc_dealer
 
 from hfd.client.protocol import PROTOCOL_VERSION, Reply, decode_reply, packb
 
@@ -25,17 +24,10 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 TOO_LONG = "word " * (CONTEXT + 50)
 
 
-@pytest.fixture(scope="module")
-def http(doors: Doors) -> Iterator[httpx.Client]:
+@pytest.fixture(scope="module", autouse=True)
+def _the_shared_daemon(doors: Doors) -> None:
+    """These tests run on the shared daemon (the ``http`` and ``dealer`` fixtures' default)."""
     assert (doors.CHAT, doors.EMBED, doors.CONTEXT, doors.BODY_LIMIT) == (CHAT, EMBED, CONTEXT, BODY_LIMIT)
-    with httpx.Client(base_url=doors.http, timeout=120) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def dealer(doors: Doors) -> Iterator[zmq.Socket[bytes]]:
-    with ipc_dealer(doors.ipc) as sock:
-        yield sock
 
 
 def still_serving(http: httpx.Client, dealer: zmq.Socket[bytes]) -> None:

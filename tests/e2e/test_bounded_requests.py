@@ -13,7 +13,6 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 from support.daemon import Daemon, running_daemon
-from support.ipc_peer import dealer as ipc_dealer
 from support.models import tiny_bert, tiny_llama
 
 from hfd.client.protocol import PROTOCOL_VERSION, Reply, decode_reply, packb
@@ -33,18 +32,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         args=["--engine", "torch"],
     ) as d:
         yield d
-
-
-@pytest.fixture(scope="module")
-def http(daemon: Daemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=daemon.http, timeout=120) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def dealer(daemon: Daemon) -> Iterator[zmq.Socket[bytes]]:
-    with ipc_dealer(daemon.ipc) as sock:
-        yield sock
 
 
 def ipc(dealer: zmq.Socket[bytes], rid: str, op: str, body: Any = None, timeout: float = 60.0) -> Reply:

@@ -147,12 +147,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
 
 
-@pytest.fixture(scope="module")
-def http(daemon: Daemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=daemon.http, timeout=60) as client:
-        yield client
-
-
 def encode(body: Any) -> bytes:
     return json.dumps(body, allow_nan=True).encode()
 

@@ -29,12 +29,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         d.stop()
 
 
-@pytest.fixture(scope="module")
-def http(daemon: Daemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=daemon.http, timeout=60) as client:
-        yield client
-
-
 def check(model: type[BaseModel], data: object) -> None:
     model.model_validate(data)
 
