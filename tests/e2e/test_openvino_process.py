@@ -8,13 +8,14 @@ import os
 import platform
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from support.daemon import start_daemon
+from support.daemon import Daemon, start_daemon
 from support.models import tiny_llama
 
 from hfd.daemon.cli import main as cli
@@ -101,39 +102,45 @@ def test_streams_are_served_and_the_engine_process_ends_with_the_daemon(tmp_path
         d.stop()
 
 
-def test_an_engine_process_does_not_outlive_a_killed_daemon(tmp_path: Path) -> None:
+@pytest.fixture
+def ov_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A daemon serving the tiny Llama on OpenVINO (its pipeline in an engine process), stopped
+    afterwards whatever the test did to it."""
     d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=["--engine", "openvino", "--threads", "1"])
     try:
-        body = {"model": "chat", "prompt": "hello", "max_tokens": 3, "temperature": 0}
-        assert httpx.post(d.base_url + "/completions", json=body, timeout=120).status_code == 200
-        children = engine_processes(d.proc.pid)
-        assert len(children) == 1, children
-        os.kill(d.proc.pid, signal.SIGKILL)
-        d.proc.wait(timeout=10)
-        assert gone(children[0], 10), "the engine process outlived a daemon killed by SIGKILL"
+        yield d
     finally:
         d.stop()
 
 
-def test_a_dead_engine_process_is_replaced_on_the_next_request(tmp_path: Path) -> None:
-    d = start_daemon(tmp_path, {"chat": tiny_llama()}, args=["--engine", "openvino", "--threads", "1"])
-    try:
-        body = {"model": "chat", "prompt": "hello", "max_tokens": 4, "temperature": 0, "ignore_eos": True}
-        first = httpx.post(d.base_url + "/completions", json=body, timeout=120)
-        assert first.status_code == 200, first.text
-        [engine] = engine_processes(d.proc.pid)
-        os.kill(engine, signal.SIGKILL)
-        assert gone(engine, 10)
-        # The daemon notices the dead engine when the model is next needed and loads it again
-        # (another prompt: the response cache would answer the same one without the model).
-        again = httpx.post(d.base_url + "/completions", json={**body, "prompt": "hello again"}, timeout=120)
-        assert again.status_code == 200, again.text
-        assert again.json()["usage"]["completion_tokens"] == 4
-        [replacement] = engine_processes(d.proc.pid)
-        assert replacement != engine
-        assert "engine is gone" in "\n".join(d.output)
-    finally:
-        assert d.stop() == 0
+def test_an_engine_process_does_not_outlive_a_killed_daemon(ov_daemon: Daemon) -> None:
+    d = ov_daemon
+    body = {"model": "chat", "prompt": "hello", "max_tokens": 3, "temperature": 0}
+    assert httpx.post(d.base_url + "/completions", json=body, timeout=120).status_code == 200
+    children = engine_processes(d.proc.pid)
+    assert len(children) == 1, children
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait(timeout=10)
+    assert gone(children[0], 10), "the engine process outlived a daemon killed by SIGKILL"
+
+
+def test_a_dead_engine_process_is_replaced_on_the_next_request(ov_daemon: Daemon) -> None:
+    d = ov_daemon
+    body = {"model": "chat", "prompt": "hello", "max_tokens": 4, "temperature": 0, "ignore_eos": True}
+    first = httpx.post(d.base_url + "/completions", json=body, timeout=120)
+    assert first.status_code == 200, first.text
+    [engine] = engine_processes(d.proc.pid)
+    os.kill(engine, signal.SIGKILL)
+    assert gone(engine, 10)
+    # The daemon notices the dead engine when the model is next needed and loads it again
+    # (another prompt: the response cache would answer the same one without the model).
+    again = httpx.post(d.base_url + "/completions", json={**body, "prompt": "hello again"}, timeout=120)
+    assert again.status_code == 200, again.text
+    assert again.json()["usage"]["completion_tokens"] == 4
+    [replacement] = engine_processes(d.proc.pid)
+    assert replacement != engine
+    assert "engine is gone" in "\n".join(d.output)
+    assert d.stop() == 0
 
 
 @pytest.mark.skipif(
