@@ -10,9 +10,12 @@ A part is OpenAI's ``{"type": "image_url", "image_url": {"url": "data:image/png;
 side before the model's processor sees it (OpenAI's low-detail size); ``auto`` and ``high`` give
 the processor the image as sent.
 
-Requests are served one at a time per model on the media scheduler (``hfd.daemon.media_worker``);
-tokens stream as they are generated, through the incremental detokenizer and the stop-string
-matcher the continuous batcher uses. A text-only chat model sent an image part answers 400; a
+Requests go to the model's media scheduler (``hfd.daemon.media_worker``) through its batch hook:
+those waiting together with a compatible sampling (``hfd.backends.vlm_batch.batch_key``: greedy,
+or the same unseeded sampling) share one batched ``generate`` on an engine that has
+``generate_batch`` (torch), at most ``max_running`` of them; others run one at a time. Tokens
+stream as they are generated, through the incremental detokenizer and the stop-string matcher
+the continuous batcher uses, and a request's reply ends when its own row does. A text-only chat model sent an image part answers 400; a
 vision chat model also answers chats without images. Tools, structured output, ``n`` > 1 and
 logprobs are refused with a 400 naming the field (the engine honours plain sampling only).
 """
@@ -35,7 +38,7 @@ from hfd.daemon.schema import ChatCompletionRequest, parse_keep_alive
 from hfd.daemon.tasks.vision import TASK
 
 if TYPE_CHECKING:
-    from hfd.backends.base import SamplingParams
+    from hfd.backends.base import FinishReason, SamplingParams
     from hfd.backends.vlm_torch import TorchVisionChat, VisionPrompt
     from hfd.daemon.media_worker import MediaScheduler
     from hfd.daemon.models.loaded import LoadedModel
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
 
 IMAGE_PART = "image_url"
 LOW_DETAIL_SIDE = 512
+# Streams closed while the call their row was in still serves others (kept until it ends).
+_LEFT: set[asyncio.Task[None]] = set()
 
 
 def image_parts(req: ChatCompletionRequest) -> list[str]:
@@ -188,6 +193,9 @@ class VisionStream:
         self._generated = 0
         self._ended = False  # the last chunk was queued (worker side)
         self._done = False  # the reader saw the last chunk
+        # Closing cancels through this scope, never task.cancel(): a native cancel would break
+        # the scheduler's shield around an engine call the task is making for others too.
+        self._scope = anyio.CancelScope()
         self._task = asyncio.ensure_future(self._run(scheduler, model, prompt))
 
     def _put(self, item: TokenChunk | HfdError) -> None:
@@ -208,9 +216,26 @@ class VisionStream:
     def _tail(self) -> str:
         return self._stops.push(self._detok.flush(), match=False) + self._stops.flush()
 
+    def _finished(self, finish: FinishReason) -> None:  # on the worker thread, as the row ends
+        if not self._ended:
+            self._ended = True
+            self._put(TokenChunk(self._tail(), [], finish))
+
     async def _run(self, scheduler: MediaScheduler, model: TorchVisionChat, prompt: VisionPrompt) -> None:
+        with self._scope:
+            await self._serve(scheduler, model, prompt)
+
+    async def _serve(self, scheduler: MediaScheduler, model: TorchVisionChat, prompt: VisionPrompt) -> None:
+        from hfd.backends.vlm_batch import VisionRow, batch_key
+
         try:
-            finish = await scheduler.run(model.generate, prompt, self._params, self._emit, self._stop)
+            batched = getattr(model, "generate_batch", None)
+            if batched is None:  # an engine that takes one request per call
+                finish = await scheduler.run(model.generate, prompt, self._params, self._emit, self._stop)
+            else:
+                row = VisionRow(prompt, self._params, self._emit, self._stop, self._finished)
+                finish = await scheduler.run_batched(batched, row, key=batch_key(self._params),
+                                                     limit=int(getattr(model, "max_rows", 1)))  # fmt: skip
         except HfdError as exc:
             self._ended = True
             self._queue.put_nowait(exc)
@@ -250,7 +275,11 @@ class VisionStream:
             self.finish_reason = "cancelled"
         self._stop.set()  # a running generation ends after its current token
         if not self._task.done():
-            self._task.cancel()  # one still waiting for its turn never reaches the engine
+            self._scope.cancel()  # one still waiting for its turn never reaches the engine
+            if self._ended:  # this row is over; the batched call it was in may go on for others
+                _LEFT.add(self._task)
+                self._task.add_done_callback(_LEFT.discard)
+                return
         try:
             await self._task
         except (asyncio.CancelledError, HfdError):

@@ -1,8 +1,9 @@
 """Vision chat through a real ``hfd serve``: the official ``openai`` client sends an image as a
-data: URL in ``image_url`` parts, streamed and not, to tiny LLaVA and Qwen2-VL models; the
-greedy tokens equal transformers' own ``generate`` on the same image and text (inputs built by
-transformers' processor, or Qwen2-VL's image processor plus its marker expansion); concurrent
-requests equal one-at-a-time ones; bad images, too many pixels or images, and image URLs (not
+data: URL in ``image_url`` parts, streamed and not, to tiny LLaVA, Qwen2-VL, Idefics3, SmolVLM
+and Gemma 3 models; the greedy tokens equal transformers' own ``generate`` on the same image and
+text (inputs built by transformers' processor, or the family's image processor plus its marker
+expansion); concurrent requests equal one-at-a-time ones, and those waiting together share one
+batched engine call; bad images, too many pixels or images, and image URLs (not
 fetched by default) are 400s naming the part; a text-only chat model sent an image is a 400."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ MAX_TOKENS = 12
 
 @pytest.fixture(scope="module")
 def paths() -> dict[str, Path]:
-    return {"llava": vlm_models.tiny_llava(), "qwen2-vl": vlm_models.tiny_qwen2_vl(), "llama": tiny_llama()}
+    return {**{name: build() for name, build in vlm_models.tiny_models().items()}, "llama": tiny_llama()}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def _client(d: Daemon) -> Any:
     return openai.OpenAI(base_url=d.http + "/v1", api_key="none", max_retries=0, timeout=120)
 
 
-@pytest.mark.parametrize("name", ["llava", "qwen2-vl"])
+@pytest.mark.parametrize("name", list(vlm_models.tiny_models()))
 def test_greedy_reply_equals_transformers_generate(daemon: Daemon, paths: dict[str, Path], name: str) -> None:
     ids = vlm_models.oracle_generate(paths[name], [IMAGE], PROMPT, MAX_TOKENS)
     expected = _text(paths[name], ids)
@@ -119,6 +120,59 @@ def test_concurrent_requests_equal_one_at_a_time(daemon: Daemon) -> None:
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(ask, images))
     assert together == alone
+
+
+def _media_stats(d: Daemon, model: str) -> dict[str, Any]:
+    models = httpx.get(d.http + "/api/ps", timeout=30).json()["models"]
+    stats: dict[str, Any] = next(m["scheduler"] for m in models if m["name"] == model)
+    return stats
+
+
+@pytest.mark.parametrize("name", ["llava", "idefics3"])
+def test_waiting_requests_share_one_batched_call(daemon: Daemon, name: str) -> None:
+    """Four greedy requests that arrive while a long one runs wait, then go into one engine
+    call together; each reply equals the same request served alone."""
+    import threading
+    import time
+
+    images = [media_models.png(width=30 + 8 * s, height=36, seed=s) for s in range(4)]
+
+    def ask(raw: bytes, max_tokens: int) -> str:
+        r = _client(daemon).chat.completions.create(
+            model=name,
+            messages=_messages(raw),
+            max_tokens=max_tokens,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        return r.choices[0].message.content or ""
+
+    alone = [ask(raw, 6 + i) for i, raw in enumerate(images)]
+    before = _media_stats(daemon, name)
+    body = {"model": name, "messages": _messages(IMAGE), "max_tokens": 300, "ignore_eos": True}
+    started = threading.Event()
+
+    def long() -> None:
+        with httpx.stream(
+            "POST", daemon.http + "/v1/chat/completions", json=body | {"stream": True}, timeout=120
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    started.set()
+
+    runner = threading.Thread(target=long)
+    runner.start()
+    assert started.wait(60)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(ask, raw, 6 + i) for i, raw in enumerate(images)]
+        deadline = time.monotonic() + 30
+        while _media_stats(daemon, name)["waiting"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        together = [f.result() for f in futures]
+    runner.join()
+    after = _media_stats(daemon, name)
+    assert together == alone
+    assert after["requests_finished"] - before["requests_finished"] == 5
+    assert after["calls"] - before["calls"] == 2  # the long one's, then the four's
 
 
 def _post(d: Daemon, body: dict[str, Any]) -> httpx.Response:
