@@ -33,6 +33,11 @@ TOKENS = 16
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = subcommand_parser("vision", __doc__)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="N > 1: the throughput of N concurrent requests against the same N one at a time")  # fmt: skip
+    p.add_argument("--tokens", type=int, default=32, help="with --concurrency: new tokens per request")
+    p.add_argument("--model", choices=("tiny", "bench"), default="tiny",
+                   help="with --concurrency: the tests' tiny LLaVA or a benchmark-sized one")  # fmt: skip
     p.add_argument("--size", type=int, default=336, help="the image's width and height in pixels")
     p.add_argument("--threads", type=int, default=1, help="engine threads, offline and served alike")
     return p.parse_args(argv)
@@ -92,6 +97,10 @@ def main(argv: list[str]) -> int:
     from support.daemon import start_daemon
 
     args = parse_args(argv)
+    if args.concurrency > 1:  # batching: bench_lib/vision_batch.py
+        from bench_lib import vision_batch
+
+        return vision_batch.main(args)
     path = vlm_models.tiny_llava()
     raw = media_models.png(width=args.size, height=args.size, seed=1)
     offline = _offline_ttft(path, raw, args.rounds, args.threads)
