@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from support.daemon import running_daemon
-from support.gguf_models import tiny_llama_gguf
+from support.gguf_models import tiny_llama_gguf, tiny_llama_greedy_text
 from support.hub_server import HubRepo, HubServer
-from support.models import tiny_llama
 
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
 torch = pytest.importorskip("torch", reason="transformers is the oracle (hfd[torch])")
@@ -34,14 +33,7 @@ def _repo() -> HubRepo:
 
 
 def _transformers(prompt: str) -> str:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama())
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama(), dtype=torch.float32).eval()
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        seq = model.generate(ids, max_new_tokens=N, min_new_tokens=N, do_sample=False)
-    return str(tokenizer.decode(seq[0, ids.shape[1] :], skip_special_tokens=True))
+    return tiny_llama_greedy_text(prompt, N)
 
 
 @pytest.mark.slow

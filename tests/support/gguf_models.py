@@ -124,3 +124,17 @@ def tiny_llama_gguf_alone(outtype: str = "f16") -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def tiny_llama_greedy_text(prompt: str, tokens: int) -> str:
+    """transformers' greedy completion of ``prompt`` (``tokens`` new tokens, eos ignored) on the
+    original tiny Llama snapshot, decoded: what a GGUF of it served by hfd should answer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama())
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama(), dtype=torch.float32).eval()
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        seq = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    return str(tokenizer.decode(seq[0, ids.shape[1] :], skip_special_tokens=True))
