@@ -21,7 +21,7 @@ from hfd.daemon.store.catalog import SnapshotRow
 from hfd.daemon.store.fetch import Attempt, failure
 from hfd.daemon.store.files import model_files
 from hfd.daemon.store.layout import RepoDir
-from hfd.daemon.store.lookup import find_here
+from hfd.daemon.store.lookup import find_here, stored_commit
 from hfd.daemon.store.snapshot import Snapshot, SnapshotInfo
 from hfd.daemon.store.task import guess_task
 from hfd.daemon.store.writer import PlacedFile
@@ -127,7 +127,10 @@ def remove(store: ModelStore, ref: str) -> Removed:
         assert mref.repo is not None
         repo = mref.repo
         repo_dir = store.layout.repo(repo)
-        if mref.explicit_revision:
+        if mref.tag is not None:  # org/name:Q4_K_M: the snapshot holding that tag's file
+            commit = stored_commit(repo_dir, mref)
+            commits = [commit] if commit else []
+        elif mref.explicit_revision:
             commit = repo_dir.commit_for(mref.revision)
             commits = [commit] if commit else []
         else:

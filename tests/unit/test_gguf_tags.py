@@ -128,3 +128,15 @@ def test_a_tag_without_a_file_is_not_found_naming_the_tags(tmp_path: Path, hub: 
     assert f"F16 ({F16})" in err.value.message and f"Q8_0 ({Q8})" in err.value.message
     assert _fetched(hub) == set()
     assert store.layout.repo(REPO).commits() == []
+
+
+@pytest.mark.usefixtures("hub_online")
+def test_removing_a_tag_removes_its_snapshot_only(tmp_path: Path, hub: HubServer) -> None:
+    store = _store(tmp_path, hub)
+    store.pull(f"{REPO}:Q8_0")
+    with pytest.raises(ModelNotFound):
+        store.remove(f"{REPO}:F16")  # not here: nothing is removed
+    assert store.find(f"{REPO}:Q8_0") is not None
+    removed = store.remove(f"{REPO}:q8_0")
+    assert len(removed.commits) == 1 and removed.freed > 0
+    assert store.layout.repo(REPO).commits() == []
