@@ -13,12 +13,16 @@ label; small so one run fits a shared 2-core box): compute does not depend on th
 strings of 8 to 16 words. Results go to ``bench-results/rerank.json`` (``rerank-<engine>.json``
 for an engine other than torch).
 
-Run: ``.venv/bin/python scripts/bench rerank [--engine E] [--requests 64] [--documents 16] [--rounds 3]``.
+Each result also records the batches: offline, those of the full queue; served, the mean size and
+padding efficiency of the batches the daemon's encoder scheduler formed (``/api/ps``).
+
+Run: ``.venv/bin/python scripts/bench rerank [--engine E|all] [--requests 64] [--documents 16] [--rounds 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import statistics
@@ -70,16 +74,17 @@ def _text(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) + "."
 
 
-def _load_options(path: Path, engine: str, cache_dir: Path) -> Any:
-    """The load options the daemon gives a rerank model pinned to ``engine`` on the CPU."""
+def daemon_load_options(path: Path, engine: str, cache_dir: Path, task: str = "rerank") -> Any:
+    """The load options the daemon gives a ``task`` model pinned to ``engine`` on the CPU (the
+    same thread rule), so an offline baseline runs the engine as the daemon does."""
     from hfd.backends.base import LoadOptions
     from hfd.daemon.models.threads import engine_threads
     from hfd.daemon.settings import ModelSpec, Settings
 
     settings = Settings(cache_dir=cache_dir)
-    spec = ModelSpec(ref=str(path), name="bench-rerank", engine=engine)
+    spec = ModelSpec(ref=str(path), name=f"bench-{task}", engine=engine)
     threads = engine_threads(settings, spec, engine, "cpu")
-    return LoadOptions(path=path, task="rerank", device="cpu", threads=threads, cache_dir=cache_dir,
+    return LoadOptions(path=path, task=task, device="cpu", threads=threads, cache_dir=cache_dir,
                        extra={"allow_pickle": False})  # fmt: skip
 
 
@@ -103,31 +108,40 @@ def scheduler_batches(lengths: list[int], max_batch: int, batch_tokens: int) -> 
 
 def offline(
     path: Path, engine: str, cache_dir: Path, requests: list[tuple[str, list[str]]], rounds: int
-) -> float:
-    """Pairs per second of the engine's head alone, batched as the scheduler would batch them."""
+) -> tuple[float, dict[str, float]]:
+    """Pairs per second of the engine's head alone, batched as the scheduler would batch them,
+    and those batches' mean size and padding efficiency (real tokens / padded tokens)."""
     from hfd.backends import registry
     from hfd.backends.heads import batch_of
     from hfd.daemon.settings import Settings
 
     defaults = Settings()
-    head = registry.get_backend(engine).load_encoder(_load_options(path, engine, cache_dir))
+    head = registry.get_backend(engine).load_encoder(daemon_load_options(path, engine, cache_dir))
     queries = [q for q, docs in requests for _ in docs]
     documents = [d for _, docs in requests for d in docs]
     rates = []
+    batches: list[list[int]] = []
+    lengths: list[int] = []
     for _ in range(rounds):
         started = time.perf_counter()
         encoded = head.tokenizer.encode(queries, documents)
-        for batch in scheduler_batches([len(e.ids) for e in encoded], defaults.encoder_max_batch,
-                                       defaults.encoder_batch_tokens):  # fmt: skip
+        lengths = [len(e.ids) for e in encoded]
+        batches = scheduler_batches(lengths, defaults.encoder_max_batch, defaults.encoder_batch_tokens)
+        for batch in batches:
             head.embed(batch_of([encoded[i] for i in batch]))
         rates.append(len(encoded) / (time.perf_counter() - started))
     head.close()
-    return statistics.median(rates)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    shape = {"mean_batch_size": round(len(lengths) / len(batches), 2),
+             "padding_efficiency": round(sum(lengths) / padded, 3)}  # fmt: skip
+    return statistics.median(rates), shape
 
 
 def served(
     path: Path, engine: str, cache_dir: Path, requests: list[tuple[str, list[str]]], rounds: int
-) -> float:
+) -> tuple[float, dict[str, float]]:
+    """Pairs per second through the daemon, and the batches its encoder scheduler formed in the
+    measured rounds (from ``/api/ps``)."""
     import httpx
     from support.daemon import running_daemon
 
@@ -143,15 +157,47 @@ def served(
                                                         "cache": False, "return_documents": False})  # fmt: skip
             r.raise_for_status()
 
+        def stats() -> dict[str, Any]:
+            rows = client.get(d.http + "/api/ps").json()["models"]
+            return next(m for m in rows if m["name"] == "bench-rerank")["scheduler"]  # type: ignore[no-any-return]
+
         one(requests[0])  # load and warm up
+        before = stats()
         rates = []
         with ThreadPoolExecutor(len(requests)) as pool:
             for _ in range(rounds):
                 started = time.perf_counter()
                 list(pool.map(one, requests))
                 rates.append(sum(len(docs) for _, docs in requests) / (time.perf_counter() - started))
+        after = stats()
         client.close()
-    return statistics.median(rates)
+    batches = after["batches"] - before["batches"]
+    shape = {"mean_batch_size": round((after["inputs"] - before["inputs"]) / max(1, batches), 2),
+             "padding_efficiency": after["padding_efficiency"]}  # fmt: skip
+    return statistics.median(rates), shape
+
+
+ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def measure(engine: str, path: Path, requests: list[tuple[str, list[str]]], rounds: int) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as cache:  # one export cache: offline builds, served reuses
+        off, off_shape = offline(path, engine, Path(cache), requests, rounds)
+        print(f"offline ({engine}): {off:.1f} pairs/s {off_shape}", flush=True)
+        srv, srv_shape = served(path, engine, Path(cache), requests, rounds)
+    result: dict[str, Any] = {
+        "machine": platform.processor() or platform.machine(), "engine": engine, "requests": len(requests),
+        "documents": len(requests[0][1]), "offline_pairs_per_s": round(off, 1), "served_pairs_per_s": round(srv, 1),
+        "ratio": round(srv / off, 3), "offline_batches": off_shape, "served_batches": srv_shape,
+        "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
+    }  # fmt: skip
+    name = "rerank.json" if engine == "torch" else f"rerank-{engine}.json"
+    out = REPO / "bench-results" / name
+    report.write_json(out, result)  # atomic, like every results file
+    print(f"rerank ({engine}): served {srv:.1f} pairs/s {srv_shape}, offline {off:.1f} pairs/s, "
+          f"ratio {srv / off:.2f} ({out})", flush=True)  # fmt: skip
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -159,26 +205,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--documents", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--engine", choices=("torch", "onnxruntime", "openvino"), default="torch")
+    p.add_argument(
+        "--engine", choices=(*ENGINES, "all"), default="torch", help="all: the three, one after another"
+    )
     args = p.parse_args(argv)
     rng = random.Random(0)
     requests = [
         (_text(rng, 5, 10), [_text(rng, 8, 16) for _ in range(args.documents)]) for _ in range(args.requests)
     ]
     path = _model()
-    with tempfile.TemporaryDirectory() as cache:  # one export cache: offline builds, served reuses
-        off = offline(path, args.engine, Path(cache), requests, args.rounds)
-        print(f"offline ({args.engine}): {off:.1f} pairs/s", flush=True)
-        srv = served(path, args.engine, Path(cache), requests, args.rounds)
-    result: dict[str, Any] = {
-        "machine": platform.processor() or platform.machine(), "engine": args.engine, "requests": args.requests,
-        "documents": args.documents, "offline_pairs_per_s": round(off, 1), "served_pairs_per_s": round(srv, 1),
-        "ratio": round(srv / off, 3),
-    }  # fmt: skip
-    name = "rerank.json" if args.engine == "torch" else f"rerank-{args.engine}.json"
-    out = REPO / "bench-results" / name
-    report.write_json(out, result)  # atomic, like every results file
-    print(
-        f"rerank ({args.engine}): served {srv:.1f} pairs/s, offline {off:.1f} pairs/s, ratio {srv / off:.2f} ({out})"
-    )
+    results = [
+        measure(e, path, requests, args.rounds) for e in (ENGINES if args.engine == "all" else (args.engine,))
+    ]
+    if len(results) > 1:
+        print("ratios: " + ", ".join(f"{r['engine']} {r['ratio']:.2f}" for r in results))
     return 0
