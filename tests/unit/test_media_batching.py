@@ -29,6 +29,12 @@ class Engine:
         return [InvalidRequest(f"bad {i}", param="file") if i == "bad" else f"<{i}>" for i in items]
 
 
+def _started() -> tuple[Engine, MediaScheduler]:
+    s = MediaScheduler(object(), name="m", max_queue=16)
+    s.start()
+    return Engine(), s
+
+
 async def _queue_behind_first(s: MediaScheduler, engine: Engine, jobs: list[tuple[Any, Any]],
                               results: dict[Any, Any], limit: int = 3) -> None:  # fmt: skip
     """Run item 0 (it blocks the engine), queue ``jobs`` behind it, then open the gate."""
@@ -50,9 +56,7 @@ async def _queue_behind_first(s: MediaScheduler, engine: Engine, jobs: list[tupl
 
 @pytest.mark.anyio
 async def test_waiting_requests_with_one_key_share_a_call_up_to_the_limit() -> None:
-    engine = Engine()
-    s = MediaScheduler(object(), name="m", max_queue=16)
-    s.start()
+    engine, s = _started()
     results: dict[Any, Any] = {}
     jobs = [(1, "a"), (2, "b"), (3, "a"), ("bad", "a"), (5, "a"), (6, None), (7, None), (8, "b")]
     await _queue_behind_first(s, engine, jobs, results)
@@ -67,9 +71,7 @@ async def test_waiting_requests_with_one_key_share_a_call_up_to_the_limit() -> N
 
 @pytest.mark.anyio
 async def test_cancelled_waiters_are_dropped_and_batch_mates_still_answered() -> None:
-    engine = Engine()
-    s = MediaScheduler(object(), name="m", max_queue=16)
-    s.start()
+    engine, s = _started()
     results: dict[Any, Any] = {}
     tasks: dict[Any, asyncio.Task[None]] = {}
 
