@@ -148,9 +148,9 @@ def _cancelled(channel: Channel) -> bool:
 def _serve(channel: Channel) -> int:
     runner: LocalVision | None = None
     while True:
+        while not channel.inbox and not channel.closed:
+            channel.receive(None)  # a message larger than one read (an image) takes several
         if not channel.inbox:
-            channel.receive(None)
-        if channel.closed and not channel.inbox:
             return 0
         message = channel.inbox.pop(0)
         op = message.get("op")

@@ -131,3 +131,16 @@ def test_a_llava_template_without_the_newline_is_refused_before_exporting(tmp_pa
     with pytest.raises(ModelUnavailable, match="writes '\\\\n' after each <image>"):
         vlm_openvino.load(opts)
     assert not any(tmp_path.iterdir())  # nothing was exported
+
+
+def test_an_image_larger_than_one_pipe_read_reaches_the_engine_process(engine: Any) -> None:
+    from PIL import Image
+
+    raw = media_models.png(width=336, height=336, seed=1)  # 330 KiB of pixels: several reads
+    content = [{"type": "image"}, {"type": "text", "text": PROMPT}]
+    prompt = engine.prepare(
+        [{"role": "user", "content": content}], [Image.open(io.BytesIO(raw)).convert("RGB")]
+    )
+    got: list[int] = []
+    engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0), got.extend, threading.Event())
+    assert got == vlm_models.oracle_generate(tiny_llava_hf(), [raw], PROMPT, 8)
