@@ -74,17 +74,21 @@ def serve(folder: Path, *, threads: int, name: str, batch: int) -> Iterator[tupl
     """Infinity on a free loopback port serving ``folder`` as ``name``; yields its base URL and
     its pid."""
     port = free_port()
+    # Run in the folder, named ".": with a path, Infinity 0.0.78 asks optimum 2.x for the graph by
+    # its whole path, which optimum matches against bare file names only (FileNotFoundError).
     cmd = [
-        str(install()), "v2", "--model-id", str(folder), "--served-model-name", name,
+        str(install()), "v2", "--model-id", ".", "--served-model-name", name,
         "--engine", "optimum", "--device", "cpu", "--batch-size", str(batch),
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     env = {
         "HF_HUB_OFFLINE": "1",
+        # Where Infinity keeps the graph it optimises, per model: every model here is named ".".
+        "HF_HOME": str(PEERS_CACHE / "infinity-hf-home" / folder.name),
         "INFINITY_ANONYMOUS_USAGE_STATS": "0",
         "DO_NOT_TRACK": "1",
         "OMP_NUM_THREADS": str(threads),
     }
     log = PEERS_CACHE / "logs" / f"infinity-{folder.name}.log"
-    with server(cmd, f"http://127.0.0.1:{port}/health", log, env=env) as proc:
+    with server(cmd, f"http://127.0.0.1:{port}/health", log, env=env, cwd=folder) as proc:
         yield f"http://127.0.0.1:{port}", proc.pid

@@ -45,7 +45,13 @@ def run_logged(cmd: Sequence[str], log: Path, *, timeout: float, what: str) -> N
 
 @contextlib.contextmanager
 def server(
-    cmd: Sequence[str], health_url: str, log: Path, *, env: dict[str, str] | None = None, timeout: float = 600
+    cmd: Sequence[str],
+    health_url: str,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A peer's server process (its own process group), ready once ``health_url`` answers 200;
     stopped with SIGTERM (then SIGKILL) when the block ends."""
@@ -56,6 +62,7 @@ def server(
         stdout=out,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         start_new_session=True,
     )
     try:
