@@ -1,12 +1,15 @@
 """Benchmark vision chat's time to first token: a streamed chat with one image (a data: URL)
-served by ``hfd serve`` over HTTP, against the same model offline (transformers' ``generate``
-with a streamer, greedy, on inputs built by its processor: the engine's own prompt builder).
+served by ``hfd serve`` over HTTP, against the same engine offline (``--engine torch``:
+transformers' ``generate`` with a streamer, greedy, on inputs built by its processor, the
+engine's own prompt builder; ``--engine openvino``: GenAI's VLMPipeline in its engine process, as
+the daemon runs it, from the export the daemon then reads).
 
-The model is the random-weight tiny LLaVA of the tests (``tests/support/vlm_models.py``), so the
-figure is what serving adds around one prefill (base64 and image decoding, the processor,
-scheduling, SSE) more than model compute. Reports the median seconds to the first token of
-each, and offline / served (1.0: serving costs nothing). Results: ``bench-results/vision.json``.
-Run: ``.venv/bin/python scripts/bench vision [--rounds N] [--size PIXELS]``.
+The model is the random-weight tiny LLaVA of the tests with llava-hf's chat template
+(``tests/support/vlm_openvino_models.py``), so the figure is what serving adds around one
+prefill (base64 and image decoding, the processor, scheduling, SSE) more than model compute. Reports the median seconds to the first token of
+each, and offline / served (1.0: serving costs nothing). Results: ``bench-results/vision.json``
+(torch) and ``bench-results/vision-openvino.json``.
+Run: ``.venv/bin/python scripts/bench vision [--engine torch|openvino] [--rounds N] [--size PIXELS]``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="with --concurrency: the tests' tiny LLaVA or a benchmark-sized one")  # fmt: skip
     p.add_argument("--size", type=int, default=336, help="the image's width and height in pixels")
     p.add_argument("--threads", type=int, default=1, help="engine threads, offline and served alike")
+    p.add_argument(
+        "--engine", choices=("torch", "openvino"), default="torch", help="the engine, offline and served"
+    )
     return p.parse_args(argv)
 
 
@@ -48,14 +54,15 @@ def _messages(url: str) -> list[dict[str, Any]]:
                                          {"type": "text", "text": "describe the picture"}]}]  # fmt: skip
 
 
-def _offline_ttft(path: Path, raw: bytes, rounds: int, threads: int) -> list[float]:
+def _offline_ttft(path: Path, raw: bytes, rounds: int, threads: int, engine: str, cache: Path) -> list[float]:
     """Seconds from the image's bytes to the first new token, offline."""
-    from hfd.backends import vlm_torch
+    from hfd.backends import vlm_openvino, vlm_torch
     from hfd.backends.base import LoadOptions, SamplingParams
     from hfd.daemon import images
     from hfd.daemon.settings import Settings
 
-    model = vlm_torch.load(LoadOptions(path=path, task="vision-chat", threads=threads))
+    opts = LoadOptions(path=path, task="vision-chat", threads=threads, cache_dir=cache)
+    model = vlm_openvino.load(opts) if engine == "openvino" else vlm_torch.load(opts)
     hf = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe the picture"}]}]
     url = "data:image/png;base64," + base64.b64encode(raw).decode()
     times: list[float] = []
@@ -71,6 +78,7 @@ def _offline_ttft(path: Path, raw: bytes, rounds: int, threads: int) -> list[flo
         prompt = model.prepare(hf, [images.decode_image(url, Settings(), "image")])
         model.generate(prompt, SamplingParams(max_tokens=TOKENS, temperature=0), emit, threading.Event())
         times.append(first[0] - t0)
+    model.close()
     return times[1:]
 
 
@@ -93,30 +101,33 @@ def _served_ttft(base: str, url: str, rounds: int) -> list[float]:
 
 
 def main(argv: list[str]) -> int:
-    from support import media_models, vlm_models
+    from support import media_models
     from support.daemon import start_daemon
+    from support.vlm_openvino_models import tiny_llava_hf
 
     args = parse_args(argv)
     if args.concurrency > 1:  # batching: bench_lib/vision_batch.py
         from bench_lib import vision_batch
 
         return vision_batch.main(args)
-    path = vlm_models.tiny_llava()
+    path = tiny_llava_hf()  # llava-hf's template (a newline after each image), which both engines serve
     raw = media_models.png(width=args.size, height=args.size, seed=1)
-    offline = _offline_ttft(path, raw, args.rounds, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
+        # The daemon's cache directory: it reads the export the offline run made.
+        offline = _offline_ttft(path, raw, args.rounds, args.threads, args.engine, Path(tmp) / "d" / "cache")
         d = start_daemon(
-            Path(tmp) / "d", {"vlm": path}, args=["--engine", "torch", "--threads", str(args.threads)]
+            Path(tmp) / "d", {"vlm": path}, args=["--engine", args.engine, "--threads", str(args.threads)]
         )
         try:
             served = _served_ttft(d.http, media_models.data_url(raw), args.rounds)
         finally:
             d.stop()
-    result: dict[str, Any] = {"model": "tiny-llava", "image_pixels": f"{args.size}x{args.size}", "rounds": args.rounds,
+    result: dict[str, Any] = {"model": "tiny-llava-hf", "engine": args.engine, "image_pixels": f"{args.size}x{args.size}", "rounds": args.rounds,
                               "threads": args.threads,
                               "offline_ttft_median_s": round(statistics.median(offline), 4),
                               "served_ttft_median_s": round(statistics.median(served), 4)}  # fmt: skip
     result["ratio"] = round(result["offline_ttft_median_s"] / result["served_ttft_median_s"], 3)
     print(json.dumps(result))
-    report.write_json(REPO / "bench-results" / "vision.json", result)  # atomic, like every results file
+    name = "vision.json" if args.engine == "torch" else f"vision-{args.engine}.json"
+    report.write_json(REPO / "bench-results" / name, result)  # atomic, like every results file
     return 0
