@@ -136,9 +136,10 @@ def test_waiting_requests_share_one_batched_call(daemon: Daemon, name: str) -> N
     import time
 
     images = [media_models.png(width=30 + 8 * s, height=36, seed=s) for s in range(4)]
+    client = _client(daemon)
 
     def ask(raw: bytes, max_tokens: int) -> str:
-        r = _client(daemon).chat.completions.create(
+        r = client.chat.completions.create(
             model=name,
             messages=_messages(raw),
             max_tokens=max_tokens,
@@ -169,6 +170,7 @@ def test_waiting_requests_share_one_batched_call(daemon: Daemon, name: str) -> N
             time.sleep(0.02)
         together = [f.result() for f in futures]
     runner.join()
+    client.close()
     after = _media_stats(daemon, name)
     assert together == alone
     assert after["requests_finished"] - before["requests_finished"] == 5
