@@ -150,28 +150,35 @@ def _serve(channel: Channel) -> int:
     while True:
         while not channel.inbox and not channel.closed:
             channel.receive(None)  # a message larger than one read (an image) takes several
-        if not channel.inbox:
-            return 0
-        message = channel.inbox.pop(0)
-        op = message.get("op")
-        if op == "close":
-            return 0
-        if op == "init":
-            try:
-                runner = LocalVision(message)
-            except Exception as exc:
-                channel.send({"error": f"OpenVINO GenAI cannot load the vision model: {exc}"})
-                continue
-            channel.send({"ok": True})
-        elif op == "generate" and runner is not None:
-            images = [np.frombuffer(i["data"], np.uint8).reshape(i["shape"]) for i in message["images"]]
-            try:
-                runner.generate(str(message["text"]), images, dict(message["config"]),
-                                lambda ids: channel.send({"tokens": ids}), lambda: _cancelled(channel))  # fmt: skip
-            except Exception as exc:
-                channel.send({"done": True, "error": str(exc)})
-                continue
-            channel.send({"done": True})
+        message = channel.inbox.pop(0) if channel.inbox else {"op": "close"}
+        match message.get("op"):
+            case "close":
+                return 0
+            case "init":
+                runner = _start(channel, message)
+            case "generate" if runner is not None:
+                _generate(channel, runner, message)
+
+
+def _start(channel: Channel, init: dict[str, Any]) -> LocalVision | None:
+    try:
+        runner = LocalVision(init)
+    except Exception as exc:
+        channel.send({"error": f"OpenVINO GenAI cannot load the vision model: {exc}"})
+        return None
+    channel.send({"ok": True})
+    return runner
+
+
+def _generate(channel: Channel, runner: LocalVision, message: dict[str, Any]) -> None:
+    images = [np.frombuffer(i["data"], np.uint8).reshape(i["shape"]) for i in message["images"]]
+    try:
+        runner.generate(str(message["text"]), images, dict(message["config"]),
+                        lambda ids: channel.send({"tokens": ids}), lambda: _cancelled(channel))  # fmt: skip
+    except Exception as exc:
+        channel.send({"done": True, "error": str(exc)})
+        return
+    channel.send({"done": True})
 
 
 if __name__ == "__main__":
