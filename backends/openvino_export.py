@@ -59,7 +59,12 @@ _EXPORT_TASKS: dict[str, str] = {
 _GENERATORS = ("generate", "vision-chat")
 # What a vision chat export needs beside its IR; optimum-intel saves them through the model's
 # processor class, which cannot be built without torchvision.
-_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja")
+_PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+)
 
 
 def resolve_weight_format(opts: LoadOptions, device: str) -> str:
