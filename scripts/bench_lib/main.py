@@ -47,7 +47,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "rerank": ("rerank", "64 concurrent rerank requests of 16 documents against the same engine offline"),
     "vision": ("vision", "a streamed chat with one image: time to first token served against offline"),
     "warm": ("warm", "the first request to a model whose export is cached, on a fresh daemon, by phase"),
-    "multiturn": ("multiturn", "a chat's second turn: time to first token against the first's, prefix caching on and off"),
+    "multiturn": (
+        "multiturn",
+        "a chat's second turn: time to first token against the first's, prefix caching on and off",
+    ),
     "peers": ("peers", "hfd against llama.cpp's server and Infinity, beside the machine's bounds"),
     "ray": (
         "ray_fleet",
