@@ -307,8 +307,11 @@ class Settings:
         "batching",
         "Speech recognition: longest audio per request, checked while decoding (400 beyond).",
     )
+    # 2, as measured: on the 2-core AMD box (tiny Whisper, torch) calls of 2 beat one at a time by
+    # ~15% and calls of 4 lost to it (0.54-0.72x; docs/benchmarks.md). Raise it where a larger
+    # model's decoder, which a batch shares, dominates.
     audio_max_batch: int = _setting(
-        8,
+        2,
         "batching",
         "Speech recognition: most requests transcribed in one engine call (torch: their 30 s windows in one "
         "batched generate; OpenVINO takes one); 1: one at a time.",
