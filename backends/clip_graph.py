@@ -106,7 +106,7 @@ def load(opts: LoadOptions, engine: str) -> GraphImageText:
     if engine == "onnxruntime":
         from hfd.backends.onnx_backend import providers_for
 
-        runs, device = _onnx_runs(paths, providers_for(opts.device), opts.threads), opts.device
+        runs, device = _onnx_runs(paths, providers_for(opts.device), opts.device, opts.threads), opts.device
     else:
         from hfd.backends.openvino_backend import _compile_properties, ov_device
 
@@ -123,13 +123,12 @@ def load(opts: LoadOptions, engine: str) -> GraphImageText:
     return model
 
 
-def _onnx_runs(paths: dict[str, Path], providers: list[Any], threads: int) -> dict[str, Run]:
+def _onnx_runs(paths: dict[str, Path], providers: list[Any], device: str, threads: int) -> dict[str, Run]:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    from hfd.backends.onnx_backend import session_options
+
+    options = session_options(device, threads)
     runs: dict[str, Run] = {}
     for tower, path in paths.items():
         try:
@@ -254,7 +253,7 @@ def _check(model: Any, tokenizer: Any, processor: Any, out: Path, engine: str) -
     siglip, length = clip_torch.is_siglip(model.config), clip_torch.text_length(model.config)
     paths = {tower: out / f for tower, f in FILES[engine].items()}
     if engine == "onnxruntime":
-        runs = _onnx_runs(paths, ["CPUExecutionProvider"], 1)
+        runs = _onnx_runs(paths, ["CPUExecutionProvider"], "cpu", 1)
     else:
         runs = _openvino_runs(paths, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     text = clip_torch.text_inputs(tokenizer, _CHECK_TEXTS, siglip=siglip, max_length=length, tensors="pt")

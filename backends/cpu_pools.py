@@ -8,7 +8,8 @@ CPU-bound program, and under the load of other work (load average 13-18); docs/b
 - ONNX Runtime's intra-op threads spin while they wait for work. At two threads with one core
   held by another program, spinning embedded 0.55-0.8x what one thread did (the spinning thread
   burns the core the descheduled one needs); not spinning, within about 10% of one thread.
-  ``onnx_backend`` sets ``SESSION_CONFIG`` on every CPU session.
+  ``onnx_backend.session_options`` sets ``SESSION_CONFIG`` on every CPU session (encoders,
+  classification heads, CLIP towers).
 - OpenVINO pins its threads to cores (``ENABLE_CPU_PINNING``). Unpinned did not do better in
   the runs that matter to the defaults (idle: no better at 1 and 32 streams; load average 15:
   the same as pinned), so OpenVINO's default is kept, and shown.

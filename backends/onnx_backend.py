@@ -281,6 +281,24 @@ def _pad_id(model: Any) -> int | None:
     return int(pad) if isinstance(pad, int) else None
 
 
+def session_options(device: str, threads: int) -> Any:
+    """A serving session's options, one rule for every ONNX Runtime graph hfd runs: all graph
+    optimizations, ``threads`` intra-op threads (0: ONNX Runtime's own count), one graph at a time
+    on the model's worker thread, and on the CPU threads that sleep instead of spinning
+    (``hfd.backends.cpu_pools``)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if device.strip().lower() in ("cpu", ""):
+        for key, value in cpu_pools.SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
+    return options
+
+
 def check_session(graph: Path) -> Any:
     """A one-thread CPU session over a fresh export, for its check."""
     import onnxruntime as ort
@@ -343,14 +361,7 @@ class OnnxEncoder(GraphEncoder):
 
         super().__init__(head, device)
         self._graph = graph
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1  # one graph at a time on the model's worker thread
-        if device.strip().lower() in ("cpu", ""):
-            for key, value in cpu_pools.SESSION_CONFIG.items():  # no spinning: hfd.backends.cpu_pools
-                options.add_session_config_entry(key, value)
+        options = session_options(device, threads)
         try:
             self._session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
         except Exception as exc:

@@ -30,6 +30,7 @@ from hfd.backends.onnx_backend import (
     export_dynamo,
     export_options,
     providers_for,
+    session_options,
     shipped_graph,
 )
 from hfd.client.errors import HfdError, ModelUnavailable
@@ -48,11 +49,7 @@ def load(opts: LoadOptions) -> graph_heads.GraphHead:
     start = time.perf_counter()
     graph, built = prepare(opts, kind)
     tokenizer, head = graph_heads.head_parts(opts, kind)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if opts.threads > 0:
-        options.intra_op_num_threads = opts.threads
-    options.inter_op_num_threads = 1  # one graph at a time on the model's worker thread
+    options = session_options(opts.device, opts.threads)
     try:
         session = ort.InferenceSession(str(graph), sess_options=options, providers=providers)
     except Exception as exc:

@@ -154,3 +154,26 @@ def test_pickled_weights_are_refused_before_any_export(tmp_path: Path) -> None:
     with pytest.raises(HfdError, match="pickle"):
         openvino_heads.prepare(opts, "sequence", "fp32")
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_head_session_on_the_cpu_takes_the_serving_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX Runtime head's session is built by the one serving rule (threads, no spinning on the
+    CPU: ``hfd.backends.cpu_pools``), not options of its own."""
+    _skip_without("onnxruntime")
+    import onnxruntime as ort
+
+    from hfd.backends import onnx_heads
+
+    built: list[Any] = []
+    real = ort.InferenceSession
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        built.append(kwargs["sess_options"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    opts = LoadOptions(path=task_model("cross-encoder"), task="rerank", threads=2, cache_dir=EXPORT_CACHE)
+    onnx_heads.load(opts)
+    served = built[-1]
+    assert served.intra_op_num_threads == 2
+    assert served.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -66,6 +66,18 @@ def test_onnxruntime_sessions_on_the_cpu_do_not_spin(tmp_path: Path) -> None:
     assert seen == {"spinning": "0", "threads": 2}
 
 
+def test_every_onnx_runtime_serving_session_uses_one_rule() -> None:
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime builds the options")
+    from hfd.backends.onnx_backend import session_options
+
+    cpu = session_options("cpu", 2)
+    assert cpu.intra_op_num_threads == 2 and cpu.inter_op_num_threads == 1
+    assert cpu.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # Off the CPU the pool is the provider's: nothing set (ONNX Runtime raises for an unset entry).
+    with pytest.raises(Exception, match="allow_spinning"):
+        session_options("cuda:0", 0).get_session_config_entry("session.intra_op.allow_spinning")
+
+
 def test_doctor_shows_each_engines_threads_and_options_with_why(tmp_path: Path) -> None:
     report = detect()
     report = dataclasses.replace(report, cpu=CpuInfo("AMD", "EPYC", "x86_64", 2, 2, 2, ("avx2",)))
