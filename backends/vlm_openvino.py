@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 # the prompt with a newline after each marker). The engine removes the template's own newline
 # there, so GenAI runs the template's prompt; a template without it is refused (torch serves).
 _AFTER_IMAGE: dict[str, tuple[str, str]] = {"llava": ("<image>", "\n")}
+# Families whose greedy replies on GenAI were checked equal to transformers' here
+# (tests/integration/test_vision_openvino.py). Another family is refused before its export, and
+# torch, whose replies are checked for every family served, serves it: GenAI's inputs embedder
+# differs per family (see _AFTER_IMAGE), so an unchecked one could answer a different prompt.
+CHECKED_FAMILIES: frozenset[str] = frozenset({"llava"})
 
 
 class OpenVINOVisionChat:
@@ -153,9 +158,20 @@ def genai_text(text: str, model_type: str) -> str:
     return text.replace(marker + after, marker) if marker else text
 
 
+def check_family(model_type: str | None) -> None:
+    """Refuse a family whose replies on GenAI are not checked here (``CHECKED_FAMILIES``): called
+    before any export of it, at load and at the export a pull or preload builds."""
+    if model_type not in CHECKED_FAMILIES:
+        raise ModelUnavailable(
+            f"OpenVINO GenAI's replies for {model_type} vision models are not checked against "
+            f"transformers here (checked: {', '.join(sorted(CHECKED_FAMILIES))}); the torch engine serves it"
+        )
+
+
 def check_template(prompts: TorchVisionChat) -> None:
-    """Refuse a model whose chat template does not write what GenAI adds after each image: its
-    prompt on GenAI would not be the template's."""
+    """Refuse a family not checked on GenAI here, and a model whose chat template does not write
+    what GenAI adds after each image: its prompt on GenAI would not be the template's."""
+    check_family(prompts.model_type)
     marker, after = _AFTER_IMAGE.get(prompts.model_type, ("", ""))
     if not marker:
         return

@@ -48,6 +48,10 @@ def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
         from hfd.backends.openvino_backend import ov_device
         from hfd.backends.openvino_export import prepare_ir, resolve_weight_format
 
+        if opts.task == "vision-chat":
+            from hfd.backends import vlm_openvino
+
+            vlm_openvino.check_family(families.model_type(opts.path))  # before its export
         _, built = prepare_ir(opts, opts.task, resolve_weight_format(opts, ov_device(opts.device)))
     else:
         from hfd.backends.onnx_backend import prepare_onnx

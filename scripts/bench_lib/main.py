@@ -192,7 +192,12 @@ def _start_daemon(
 
     config = ""
     for name, (path, task) in models.items():
-        config += f'[[models]]\nname = "{name}"\nref = "{path}"\ntask = "{task}"\npreload = true\nkeep_alive = -1\n\n'
+        config += (
+            f'[[models]]\nname = "{name}"\nref = "{path}"\ntask = "{task}"\npreload = true\nkeep_alive = -1\n'
+        )
+        if task == "generate" and getattr(args, "weight_format", None):
+            config += f'weight_format = "{args.weight_format}"\n'
+        config += "\n"
     extra = ["--log-level", "warning", "--cache-dir", str(cache_dir)]
     if args.engine:
         extra += ["--engine", args.engine]

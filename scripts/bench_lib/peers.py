@@ -44,6 +44,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(PEERS), help="comma-separated peers: llama, infinity")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of every server")
     p.add_argument("--engine", choices=("torch", "openvino", "onnxruntime"), help="pin hfd's engine")
+    p.add_argument(
+        "--weight-format",
+        choices=("fp32", "fp16", "int8", "int4"),
+        help="hfd's weight format for the chat model (OpenVINO; int8 against llama.cpp's q8_0)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny models and small sizes: a smoke run")
     p.add_argument(
         "--build-only", action="store_true", help="build llama-server and install Infinity, then exit"
