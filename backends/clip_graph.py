@@ -104,9 +104,7 @@ def load(opts: LoadOptions, engine: str) -> GraphImageText:
     processor = clip_torch.image_processor(opts.path)
     paths = {tower: export_dir / f for tower, f in FILES[engine].items()}
     if engine == "onnxruntime":
-        from hfd.backends.onnx_backend import providers_for
-
-        runs, device = _onnx_runs(paths, providers_for(opts.device), opts.device, opts.threads), opts.device
+        runs, device = _onnx_runs(paths, opts.device, opts.threads), opts.device
     else:
         from hfd.backends.openvino_backend import _compile_properties, ov_device
 
@@ -123,12 +121,12 @@ def load(opts: LoadOptions, engine: str) -> GraphImageText:
     return model
 
 
-def _onnx_runs(paths: dict[str, Path], providers: list[Any], device: str, threads: int) -> dict[str, Run]:
+def _onnx_runs(paths: dict[str, Path], device: str, threads: int) -> dict[str, Run]:
     import onnxruntime as ort
 
-    from hfd.backends.onnx_backend import session_options
+    from hfd.backends.onnx_backend import providers_for, session_options
 
-    options = session_options(device, threads)
+    options, providers = session_options(device, threads), providers_for(device)
     runs: dict[str, Run] = {}
     for tower, path in paths.items():
         try:
@@ -253,7 +251,7 @@ def _check(model: Any, tokenizer: Any, processor: Any, out: Path, engine: str) -
     siglip, length = clip_torch.is_siglip(model.config), clip_torch.text_length(model.config)
     paths = {tower: out / f for tower, f in FILES[engine].items()}
     if engine == "onnxruntime":
-        runs = _onnx_runs(paths, ["CPUExecutionProvider"], "cpu", 1)
+        runs = _onnx_runs(paths, "cpu", 1)
     else:
         runs = _openvino_runs(paths, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     text = clip_torch.text_inputs(tokenizer, _CHECK_TEXTS, siglip=siglip, max_length=length, tensors="pt")

@@ -293,7 +293,7 @@ def session_options(device: str, threads: int) -> Any:
     if threads > 0:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    if device.strip().lower() in ("cpu", ""):
+    if device_kind(device) == "cpu":
         for key, value in cpu_pools.SESSION_CONFIG.items():
             options.add_session_config_entry(key, value)
     return options

@@ -63,8 +63,7 @@ class VisionRow:
 
     @property
     def min_tokens(self) -> int:
-        # ignore_eos: end-of-sequence is masked until max_tokens, so the length is fixed.
-        return self.params.max_tokens if self.params.ignore_eos else self.params.min_tokens
+        return min_new_tokens(self.params)
 
     def finish(self) -> FinishReason:
         if self.stop.is_set():
@@ -78,14 +77,19 @@ class VisionRow:
                 self.finished(self.finish())
 
 
+def min_new_tokens(params: SamplingParams) -> int:
+    """Tokens before end-of-sequence may end a reply: with ``ignore_eos`` it is masked until
+    ``max_tokens``, so the length is fixed."""
+    return params.max_tokens if params.ignore_eos else params.min_tokens
+
+
 def batch_key(params: SamplingParams) -> Hashable | None:
     """Requests with equal keys may share one ``generate`` call; None: this one runs alone."""
     if params.greedy:
         return ("greedy",)
     if params.seed is not None:
         return None
-    min_tokens = params.max_tokens if params.ignore_eos else params.min_tokens
-    return ("sample", params.temperature, params.top_p, min_tokens)
+    return ("sample", params.temperature, params.top_p, min_new_tokens(params))
 
 
 def groups(

@@ -33,6 +33,7 @@ import numpy as np
 
 from hfd.backends import _hf
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams
+from hfd.backends.vlm_batch import VisionRow, min_new_tokens
 from hfd.backends.vlm_openvino_process import LocalVision, VisionProcess
 from hfd.backends.vlm_torch import TorchVisionChat, VisionPrompt
 from hfd.client.errors import ModelUnavailable
@@ -89,24 +90,21 @@ class OpenVINOVisionChat:
 
     def generate(self, prompt: VisionPrompt, params: SamplingParams, emit: Callable[[list[int]], None],
                  stop: threading.Event) -> FinishReason:  # fmt: skip
-        produced = 0
+        row = VisionRow(prompt, params, emit, stop)
 
         def on_tokens(ids: list[int]) -> None:
-            nonlocal produced
-            produced += len(ids)
+            row.produced += len(ids)
             emit(ids)
 
         self.runner.generate(prompt.tensors["text"], prompt.tensors["images"], self.config(params), on_tokens,
                              stop.is_set)  # fmt: skip
-        if stop.is_set():
-            return "cancelled"
-        return "length" if produced >= params.max_tokens else "stop"
+        return row.finish()
 
     def config(self, params: SamplingParams) -> dict[str, Any]:
         """GenAI ``GenerationConfig`` fields for ``params`` (the prompt is rendered already)."""
         fields: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
-            "min_new_tokens": params.max_tokens if params.ignore_eos else params.min_tokens,
+            "min_new_tokens": min_new_tokens(params),
             "do_sample": not params.greedy,
             "apply_chat_template": False,
             "stop_token_ids": sorted(self.eos_token_ids),

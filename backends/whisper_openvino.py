@@ -146,7 +146,8 @@ def load(opts: LoadOptions) -> OpenVINOWhisper:
     properties: dict[str, Any] = {}
     # Word times need the pipeline built for them (GenAI reads alignment_heads from the
     # model's generation_config.json); a model without them is refused words at request time.
-    aligned = bool(_generation_config(opts.path).get("alignment_heads"))
+    generation = _generation_config(opts.path)
+    aligned = bool(generation.get("alignment_heads"))
     if aligned:
         properties["word_timestamps"] = True
     if device.startswith("CPU"):
@@ -158,9 +159,7 @@ def load(opts: LoadOptions) -> OpenVINOWhisper:
     except Exception as exc:
         raise ModelUnavailable(f"OpenVINO cannot load the Whisper model: {exc}") from exc
     config = _hf.require_model_dir(opts.path)
-    multilingual = bool(
-        config.get("vocab_size", 0) >= 51865 or _generation_config(opts.path).get("is_multilingual")
-    )
+    multilingual = bool(config.get("vocab_size", 0) >= 51865 or generation.get("is_multilingual"))
     return OpenVINOWhisper(pipeline, folder, multilingual, aligned)
 
 

@@ -100,12 +100,11 @@ class TorchWhisper:
                 languages = self._detect_language(features)
             if options.words:  # cross-attention alignment (DTW), as transformers' pipeline does
                 kwargs["return_token_timestamps"] = True
-            dicts = timestamps or options.words
             out = self.model.generate(
                 features, return_timestamps=timestamps, return_segments=timestamps,
-                return_dict_in_generate=dicts, **kwargs,
+                return_dict_in_generate=timestamps, **kwargs,
             )  # fmt: skip
-        sequences = (out["sequences"] if isinstance(out, dict) else out.sequences) if dicts else out
+        sequences = (out["sequences"] if isinstance(out, dict) else out.sequences) if timestamps else out
         tokenizer = self.processor.tokenizer
         found: list[Transcript | HfdError] = []
         for row, duration in enumerate(durations):
@@ -114,7 +113,7 @@ class TorchWhisper:
                 ids = self._trim(ids)
             text = tokenizer.decode(ids, skip_special_tokens=True)
             segments = _segments(out, row, tokenizer) if timestamps else ()
-            words = self._words(out, row, ids) if options.words else None
+            words = _words(out, row, len(ids), tokenizer, self._precision) if options.words else None
             found.append(Transcript(text, duration, languages[row], segments, len(ids), words))
         return found
 
@@ -162,9 +161,6 @@ class TorchWhisper:
         except Exception as exc:  # a model without language tokens: leave it unsaid
             log.debug("language detection failed", extra={"error": str(exc)})
             return [None] * len(features)
-
-    def _words(self, out: Any, row: int, ids: list[int]) -> tuple[Word, ...]:
-        return _words(out, row, len(ids), self.processor.tokenizer, self._precision)
 
     def memory_bytes(self) -> int:
         return int(sum(p.numel() * p.element_size() for p in self.model.parameters()))

@@ -136,9 +136,8 @@ async def transcribe(service: Service, req: TranscriptionRequest) -> dict[str, A
         )
         scheduler: MediaScheduler = lm.scheduler  # type: ignore[assignment]
         model = lm.model
-        key = model.batch_key(samples, opts) if isinstance(model, BatchedSpeechModel) else None
         transcript: Transcript
-        if key is not None and isinstance(model, BatchedSpeechModel):
+        if isinstance(model, BatchedSpeechModel) and (key := model.batch_key(samples, opts)) is not None:
             limit = min(settings.audio_max_batch, model.max_batch)
             transcript = await scheduler.run_batched(
                 model.transcribe_batch, (samples, opts), key=key, limit=limit

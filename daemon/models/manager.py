@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 from hfd.backends.base import Task, is_alive
+from hfd.backends.openvino_speculative import DRAFT_MODEL, DRAFT_PATH
 from hfd.client.errors import Cancelled, HfdError, ModelNotFound, ModelUnavailable, Overloaded
 from hfd.daemon.models import exporting
 from hfd.daemon.models.breaker import Breakers
@@ -264,11 +265,11 @@ class ModelManager:
     async def _with_draft(self, spec: ModelSpec) -> ModelSpec:
         """A model with the option ``draft_model`` (speculative decoding, on OpenVINO): the
         draft resolved (pulled, when allowed) like any model, its directory in the options."""
-        draft = spec.options.get("draft_model")
+        draft = spec.options.get(DRAFT_MODEL)
         if not draft:
             return spec
         path = await anyio.to_thread.run_sync(self._resolve, ModelSpec(ref=str(draft)))
-        return dataclasses.replace(spec, options={**spec.options, "draft_model_path": str(path)})
+        return dataclasses.replace(spec, options={**spec.options, DRAFT_PATH: str(path)})
 
     def loading(self) -> list[dict[str, Any]]:
         """The loads in progress and their phase (``hfd.daemon.models.phases``)."""

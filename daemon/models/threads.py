@@ -37,12 +37,12 @@ if TYPE_CHECKING:
 # Cores left to the event loop and everything else when threads are automatic (torch).
 RESERVED_CORES = 1
 # Engines whose pools get every core when threads are automatic, and the figures why.
-ALL_CORES_ENGINES = frozenset({"openvino", "onnxruntime"})
 _ALL_CORES_WHY = {
     "openvino": "2 threads served 1.4-1.5x 1 thread on the 2-core AMD, alike with a core busy; "
     "8x on the 2-core AMX Xeon",
     "onnxruntime": "2 non-spinning threads embedded 1.8x 1 thread on the 2-core AMD, alike with a core busy",
 }
+ALL_CORES_ENGINES = frozenset(_ALL_CORES_WHY)
 
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 _SYS_CPU = Path("/sys/devices/system/cpu")
