@@ -23,6 +23,7 @@ from hfd.client.errors import InvalidRequest, ModelUnavailable
 log = logging.getLogger(__name__)
 
 SUFFIX: Final = ".gguf"
+PROJECTOR: Final = "mmproj"  # the name prefix of a vision projector's GGUF, which is not a model
 # The files a snapshot's own tokenizer is read from; without any, the GGUF's vocabulary is used.
 TOKENIZER_FILES: Final = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # llama.cpp architectures that are not causal language models (encoders, vision projectors).
@@ -52,7 +53,16 @@ def gguf_files(path: Path) -> list[Path]:
     """The top-level ``*.gguf`` files of a model directory."""
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix == SUFFIX)
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == SUFFIX)
+
+
+def is_projector(name: str) -> bool:
+    return name.lower().startswith(PROJECTOR)
+
+
+def model_files(path: Path) -> list[Path]:
+    """The top-level GGUF files of ``path`` that are models (not vision projectors)."""
+    return [f for f in gguf_files(path) if not is_projector(f.name)]
 
 
 def gguf_only(path: Path) -> bool:
@@ -63,17 +73,20 @@ def gguf_only(path: Path) -> bool:
 
 
 def choose(path: Path, wanted: str | None) -> Path:
-    """The GGUF file to serve: the one the model option ``gguf_file`` names, else the only one."""
-    files = gguf_files(path)
-    names = [f.name for f in files]
+    """The GGUF file to serve: the one the model option ``gguf_file`` names, else the only model
+    file (a vision projector beside it does not count)."""
     if wanted:
+        files = gguf_files(path)
         for file in files:
             if file.name == wanted:
                 return file
+        names = [f.name for f in files]
         raise InvalidRequest(
             f"model option gguf_file={wanted!r} is not in the snapshot; it has {', '.join(names) or 'none'}",
             param="gguf_file",
         )
+    files = model_files(path)
+    names = [f.name for f in files]
     if len(files) != 1:
         raise InvalidRequest(
             f"{path.name} has {len(files)} GGUF files ({', '.join(names)}): choose one with the model "
@@ -102,7 +115,7 @@ def refusal(path: Path) -> str | None:
 def model_file(path: Path) -> Path | None:
     """The GGUF file whose metadata stands for a snapshot without config.json: the first
     top-level one that is not a vision projector."""
-    files = [f for f in gguf_files(path) if not f.name.lower().startswith("mmproj")]
+    files = model_files(path)
     return files[0] if files else None
 
 

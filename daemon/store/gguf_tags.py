@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from hfd.backends.gguf import SUFFIX, is_projector
 from hfd.client.errors import ModelNotFound
 
-SUFFIX: Final = ".gguf"
 # llama.cpp's file types (Q4_K_M, IQ2_XXS, TQ1_0, Q4_0_4_4, F16, BF16, MXFP4 ...) and the
 # variants publishers add (Q3_K_XL, unsloth's UD-Q4_K_XL). Branch names such as "v2" do not match.
 QUANT_TAG: Final = re.compile(
@@ -28,7 +28,6 @@ QUANT_TAG: Final = re.compile(
 )
 _SHARD: Final = re.compile(r"-\d{5}-of-\d{5}$")
 _SEPARATORS: Final = "-._"
-_PROJECTOR: Final = "mmproj"
 
 
 def split_tag(name: str) -> tuple[str, str | None]:
@@ -49,7 +48,7 @@ def quant_tag(tag: str | None) -> str | None:
 def file_tag(path: str) -> str | None:
     """The quantization tag a GGUF file's name ends in (upper case), None when it has none."""
     name = PurePosixPath(path).name
-    if not name.lower().endswith(SUFFIX) or name.lower().startswith(_PROJECTOR):
+    if not name.lower().endswith(SUFFIX) or is_projector(name):
         return None
     stem = _SHARD.sub("", name[: -len(SUFFIX)])
     for i, char in enumerate(stem):  # the longest suffix after a separator that is a tag

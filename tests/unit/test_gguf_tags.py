@@ -140,3 +140,16 @@ def test_removing_a_tag_removes_its_snapshot_only(tmp_path: Path, hub: HubServer
     removed = store.remove(f"{REPO}:q8_0")
     assert len(removed.commits) == 1 and removed.freed > 0
     assert store.layout.repo(REPO).commits() == []
+
+
+def test_a_projector_beside_the_model_is_not_a_second_model(tmp_path: Path) -> None:
+    from hfd.backends import gguf
+
+    (tmp_path / "model-Q8_0.GGUF").write_bytes(b"")  # the suffix in any case, as the tags read it
+    (tmp_path / "mmproj-model-f16.gguf").write_bytes(b"")
+    assert gguf.choose(tmp_path, None) == tmp_path / "model-Q8_0.GGUF"
+    assert gguf.model_file(tmp_path) == tmp_path / "model-Q8_0.GGUF"
+    assert gguf.choose(tmp_path, "mmproj-model-f16.gguf") == tmp_path / "mmproj-model-f16.gguf"  # asked for
+    (tmp_path / "model-F16.gguf").write_bytes(b"")
+    with pytest.raises(InvalidRequest, match="2 GGUF files"):
+        gguf.choose(tmp_path, None)
