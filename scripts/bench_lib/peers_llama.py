@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,17 +116,3 @@ def serve(model_file: Path, *, threads: int, parallel: int, name: str) -> Iterat
     log = PEERS_CACHE / "logs" / f"llama-server-{model_file.stem}.log"
     with server(cmd, f"http://127.0.0.1:{port}/health", log, env={"OMP_NUM_THREADS": str(threads)}) as proc:
         yield f"http://127.0.0.1:{port}/v1", proc.pid
-
-
-def main_build(jobs: int) -> int:
-    """``scripts/bench peers --build-only``: the build alone, to start it early."""
-    try:
-        print(f"llama-server: {build(jobs)}")
-    except Unavailable as exc:
-        print(f"llama-server not available: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - a manual entry point
-    sys.exit(main_build(int(os.environ.get("JOBS", "2"))))

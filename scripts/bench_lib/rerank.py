@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_lib import report
+from bench_lib.served import scheduler_stats
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
@@ -158,8 +159,7 @@ def served(
             r.raise_for_status()
 
         def stats() -> dict[str, Any]:
-            rows = client.get(d.http + "/api/ps").json()["models"]
-            return next(m for m in rows if m["name"] == "bench-rerank")["scheduler"]  # type: ignore[no-any-return]
+            return scheduler_stats(d.http, "bench-rerank")
 
         one(requests[0])  # load and warm up
         before = stats()

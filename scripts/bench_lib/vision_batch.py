@@ -24,9 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench_lib import report
+from bench_lib.served import scheduler_stats
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,8 +42,7 @@ def _ask(client: Any, url: str, tokens: int) -> tuple[str, int]:
 
 
 def _calls(base: str) -> int:
-    models = httpx.get(base + "/api/ps", timeout=30).json()["models"]
-    return int(next(m["scheduler"]["calls"] for m in models if m["name"] == "vlm"))
+    return int(scheduler_stats(base, "vlm")["calls"])
 
 
 def _round(client: Any, urls: list[str], tokens: int, together: bool) -> tuple[float, list[str]]:

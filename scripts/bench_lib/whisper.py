@@ -33,6 +33,7 @@ from typing import Any
 from bench_lib import report
 from bench_lib.cli import subcommand_parser
 from bench_lib.rerank import daemon_load_options
+from bench_lib.served import scheduler_stats
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
@@ -104,8 +105,7 @@ def main(argv: list[str]) -> int:
                 assert r.status_code == 200, r.text
 
             def scheduler() -> dict[str, Any]:
-                rows = client.get(d.http + "/api/ps").json()["models"]
-                return next(m for m in rows if m["name"] == "whisper")["scheduler"]  # type: ignore[no-any-return]
+                return scheduler_stats(d.http, "whisper")
 
             post()  # load + warm-up
             served = _median_seconds(post, args.rounds)
