@@ -16,7 +16,9 @@ The order comes from measurements (``docs/engines.md`` has the numbers and the c
 
 The model manager tries the candidates in order and logs each fallback; an engine that crashed
 proving itself on a model here is remembered and skipped (``hfd.daemon.models.engine_memory``). A
-pinned engine or device yields only that one candidate.
+pinned engine or device yields only that one candidate. This order is the static one: where a
+model's candidates were measured on the machine serving it, the loader puts that order first
+(``hfd.daemon.models.engine_choice``).
 
 Which engines exist and which tasks each runs come from ``hfd.backends.registry``; an engine
 whose record is not offered (the fake engine) is chosen only when pinned, or, with

@@ -30,6 +30,7 @@ from hfd.client.protocol import (
     OP_MODELS_LIST,
     OP_MODELS_LOAD,
     OP_MODELS_PS,
+    OP_MODELS_TUNE,
     OP_MODELS_UNLOAD,
     OP_PULL,
     OP_STATS,
@@ -188,6 +189,13 @@ def load(model: str, *, keep_alive: KeepAlive = None, timeout: float | None = No
 def unload(model: str, *, timeout: float | None = None) -> Call[bool]:
     """Unload ``model``; False when it was not loaded."""
     return Call(OP_MODELS_UNLOAD, {"model": model}, lambda r: bool(r.body.get("unloaded")), timeout)
+
+
+def tune(model: str, *, timeout: float | None = None) -> Call[dict[str, Any]]:
+    """Measure ``model``'s candidate engines on the daemon's machine now (each loaded and timed
+    on a short workload) and keep the ranking its loads then follow: ``{"measured", "ranking",
+    "figures", ...}``, or ``{"measured": False, "reason"}`` when there is nothing to choose."""
+    return Call(OP_MODELS_TUNE, {"model": model}, _body, timeout)
 
 
 def hardware(*, timeout: float | None = None) -> Call[dict[str, Any]]:

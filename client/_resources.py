@@ -95,6 +95,7 @@ class Admin(Namespace[F]):
     ps = op(calls.ps)
     load = op(calls.load)
     unload = op(calls.unload)
+    tune = op(calls.tune)
     hardware = op(calls.hardware)
     stats = op(calls.stats)
     pull = op(calls.pull)

@@ -108,6 +108,8 @@ class RunningModel:
     # The engine the policy preferred, and why the serving engine is another one (None: it is).
     preferred_engine: str | None = None
     fallback_reason: str | None = None
+    # Why this engine was tried first: "measured on this machine: ..." or "static order: ...".
+    engine_reason: str | None = None
     # What the engine computes in ("f32", "bf16", "f16"), how the weights are stored, threads.
     precision: str | None = None
     weight_format: str | None = None
@@ -121,7 +123,7 @@ class RunningModel:
     digest: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     # "ready" once loaded; a model still loading is listed with its phase ("resolving",
-    # "exporting", "compiling", "loading", "warming"), the seconds since its load began, and a
+    # "exporting", "compiling", "loading", "warming", "measuring"), the seconds since its load began, and a
     # percent only where the engine reports one (None otherwise).
     state: str = "ready"
     elapsed_seconds: float | None = None
@@ -154,6 +156,7 @@ class RunningModel:
             breaker=dict(get_field(body, "breaker", {})),
             preferred_engine=body.get("preferred_engine"),
             fallback_reason=body.get("fallback_reason"),
+            engine_reason=body.get("engine_reason"),
             precision=body.get("precision"),
             weight_format=body.get("weight_format"),
             threads=body.get("threads"),

@@ -81,7 +81,10 @@ class Daemon:
         metrics.watch(self.manager, self.cache)
         self.access = Access(settings, metrics)
         self.service = Service(
-            settings, self.manager, cache=self.cache, pulls=Pulls(settings, self.store, self.manager.export)
+            settings,
+            self.manager,
+            cache=self.cache,
+            pulls=Pulls(settings, self.store, self.manager.export, self.manager.measure),
         )
         self.doors: dict[str, Door] = {"ipc": IpcServer(self.service, settings, access=self.access)}
         if settings.http_enabled:

@@ -182,6 +182,19 @@ class LoadedModel(_Reply):
     scheduler: dict[str, Any] | None = None
     preferred_engine: str | None = None
     fallback_reason: str | None = None
+    engine_reason: str | None = None
+
+
+class EngineMeasurement(_Reply):
+    """``hfd tune``: the candidate engines timed here, fastest first (``figures``: each engine's
+    score, its workloads' rates, its load time or its error)."""
+
+    measured: bool
+    model: str | None = None
+    reason: str | None = None
+    ranking: list[str] | None = None
+    figures: list[dict[str, Any]] | None = None
+    unit: str | None = None
 
 
 class LoadedModels(_Reply):
@@ -263,6 +276,7 @@ REPLIES: dict[str, type[BaseModel]] = {
     "models.ps": LoadedModels,
     "models.load": LoadedModel,
     "models.unload": Unloaded,
+    "models.tune": EngineMeasurement,
     "models.pull": Pulled,
     "stats": Stats,
     "version": Version,

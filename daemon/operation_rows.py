@@ -136,6 +136,10 @@ async def unload(service: Service, req: ModelRequest) -> dict[str, Any]:
     return {"model": req.model, "unloaded": await service.unload(req.model)}
 
 
+async def tune(service: Service, req: ModelRequest) -> dict[str, Any]:
+    return await service.manager.tune(req.model)
+
+
 async def pull(service: Service, req: PullRequest, emit: Emit | None) -> dict[str, Any]:
     ref = ollama_names.resolve(service.settings, req.model)  # Ollama's name:tag, or hfd's ref
     if emit is None:

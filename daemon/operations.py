@@ -126,6 +126,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         call=call.unload,
         client="unload",
     ),
+    both(p.OP_MODELS_TUNE, MODELS, "POST /api/tune", request=ModelRequest, call=call.tune, client="tune"),
     both(
         p.OP_PULL,
         MODELS,

@@ -22,6 +22,8 @@ With ``export_on_pull`` (the default) a pull then builds the engine export the m
 load here would need (``hfd.daemon.models.exporting``), between an ``exporting`` event and the
 result, whose ``export`` field says what was built: the first request does not pay for it. A
 failed export does not fail the pull (the model is in the store; its load reports the error).
+With ``measure_engines`` too, the model's candidate engines are then timed here (a
+``measuring`` event; the result's ``engines`` field: ``hfd.daemon.models.engine_choice``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT: Final = 5.0  # seconds without progress before the last event is sent again
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-# Builds a pulled model's engine export: (reference, snapshot directory) -> what was built.
+# A step after a pull (building the engine export, measuring the engines): (reference, snapshot
+# directory) -> what it did.
 Exporter = Callable[[str, Path], Awaitable[dict[str, Any] | None]]
 
 
@@ -68,11 +71,16 @@ class Pulls:
     """
 
     def __init__(
-        self, settings: Settings, store: ModelStore | None = None, exporter: Exporter | None = None
+        self,
+        settings: Settings,
+        store: ModelStore | None = None,
+        exporter: Exporter | None = None,
+        measurer: Exporter | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
         self.exporter = exporter
+        self.measurer = measurer  # times the candidate engines after the export
 
     @property
     def store(self) -> ModelStore:
@@ -139,20 +147,27 @@ class Pulls:
         if self.exporter is not None and self.settings.export_on_pull:
             # The export event names the reference as the download's events do (the parsed ref).
             progress_ref = str(store.parse(ref))
-            result["export"] = await self._export(ref, progress_ref, Path(snapshot.path), emit)
+            path = Path(snapshot.path)
+            result["export"] = await self._after("exporting", self.exporter, ref, progress_ref, path, emit)
+            if self.measurer is not None and self.settings.measure_engines:
+                result["engines"] = await self._after(
+                    "measuring", self.measurer, ref, progress_ref, path, emit
+                )
         return result
 
-    async def _export(
-        self, ref: str, progress_ref: str, path: Path, emit: Emit | None
+    async def _after(
+        self, status: str, step: Exporter, ref: str, progress_ref: str, path: Path, emit: Emit | None
     ) -> dict[str, Any] | None:
+        """A step after the download (the export, the engines' measurement): its event, then its
+        result. A failure does not fail the pull: the model is in the store, and its load
+        reports the error again (a failed measurement leaves the static order)."""
         if emit is not None:
-            await emit({"status": "exporting", "model": ref, "ref": progress_ref})
-        assert self.exporter is not None
+            await emit({"status": status, "model": ref, "ref": progress_ref})
         try:
-            return await self.exporter(ref, path)
-        except Exception as exc:  # the pull itself succeeded; the load will report this again
+            return await step(ref, path)
+        except Exception as exc:
             message = exc.message if isinstance(exc, HfdError) else f"{type(exc).__name__}: {exc}"
-            log.warning("export after pull failed", extra={"model": ref, "error": message})
+            log.warning(f"{status} after pull failed", extra={"model": ref, "error": message})
             return {"error": message}
 
 

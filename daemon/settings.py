@@ -268,6 +268,11 @@ class Settings:
         "models",
         "hfd pull also builds the engine export (OpenVINO IR, ONNX graph) the first load here would need.",
     )
+    measure_engines: bool = _setting(
+        True,
+        "models",
+        "Measure a model's candidate engines on this machine (at hfd pull after its export, at preload, and with hfd tune) and load it on the fastest; the ranking is kept in the state dir. Off: the static order.",
+    )
     engine: str | None = _setting(
         None, "models", "Pin every model to this engine (torch | openvino | onnxruntime)."
     )

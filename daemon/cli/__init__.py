@@ -43,7 +43,7 @@ STORE_SETTINGS: Final = (
 COMMAND_SETTINGS: Final[dict[str, tuple[str, ...] | None]] = {
     "serve": None,
     "doctor": None,
-    **dict.fromkeys(("ps", "embed", "run", "load", "unload"), CLIENT_SETTINGS),
+    **dict.fromkeys(("ps", "embed", "run", "load", "tune", "unload"), CLIENT_SETTINGS),
     **dict.fromkeys(("pull", "ls", "show", "rm", "verify", "publish", "export", "import"), STORE_SETTINGS),
     **dict.fromkeys(("keys", "stats"), STATE_SETTINGS),
     **dict.fromkeys(("version", "completion"), ("config_file",)),

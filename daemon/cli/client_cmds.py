@@ -1,4 +1,4 @@
-"""Commands that talk to a running daemon over its IPC socket: ps, embed, run, load, unload
+"""Commands that talk to a running daemon over its IPC socket: ps, embed, run, load, tune, unload
 (``run`` without a prompt: the interactive chat of ``hfd.daemon.cli.chat``).
 
 They use ``hfd.client`` like any other application does, at the endpoint the settings give
@@ -64,6 +64,15 @@ def add_parsers(sub: Any) -> None:
     )
     _common(p)
     p.set_defaults(handler=_guard(cmd_load))
+
+    p = sub.add_parser(
+        "tune",
+        help="measure a model's candidate engines on this machine now; its loads then use the fastest",
+    )
+    p.add_argument("tune_model", metavar="MODEL")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the figures as JSON")
+    _common(p)
+    p.set_defaults(handler=_guard(cmd_tune))
 
     p = sub.add_parser("unload", help="unload a model now")
     p.add_argument("unload_model", metavar="MODEL")
@@ -177,6 +186,8 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 expires(m) if m.state == "ready" else loading_state(m),
             ]
         )
+        if m.engine_reason:  # measured here, or the static order
+            notes.append(f"{m.name} on {m.engine}, {m.engine_reason}")
         if m.preferred_engine and m.preferred_engine != m.engine:
             notes.append(
                 f"{m.name}: {m.engine} serves, {m.preferred_engine} preferred: {m.fallback_reason or 'unknown'}"
@@ -293,6 +304,20 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         f"loaded {m.name}: {m.task} on {m.engine}/{m.device}, {format_bytes(m.memory_bytes)}, "
         f"in {m.load_seconds:.1f}s; {_kept(m)}"
     )
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    from hfd.daemon.models.engine_choice import describe
+
+    with _client(args, settings) as client:
+        result = client.tune(args.tune_model)
+    if args.as_json:
+        print(json.dumps(result))
+    elif result.get("measured"):
+        print(f"{args.tune_model}: {describe(result)}")
+    else:
+        print(f"{args.tune_model}: not measured: {result.get('reason')}")
     return 0
 
 

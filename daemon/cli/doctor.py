@@ -29,6 +29,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     data = hardware_json(report, pinned_engine=settings.engine, pinned_device=settings.device)
     add_thread_choices(data, settings, report)
     data["models"] = model_rows(settings, data)
+    data["measured"] = measured_rows(settings)
     if getattr(args, "as_json", False):
         print(json.dumps(data, indent=2))
     else:
@@ -68,7 +69,8 @@ def model_rows(
         row: dict[str, Any] = {"name": spec.public_name, "ref": spec.ref, "task": task}
         running = loaded.get(spec.public_name)
         if running is not None:
-            row.update(task=running.task, engine=running.engine, device=running.device, loaded=True)
+            row.update(task=running.task, engine=running.engine, device=running.device, loaded=True,
+                       why=running.engine_reason)  # fmt: skip
         elif task in tasks.TASKS:
             record = tasks.TASKS[task]
             pin = spec.engine or settings.engine
@@ -76,6 +78,17 @@ def model_rows(
                               if record.runs_on(c["engine"]) and pin in (None, c["engine"])]  # fmt: skip
         rows.append(row)
     return rows
+
+
+def measured_rows(settings: Settings) -> list[dict[str, Any]]:
+    """The engine orders measured on this machine and kept in the state dir (``engine_choice``)."""
+    from hfd.daemon.models.engine_choice import EngineChoices, describe
+
+    return [
+        {"model": r.get("model"), "task": r.get("task"), "device": r.get("device"),
+         "ranking": r.get("ranking"), "why": describe(r), "cpu": r.get("machine", {}).get("cpu")}
+        for r in EngineChoices(settings.state_dir).records()
+    ]  # fmt: skip
 
 
 def _loaded(settings: Settings) -> dict[str, Any]:
@@ -192,6 +205,15 @@ def format_report(report: HardwareReport, data: dict[str, Any], pinned_engine: s
             )
             rows.append([m["name"], m["task"] or "unknown (not in the store)", engine])
         lines += _table(rows)
+        lines += [f"  {m['name']} on {m['engine']}, {m['why']}" for m in data["models"] if m.get("why")]
+    if data.get("measured"):
+        lines += [
+            "",
+            "Engine order measured on this machine (kept in the state dir; hfd tune measures again)",
+        ]
+        lines += _table(
+            [[str(m["model"]), f"{m['task']} on {m['device']}", m["why"]] for m in data["measured"]]
+        )
     defaults = data.get("defaults") or {}
     if defaults:
         lines += ["", "Default compute on the CPU (a model's dtype option overrides)"]

@@ -35,7 +35,8 @@ EARLY_DEATHS = 2
 EARLY_REQUESTS = 3
 
 
-def _engine_version(engine: str) -> str:
+def engine_version(engine: str) -> str:
+    """The installed version of the engine's distribution ("none" when it is not installed)."""
     from hfd.backends import registry
 
     record = registry.ENGINES.get(engine)
@@ -67,7 +68,7 @@ def record_key(
     data = {
         "model": {"path": str(path.resolve()), "files": file_stats(path)},
         "engine": engine,
-        "version": _engine_version(engine),
+        "version": engine_version(engine),
         "device": device.lower(),
         "threads": threads,
         "dtype": dtype or "default",
@@ -79,8 +80,10 @@ def record_key(
 class EngineMemory:
     """The records file, read once and rewritten (atomically) on every change."""
 
-    def __init__(self, state_dir: Path | None) -> None:
-        self.path = state_dir / FILE_NAME if state_dir is not None else None
+    def __init__(self, state_dir: Path | None, file_name: str = FILE_NAME) -> None:
+        # Another file name: the same records file for another kind of record (the measured
+        # engine order, ``engine_choice``).
+        self.path = state_dir / file_name if state_dir is not None else None
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] | None = None
 
@@ -96,7 +99,8 @@ class EngineMemory:
                     pass
                 except (OSError, ValueError) as exc:
                     log.warning(
-                        "engine failure records unreadable; starting afresh", extra={"error": repr(exc)}
+                        "engine records unreadable; starting afresh",
+                        extra={"path": str(self.path), "error": repr(exc)},
                     )
             self._records = records
         return self._records
@@ -108,13 +112,17 @@ class EngineMemory:
     def remember(self, key: str, *, model: str, engine: str, device: str, reason: str, **more: Any) -> None:
         record = {"model": model, "engine": engine, "device": device, "reason": reason,
                   "at": round(time.time(), 3), **machine(), **more}  # fmt: skip
-        with self._lock:
-            self._all()[key] = record
-            self._write()
+        self.put(key, record)
         log.warning(
             "engine cannot serve this model here; remembered",
             extra={"model": model, "engine": engine, "reason": reason},
         )
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        """Store ``record`` under ``key`` and rewrite the file."""
+        with self._lock:
+            self._all()[key] = record
+            self._write()
 
     def forget(self, key: str) -> None:
         with self._lock:
@@ -134,6 +142,4 @@ class EngineMemory:
             tmp.write_text(json.dumps(self._all(), indent=1, sort_keys=True))
             os.replace(tmp, self.path)
         except OSError as exc:  # the records only save time; never fail a load over them
-            log.warning(
-                "cannot write engine failure records", extra={"path": str(self.path), "error": repr(exc)}
-            )
+            log.warning("cannot write engine records", extra={"path": str(self.path), "error": repr(exc)})

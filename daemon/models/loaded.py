@@ -42,6 +42,8 @@ class LoadedModel:
     # The engine the policy preferred, and why the one serving is another ("" / None: it is).
     preferred_engine: str = ""
     fallback_reason: str | None = None
+    # Why this engine was tried where it was: the measured order or the static one (policy).
+    engine_reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)  # precision, weight_format, threads
     record_key: str = ""  # its engine-failure record key (hfd.daemon.models.engine_memory)
 
@@ -84,6 +86,7 @@ class LoadedModel:
             "scheduler": self.scheduler.stats().to_dict(),
             "preferred_engine": self.preferred_engine or self.engine,
             "fallback_reason": self.fallback_reason,
+            "engine_reason": self.engine_reason or None,
             **self.details,
             "kv_cache": engine_info.kv_cache(self.model),
         }

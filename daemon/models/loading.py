@@ -1,7 +1,8 @@
 """Loading a model: engine choice, fallback, the engines remembered as failing, and starting
 the model's scheduler.
 
-- Engines are tried in the order the policy gives for the detected hardware (fastest first);
+- Engines are tried in the order the policy gives for the detected hardware (fastest first),
+  with the order measured on this machine ahead of it where one is stored (``engine_choice``);
   one that fails to load falls back to the next, with a log line saying why. An engine that
   cannot serve the model's family with the pinned versions is skipped untried.
 - An engine that crashes natively while it is proven on the model (``EngineCrashed``), or
@@ -32,7 +33,7 @@ from hfd.backends.proving import EngineCrashed
 from hfd.backends.registry import get_backend
 from hfd.client.errors import HfdError, InsufficientMemory, InvalidRequest, ModelUnavailable
 from hfd.daemon.cache import snapshot_identity
-from hfd.daemon.models import engine_info, exporting
+from hfd.daemon.models import engine_choice, engine_info, exporting
 from hfd.daemon.models.breaker import Breakers, CircuitBreaker
 from hfd.daemon.models.engine_memory import EARLY_DEATHS, EARLY_REQUESTS, EngineMemory, record_key
 from hfd.daemon.models.loaded import LoadedModel
@@ -104,6 +105,7 @@ class Loader:
         self.residency = residency
         self.breakers = breakers
         self.engine_memory = EngineMemory(settings.state_dir)
+        self.engine_choices = engine_choice.EngineChoices(settings.state_dir)  # measured orders
         self.recipes: dict[str, Recipe] = {}
         self.counters = counters
         self._clock = clock
@@ -121,7 +123,7 @@ class Loader:
         errors: list[str] = []
         skipped: list[CircuitBreaker] = []
         too_big: list[InsufficientMemory] = []
-        candidates = self.candidates(task, spec)
+        candidates = await anyio.to_thread.run_sync(self.candidates, task, spec, path)
         family = families.model_type(path)
         for engine, device, reason in candidates:
             gap = families.gap(engine, task_registry.record(task).engine_task, family)
@@ -196,7 +198,7 @@ class Loader:
                 lm = self._loaded(
                     spec, task, engine, device, path, opts, model, estimate, pool, breaker, started, reason
                 )
-                self._served_by(lm, candidates[0][0], errors, key, opts)
+                self._served_by(lm, candidates[0][0], errors, key, opts, reason)
                 return lm
         if too_big and len(too_big) == len(errors):
             raise too_big[0]
@@ -208,8 +210,9 @@ class Loader:
             retry_after=round(min(retry), 3) if retry else None,
         )
 
-    def candidates(self, task: Task, spec: ModelSpec) -> list[tuple[str, str, str]]:
-        """(engine, device, why) in the order to try them, pins from the model or settings."""
+    def candidates(self, task: Task, spec: ModelSpec, path: Path | None = None) -> list[tuple[str, str, str]]:
+        """(engine, device, why) in the order to try them, pins from the model or settings; with
+        the model's ``path``, the order measured on this machine first (``engine_choice``)."""
         from hfd.backends import policy
 
         engine = spec.engine or self.settings.engine
@@ -225,7 +228,7 @@ class Loader:
         kept = [(c.engine, c.device, c.reason) for c in choices if record.runs_on(c.engine)]
         if not kept:
             raise ModelUnavailable(f"no engine installed can {task}; install hfd[torch]")
-        return kept
+        return kept if path is None else engine_choice.ordered(self, spec, path, task, kept)
 
     def options(
         self, spec: ModelSpec, path: Path, task: Task, device: str, engine: str | None = None
@@ -298,10 +301,11 @@ class Loader:
         return record_key(path, engine, device, opts.threads, opts.dtype)
 
     def _served_by(
-        self, lm: LoadedModel, preferred: str, errors: list[str], key: str, opts: LoadOptions
+        self, lm: LoadedModel, preferred: str, errors: list[str], key: str, opts: LoadOptions, reason: str
     ) -> None:
         """Say which engine serves, which was preferred and why that one is not serving."""
         lm.preferred_engine = preferred
+        lm.engine_reason = reason
         lm.record_key = key
         lm.details = engine_info.engine_details(lm.model, lm.engine, opts)
         if lm.engine != preferred:

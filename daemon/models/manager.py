@@ -28,8 +28,8 @@ import anyio.abc
 
 from hfd.backends.base import Task, is_alive
 from hfd.backends.openvino_speculative import DRAFT_MODEL, DRAFT_PATH
-from hfd.client.errors import Cancelled, HfdError, ModelNotFound, ModelUnavailable, Overloaded
-from hfd.daemon.models import exporting
+from hfd.client.errors import Cancelled, HfdError, InvalidRequest, ModelNotFound, ModelUnavailable, Overloaded
+from hfd.daemon.models import engine_choice, exporting
 from hfd.daemon.models.breaker import Breakers
 from hfd.daemon.models.budgets import Budgets
 from hfd.daemon.models.engine_memory import EngineMemory
@@ -70,6 +70,7 @@ class ModelManager:
             "evictions": 0,
             "refused": 0,
             "exports_built": 0,
+            "engine_measurements": 0,  # candidate engines timed on a model (engine_choice)
         }
         self.breakers = Breakers(
             threshold=settings.breaker_failures, cooldown=settings.breaker_cooldown, clock=clock
@@ -279,6 +280,23 @@ class ModelManager:
         """Build the engine export a load of ``name`` (at ``path``) would need first here."""
         return await exporting.export_first(self.loader, self.spec(name), path)
 
+    async def tune(self, name: str) -> dict[str, Any]:
+        """Measure the candidate engines of ``name`` on this machine now, even if a ranking is
+        stored (``hfd tune``); its loads then follow the ranking (``engine_choice``)."""
+        if not self.settings.measure_engines:
+            raise InvalidRequest("engine measurement is off here (measure_engines = false)", param="model")
+        spec = self.spec(name)
+        path = await anyio.to_thread.run_sync(self._resolve, spec)
+        return await engine_choice.measure(self.loader, await self._with_draft(spec), path, force=True)
+
+    async def measure(self, name: str, path: Path) -> dict[str, Any] | None:
+        """Measure the candidate engines of ``name`` (at ``path``) unless a ranking is stored
+        (at a pull, after its export, and at preload); None when measuring is off."""
+        if not self.settings.measure_engines:
+            return None
+        spec = await self._with_draft(self.spec(name))
+        return await engine_choice.measure(self.loader, spec, path)
+
     async def unload(self, name: str) -> bool:
         spec = self.spec(name)
         slot = self._slots.get(spec.public_name)
@@ -308,6 +326,9 @@ class ModelManager:
     async def preload(self) -> None:
         for spec in self._specs.values():
             if spec.preload:
+                if self.settings.measure_engines:  # before the load, so it follows the ranking
+                    path = await anyio.to_thread.run_sync(self._resolve, spec)
+                    await self.measure(spec.public_name, path)
                 await self.load(spec.public_name)
 
 

@@ -3,6 +3,8 @@
 A load goes through ``resolving`` (finding or pulling the snapshot), ``exporting`` (building the
 engine's export into the export cache: OpenVINO IR, an ONNX graph), ``loading`` (the engine
 reading, compiling and warming the model up), then ``ready`` (the model's own ``hfd ps`` row).
+A measurement of the model's candidate engines (``engine_choice``) shows each engine's
+``exporting`` and ``loading``, then ``measuring`` while its workload runs.
 Exports and compiles give no progress callback, so a phase carries its elapsed time and no
 percent (``percent`` is None); nothing here estimates one from time.
 """
@@ -15,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-State = Literal["resolving", "exporting", "compiling", "loading", "warming"]
-STATES: Final = ("resolving", "exporting", "compiling", "loading", "warming", "ready")
+State = Literal["resolving", "exporting", "compiling", "loading", "warming", "measuring"]
+STATES: Final = ("resolving", "exporting", "compiling", "loading", "warming", "measuring", "ready")
 
 
 @dataclass

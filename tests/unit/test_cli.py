@@ -21,6 +21,7 @@ def test_every_documented_command_is_registered() -> None:
         "embed",
         "run",
         "load",
+        "tune",
         "unload",
         "pull",
         "ls",
