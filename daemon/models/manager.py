@@ -327,9 +327,20 @@ class ModelManager:
         for spec in self._specs.values():
             if spec.preload:
                 if self.settings.measure_engines:  # before the load, so it follows the ranking
-                    path = await anyio.to_thread.run_sync(self._resolve, spec)
-                    await self.measure(spec.public_name, path)
+                    await self._measure_before_preload(spec)
                 await self.load(spec.public_name)
+
+    async def _measure_before_preload(self, spec: ModelSpec) -> None:
+        """Measure ``spec``'s engines unless a ranking is stored; a failure here leaves the
+        static order, and the load itself says what is wrong with the model."""
+        try:
+            path = await anyio.to_thread.run_sync(self._resolve, spec)
+            await self.measure(spec.public_name, path)
+        except Exception as exc:
+            log.warning(
+                "engine measurement before preload failed",
+                extra={"model": spec.public_name, "error": _describe(exc)},
+            )
 
 
 def _verdict(exc: BaseException) -> bool | None:

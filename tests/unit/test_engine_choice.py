@@ -211,3 +211,15 @@ def test_a_near_tie_keeps_the_static_first_engine_first() -> None:
     assert order(engine_choice.rank(clear, "onnxruntime")) == ["openvino", "onnxruntime", "torch"]
     failed = figures(onnxruntime=None, openvino=10.0, torch=50.0)  # a failed engine goes last
     assert order(engine_choice.rank(failed, "onnxruntime")) == ["torch", "openvino", "onnxruntime"]
+
+
+async def test_preload_measures_first_and_loads_the_winner(make: Any, bert: Path) -> None:
+    manager, _ = make(spec(bert, preload=True))
+    await manager.preload()
+    assert manager.counters["engine_measurements"] == 1
+    assert [lm.engine for lm in manager.loaded()] == ["torch"]
+    await manager.aclose()
+    restarted, _ = make(spec(bert, preload=True))
+    await restarted.preload()  # the stored ranking: nothing measured again
+    assert restarted.counters["engine_measurements"] == 0
+    assert [lm.engine for lm in restarted.loaded()] == ["torch"]
