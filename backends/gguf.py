@@ -34,8 +34,11 @@ NOT_CAUSAL: Final = frozenset(
 WEIGHT_FORMAT: Final = "gguf"  # what hfd ps shows for a GGUF pipeline
 
 # What the CPU plugin needs to compute a quantized GGUF (Q8_0) as transformers does on the
-# dequantized file: an f32 KV cache and no dynamic quantization of activations.
+# dequantized file: an f32 KV cache and no dynamic quantization of activations. The f32 KV cache
+# only with f32 compute: with bf16 compute the plugin's paged attention refuses it ("expect
+# kvcache type bf16", OpenVINO 2026.4), so there it keeps its own.
 CPU_PROPERTIES: Final[dict[str, Any]] = {"KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+F32_ONLY: Final = frozenset({"KV_CACHE_PRECISION"})
 
 
 def weight_format(asked: str | None) -> str:
@@ -97,9 +100,13 @@ def choose(path: Path, wanted: str | None) -> Path:
     return files[0]
 
 
-def properties(device: str, base: dict[str, Any]) -> dict[str, Any]:
-    """The compile properties for a GGUF pipeline on ``device``: ``base`` plus the CPU's own."""
-    return {**base, **CPU_PROPERTIES} if device.startswith("CPU") else dict(base)
+def properties(device: str, base: dict[str, Any], precision: str) -> dict[str, Any]:
+    """The compile properties for a GGUF pipeline on ``device``: ``base`` plus the CPU's own, for
+    a CPU computing in ``precision`` ("f32", "bf16", "f16")."""
+    if not device.startswith("CPU"):
+        return dict(base)
+    own = {k: v for k, v in CPU_PROPERTIES.items() if precision == "f32" or k not in F32_ONLY}
+    return {**base, **own}
 
 
 def refusal(path: Path) -> str | None:

@@ -94,7 +94,7 @@ class OpenVINOBackend:
         model_dir, built = prepare_ir(opts, "generate", weight_format)  # a GGUF snapshot: its .gguf file
         properties = _compile_properties(opts, device)
         if weight_format == gguf.WEIGHT_FORMAT:
-            properties = gguf.properties(device, properties)
+            properties = gguf.properties(device, properties, _cpu_precision(properties))
         generator = OVGenerator(model_dir, opts, device, properties, fault=_test_fault(opts))
         generator.weight_format = weight_format
         generator.threads = int(properties.get("INFERENCE_NUM_THREADS", 0))
@@ -139,9 +139,9 @@ def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
     props: dict[str, Any] = {}
     if device.startswith("CPU"):
         cpu = hardware.probe_cpu()
-        ov_cpu = hardware.probe_openvino().first("cpu")
-        caps = (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
-        cpu_plan = openvino_cpu.plan(opts.threads, opts.dtype, cpu.usable_cores, cpu.features, caps)
+        cpu_plan = openvino_cpu.plan(
+            opts.threads, opts.dtype, cpu.usable_cores, cpu.features, _ov_cpu_capabilities()
+        )
         if cpu_plan.note:
             log.warning(
                 "openvino cpu plan changed", extra={"model_path": str(opts.path), "note": cpu_plan.note,
@@ -156,6 +156,20 @@ def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
 
 
 def _test_fault(opts: LoadOptions) -> str | None:
+def _ov_cpu_capabilities() -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU ([] when it lists no CPU)."""
+    ov_cpu = hardware.probe_openvino().first("cpu")
+    return (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
+
+
+def _cpu_precision(properties: dict[str, Any]) -> str:
+    """What the CPU computes in with these compile properties: the hint, else the plugin's default."""
+    hint = properties.get("INFERENCE_PRECISION_HINT")
+    if hint:
+        return openvino_cpu.precision_name(hint)
+    return openvino_cpu.default_precision(hardware.probe_cpu().features, _ov_cpu_capabilities())
+
+
     """A fault to inject, for tests only: the model option ``test_fault`` ("warmup" kills the
     engine process during its warm-up, "probe" the encoder's compile probe), honoured only when
     the environment variable ``HFD_TEST_FAULTS=1`` is set too, so no model config can trigger

@@ -90,3 +90,15 @@ def test_weight_format_is_refused_for_gguf(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as err:
         OpenVINOBackend().load_generator(opts)
     assert err.value.param == "weight_format"
+
+
+def test_gguf_loads_at_the_cpus_default_precision(tmp_path: Path) -> None:
+    """No ``dtype``: the CPU plugin's own precision (bf16 on CPUs with native bf16, where it refuses
+    an f32 KV cache; f32 elsewhere), at two threads (bf16 never runs at one, see openvino_cpu)."""
+    opts = dataclasses.replace(_opts(tiny_llama_gguf("f16"), tmp_path), dtype=None, threads=2)
+    gen = OpenVINOBackend().load_generator(opts)
+    try:
+        assert gen.precision in ("f32", "bf16")
+        assert len(_greedy(gen, [gen.encode_prompt(PROMPTS[0])])[0]) == N
+    finally:
+        gen.close()
