@@ -232,14 +232,13 @@ def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_rem
         _compress(out, weight_format)
 
 
-def _compress(out: Path, weight_format: str) -> None:
-    """Weight-only compression of every IR in ``out`` with NNCF, in place."""
+def compression_options(weight_format: str) -> dict[str, Any]:
+    """``nncf.compress_weights`` arguments for a weight format ("int8" or "int4")."""
     import nncf
-    import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
 
     if weight_format == "int4":
-        options: dict[str, Any] = {
+        return {
             "mode": nncf.CompressWeightsMode.INT4_ASYM,
             "group_size": INT4_GROUP_SIZE,
             "ratio": INT4_RATIO,
@@ -247,13 +246,24 @@ def _compress(out: Path, weight_format: str) -> None:
                 group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST
             ),
         }
-    else:
-        options = {"mode": nncf.CompressWeightsMode.INT8_ASYM}
+    return {"mode": nncf.CompressWeightsMode.INT8_ASYM}
+
+
+def _compress(out: Path, weight_format: str) -> None:
+    compress_ir(out, compression_options(weight_format), weight_format)
+
+
+def compress_ir(out: Path, options: dict[str, Any], tag: str) -> None:
+    """Weight-only compression of every IR in ``out`` with NNCF (``options``: the arguments of
+    ``nncf.compress_weights``), in place; ``tag`` names the temporary files."""
+    import nncf
+    import openvino as ov
+
     core = ov.Core()
     for xml in sorted(out.glob("openvino_*model*.xml")):
         model = core.read_model(xml)
         compressed = nncf.compress_weights(model, **options)
-        tmp = xml.with_name(f".{xml.stem}.{weight_format}.xml")
+        tmp = xml.with_name(f".{xml.stem}.{tag}.xml")
         ov.save_model(compressed, tmp, compress_to_fp16=False)
         os.replace(tmp, xml)
         os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))

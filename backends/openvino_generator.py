@@ -33,6 +33,24 @@ from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavai
 
 class OVGenerator(_hf.PromptTokens):
     """A ``GenerationModel`` over ``openvino_genai.ContinuousBatchingPipeline``.
+def scheduler_fields(opts: LoadOptions, context_length: int) -> dict[str, Any]:
+    """GenAI's ``SchedulerConfig`` fields for a model, before the KV cache is sized."""
+    split_fuse = opts.flag("split_fuse", False)
+    batched_tokens = max(opts.max_batched_tokens, 32)
+    if not split_fuse:  # a whole prompt is prefilled in one step: the longest must fit
+        batched_tokens = max(batched_tokens, context_length)
+    return {
+        "max_num_seqs": max(1, opts.max_running),
+        "max_num_batched_tokens": batched_tokens,
+        "enable_prefix_caching": opts.flag("prefix_caching", True),
+        # Off: a step either prefills newcomers or decodes the running sequences, and newcomers
+        # go first, so a short request arriving during long generations gets its first token
+        # after its own prefill rather than inside a step shared with every decode (GenAI's
+        # default, split-fuse, doubled that time to first token here).
+        "dynamic_split_fuse": split_fuse,
+    }
+
+
 
     The pipeline schedules by itself and runs in a child process (``openvino_process``: its
     ``step()`` keeps the GIL) that steps on its own while it has work; each ``step()`` here
@@ -79,21 +97,7 @@ class OVGenerator(_hf.PromptTokens):
             eos.add(int(self._hf_tokenizer.eos_token_id))
         self.eos_token_ids: frozenset[int] = frozenset(eos)
 
-        max_num_seqs = max(1, opts.max_running)
-        split_fuse = opts.flag("split_fuse", False)
-        batched_tokens = max(opts.max_batched_tokens, 32)
-        if not split_fuse:  # a whole prompt is prefilled in one step: the longest must fit
-            batched_tokens = max(batched_tokens, self.context_length)
-        scheduler: dict[str, Any] = {
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": batched_tokens,
-            "enable_prefix_caching": opts.flag("prefix_caching", True),
-            # Off: a step either prefills newcomers or decodes the running sequences, and
-            # newcomers go first, so a short request arriving during long generations gets its
-            # first token after its own prefill rather than inside a step shared with every
-            # decode (GenAI's default, split-fuse, doubled that time to first token here).
-            "dynamic_split_fuse": split_fuse,
-        }
+        scheduler = scheduler_fields(opts, self.context_length)
         self.kv_cache_bytes = size_kv_cache(scheduler, opts, config, device, self.context_length)
         self.speculative = speculative_plan(opts)  # prompt lookup or a draft, when the model asks
         if isinstance(self.speculative, DraftModel):  # exported like any model, on this device

@@ -133,13 +133,11 @@ def main(argv: list[str]) -> int:
             shown = ", ".join(f"{name} on {eng}" for name, eng in engines.items())
             print(f"hfd bench: plan {plan.name}, {shown}, engine threads {threads}, parts {', '.join(parts)}")
             if "gen" in parts:
-                machine = bounds.measure(threads, **(bounds.QUICK if args.quick else {}))  # in the same run
+                gen_threads = args.threads or auto_threads(engine=engines.get(served.GEN_MODEL, engine))
+                # In the same run, at the threads the engine runs on (OpenVINO gets every core).
+                machine = bounds.measure(gen_threads, **(bounds.QUICK if args.quick else {}))
                 results["generation"] = served.generation(
-                    daemon,
-                    plan,
-                    engines.get(served.GEN_MODEL, engine),
-                    args.threads or auto_threads(engine=engines.get(served.GEN_MODEL, engine)),
-                    cache_dir,
+                    daemon, plan, engines.get(served.GEN_MODEL, engine), gen_threads, cache_dir
                 )  # offline at the threads the daemon gives that engine
                 row = next(m for m in served.ps(daemon.http) if m["name"] == served.GEN_MODEL)
                 gen_model = plan.gen_model()
