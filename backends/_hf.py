@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hfd.backends import preload
+
 # The suffix lists live in backends.formats (the store reads them too); re-exported here.
 from hfd.backends.formats import PICKLE_SUFFIXES as PICKLE_SUFFIXES
 from hfd.backends.formats import SAFE_SUFFIXES as SAFE_SUFFIXES
@@ -95,6 +97,7 @@ def fast_tokenizer(
     the caller sets truncation), or ``ModelUnavailable`` when it has none, or no fast one
     (``needed`` ends that message: who needs one). ``gguf_file``: the one transformers converts
     from that GGUF file's vocabulary (a snapshot without tokenizer files)."""
+    preload.wait_for_transformers()
     try:
         from tokenizers import Tokenizer
         from transformers import AutoTokenizer
@@ -118,8 +121,7 @@ def model_config(path: Path, *, trust_remote_code: bool = False) -> Any:
     """The model's configuration as transformers reads it (``AutoConfig``), so fields are read
     under their common names whatever an architecture calls them in ``config.json``
     (DistilBERT's ``dim`` is ``hidden_size``). Imports transformers."""
-    from hfd.client.errors import ModelUnavailable
-
+    preload.wait_for_transformers()
     try:
         from transformers import AutoConfig
 

@@ -21,7 +21,8 @@ Load options (the model's ``options`` table, ``LoadOptions.extra``), all optiona
 =================  =======================================================================
 ``step_ms``        latency of each generation ``step()`` (default 0); ``interrupt()`` cuts it
 ``batch_ms``       latency of each ``embed()`` batch (default 0)
-``load_ms``        latency of the load itself (default 0), to hold a load in ``hfd ps``
+``load_ms``        latency of the load itself (default 0), to hold a load in ``hfd ps``: a third
+                   each in ``loading``, ``compiling`` and ``warming``
 ``fail_at_load``   raise ``ModelUnavailable`` from the load (a text is used as the message)
 ``fail_at_step``   the N-th ``step()`` (1-based) raises ``RuntimeError``; later steps work
 ``fail_at_batch``  the N-th ``embed()`` raises ``RuntimeError``
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hfd.backends import load_progress
 from hfd.backends.base import (
     EncoderModel,
     FinishReason,
@@ -351,8 +353,12 @@ def _check_load(opts: LoadOptions, task: Task) -> None:
     if opts.device.strip().lower() not in ("cpu", ""):
         raise ModelUnavailable(f"fake engine: device {opts.device!r} is not available; it runs on 'cpu'")
     load_ms = float(opts.extra.get("load_ms") or 0)
-    if load_ms > 0:
-        time.sleep(load_ms / 1000)
+    if load_ms > 0:  # a third each reading, "compiling" and "warming", as a real engine reports them
+        time.sleep(load_ms / 3000)
+        load_progress.report("compiling")
+        time.sleep(load_ms / 3000)
+        load_progress.report("warming")
+        time.sleep(load_ms / 3000)
     fail = opts.extra.get("fail_at_load")
     if isinstance(fail, str) and fail.strip().lower() in ("0", "false", "no", "off", ""):
         fail = None

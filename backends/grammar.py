@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hfd.backends import preload
 from hfd.backends.constraints import ConstraintSpec
 from hfd.client.errors import InvalidRequest
 
@@ -124,6 +125,7 @@ class GrammarCache:
         size: int = DEFAULT_CACHE_SIZE,
         threads: int = 2,
     ) -> None:
+        preload.wait_for_transformers()  # xgrammar imports transformers (the first import here)
         import xgrammar as xgr
 
         stops = sorted({int(t) for t in stop_token_ids}) or None

@@ -18,6 +18,7 @@ import numpy as np
 from hfd.backends import _hf
 from hfd.backends.base import TokenizedBatch
 from hfd.backends.st_config import Dense, PoolingConfig, read_pooling_config
+from hfd.backends.tokenizer_facts import tokenizer_facts
 from hfd.client.errors import InvalidRequest, ModelUnavailable
 
 # The inputs an encoder graph may name; ``encoder_feeds`` fills each of them.
@@ -169,20 +170,25 @@ class GraphEncoder:
         return self._head.tokenize(texts)
 
 
-def load_head(path: Path, *, trust_remote_code: bool = False) -> EncoderHead:
-    """Read a model directory's tokenizer, pooling config and limits."""
+def load_head(path: Path, *, trust_remote_code: bool = False, cache_dir: Path | None = None) -> EncoderHead:
+    """Read a model directory's tokenizer, pooling config and limits (what transformers reads of
+    them is recorded under ``cache_dir`` and read from there next time: ``tokenizer_facts``)."""
     _hf.require_model_dir(path)
     pooling = read_pooling_config(path)
-    config = _hf.model_config(path, trust_remote_code=trust_remote_code)
-    hf_tokenizer, tokenizer = _hf.fast_tokenizer(
-        path, trust_remote_code=trust_remote_code, needed="this engine needs one"
+    facts = tokenizer_facts(
+        path,
+        trust_remote_code=trust_remote_code,
+        cache_dir=cache_dir,
+        config=True,
+        needed="this engine needs one",
     )
-    max_length = encoder_max_length(pooling, hf_tokenizer.model_max_length, _hf.max_positions(config))
+    tokenizer = facts.rust_tokenizer()
+    max_length = encoder_max_length(pooling, facts.model_max_length, facts.max_positions)
     tokenizer.enable_truncation(max_length=max_length)
-    hidden = pooling.word_embedding_dimension or _hf.config_int(config, "hidden_size")
+    hidden = pooling.word_embedding_dimension or facts.hidden_size
     if hidden <= 0:
         raise ModelUnavailable(f"{path}: cannot tell the embedding size (the config has no hidden size)")
-    pad = hf_tokenizer.pad_token_id
+    pad = facts.pad_token_id
     return EncoderHead(
         tokenizer=tokenizer,
         pooling=pooling,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hfd.backends import _hf, cpu_pools, encoder_check, hardware
+from hfd.backends import _hf, cpu_pools, encoder_check, hardware, load_progress, preload
 from hfd.backends.base import LoadOptions, Task, TokenizedBatch
 from hfd.backends.exports import ExportCache, export_key
 from hfd.backends.numpy_encoder import EncoderHead, GraphEncoder, encoder_feeds, load_head, pool
@@ -83,7 +83,8 @@ class OnnxBackend:
             )
         start = time.perf_counter()
         graph, built = prepare_onnx(opts)
-        head = load_head(opts.path, trust_remote_code=opts.trust_remote_code)
+        head = load_head(opts.path, trust_remote_code=opts.trust_remote_code, cache_dir=opts.cache_dir)
+        load_progress.report("compiling")  # the session optimises and compiles the graph
         encoder = OnnxEncoder(graph, head, opts.device, providers, opts.threads)
         log.info(
             "encoder loaded",
@@ -208,6 +209,7 @@ def export_onnx(source: Path, out: Path, trust_remote_code: bool, allow_pickle: 
     sequence sizes symbolic through transformers' mask code, where the TorchScript tracer fails
     or bakes the example's length into relative-position tables.
     """
+    preload.wait_for_transformers()
     try:
         import torch
         from transformers import AutoModel

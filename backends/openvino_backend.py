@@ -16,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from hfd.backends import gguf, hardware, openvino_cpu
+from hfd.backends import gguf, hardware, load_progress, openvino_cpu
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.numpy_encoder import load_head
 from hfd.backends.openvino_encoder import OVEncoder
@@ -51,8 +51,9 @@ class OpenVINOBackend:
         weight_format = resolve_weight_format(opts, device)
         start = time.perf_counter()
         model_dir, built = prepare_ir(opts, "embed", weight_format)
-        head = load_head(opts.path, trust_remote_code=opts.trust_remote_code)
+        head = load_head(opts.path, trust_remote_code=opts.trust_remote_code, cache_dir=opts.cache_dir)
         properties = _compile_properties(opts, device)
+        load_progress.report("compiling")
         # The first compile of this graph with these properties on this CPU happens in a child
         # process: a native crash there fails this load instead of killing the daemon.
         probe_compile(
@@ -155,7 +156,6 @@ def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
     return props
 
 
-def _test_fault(opts: LoadOptions) -> str | None:
 def _ov_cpu_capabilities() -> list[str]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU ([] when it lists no CPU)."""
     ov_cpu = hardware.probe_openvino().first("cpu")
@@ -170,6 +170,7 @@ def _cpu_precision(properties: dict[str, Any]) -> str:
     return openvino_cpu.default_precision(hardware.probe_cpu().features, _ov_cpu_capabilities())
 
 
+def _test_fault(opts: LoadOptions) -> str | None:
     """A fault to inject, for tests only: the model option ``test_fault`` ("warmup" kills the
     engine process during its warm-up, "probe" the encoder's compile probe), honoured only when
     the environment variable ``HFD_TEST_FAULTS=1`` is set too, so no model config can trigger

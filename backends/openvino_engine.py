@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from hfd.backends import load_progress
 from hfd.backends.openvino_pipe import Output, merge
 from hfd.backends.openvino_speculative import pipeline_properties, warm_up_fields
 from hfd.client.errors import ModelUnavailable
@@ -194,7 +195,9 @@ class LocalPipeline:
     def __init__(self, init: dict[str, Any]) -> None:
         init = {k: v for k, v in init.items() if k != "fault"}
         try:
+            load_progress.report("compiling")
             self._engine: PipelineEngine | None = PipelineEngine(init)
+            load_progress.report("warming")
             self.precision: str | None = self._engine.warm_up()
         except Exception as exc:
             raise ModelUnavailable(f"OpenVINO GenAI cannot load the model: {exc}") from exc

@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hfd.backends import _hf, encoder_check, families, gguf
+from hfd.backends import _hf, encoder_check, families, gguf, preload
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.exports import ExportCache, export_key
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
@@ -68,7 +68,7 @@ _PROCESSOR_FILES = (
 
 
 def resolve_weight_format(opts: LoadOptions, device: str) -> str:
-    if opts.task == "generate" and gguf.serves_gguf(opts.path, opts.extra.get("gguf_file")):
+    if opts.task == "generate" and gguf.gguf_only(opts.path):
         return gguf.weight_format(opts.weight_format)
     if opts.weight_format is not None:
         wf = opts.weight_format.lower()
@@ -148,9 +148,8 @@ def export_options(task: Task, weight_format: str) -> dict[str, Any]:
 def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path, bool]:
     """The directory of the model's OpenVINO IR, exported into the cache on first use.
     Returns (directory, whether this call exported it)."""
-    wanted = opts.extra.get("gguf_file")
-    if task == "generate" and gguf.serves_gguf(opts.path, wanted):  # GenAI reads the GGUF file itself
-        return gguf.choose(opts.path, wanted), False  # config.json or not
+    if task == "generate" and gguf.gguf_only(opts.path):  # GenAI reads the GGUF file itself
+        return gguf.choose(opts.path, opts.extra.get("gguf_file")), False  # config.json or not
     config = _hf.require_model_dir(opts.path)
     if ready_ir(opts.path, task):
         return opts.path, False
@@ -193,6 +192,7 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
 def export_ir(source: Path, out: Path, task: Task, weight_format: str, trust_remote_code: bool) -> None:
     """Export a Hugging Face snapshot to OpenVINO IR in ``out`` (optimum-intel), then compress
     the weights when asked."""
+    preload.wait_for_transformers()  # optimum imports it
     try:
         from optimum.exporters.openvino import main_export
         from optimum.intel import OVConfig

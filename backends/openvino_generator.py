@@ -9,11 +9,12 @@ Nothing here imports openvino at module import time.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from hfd.backends import _hf, gguf
+from hfd.backends import _hf, gguf, preload
 from hfd.backends.base import FinishReason, LoadOptions, SamplingParams, StepOutput
 from hfd.backends.capabilities import (
     FREQUENCY_PENALTY,
@@ -28,11 +29,10 @@ from hfd.backends.openvino_export import ir_bytes
 from hfd.backends.openvino_kv import size_kv_cache
 from hfd.backends.openvino_process import PipelineProcess
 from hfd.backends.openvino_speculative import DraftModel, export_draft, speculative_plan
+from hfd.backends.tokenizer_facts import RecordedTokenizer, tokenizer_facts
 from hfd.client.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 
 
-class OVGenerator(_hf.PromptTokens):
-    """A ``GenerationModel`` over ``openvino_genai.ContinuousBatchingPipeline``.
 def scheduler_fields(opts: LoadOptions, context_length: int) -> dict[str, Any]:
     """GenAI's ``SchedulerConfig`` fields for a model, before the KV cache is sized."""
     split_fuse = opts.flag("split_fuse", False)
@@ -51,6 +51,8 @@ def scheduler_fields(opts: LoadOptions, context_length: int) -> dict[str, Any]:
     }
 
 
+class OVGenerator(_hf.PromptTokens):
+    """A ``GenerationModel`` over ``openvino_genai.ContinuousBatchingPipeline``.
 
     The pipeline schedules by itself and runs in a child process (``openvino_process``: its
     ``step()`` keeps the GIL) that steps on its own while it has work; each ``step()`` here
@@ -80,12 +82,23 @@ def scheduler_fields(opts: LoadOptions, context_length: int) -> dict[str, Any]:
         self._model_dir = model_dir
         served = model_dir if model_dir.suffix == gguf.SUFFIX else None  # GenAI reads the GGUF
         # A GGUF repository may have no config.json or tokenizer files: its metadata stands in.
+        if served:
+            preload.wait_for_transformers()  # which reads the GGUF's metadata
         config = gguf.model_config(opts.path, served) if served else _hf.require_model_dir(opts.path)
+        self._path, self._trust_remote_code = opts.path, opts.trust_remote_code
+        self._gguf_tokenizer = gguf.tokenizer_file(opts.path, served) if served else None
+        self._transformers_tokenizer: Any = None  # xgrammar's, loaded at the first constraint
+        self._transformers_lock = threading.Lock()
         # A private Rust tokenizer, never re-configured: safe to call from several threads.
-        self._hf_tokenizer, self._tokenizer = _hf.fast_tokenizer(
-            opts.path, trust_remote_code=opts.trust_remote_code, needed="the openvino engine needs one",
-            gguf_file=gguf.tokenizer_file(opts.path, served) if served else None,
-        )  # fmt: skip
+        if served:  # transformers converts the GGUF's vocabulary
+            self._hf_tokenizer, self._tokenizer = self._transformers_pair()
+            self._transformers_tokenizer = self._hf_tokenizer
+        else:  # what transformers reads of the tokenizer, recorded: later loads need no transformers
+            facts = tokenizer_facts(
+                opts.path, trust_remote_code=opts.trust_remote_code, cache_dir=opts.cache_dir, config=False,
+                needed="the openvino engine needs one",
+            )  # fmt: skip
+            self._hf_tokenizer, self._tokenizer = RecordedTokenizer(facts), facts.rust_tokenizer()
         self._tokenizer.no_truncation()
         text = config.get("text_config") or config
         self.context_length = int(text.get("max_position_embeddings") or 0) or (
@@ -125,9 +138,18 @@ def scheduler_fields(opts: LoadOptions, context_length: int) -> dict[str, Any]:
         from hfd.backends.grammar_openvino import compile_for_openvino
 
         vocab = self._vocab or len(self._hf_tokenizer)
+        with self._transformers_lock:  # xgrammar reads the vocabulary from transformers' tokenizer
+            if self._transformers_tokenizer is None:
+                self._transformers_tokenizer = self._transformers_pair()[0]
         return compile_for_openvino(
-            self, self._hf_tokenizer, vocab_size=vocab, stop_token_ids=self.eos_token_ids, spec=spec
+            self, self._transformers_tokenizer, vocab_size=vocab, stop_token_ids=self.eos_token_ids, spec=spec
         )
+
+    def _transformers_pair(self) -> tuple[Any, Any]:
+        return _hf.fast_tokenizer(
+            self._path, trust_remote_code=self._trust_remote_code, needed="the openvino engine needs one",
+            gguf_file=self._gguf_tokenizer,
+        )  # fmt: skip
 
     # Worker thread only from here on.
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:

@@ -16,8 +16,8 @@ that is ready (at least one) and merges them.
 The protocol is private to this module and its helpers (``openvino_pipe``: the framing and the
 child's channel; ``openvino_engine``: the pipeline itself). Each message is a little-endian u32
 length and a msgpack map, over two pipes handed to the child by file descriptor (its stdout
-stays free for the engine's own messages). To the child: ``init`` (the child loads the pipeline and runs one short
-warm-up batch, then answers ``{"ok": true, "precision": ..., "kv": bytes}`` or ``{"error": ...}``;
+stays free for the engine's own messages). To the child: ``init`` (the child loads the pipeline, says ``{"phase": "warming"}``, runs one
+short warm-up batch, then answers ``{"ok": true, "precision": ..., "kv": bytes}`` or ``{"error": ...}``;
 a child that dies before answering fails the load with ``EngineCrashed``),
 then one-way ``add`` (token ids and a plain dict of ``GenerationConfig`` fields, validated by the
 parent), ``go`` (the parent's ``step()``: requests added since the last one join the pipeline
@@ -31,6 +31,7 @@ Run as ``python -m hfd.backends.openvino_process <request fd> <reply fd>``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -41,6 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from hfd.backends import load_progress
 from hfd.backends.openvino_engine import PipelineEngine, warn_failed
 from hfd.backends.openvino_pipe import Channel, Output, frame, merge, read_chunk, readable, split_frames
 from hfd.backends.proving import EngineCrashed, exit_description
@@ -69,23 +71,8 @@ class PipelineProcess:
 
     def __init__(self, init: dict[str, Any]) -> None:
         """``init``: what the pipeline is made from (``openvino_engine.pipeline_init``)."""
-        request_read, request_write = os.pipe()
-        reply_read, reply_write = os.pipe()
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, str(request_read), str(reply_write)],
-                pass_fds=(request_read, reply_write),
-                stdin=subprocess.DEVNULL,
-                stdout=_stderr_fd(),
-            )
-        except OSError as exc:
-            for fd in (request_read, request_write, reply_read, reply_write):
-                os.close(fd)
-            raise ModelUnavailable(f"cannot start the OpenVINO engine process: {exc}") from exc
-        os.close(request_read)
-        os.close(reply_write)
-        self._tx = request_write
-        self._rx = reply_read
+        load_progress.report("compiling")  # the child starts (or the spare is taken), reads, compiles
+        self._proc, self._tx, self._rx = _take_spare(self.module) or _spawn(self.module)
         self._wake_read, self._wake_write = os.pipe()  # interrupt() -> a waiting step() returns
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -103,7 +90,7 @@ class PipelineProcess:
             # an engine that crashes on this CPU does so here, as a load failure, not on a
             # client's request.
             try:
-                reply = self._read()[0]
+                reply = self._init_reply()
             except EngineProcessError:
                 code = self._proc.returncode
                 raise EngineCrashed(
@@ -118,6 +105,15 @@ class PipelineProcess:
         except BaseException:
             self.close()
             raise
+
+    def _init_reply(self) -> dict[str, Any]:
+        """The child's answer to ``init``; the phases it announces on the way (``warming``, once
+        its pipeline is compiled) go to the load's progress."""
+        while True:
+            for message in self._read():
+                if "phase" not in message:
+                    return message
+                load_progress.report(message["phase"])
 
     @property
     def pid(self) -> int:
@@ -244,6 +240,88 @@ class PipelineProcess:
                     os.close(fd)
 
 
+def _spawn(module: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """A new engine process running ``module``: (process, request pipe, reply pipe)."""
+    request_read, request_write = os.pipe()
+    reply_read, reply_write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(request_read), str(reply_write)],
+            pass_fds=(request_read, reply_write),
+            stdin=subprocess.DEVNULL,
+            stdout=_stderr_fd(),
+        )
+    except OSError as exc:
+        for fd in (request_read, request_write, reply_read, reply_write):
+            os.close(fd)
+        raise ModelUnavailable(f"cannot start the OpenVINO engine process: {exc}") from exc
+    os.close(request_read)
+    os.close(reply_write)
+    return proc, request_write, reply_read
+
+
+# -- the spare engine process -------------------------------------------------------------------
+
+# An engine process started before a load asks for one (``start_spare``, once the daemon is
+# ready): Python's start and the child's imports (openvino_genai) are most of a warm start's
+# load. One at most; the next generation load takes it, and one not taken within SPARE_IDLE_S is
+# closed: idle it holds SPARE_BYTES (measured: 82 MiB of resident memory), counted nowhere until
+# a load takes it (the load's estimate then counts it as its engine process).
+SPARE_IDLE_S: Final = 120.0
+SPARE_BYTES: Final = 96 * 1024 * 1024
+_Spare = tuple[subprocess.Popen[bytes], int, int, str]  # process, its pipes, its module
+_spare_lock = threading.Lock()
+_spare: _Spare | None = None
+
+
+def start_spare(idle_s: float = SPARE_IDLE_S) -> int:
+    """Start the spare engine process unless there is one; its pid."""
+    global _spare
+    with _spare_lock:
+        if _spare is None:
+            _spare = (*_spawn(PipelineProcess.module), PipelineProcess.module)
+            timer = threading.Timer(idle_s, _expire, args=(_spare,))
+            timer.daemon = True
+            timer.start()
+        return _spare[0].pid
+
+
+def _take_spare(module: str) -> tuple[subprocess.Popen[bytes], int, int] | None:
+    """The spare for a load of ``module``; None when there is none (or it is not usable)."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is None:
+        return None
+    proc, tx, rx, spare_module = spare
+    if spare_module == module and proc.poll() is None:
+        return proc, tx, rx
+    _close_spare(spare)
+    return None
+
+
+def _expire(spare: _Spare) -> None:
+    """The spare's idle time is over: close it, unless a load took it."""
+    global _spare
+    with _spare_lock:
+        if _spare is not spare:
+            return
+        _spare = None
+    _close_spare(spare)
+
+
+def _close_spare(spare: _Spare) -> None:
+    proc, tx, rx, _ = spare
+    for fd in (tx, rx):  # the child exits when its request pipe closes
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    try:
+        proc.wait(timeout=_CLOSE_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _stderr_fd() -> int:
     try:
         return sys.__stderr__.fileno() if sys.__stderr__ is not None else subprocess.DEVNULL
@@ -273,6 +351,7 @@ def _serve(channel: Channel) -> int:
             if op == "init":
                 try:
                     engine = PipelineEngine(message)
+                    channel.send({"phase": "warming"})  # compiled: the parent's hfd ps says so
                     precision = engine.warm_up()
                 except Exception as exc:
                     engine = None
@@ -303,6 +382,10 @@ def main(argv: Sequence[str], serve: Callable[[Channel], int] = _serve) -> int:
     """The child: ``serve`` the parent over the pipes named in ``argv`` (vision chat's child
     passes its own)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:  # before the parent's init: a spare engine process waits with its imports done
+        import openvino_genai  # noqa: F401
+    except ImportError:
+        pass
     try:
         return serve(Channel(int(argv[0]), int(argv[1])))
     except BrokenPipeError:

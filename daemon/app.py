@@ -128,7 +128,7 @@ class Daemon:
             await self.manager.preload()
             self._announce_ready()
             if s.models:  # transformers' import (seconds) off the first request's path
-                start_importing()
+                start_importing(s)
             interval = watchdog_interval()
             if interval:
                 tg.start_soon(self._watchdog, interval)

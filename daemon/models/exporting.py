@@ -13,24 +13,25 @@ exported from one that found its export ready.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from hfd.backends import families
+from hfd.backends import families, preload
 from hfd.backends.base import LoadOptions
 from hfd.daemon.tasks import registry as task_registry
 
 if TYPE_CHECKING:
     from hfd.daemon.models.loading import Loader
-    from hfd.daemon.settings import ModelSpec
+    from hfd.daemon.settings import ModelSpec, Settings
 
 log = logging.getLogger(__name__)
 
-_importing = threading.Event()  # start_importing was called
-_imported = threading.Event()  # and its import is over
+# Engine loads that reach transformers only through the helpers that wait for the background
+# import themselves (``hfd.backends.preload``): a warm start on them does not wait for it.
+_WAITS_INSIDE: Final = frozenset({("openvino", "embed"), ("openvino", "generate"), ("onnxruntime", "embed"),
+                                  ("fake", "embed"), ("fake", "generate")})  # fmt: skip
 
 
 def exports(engine: str, task: str) -> bool:
@@ -42,8 +43,7 @@ def exports(engine: str, task: str) -> bool:
 
 def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
     """Build (or find) the export ``engine`` loads ``opts`` from (see :func:`exports`); True
-    when this call built it. Blocks."""
-    wait_for_imports()
+    when this call built it. Blocks (the exporters wait for the background import themselves)."""
     if engine == "openvino":
         from hfd.backends.openvino_backend import ov_device
         from hfd.backends.openvino_export import prepare_ir, resolve_weight_format
@@ -65,15 +65,12 @@ def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
 async def export_first(loader: Loader, spec: ModelSpec, path: Path) -> dict[str, Any] | None:
     """Build the export of the engine a load of ``spec`` would try first here, as a pull does;
     ``{"engine", "device", "built"}``, or None when that engine has nothing to export."""
-    from hfd.daemon.models.loading import asked_options, untried  # loading imports this module
-
     name = spec.public_name
     task = task_registry.task_for(spec.task, path, name)
     family = families.model_type(path)
-    asked = asked_options(spec, path)
     for engine, device, _ in loader.candidates(task, spec):
-        if untried(engine, task, family, asked) is not None:
-            continue  # the load would skip it untried (its family, or an option it does not read)
+        if families.gap(engine, task_registry.record(task).engine_task, family) is not None:
+            continue  # the load would skip it untried
         if not exports(engine, task):
             return None
         opts = loader.options(spec, path, task, device, engine)
@@ -87,27 +84,20 @@ async def export_first(loader: Loader, spec: ModelSpec, path: Path) -> dict[str,
     return None
 
 
-def start_importing() -> None:
-    """Import transformers (the tokenizers and configs every engine reads) in a background
-    thread once the daemon is ready: the import takes seconds, and a warm start's first request
-    would otherwise pay for it. Loads wait for it (:func:`wait_for_imports`): transformers' lazy
-    module is not safe to import from two threads at once."""
-    _importing.set()
-    threading.Thread(target=_import, name="hfd-imports", daemon=True).start()
+def start_importing(settings: Settings) -> None:
+    """Import the engine libraries, then transformers, in a background thread once the daemon
+    is ready (``hfd.backends.preload``): a warm start's first request would pay for them. When
+    a configured model may generate on OpenVINO (no other engine pinned, no other task named),
+    a spare engine process is started for its load too."""
+    spare = any(
+        (spec.engine or settings.engine) in (None, "openvino") and spec.task in (None, "generate")
+        for spec in settings.models
+    )
+    preload.start(spare_generator=spare)
 
 
-def wait_for_imports() -> None:
-    """Block until the background import, if one was started, is over."""
-    if _importing.is_set():
-        _imported.wait()
-
-
-def _import() -> None:
-    try:
-        import transformers  # noqa: F401
-        from transformers import AutoConfig, AutoTokenizer  # noqa: F401
-    except Exception as exc:  # not installed (a box on ONNX Runtime only, the fake engine)
-        log.debug("transformers not imported ahead of the first load", extra={"error": str(exc)})
-    finally:
-        _imported.set()
-        log.info("background imports done")
+def wait_for_imports(engine: str, task: str) -> None:
+    """Before a load on ``engine``: wait for the background import of transformers unless the
+    engine's load waits for it itself where it needs it (``_WAITS_INSIDE``)."""
+    if (engine, task) not in _WAITS_INSIDE:
+        preload.wait_for_transformers()

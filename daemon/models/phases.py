@@ -1,8 +1,12 @@
 """What each model being loaded is doing now, for ``hfd ps``.
 
 A load goes through ``resolving`` (finding or pulling the snapshot), ``exporting`` (building the
-engine's export into the export cache: OpenVINO IR, an ONNX graph), ``loading`` (the engine
-reading, compiling and warming the model up), then ``ready`` (the model's own ``hfd ps`` row).
+engine's export into the export cache: OpenVINO IR, an ONNX graph; a lookup when it is cached),
+``loading`` (the engine reading the model's files: tokenizer, config), ``compiling`` (the engine
+compiling its graph: OpenVINO's compile, ONNX Runtime's session), ``warming`` (the engine's
+warm-up batch: OpenVINO generation), then ``ready`` (the model's own ``hfd ps`` row). The engine
+itself says when it compiles and warms up (``hfd.backends.load_progress``); an engine that says
+nothing stays ``loading`` until it is ready.
 A measurement of the model's candidate engines (``engine_choice``) shows each engine's
 ``exporting`` and ``loading``, then ``measuring`` while its workload runs.
 Exports and compiles give no progress callback, so a phase carries its elapsed time and no

@@ -1,5 +1,6 @@
 """A real ``hfd serve`` on the fake engine: a model whose load takes a while is listed by
-``/api/ps``, the IPC ps operation and ``hfd ps`` with its phase while it loads, then as ready."""
+``/api/ps``, the IPC ps operation and ``hfd ps`` with its phase while it loads (``loading``, then
+the ``compiling`` and ``warming`` the engine reports), then as ready."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_a_load_shows_its_phase_then_ready(daemon: Daemon) -> None:
         )
         first.start()
         row = None
-        while row is None and first.is_alive():  # resolving, then loading for LOAD_MS
+        while row is None and first.is_alive():  # resolving, then loading for LOAD_MS / 3
             seen = _loading_row(http)
             row = seen if seen is not None and seen["state"] == "loading" else None
         assert row is not None, "the load never showed as loading in /api/ps"
@@ -57,6 +58,14 @@ def test_a_load_shows_its_phase_then_ready(daemon: Daemon) -> None:
             during = {m.name: m for m in client.ps()}
         assert during["slow"].state == "loading" and during["slow"].percent is None
         assert "loading" in ps_table(list(during.values()))
+        # Then what the engine itself reports: its compile, then its warm-up, each timed apart.
+        states: list[str] = ["loading"]
+        while first.is_alive():
+            seen = _loading_row(http)
+            if seen is not None and seen["state"] != states[-1]:
+                states.append(str(seen["state"]))
+                assert float(seen["state_seconds"]) < float(seen["elapsed_seconds"])
+        assert states == ["loading", "compiling", "warming"], states
         first.join(60)
         assert replies and replies[0].status_code == 200
         rows = {m["name"]: m for m in http.get("/api/ps").json()["models"]}

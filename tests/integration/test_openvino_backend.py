@@ -20,7 +20,7 @@ from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
 pytest.importorskip("optimum.intel", reason="optimum-intel is not installed (needed to export)")
 
-from hfd.backends import openvino_export, openvino_kv
+from hfd.backends import load_progress, openvino_export, openvino_kv, openvino_process
 from hfd.backends.exports import MARKER, ExportCache
 from hfd.backends.openvino_backend import OpenVINOBackend, OVGenerator
 from hfd.backends.torch_backend import TorchBackend
@@ -202,6 +202,52 @@ def test_warm_load_skips_the_export(
     assert len(out[0]) == 3
     warm.close()
     assert (cache.path(key) / MARKER).read_bytes() == marker
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_generator_load_reports_its_compile_then_its_warm_up(
+    ov_llama: OVGenerator, cache_dir: Path, in_process: bool
+) -> None:
+    seen: list[str] = []
+    opts = _opts(tiny_llama(), "generate", cache_dir, extra={"pipeline_process": not in_process})
+    with load_progress.reporting(seen.append):
+        gen = OpenVINOBackend().load_generator(opts)
+    gen.close()
+    assert seen == ["compiling", "warming"]
+
+
+def test_a_spare_engine_process_serves_the_next_load_and_an_unused_one_closes(cache_dir: Path) -> None:
+    opts = _opts(tiny_llama(), "generate", cache_dir)
+    pid = openvino_process.start_spare()
+    assert openvino_process.start_spare() == pid  # one at most
+    gen = OpenVINOBackend().load_generator(opts)
+    try:
+        assert gen._pipeline is not None and gen._pipeline.pid == pid  # the load took it
+        params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+        assert len(run_all(gen, [gen.encode_prompt("hello")], params)[0]) == 3
+    finally:
+        gen.close()
+    unused = openvino_process.start_spare(idle_s=0.5)
+    assert unused != pid
+    for _ in range(100):  # closed after its idle time, and reaped
+        if not Path(f"/proc/{unused}").exists():
+            break
+        threading.Event().wait(0.1)
+    assert not Path(f"/proc/{unused}").exists()
+    fresh = OpenVINOBackend().load_generator(opts)
+    try:
+        assert fresh._pipeline is not None and fresh._pipeline.pid != unused
+    finally:
+        fresh.close()
+
+
+def test_an_encoder_load_reports_its_compile(cache_dir: Path) -> None:
+    seen: list[str] = []
+    with load_progress.reporting(seen.append):
+        OpenVINOBackend().load_encoder(_opts(tiny_bert(), "embed", cache_dir)).close()
+    assert seen == ["compiling"]
+    OpenVINOBackend().load_encoder(_opts(tiny_bert(), "embed", cache_dir)).close()
+    assert seen == ["compiling"]  # outside a reporting block, nobody hears
 
 
 @pytest.mark.slow
