@@ -27,7 +27,8 @@ class Level:
     seconds: float
     samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    daemon_cpu: float | None = None  # CPU seconds the daemon used (all its threads)
+    daemon_cpu: float | None = None  # CPU seconds the daemon used (all its threads, its engine processes)
+    daemon_own_cpu: float | None = None  # of which the daemon process itself, engine processes left out
     client_cpu: float = 0.0  # CPU seconds this process used driving the load
 
     def summary(self, unit: str) -> dict[str, Any]:
@@ -49,6 +50,11 @@ class Level:
         if self.daemon_cpu:
             out["daemon_cpu_s"] = round(self.daemon_cpu, 3)
             out[f"{unit}_per_daemon_cpu_s"] = round(units / self.daemon_cpu, 2)
+        if self.daemon_own_cpu is not None and units:
+            # What serving costs per unit on top of the engine (the doors, the scheduler's
+            # thread, detokenizing): taken from the same cores the engine computes on.
+            out["daemon_own_cpu_s"] = round(self.daemon_own_cpu, 3)
+            out["daemon_own_ms_per_unit"] = round(1000 * self.daemon_own_cpu / units, 3)
         out["client_cpu_s"] = round(self.client_cpu, 3)
         if ttft:
             out["ttft_p50_ms"] = ms(percentile(ttft, 50))
@@ -81,6 +87,13 @@ def process_cpu(pid: int) -> float | None:
     """CPU seconds (user + system, all threads) a process and its living descendants have used,
     from /proc; None elsewhere. Descendants count because an engine may run in a child process
     (OpenVINO generation does)."""
+    split = process_cpu_split(pid)
+    return None if split is None else split[1]
+
+
+def process_cpu_split(pid: int) -> tuple[float, float] | None:
+    """CPU seconds of the process alone and of it with its living descendants, from one walk of
+    /proc; None elsewhere."""
     if _stat(pid) is None:
         return None
     parents: dict[int, int] = {}
@@ -91,7 +104,8 @@ def process_cpu(pid: int) -> float | None:
             parents[int(entry.name)] = int(fields[1])
             ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
     tree = {pid, *descendants(pid, parents)}
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return ticks.get(pid, 0) / hz, sum(ticks.get(p, 0) for p in tree) / hz
 
 
 def proc_parents() -> dict[int, int]:
@@ -137,13 +151,14 @@ async def closed_loop(
             except Exception as exc:
                 level.errors.append(f"{type(exc).__name__}: {exc}")
 
-    daemon_before = process_cpu(daemon_pid) if daemon_pid else None
+    daemon_before = process_cpu_split(daemon_pid) if daemon_pid else None
     client_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     level.seconds = time.perf_counter() - started
     level.client_cpu = time.process_time() - client_before
-    daemon_after = process_cpu(daemon_pid) if daemon_pid else None
+    daemon_after = process_cpu_split(daemon_pid) if daemon_pid else None
     if daemon_before is not None and daemon_after is not None:
-        level.daemon_cpu = daemon_after - daemon_before
+        level.daemon_own_cpu = daemon_after[0] - daemon_before[0]
+        level.daemon_cpu = daemon_after[1] - daemon_before[1]
     return level

@@ -46,13 +46,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def print_levels(title: str, levels: list[dict[str, Any]], unit: str) -> None:
     print(f"\n{title}")
-    head = f"  {'door':5} {'conc':>5} {'reqs':>5} {'err':>4} {'req/s':>8} {unit + '/s':>10} {'ttft p50':>9} {'ttft p95':>9} {'lat p50':>9} {'lat p95':>9}"
+    head = f"  {'door':5} {'conc':>5} {'reqs':>5} {'err':>4} {'req/s':>8} {unit + '/s':>10} {'ttft p50':>9} {'ttft p95':>9} {'lat p50':>9} {'lat p95':>9} {'own ms/u':>9}"
     print(head)
     for lv in levels:
         print(
             f"  {lv['door']:5} {lv['concurrency']:>5} {lv['requests']:>5} {lv['errors']:>4} {lv['requests_per_s']:>8.2f} "
             f"{lv[unit + '_per_s']:>10.1f} {_num(lv.get('ttft_p50_ms')):>9} {_num(lv.get('ttft_p95_ms')):>9} "
-            f"{_num(lv['latency_p50_ms']):>9} {_num(lv['latency_p95_ms']):>9}"
+            f"{_num(lv['latency_p50_ms']):>9} {_num(lv['latency_p95_ms']):>9} {_num(lv.get('daemon_own_ms_per_unit')):>9}"
         )
 
 
