@@ -195,6 +195,8 @@ def _start_daemon(
         )
         if task == "generate" and getattr(args, "weight_format", None):
             config += f'weight_format = "{args.weight_format}"\n'
+        if task == "generate" and getattr(args, "dtype", None):
+            config += f'options = {{ dtype = "{args.dtype}" }}\n'
         config += "\n"
     extra = ["--log-level", "warning", "--cache-dir", str(cache_dir)]
     if args.engine:

@@ -52,6 +52,51 @@ def generation(
     }
 
 
+def transformers_static_batch(path: Path, *, requests: int, tokens: int, threads: int) -> dict[str, Any]:
+    """transformers' own ``generate`` on one static batch of ``requests`` chat prompts (left-padded,
+    greedy, exactly ``tokens`` new tokens each), at ``threads`` torch threads: what the torch
+    engine's continuous batching is measured against on the same thread count."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def batch(n: int) -> tuple[Any, Any]:
+        rows = [
+            list(
+                tokenizer.apply_chat_template(
+                    chat_messages(), add_generation_prompt=True, tokenize=True, return_dict=False
+                )
+            )
+            for _ in range(n)
+        ]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return ids, mask
+
+    def generate(ids: Any, mask: Any) -> int:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
+                do_sample=False, pad_token_id=pad,
+            )  # fmt: skip
+        return int(out.shape[0] * (out.shape[1] - ids.shape[1]))
+
+    generate(*batch(2))  # warm-up
+    ids, mask = batch(requests)
+    cpu = _cpu()
+    started = time.perf_counter()
+    produced = generate(ids, mask)
+    seconds = time.perf_counter() - started
+    cpu = _cpu() - cpu
+    return {"engine": "transformers generate (static batch)", "requests": requests, "tokens": produced,
+            "threads": threads, **_rates("tokens", produced, seconds, cpu)}  # fmt: skip
+
+
 def run_batch(model: Any, prompts: list[list[int]], params: SamplingParams) -> tuple[int, float]:
     """Add every prompt at once and step to completion: (tokens produced, seconds)."""
     started = time.perf_counter()

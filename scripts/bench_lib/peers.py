@@ -49,6 +49,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=("fp32", "fp16", "int8", "int4"),
         help="hfd's weight format for the chat model (OpenVINO; int8 against llama.cpp's q8_0)",
     )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="what hfd's chat model computes in (its `dtype` option; OpenVINO computes in bf16 by "
+        "default on CPUs with native bf16): float32 against llama.cpp's f32",
+    )
     p.add_argument("--quick", action="store_true", help="tiny models and small sizes: a smoke run")
     p.add_argument(
         "--build-only", action="store_true", help="build llama-server and install Infinity, then exit"
@@ -231,10 +237,23 @@ def main(argv: list[str]) -> int:
     results["skipped"] = skipped
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_ratios(results)
-    path = args.out_dir / f"peers{'-quick' if args.quick else ''}.json"
+    path = args.out_dir / f"{results_stem(args)}.json"
     report.write_json(path, results)
     print(f"\nwrote {path}")
     return 0
+
+
+def results_stem(args: argparse.Namespace) -> str:
+    """``peers``, then what the run was limited to (``-llama``, ``-infinity``), hfd's weight format
+    and dtype when set, ``-quick``: runs of different settings keep their own files."""
+    only = "-".join(p.strip() for p in args.only.split(",") if p.strip())
+    parts = ["peers"]
+    if only != "-".join(PEERS):
+        parts.append(only)
+    parts += [v for v in (args.weight_format, args.dtype) if v]
+    if args.quick:
+        parts.append("quick")
+    return "-".join(parts)
 
 
 def print_bounds(generation: dict[str, Any]) -> None:
