@@ -75,6 +75,13 @@ def gguf_only(path: Path) -> bool:
     )
 
 
+def serves_gguf(path: Path, wanted: str | None) -> bool:
+    """Whether a generation model at ``path`` is served from a GGUF file: its weights are GGUF
+    alone, or the model option ``gguf_file`` names one (also beside safetensors: the file the user
+    named is served, never an export of the other weights; a name not there fails in ``choose``)."""
+    return bool(wanted) or gguf_only(path)
+
+
 def choose(path: Path, wanted: str | None) -> Path:
     """The GGUF file to serve: the one the model option ``gguf_file`` names, else the only model
     file (a vision projector beside it does not count)."""

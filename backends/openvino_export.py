@@ -68,7 +68,7 @@ _PROCESSOR_FILES = (
 
 
 def resolve_weight_format(opts: LoadOptions, device: str) -> str:
-    if opts.task == "generate" and gguf.gguf_only(opts.path):
+    if opts.task == "generate" and gguf.serves_gguf(opts.path, opts.extra.get("gguf_file")):
         return gguf.weight_format(opts.weight_format)
     if opts.weight_format is not None:
         wf = opts.weight_format.lower()
@@ -148,8 +148,9 @@ def export_options(task: Task, weight_format: str) -> dict[str, Any]:
 def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path, bool]:
     """The directory of the model's OpenVINO IR, exported into the cache on first use.
     Returns (directory, whether this call exported it)."""
-    if task == "generate" and gguf.gguf_only(opts.path):  # GenAI reads the GGUF file itself
-        return gguf.choose(opts.path, opts.extra.get("gguf_file")), False  # config.json or not
+    wanted = opts.extra.get("gguf_file")
+    if task == "generate" and gguf.serves_gguf(opts.path, wanted):  # GenAI reads the GGUF file itself
+        return gguf.choose(opts.path, wanted), False  # config.json or not
     config = _hf.require_model_dir(opts.path)
     if ready_ir(opts.path, task):
         return opts.path, False

@@ -4,8 +4,10 @@ manager and ``hfd doctor``.
 Everything an engine's neighbours need to know about it without importing it lives in its
 record: where its factory is (an import string, so ``import hfd`` never imports torch or
 OpenVINO), which tasks it runs, how the hardware report probes it, whether a load runs in a
-process of its own, and which dtype it holds weights in (for the memory estimate and ``hfd ps``).
-Adding an engine is one record here plus its module; nothing else lists engine names.
+process of its own, which dtype it holds weights in (for the memory estimate and ``hfd ps``), and
+which model options it reads (``hfd.backends.model_options``: a model with an option its engine
+does not read is not loaded on it). Adding an engine is one record here plus its module; nothing
+else lists engine names.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
+from hfd.backends import model_options as mo
 from hfd.backends.base import Backend, LoadOptions, Task
 
 if TYPE_CHECKING:
@@ -93,6 +96,8 @@ class EngineRecord:
     cpu_precision: Callable[[HardwareReport], tuple[str, str]] | None = None
     # False: the policy never chooses this engine unless it is pinned (the fake engine).
     default_offer: bool = True
+    # The model options (``[[models]] options``) the engine reads; any other makes it ineligible.
+    options: tuple[mo.ModelOption, ...] = ()
 
     @property
     def offered(self) -> bool:
@@ -118,13 +123,18 @@ def _engine(name: str, factory: str, probe: str, tasks: tuple[Task, ...], **extr
 
 RECORDS: Final[tuple[EngineRecord, ...]] = (
     _engine("torch", "torch_backend:TorchBackend", "torch_probe:probe_torch", ("generate", "embed"),
-            load_dtype=_torch_dtype, cpu_precision=_f32_weights),
+            load_dtype=_torch_dtype, cpu_precision=_f32_weights,
+            options=(mo.DTYPE, mo.PREFIX_CACHING, mo.PREFIX_CACHE_BYTES)),
     _engine("openvino", "openvino_backend:OpenVINOBackend", "openvino_probe:probe_openvino", ("generate", "embed"),
-            own_process=_openvino_own_process, load_dtype=_openvino_dtype, cpu_precision=_openvino_precision),
+            own_process=_openvino_own_process, load_dtype=_openvino_dtype, cpu_precision=_openvino_precision,
+            options=(mo.DTYPE, mo.PREFIX_CACHING, mo.SPLIT_FUSE, mo.PIPELINE_PROCESS, mo.KV_CACHE_GB,
+                     mo.SPECULATIVE, mo.LOOKUP_TOKENS, mo.LOOKUP_NGRAM, mo.DRAFT, mo.DRAFT_TOKENS,
+                     mo.GGUF_FILE, mo.TEST_FAULT)),
+    # Its graphs are exported and computed in fp32: a dtype asks for nothing else.
     _engine("onnxruntime", "onnx_backend:OnnxBackend", "onnx_probe:probe_onnxruntime", ("embed",),
-            cpu_precision=_f32_graph),
+            cpu_precision=_f32_graph, options=(mo.DTYPE.only("float32", "fp32"),)),
     _engine("fake", "fake_backend:FakeBackend", "fake_backend:probe", ("generate", "embed"),
-            dist=None, default_offer=False),
+            dist=None, default_offer=False, options=mo.FAKE),
 )  # fmt: skip
 ENGINES: Final[dict[str, EngineRecord]] = {r.name: r for r in RECORDS}
 

@@ -152,9 +152,11 @@ def plan(loader: Loader, spec: ModelSpec, path: Path, task: Task, kept: Sequence
     if task not in MEASURED_TASKS or not kept:
         return None
     device = kept[0][1]
-    engine_task = task_registry.record(task).engine_task
+    from hfd.daemon.models.loading import asked_options, untried  # loading imports this module
+
     family = families.model_type(path)
-    engines = tuple(e for e, d, _ in kept if d == device and families.gap(e, engine_task, family) is None)
+    asked = asked_options(spec, path)  # an engine the load skips untried is not measured either
+    engines = tuple(e for e, d, _ in kept if d == device and untried(e, task, family, asked) is None)
     if len(engines) < 2:
         return None
     threads = {e: engine_threads(loader.settings, spec, e, device) for e in engines}

@@ -65,12 +65,15 @@ def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
 async def export_first(loader: Loader, spec: ModelSpec, path: Path) -> dict[str, Any] | None:
     """Build the export of the engine a load of ``spec`` would try first here, as a pull does;
     ``{"engine", "device", "built"}``, or None when that engine has nothing to export."""
+    from hfd.daemon.models.loading import asked_options, untried  # loading imports this module
+
     name = spec.public_name
     task = task_registry.task_for(spec.task, path, name)
     family = families.model_type(path)
+    asked = asked_options(spec, path)
     for engine, device, _ in loader.candidates(task, spec):
-        if families.gap(engine, task_registry.record(task).engine_task, family) is not None:
-            continue  # the load would skip it untried
+        if untried(engine, task, family, asked) is not None:
+            continue  # the load would skip it untried (its family, or an option it does not read)
         if not exports(engine, task):
             return None
         opts = loader.options(spec, path, task, device, engine)

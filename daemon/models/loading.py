@@ -5,6 +5,9 @@ the model's scheduler.
   with the order measured on this machine ahead of it where one is stored (``engine_choice``);
   one that fails to load falls back to the next, with a log line saying why. An engine that
   cannot serve the model's family with the pinned versions is skipped untried.
+- So is an engine that does not read one of the model's options (``hfd.backends.model_options``);
+  a model with an option no engine reads, or whose options no candidate reads, is refused
+  (``InvalidRequest`` naming the options) before any engine is tried.
 - An engine that crashes natively while it is proven on the model (``EngineCrashed``), or
   whose engine process keeps dying at its first requests, is remembered per model, engine and
   machine (``hfd.daemon.models.engine_memory``) and skipped at once next time; ``hfd ps``
@@ -27,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hfd.backends import families, load_progress, registry
+from hfd.backends import families, load_progress, model_options, registry
 from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, Task
+from hfd.backends.openvino_speculative import DRAFT_PATH
 from hfd.backends.proving import EngineCrashed
 from hfd.backends.registry import get_backend
 from hfd.client.errors import HfdError, InsufficientMemory, InvalidRequest, ModelUnavailable
@@ -124,12 +128,13 @@ class Loader:
         skipped: list[CircuitBreaker] = []
         too_big: list[InsufficientMemory] = []
         candidates = await anyio.to_thread.run_sync(self.candidates, task, spec, path)
+        asked = self.screen_options(spec, path, task, candidates)
         family = families.model_type(path)
         for engine, device, reason in candidates:
-            gap = families.gap(engine, task_registry.record(task).engine_task, family)
-            if gap is not None:  # this engine cannot serve the family here: skipped untried
+            gap = untried(engine, task, family, asked)
+            if gap is not None:  # this engine cannot serve the model here: skipped untried
                 errors.append(f"{engine}/{device}: {gap}")
-                log.info("skipping an engine that cannot serve this model family",
+                log.info("skipping an engine untried",
                          extra={"model": name, "engine": engine, "model_type": family, "reason": gap})  # fmt: skip
                 continue
             key = await anyio.to_thread.run_sync(self._record_key, spec, path, task, engine, device)
@@ -230,6 +235,25 @@ class Loader:
             raise ModelUnavailable(f"no engine installed can {task}; install hfd[torch]")
         return kept if path is None else engine_choice.ordered(self, spec, path, task, kept)
 
+    def screen(self, spec: ModelSpec, path: Path) -> None:
+        """Refuse a model whose options no candidate engine reads (``screen_options``) before
+        anything is pulled for it (its draft model) or any engine is tried."""
+        task = task_registry.task_for(spec.task, path, spec.public_name)
+        self.screen_options(spec, path, task, self.candidates(task, spec))
+
+    def screen_options(
+        self, spec: ModelSpec, path: Path, task: Task, candidates: list[tuple[str, str, str]]
+    ) -> dict[str, Any]:
+        """The model options a load of ``spec`` asks for (``asked_options``), once no name is
+        unknown or of another task and one of the ``candidates`` reads them all; else
+        ``InvalidRequest`` naming the options and the engines that read them."""
+        asked = asked_options(spec, path)
+        model_options.check_names(asked, task, keys=MODEL_KEYS)
+        refusal = model_options.refusal(asked, [engine for engine, _, _ in candidates])
+        if refusal is not None:
+            raise refusal
+        return asked
+
     def options(
         self, spec: ModelSpec, path: Path, task: Task, device: str, engine: str | None = None
     ) -> LoadOptions:
@@ -259,6 +283,7 @@ class Loader:
             path, task, load_dtype=_load_dtype(engine, opts), max_running=opts.max_running,
             context_tokens=s.memory_context_tokens, max_batched_tokens=opts.max_batched_tokens,
             encoder_batch_tokens=s.encoder_batch_tokens, encoder_max_batch=s.encoder_max_batch,
+            gguf_file=opts.extra.get("gguf_file"),
         )  # fmt: skip
         if _own_process(engine, task, opts):
             estimate = dataclasses.replace(estimate, overhead=estimate.overhead + ENGINE_PROCESS_BYTES)
@@ -398,6 +423,26 @@ class Loader:
             batch_tokens=s.encoder_batch_tokens,
             wait_ms=s.encoder_batch_wait_ms,
         )
+
+
+# The [[models]] keys beside ``options``: an option named as one of them is refused naming the key.
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec) if f.name != "options")
+
+
+def asked_options(spec: ModelSpec, path: Path) -> dict[str, Any]:
+    """The model options a load of ``spec`` asks for: its ``options``, and the GGUF file of an
+    ``org/name:TAG`` reference (the user named that file); less the draft model's directory,
+    which the model manager adds for the draft it resolved."""
+    asked = {**gguf_tags.load_option(spec.ref, path), **spec.options}
+    asked.pop(DRAFT_PATH, None)
+    return asked
+
+
+def untried(engine: str, task: Task, family: str | None, asked: dict[str, Any]) -> str | None:
+    """Why a load skips ``engine`` untried: a model family it cannot serve with the pinned
+    versions, or a model option it does not read; None when it is to be tried."""
+    gap = families.gap(engine, task_registry.record(task).engine_task, family)
+    return gap if gap is not None else model_options.why_unread(engine, asked)
 
 
 def _own_process(engine: str, task: Task, opts: LoadOptions) -> bool:

@@ -259,13 +259,22 @@ class ModelManager:
             path = await anyio.to_thread.run_sync(self._resolve, spec)
             # Resolved in the store (or pulled): from now on the name is one of the daemon's models.
             self._specs.setdefault(spec.public_name, spec)
-            return await self.loader.load(await self._with_draft(spec), path)
+            return await self.loader.load(await self._with_draft(spec, path), path)
         finally:
             self.loader.phases.done(spec.public_name)
 
-    async def _with_draft(self, spec: ModelSpec) -> ModelSpec:
+    async def _with_draft(self, spec: ModelSpec, path: Path) -> ModelSpec:
         """A model with the option ``draft_model`` (speculative decoding, on OpenVINO): the
-        draft resolved (pulled, when allowed) like any model, its directory in the options."""
+        draft resolved (pulled, when allowed) like any model, its directory in the options. First
+        the model's options are screened (``Loader.screen``): options no candidate engine reads
+        are refused before a draft is pulled for them."""
+        await anyio.to_thread.run_sync(self.loader.screen, spec, path)
+        if DRAFT_PATH in spec.options:
+            raise InvalidRequest(
+                f"the model option {DRAFT_PATH} is set by the daemon for {DRAFT_MODEL}; name the draft "
+                f"with {DRAFT_MODEL}",
+                param=f"options.{DRAFT_PATH}",
+            )
         draft = spec.options.get(DRAFT_MODEL)
         if not draft:
             return spec
@@ -287,14 +296,14 @@ class ModelManager:
             raise InvalidRequest("engine measurement is off here (measure_engines = false)", param="model")
         spec = self.spec(name)
         path = await anyio.to_thread.run_sync(self._resolve, spec)
-        return await engine_choice.measure(self.loader, await self._with_draft(spec), path, force=True)
+        return await engine_choice.measure(self.loader, await self._with_draft(spec, path), path, force=True)
 
     async def measure(self, name: str, path: Path) -> dict[str, Any] | None:
         """Measure the candidate engines of ``name`` (at ``path``) unless a ranking is stored
         (at a pull, after its export, and at preload); None when measuring is off."""
         if not self.settings.measure_engines:
             return None
-        spec = await self._with_draft(self.spec(name))
+        spec = await self._with_draft(self.spec(name), path)
         return await engine_choice.measure(self.loader, spec, path)
 
     async def unload(self, name: str) -> bool:

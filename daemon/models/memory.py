@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hfd.backends import gguf
 from hfd.daemon.tasks.seq2seq import TASK as SEQ2SEQ_TASK
 from hfd.daemon.tasks.seq2seq import cache_bytes as seq2seq_cache_bytes
 from hfd.daemon.tasks.vision import TASK as VISION_TASK
@@ -149,10 +150,14 @@ def _scan_safetensors(files: Iterable[Path]) -> _Tensors | None:
     return _Tensors(float_params, float_bytes, other_bytes)
 
 
-def weight_files(path: Path) -> list[Path]:
-    """The weight files an engine loads from a snapshot: safetensors when there are any, else
-    PyTorch ``.bin`` files, else an ONNX model, else an OpenVINO IR, else GGUF files. Export sub-folders that
-    some repositories ship (``onnx/``, ``openvino/``) are alternatives, not extra weights."""
+def weight_files(path: Path, gguf_file: str | None = None) -> list[Path]:
+    """The weight files an engine loads from a snapshot: the GGUF file the model option
+    ``gguf_file`` names (it is served, whatever else is there), else safetensors when there are
+    any, else PyTorch ``.bin`` files, else an ONNX model, else an OpenVINO IR, else the GGUF model
+    file (vision projectors beside it are not loaded by the text pipeline). Export sub-folders
+    that some repositories ship (``onnx/``, ``openvino/``) are alternatives, not extra weights."""
+    if gguf_file:
+        return [f for f in gguf.gguf_files(path) if f.name == gguf_file]
     safetensors = sorted(
         p
         for p in path.rglob("*.safetensors")
@@ -160,17 +165,18 @@ def weight_files(path: Path) -> list[Path]:
     )
     if safetensors:
         return safetensors
-    for pattern in ("pytorch_model*.bin", "*.onnx", "openvino_model.bin", "*.gguf"):
+    for pattern in ("pytorch_model*.bin", "*.onnx", "openvino_model.bin"):
         found = sorted(path.glob(pattern))
         if found:
             return found
-    return []
+    return gguf.model_files(path)
 
 
-def weights_bytes(path: Path, load_dtype: str | None = None) -> int:
+def weights_bytes(path: Path, load_dtype: str | None = None, gguf_file: str | None = None) -> int:
     """Bytes the weights take once loaded. Floating-point tensors are counted at ``load_dtype``
-    (e.g. "float16", or an OpenVINO weight format "int8") when given, else as stored."""
-    files = weight_files(path)
+    (e.g. "float16", or an OpenVINO weight format "int8") when given, else as stored;
+    ``gguf_file``: the GGUF file served (``weight_files``)."""
+    files = weight_files(path, gguf_file)
     on_disk = sum(f.stat().st_size for f in files)
     if not files or files[0].suffix != ".safetensors":
         if load_dtype:
@@ -270,13 +276,15 @@ def estimate_model(
     max_batched_tokens: int = 4096,
     encoder_batch_tokens: int = 8192,
     encoder_max_batch: int = 32,
+    gguf_file: str | None = None,
 ) -> MemoryEstimate:
     """What a model will use once loaded, before loading it (see the module docstring).
 
-    ``context_tokens`` > 0 caps the per-sequence context assumed for the KV cache.
+    ``context_tokens`` > 0 caps the per-sequence context assumed for the KV cache;
+    ``gguf_file``: the model option naming the GGUF file served.
     """
     config = read_config(path)
-    weights = weights_bytes(path, load_dtype)
+    weights = weights_bytes(path, load_dtype, gguf_file)
     element = dtype_bytes(load_dtype or config_dtype(config), default=4.0)
     if element < 2:  # int8/int4 weight formats still compute and cache in 16/32-bit
         element = 4.0 if (load_dtype or "").lower() in ("int8", "int4") else 2.0

@@ -6,6 +6,7 @@ engine refuses the GGUF snapshot, naming the engine that reads it."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,5 +101,23 @@ def test_gguf_loads_at_the_cpus_default_precision(tmp_path: Path) -> None:
     try:
         assert gen.precision in ("f32", "bf16")
         assert len(_greedy(gen, [gen.encode_prompt(PROMPTS[0])])[0]) == N
+    finally:
+        gen.close()
+
+
+@pytest.mark.slow
+def test_the_named_gguf_is_served_from_a_snapshot_with_safetensors_too(tmp_path: Path) -> None:
+    """``gguf_file`` on a snapshot that also has the model's safetensors: GenAI reads the named
+    GGUF (no export of the safetensors), with transformers' greedy tokens."""
+    both = tmp_path / "both"
+    shutil.copytree(tiny_llama_gguf("f16"), both)
+    for weights in tiny_llama().glob("*.safetensors"):
+        shutil.copy(weights, both / weights.name)
+    gen = OpenVINOBackend().load_generator(_opts(both, tmp_path / "cache", gguf_file="tiny-llama-F16.gguf"))
+    try:
+        assert gen.weight_format == "gguf"
+        assert not (tmp_path / "cache" / "exports").exists()  # nothing was exported
+        prompts = [gen.encode_prompt(PROMPTS[1])]
+        assert _greedy(gen, prompts) == _transformers(prompts)
     finally:
         gen.close()

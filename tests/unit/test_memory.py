@@ -87,6 +87,21 @@ def test_weight_files_prefer_safetensors_over_shipped_exports(tmp_path: Path) ->
     assert weights_bytes(m) == 1234
 
 
+def test_a_gguf_snapshot_counts_the_file_served_and_no_projector(tmp_path: Path) -> None:
+    (tmp_path / "model-Q8_0.gguf").write_bytes(b"\0" * 100)
+    (tmp_path / "mmproj-model-f16.gguf").write_bytes(b"\0" * 300)  # not read by the text pipeline
+    assert [p.name for p in memory.weight_files(tmp_path)] == ["model-Q8_0.gguf"]
+    assert weights_bytes(tmp_path) == 100
+    (tmp_path / "model-Q4_K_M.gguf").write_bytes(b"\0" * 40)
+    assert weights_bytes(tmp_path, gguf_file="model-Q4_K_M.gguf") == 40  # the one gguf_file names
+    # Beside safetensors too: with gguf_file the GGUF file is served, so it is what is counted.
+    shutil.copy(tiny_bert() / "model.safetensors", tmp_path / "model.safetensors")
+    assert weights_bytes(tmp_path, gguf_file="model-Q8_0.gguf") == 100
+    assert [p.name for p in memory.weight_files(tmp_path)] == ["model.safetensors"]
+    est = estimate_model(tmp_path, "generate", gguf_file="model-Q4_K_M.gguf")
+    assert est.weights == 40
+
+
 def test_a_corrupt_header_falls_back_to_the_file_size(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"\xff" * 64)
     assert weights_bytes(tmp_path) == 64
