@@ -113,10 +113,10 @@ class OVGenerator(_hf.PromptTokens):
         scheduler = scheduler_fields(opts, self.context_length)
         self.kv_cache_bytes = size_kv_cache(scheduler, opts, config, device, self.context_length)
         self.speculative = speculative_plan(opts)  # prompt lookup or a draft, when the model asks
+        self._draft_dir: Path | None = None  # the draft's IR: its weights are held too
         if isinstance(self.speculative, DraftModel):  # exported like any model, on this device
-            properties = self.speculative.properties(
-                properties, str(export_draft(opts, self.speculative, device))
-            )
+            self._draft_dir = export_draft(opts, self.speculative, device)
+            properties = self.speculative.properties(properties, str(self._draft_dir))
         elif self.speculative is not None:
             properties = self.speculative.properties(properties)
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
@@ -275,9 +275,11 @@ class OVGenerator(_hf.PromptTokens):
         return self._pipeline.kv_cache_bytes if self._pipeline is not None else 0
 
     def memory_bytes(self) -> int:
-        """The IR and the KV cache, or the engine process's resident memory when that is more
-        (it also holds the OpenVINO runtime and the compiled model's buffers)."""
+        """The IR (and a draft model's) and the KV cache, or the engine process's resident memory
+        when that is more (it also holds the OpenVINO runtime and the compiled model's buffers)."""
         weights = self._model_dir.stat().st_size if self._model_dir.is_file() else ir_bytes(self._model_dir)
+        if self._draft_dir is not None:
+            weights += ir_bytes(self._draft_dir)
         model = weights + max(self.kv_cache_bytes, self.allocated_kv_bytes())
         pipeline = self._pipeline
         return max(model, pipeline.rss_bytes() if pipeline is not None else 0)

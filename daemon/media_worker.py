@@ -54,6 +54,7 @@ class _Job:
     limit: int
     wake: anyio.Event = field(default_factory=anyio.Event)
     lead: bool = False  # this job's task makes the next call
+    counted: bool = True  # False: the scheduler's own (its shutdown), not a request's call
     done: bool = False
     result: Any = None
 
@@ -147,8 +148,9 @@ class MediaScheduler(SchedulerCore[Any]):
             error = InternalError(f"the engine failed: {type(exc).__name__}: {exc}")
             for job in batch:
                 job.result = error
-        self._calls += 1
-        self._finished += len(batch)
+        if head.counted:
+            self._calls += 1
+            self._finished += len(batch)
         for job in batch:
             job.done = True
             job.wake.set()
@@ -170,7 +172,8 @@ class MediaScheduler(SchedulerCore[Any]):
 
     async def aclose(self, grace: float = 0.0) -> None:
         self._running = False
-        await self._submit(_Job(lambda items: [None], None, None, 1))  # the calls queued end first
+        # The calls queued end first; this marker is no request's call, so no counter counts it.
+        await self._submit(_Job(lambda items: [None], None, None, 1, counted=False))
         close = getattr(self.model, "close", None)
         if callable(close):
             close()

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from hfd._units import format_bytes
-from hfd.backends import registry
+from hfd.backends import model_options, registry
 from hfd.backends.cpu_pools import options as pool_options
 from hfd.backends.hardware import EngineProbe, HardwareReport, detect, hardware_json
 from hfd.daemon.models.threads import thread_choice
@@ -74,8 +74,10 @@ def model_rows(
         elif task in tasks.TASKS:
             record = tasks.TASKS[task]
             pin = spec.engine or settings.engine
+            # As a load tries them: an engine that does not read one of the model's options is skipped.
             row["engines"] = [c["engine"] for c in data["choices"].get(record.engine_task, [])
-                              if record.runs_on(c["engine"]) and pin in (None, c["engine"])]  # fmt: skip
+                              if record.runs_on(c["engine"]) and pin in (None, c["engine"])
+                              and not model_options.unread(c["engine"], spec.options)]  # fmt: skip
         rows.append(row)
     return rows
 
@@ -216,10 +218,11 @@ def format_report(report: HardwareReport, data: dict[str, Any], pinned_engine: s
         )
     defaults = data.get("defaults") or {}
     if defaults:
+        # Threads are the next table's, with their reason: here only the precision and its own.
         lines += ["", "Default compute on the CPU (a model's dtype option overrides)"]
-        rows = [["engine", "precision", "threads", "why"]]
+        rows = [["engine", "precision", "why"]]
         for engine, d in defaults.items():
-            rows.append([engine, str(d.get("precision")), str(d.get("threads", "-")), str(d.get("why", ""))])
+            rows.append([engine, str(d.get("precision")), str(d.get("why", ""))])
         lines += _table(rows)
         lines += ["", "Engine threads and thread-pool options on the CPU (why)"]
         lines += _table(pool_rows(defaults))

@@ -74,3 +74,24 @@ def test_a_draft_with_prompt_lookup_is_refused(tmp_path: Path) -> None:
             speculative="prompt-lookup",
         )
     assert err.value.param == "options.draft_model"
+
+
+@pytest.mark.slow
+def test_the_memory_reported_counts_the_drafts_weights(tmp_path: Path) -> None:
+    """In-process (no engine process's RSS to stand for it): the model with a draft reports the
+    draft's IR more than the model alone, before any step allocates the KV cache."""
+    from hfd.backends.openvino_export import ir_bytes
+
+    plain = _load(tmp_path, pipeline_process=False)
+    try:
+        alone = plain.memory_bytes()
+    finally:
+        plain.close()
+    gen = _load(
+        tmp_path, pipeline_process=False, draft_model="acme/draft", draft_model_path=str(tiny_llama_draft())
+    )
+    try:
+        assert gen._draft_dir is not None and ir_bytes(gen._draft_dir) > 0
+        assert gen.memory_bytes() == alone + ir_bytes(gen._draft_dir)
+    finally:
+        gen.close()

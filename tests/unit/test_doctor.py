@@ -77,3 +77,33 @@ def test_models_show_their_task_and_the_engine_serving_or_to_try(tmp_path: Path)
     text = format_report(report, {**data, "models": list(rows.values())})
     section = text[text.index("Models (") :]
     assert "ranker" in section and "rerank" in section and "torch on cpu (loaded)" in section
+
+
+def test_models_list_only_the_engines_that_read_their_options(tmp_path: Path) -> None:
+    from hfd.daemon.settings import ModelSpec, Settings
+
+    absent = str(tmp_path / "absent")
+    settings = dataclasses.replace(
+        Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache"),
+        models=(
+            ModelSpec(ref=absent, name="plain", task="generate"),
+            ModelSpec(ref=absent, name="draft", task="generate", options={"draft_model": "acme/d"}),
+            ModelSpec(ref=absent, name="kept", task="generate", options={"prefix_cache_bytes": 1 << 20}),
+        ),
+    )
+    data = {"choices": {"generate": [{"engine": "openvino"}, {"engine": "torch"}]}}
+    rows = {r["name"]: r["engines"] for r in model_rows(settings, data, loaded={})}
+    assert rows == {"plain": ["openvino", "torch"], "draft": ["openvino"], "kept": ["torch"]}
+
+
+def test_each_engines_thread_count_is_printed_once() -> None:
+    report = detect()
+    data = hardware_json(report)
+    data["defaults"] = {
+        "torch": {"device": "cpu", "precision": "f32", "why": "fp32 weights", "threads": 97,
+                  "threads_why": "the daemon's threads setting", "pool_options": []},
+    }  # fmt: skip
+    text = format_report(report, data)
+    assert text.split().count("97") == 1
+    assert "threads 97" in text.split("Engine threads and thread-pool options")[1]
+    assert "fp32 weights" in text.split("Default compute on the CPU")[1]
