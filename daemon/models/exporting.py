@@ -12,7 +12,9 @@ exported from one that found its export ready.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -99,8 +101,14 @@ def start_importing(settings: Settings) -> None:
     preload.start(spare_generator=spare)
 
 
-def wait_for_imports(engine: str, task: str) -> None:
-    """Before a load on ``engine``: wait for the background import of transformers unless the
-    engine's load waits for it itself where it needs it (``_WAITS_INSIDE``)."""
-    if (engine, task) not in _WAITS_INSIDE:
-        preload.wait_for_transformers()
+@contextlib.contextmanager
+def imports_for(engine: str, task: str) -> Iterator[None]:
+    """Around a load on ``engine``: first wait for the background import of transformers, unless
+    the engine's load waits for it itself where it needs it (``_WAITS_INSIDE``); such a load
+    holds that import back while it runs instead (``preload.warm_load``)."""
+    if (engine, task) in _WAITS_INSIDE:
+        with preload.warm_load():
+            yield
+        return
+    preload.wait_for_transformers()
+    yield

@@ -313,18 +313,18 @@ class Loader:
 
     def _start(self, name: str, engine: str, task: Task, opts: LoadOptions) -> Model:
         """In a worker thread: the engine's export (its own phase in ``hfd ps``), then the load."""
-        exporting.wait_for_imports(engine, task)
-        # An injected engine loader (a test's) builds nothing: only the real one reads exports.
-        if self._load_engine is load_engine and exporting.exports(engine, task):
-            self.phases.enter(name, "exporting", task=task, engine=engine, device=opts.device)
-            exporting.export(engine, opts, self.counters)
-        self.phases.enter(name, "loading", task=task, engine=engine, device=opts.device)
 
         def entered(phase: load_progress.Phase) -> None:  # the engine compiles, then warms up
             self.phases.enter(name, phase, task=task, engine=engine, device=opts.device)
 
-        with load_progress.reporting(entered):
-            return self._load_engine(engine, task, opts)
+        with exporting.imports_for(engine, task):
+            # An injected engine loader (a test's) builds nothing: only the real one reads exports.
+            if self._load_engine is load_engine and exporting.exports(engine, task):
+                self.phases.enter(name, "exporting", task=task, engine=engine, device=opts.device)
+                exporting.export(engine, opts, self.counters)
+            self.phases.enter(name, "loading", task=task, engine=engine, device=opts.device)
+            with load_progress.reporting(entered):
+                return self._load_engine(engine, task, opts)
 
     def _record_key(self, spec: ModelSpec, path: Path, task: Task, engine: str, device: str) -> str:
         opts = self.options(spec, path, task, device, engine)
