@@ -128,11 +128,12 @@ def embeddings(
     return {"engine": engine, "inputs": inputs, "batch": batch, **_rates("inputs", inputs, seconds, cpu)}
 
 
-def _rates(unit: str, count: int, seconds: float, cpu: float) -> dict[str, float]:
+def _rates(unit: str, count: int, seconds: float, cpu: float) -> dict[str, float | None]:
     """Wall and CPU time of a run and its rates: ``<unit>_per_s``, ``<unit>_per_cpu_s``."""
     return {
         "seconds": round(seconds, 3),
         f"{unit}_per_s": round(count / seconds, 2),
         "cpu_s": round(cpu, 3),
-        f"{unit}_per_cpu_s": round(count / cpu, 2),
+        # None when the run took under one clock tick of CPU (/proc counts in ticks): a tiny model.
+        f"{unit}_per_cpu_s": round(count / cpu, 2) if cpu > 0 else None,
     }

@@ -82,18 +82,15 @@ def generation(daemon: Any, plan: Plan, engine: str, threads: int, cache_dir: Pa
         static = offline.transformers_static_batch(
             plan.gen_model(), requests=plan.gen_batch, tokens=plan.gen_tokens, threads=threads
         )
-        print(
-            f"  transformers static batch of {plan.gen_batch}, {threads} threads: {static['tokens_per_s']} tokens/s"
-        )
-        ratios["engine_offline_vs_transformers_static"] = report.ratio(
-            off["tokens_per_s"], static["tokens_per_s"]
-        )
-        for door in ("http", "ipc"):
-            ratios[f"{door}_vs_transformers_static"] = report.ratio(
-                tps(door, plan.gen_batch), static["tokens_per_s"]
-            )
-        print("  vs transformers static batch: " + ", ".join(
-            f"{k} {ratios[k]}" for k in ratios if k.endswith("transformers_static")))  # fmt: skip
+        static["ratios"] = {
+            "engine_offline_vs_static": report.ratio(off["tokens_per_s"], static["tokens_per_s"]),
+            **{
+                f"{door}_vs_static": report.ratio(tps(door, plan.gen_batch), static["tokens_per_s"])
+                for door in ("http", "ipc")
+            },
+        }
+        print(f"  transformers static batch of {plan.gen_batch}, {threads} threads: {static['tokens_per_s']} tokens/s; "
+              + ", ".join(f"{k} {v}" for k, v in static["ratios"].items()))  # fmt: skip
     return {
         "model": plan.gen_model().name,
         "tokens_per_request": plan.gen_tokens,

@@ -56,6 +56,11 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
         assert lv["tokens_per_s"] > 0 and lv["requests_per_s"] > 0
         assert 0 < lv["ttft_p50_ms"] <= lv["latency_p95_ms"]
     assert gen["daemon_scheduler"]["tokens_generated"] > 0
+    # The torch engine is also measured against transformers' own generate on one static batch.
+    static = gen["offline_transformers_static"]
+    assert static["tokens"] == gen["offline"]["requests"] * gen["tokens_per_request"]
+    assert static["tokens_per_s"] > 0
+    assert set(static["ratios"]) == {"engine_offline_vs_static", "http_vs_static", "ipc_vs_static"}
     assert set(gen["ratios"]) == {
         "http_vs_offline",
         "ipc_vs_offline",
