@@ -19,9 +19,15 @@ the static order's first engine keeps its place unless another beats it by more 
 
 The ranking and its figures go to ``<state_dir>/engine-choice.json`` (written atomically),
 keyed by the snapshot (its resolved path, which names the commit, and its files' sizes and
-times), the task, each candidate's engine, device, version and threads, the CPU (model name and
-vector extensions: avx2, avx512*, amx*) and ``REVISION``: a restart reuses it, another machine,
-an upgraded engine or other threads measure again. Deleting the file is always safe.
+times), the task, the model's options and weight format (dtype, kv_cache_gb, a draft model...:
+two ``[[models]]`` entries on one snapshot are ranked apart), each candidate's engine, device,
+version and threads, the CPU (model name and vector extensions: avx2, avx512*, amx*) and
+``REVISION``: a restart reuses it, another machine, an upgraded engine, other options or other
+threads measure again. Deleting the file is always safe.
+
+A ranking is stored only when every failure in it was the engine's own: a candidate that could
+not be given memory, was cancelled or hit a passing error (:func:`passing`) is no verdict on the
+engine, so nothing is stored and the next pull or preload measures again.
 
 It runs at ``hfd pull`` after the pull's export (``export_on_pull``), at preload, and on demand
 (``hfd tune MODEL``, ``POST /api/tune``), never in a request's load: a cold first load uses the
@@ -38,7 +44,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,7 +52,7 @@ import anyio
 
 from hfd.backends import families
 from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, SamplingParams, Task
-from hfd.client.errors import HfdError
+from hfd.client.errors import Cancelled, HfdError, InsufficientMemory, Timeout
 from hfd.daemon.models.engine_memory import EngineMemory, engine_version, machine
 from hfd.daemon.models.threads import engine_threads
 from hfd.daemon.store.files import file_stats
@@ -95,13 +101,18 @@ def choice_key(
     path: Path,
     task: str,
     engines: Sequence[tuple[str, str, int]],
+    options: Mapping[str, Any],
+    weight_format: str | None,
     cpu: dict[str, Any] | None = None,
 ) -> str:
-    """The key of a ranking: the snapshot, the task, each (engine, device, threads) with the
-    engine's version, the CPU and the workload's revision."""
+    """The key of a ranking: the snapshot, the task, the model's asked options and weight
+    format (as the crash records' ``record_key`` keys its dtype), each (engine, device, threads)
+    with the engine's version, the CPU and the workload's revision."""
     data = {
         "model": {"path": str(path.resolve()), "files": file_stats(path)},
         "task": task,
+        "options": dict(options),
+        "weight_format": weight_format,
         "engines": [
             {"engine": e, "device": d.lower(), "threads": t, "version": engine_version(e)}
             for e, d, t in engines
@@ -109,7 +120,8 @@ def choice_key(
         "machine": cpu if cpu is not None else machine(),
         "revision": REVISION,
     }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+    # default=str: an option value JSON cannot hold (a path) still keys by its text
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 class EngineChoices:
@@ -160,7 +172,7 @@ def plan(loader: Loader, spec: ModelSpec, path: Path, task: Task, kept: Sequence
     if len(engines) < 2:
         return None
     threads = {e: engine_threads(loader.settings, spec, e, device) for e in engines}
-    key = choice_key(path, task, [(e, device, threads[e]) for e in engines])
+    key = choice_key(path, task, [(e, device, threads[e]) for e in engines], asked, spec.weight_format)
     return Plan(task, device, engines, threads, key)
 
 
@@ -207,8 +219,9 @@ def _say_if_not_static(name: str, winner: str, static_first: str, why: str) -> N
 
 async def measure(loader: Loader, spec: ModelSpec, path: Path, *, force: bool = False) -> dict[str, Any]:
     """Measure the candidate engines of ``spec`` (at ``path``) and store their ranking, unless
-    one for this key is stored already (``force``: measure again). Returns ``{"measured":
-    bool, ...}``: the record, or why nothing was measured."""
+    one for this key is stored already (``force``: measure again) or a candidate failed for a
+    passing reason (``stored: false``). Returns ``{"measured": bool, ...}``: the record, or why
+    nothing was measured."""
     name = spec.public_name
     task = task_registry.task_for(spec.task, path, name)
     kept = await anyio.to_thread.run_sync(loader.candidates, task, spec)
@@ -225,12 +238,7 @@ async def measure(loader: Loader, spec: ModelSpec, path: Path, *, force: bool = 
         if cached is not None and not force:
             log.info("engine order already measured here", extra={"model": name, "why": describe(cached)})
             return {"measured": False, "cached": True, **cached}
-        figures = []
-        try:
-            for engine in p.engines:
-                figures.append(await _measure_one(loader, spec, path, p, engine))
-        finally:
-            loader.phases.done(name)
+        figures = [await _measure_one(loader, spec, path, p, engine) for engine in p.engines]
     ranked = rank(figures, kept[0][0])
     ranking = [f["engine"] for f in ranked if f.get("score")]
     record: dict[str, Any] = {
@@ -240,12 +248,23 @@ async def measure(loader: Loader, spec: ModelSpec, path: Path, *, force: bool = 
         "versions": {e: engine_version(e) for e in p.engines}, "machine": machine(),
         "revision": REVISION, "at": round(time.time(), 3),
     }  # fmt: skip
-    loader.engine_choices.put(p.key, record)
     loader.counters["engine_measurements"] += 1
+    if any(f.get("passing") for f in ranked):  # no verdict on that engine: measure again next time
+        log.warning("engine order measured but not stored", extra={"model": name, "why": describe(record)})
+        return {"measured": True, "stored": False, **record}
+    loader.engine_choices.put(p.key, record)
     log.info("engine order measured", extra={"model": name, "why": describe(record)})
     if ranking:
         _say_if_not_static(name, ranking[0], kept[0][0], describe(record))
-    return {"measured": True, **record}
+    return {"measured": True, "stored": True, **record}
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether ``exc`` says nothing about the engine on this model: no memory for it now, a
+    cancellation or a timeout, or an error that asks to be retried (``retry_after``)."""
+    if isinstance(exc, MemoryError | InsufficientMemory | Cancelled | Timeout):
+        return True
+    return isinstance(exc, HfdError) and exc.retry_after is not None
 
 
 async def _measure_one(loader: Loader, spec: ModelSpec, path: Path, p: Plan, engine: str) -> dict[str, Any]:
@@ -257,28 +276,31 @@ async def _measure_one(loader: Loader, spec: ModelSpec, path: Path, p: Plan, eng
         return {**figure, "score": None, "error": "remembered as crashing on this model here"}
     opts = loader.options(spec, path, p.task, p.device, engine)
     estimate = await anyio.to_thread.run_sync(loader.estimate, path, p.task, engine, opts)
-    hold = f"{name} (measuring {engine})"  # its own reservation: the model may be loaded too
+    # Its own reservation and its own `hfd ps` row: a real load of the model may run meanwhile.
+    hold = f"{name} (measuring {engine})"
     budgets = loader.residency.budgets
     try:
         await loader.residency.make_room(hold, budgets.pool(p.device), estimate.total, estimate)
-    except HfdError as exc:
-        return {**figure, "score": None, "error": exc.message}
+    except HfdError as exc:  # no memory for it now: says nothing about the engine
+        return {**figure, "score": None, "error": exc.message, "passing": True}
     opts = dataclasses.replace(opts, extra={**opts.extra, "kv_cache_bytes": estimate.kv_cache})
     try:
         with anyio.CancelScope(shield=True):  # a load in its thread cannot be interrupted
-            timed = await anyio.to_thread.run_sync(_load_and_time, loader, name, engine, p.task, opts)
+            timed = await anyio.to_thread.run_sync(_load_and_time, loader, hold, engine, p.task, opts)
         return {**figure, **timed}
-    except Exception as exc:  # this engine cannot serve the model: ranked last, with why
+    except Exception as exc:  # ranked last, with why (and measured again if it was passing)
         message = exc.message if isinstance(exc, HfdError) else f"{type(exc).__name__}: {exc}"
         log.warning("engine failed while measured", extra={"model": name, "engine": engine, "error": message})
-        return {**figure, "score": None, "error": message}
+        return {**figure, "score": None, "error": message, **({"passing": True} if passing(exc) else {})}
     finally:
+        loader.phases.done(hold)
         budgets.release(hold)
         loader.residency.notify()
 
 
 def _load_and_time(loader: Loader, name: str, engine: str, task: Task, opts: LoadOptions) -> dict[str, Any]:
-    """In a worker thread: the load as a real one does it (export, then the engine), the workload."""
+    """In a worker thread: the load as a real one does it (export, then the engine), the workload;
+    ``name`` is the measurement's own (its `hfd ps` row), not the model's."""
     started = time.perf_counter()
     model = loader._start(name, engine, task, opts)  # the load's own start-up: export, load
     load_seconds = time.perf_counter() - started

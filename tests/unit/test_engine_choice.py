@@ -20,7 +20,7 @@ from support.fake_models import fake_model
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.fake_backend import FakeBackend
 from hfd.backends.hardware import CpuInfo, Device, EngineProbe, HardwareReport, MemoryInfo
-from hfd.client.errors import InvalidRequest
+from hfd.client.errors import InsufficientMemory, InvalidRequest, ModelUnavailable
 from hfd.client.types import RunningModel
 from hfd.daemon.cli.client_cmds import ps_table
 from hfd.daemon.cli.doctor import measured_rows
@@ -223,3 +223,92 @@ async def test_preload_measures_first_and_loads_the_winner(make: Any, bert: Path
     await restarted.preload()  # the stored ranking: nothing measured again
     assert restarted.counters["engine_measurements"] == 0
     assert [lm.engine for lm in restarted.loaded()] == ["torch"]
+
+
+def torch_fails(manager: ModelManager, monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    """The torch candidate's load raises ``exc``; the other engines load as before."""
+    load = manager.loader._load_engine
+
+    def failing(engine: str, task: Task, opts: LoadOptions) -> Any:
+        if engine == "torch":
+            raise exc
+        return load(engine, task, opts)
+
+    monkeypatch.setattr(manager.loader, "_load_engine", failing)
+
+
+@pytest.mark.parametrize("where", ["make_room", "load"])
+async def test_a_passing_failure_is_not_stored_and_measures_again(
+    make: Any, bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    manager, _ = make(spec(bert))
+    if where == "make_room":  # no memory for the candidate at that moment
+        make_room = manager.loader.residency.make_room
+
+        async def no_room_for_torch(name: str, *args: Any) -> None:
+            if name.endswith("(measuring torch)"):
+                raise InsufficientMemory("not enough memory now")
+            await make_room(name, *args)
+
+        monkeypatch.setattr(manager.loader.residency, "make_room", no_room_for_torch)
+    else:  # the engine ran out of memory in its load
+        torch_fails(manager, monkeypatch, MemoryError("cannot allocate"))
+    result = await manager.measure("m", bert)
+    assert result is not None and result["measured"] is True and result["stored"] is False
+    assert result["ranking"] == ["openvino", "onnxruntime"]
+    assert not (tmp_path / "state" / engine_choice.FILE_NAME).exists()
+    monkeypatch.undo()
+    again = await manager.measure("m", bert)  # as the next pull or preload: measured, not cached
+    assert again is not None and again["measured"] is True and again["stored"] is True
+    assert again["ranking"] == ["torch", "openvino", "onnxruntime"]
+
+
+async def test_an_engines_own_failure_is_stored(
+    make: Any, bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, _ = make(spec(bert))
+    torch_fails(manager, monkeypatch, RuntimeError("unsupported operator"))
+    result = await manager.measure("m", bert)
+    assert result is not None and result["stored"] is True
+    assert result["ranking"] == ["openvino", "onnxruntime"]
+    assert (await manager.measure("m", bert) or {}).get("cached") is True  # the verdict stands
+
+
+def test_passing_errors() -> None:
+    assert engine_choice.passing(MemoryError()) and engine_choice.passing(InsufficientMemory("x"))
+    assert engine_choice.passing(ModelUnavailable("x", retry_after=1.0))
+    assert not engine_choice.passing(ModelUnavailable("x")) and not engine_choice.passing(RuntimeError("x"))
+
+
+async def test_two_entries_on_one_snapshot_are_ranked_apart(make: Any, bert: Path) -> None:
+    plain = spec(bert)
+    f32 = ModelSpec(ref=str(bert), name="m32", threads=1, options={"dtype": "float32"})
+    manager, loads = make(plain, f32)
+    assert (await manager.tune("m"))["measured"] is True
+    loads.clear()
+    result = await manager.measure("m32", bert)  # another dtype: its own ranking, not m's
+    assert result is not None and result["measured"] is True and result.get("cached") is None
+    assert sorted(loads) == ["onnxruntime", "openvino", "torch"]
+    keys = {engine_choice.plan(manager.loader, s, bert, "embed", manager.candidates("embed", s)).key  # type: ignore[union-attr]
+            for s in (plain, f32, dataclasses.replace(plain, weight_format="int8"))}  # fmt: skip
+    assert len(keys) == 3
+
+
+async def test_a_real_loads_ps_row_survives_a_measurement(
+    make: Any, bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, _ = make(spec(bert))
+    phases = manager.loader.phases
+    phases.enter("m", "resolving", task="embed")  # a real load of the model, in progress meanwhile
+    seen: list[set[str]] = []
+    load = manager.loader._load_engine
+
+    def watching(engine: str, task: Task, opts: LoadOptions) -> Any:
+        seen.append({r["name"] for r in phases.rows()})
+        return load(engine, task, opts)
+
+    monkeypatch.setattr(manager.loader, "_load_engine", watching)
+    await manager.tune("m")
+    assert {"m", "m (measuring torch)"} in seen  # each measured engine has its own row
+    assert phases.state("m") == "resolving"  # neither overwritten nor removed
+    assert [r["name"] for r in manager.loading()] == ["m"]  # the measurement's rows are gone
