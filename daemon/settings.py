@@ -271,7 +271,7 @@ class Settings:
     measure_engines: bool = _setting(
         True,
         "models",
-        "Measure a model's candidate engines on this machine (at hfd pull after its export, at preload, and with hfd tune) and load it on the fastest; the ranking is kept in the state dir. Off: the static order.",
+        "Measure a model's candidate engines on this machine (at hfd pull after its export, so only with export_on_pull; at preload; and with hfd tune) and load it on the fastest; the ranking is kept in the state dir. Off: the static order.",
     )
     engine: str | None = _setting(
         None, "models", "Pin every model to this engine (torch | openvino | onnxruntime)."

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from hfd.daemon.settings import ModelSpec, SettingsError, load_settings, parse_models, settings_markdown
+from hfd.daemon.settings import (
+    ModelSpec,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_models,
+    settings_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,6 +102,12 @@ def test_parse_models_forms() -> None:
 def test_settings_doc_is_current() -> None:
     doc = (ROOT / "docs" / "settings.md").read_text()
     assert doc == settings_markdown(), "run: .venv/bin/python -m hfd.daemon.settings > docs/settings.md"
+
+
+def test_measure_engines_help_says_pull_measures_only_with_its_export() -> None:
+    # hfd pull measures in its export step (daemon/pulls.py): off with export_on_pull = false
+    [help_text] = [f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == "measure_engines"]
+    assert "only with export_on_pull" in help_text
 
 
 @pytest.mark.parametrize(
