@@ -41,21 +41,23 @@ _OPTIONS: Final[dict[str, tuple[PoolOption, ...]]] = {
         PoolOption(
             "session.intra_op.allow_spinning",
             SESSION_CONFIG["session.intra_op.allow_spinning"],
-            "idle threads sleep: spinning, 2 threads gave 0.55-0.8x of 1 with a core busy (2-core AMD)",
+            "idle threads sleep: spinning, 2 threads gave 0.55-0.8x of 1 with a core busy "
+            "(2-core AMD EPYC, AVX2)",
         ),
     ),
     "openvino": (
         PoolOption(
             "ENABLE_CPU_PINNING",
             "YES (OpenVINO's default, kept)",
-            "unpinned was no faster idle and the same under load (2-core AMD)",
+            "unpinned was no faster idle and the same under load (2-core AMD EPYC, AVX2)",
         ),
     ),
     "torch": (
         PoolOption(
             "OMP_WAIT_POLICY",
             "unset (OpenMP's default, kept)",
-            "passive lost the 2nd thread's idle gain; a short spin still collapsed with a core busy",
+            "passive lost the 2nd thread's idle gain; a short spin still collapsed with a core busy "
+            "(2-core AMD EPYC, AVX2)",
         ),
     ),
 }

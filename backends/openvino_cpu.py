@@ -16,6 +16,12 @@ runs. So the rule, applied to every OpenVINO CPU load:
   one thread is known to run). A model that asked for bf16 at one thread gets two threads when
   the box has two CPUs, else f32.
 - On a box with one usable CPU, bf16 compute is never chosen: f32.
+- The rule covers every CPU with native bf16, though the crash was seen only with AMX: on the
+  2-core AMD EPYC Zen 5 (AVX-512-BF16, no AMX) bf16 at one thread ran (a pipeline step of the
+  FFN-128 test Llama and of the 56M bench Llama, 3 of 3 tries), and offline at one thread bf16
+  gave 1.55-1.66x f32 (bench Llama, fp32 weights, 1 and 32 streams). It is kept there as the
+  conservative choice, so an explicit one thread costs that factor on this class; the notes say
+  which basis applies (``one_thread_bf16_why``).
 - Elsewhere (AVX2 CPUs, f32 or f16 asked) nothing changes: threads as the daemon chose them.
 
 The precision is explicit either way: the plan sets ``INFERENCE_PRECISION_HINT`` whenever it
@@ -74,6 +80,13 @@ def auto_threads(auto: int, usable_cpus: int, features: Iterable[str], dtype: st
     return auto
 
 
+def one_thread_bf16_why(features: Iterable[str]) -> str:
+    """Why bf16 compute is kept off one thread, true for this CPU's class."""
+    if "amx_bf16" in set(features):
+        return "bf16 compute crashes OpenVINO 2026.4 at one thread on AMX CPUs"
+    return "bf16 compute crashed OpenVINO 2026.4 at one thread with AMX; kept off one thread on every native-bf16 CPU"
+
+
 def plan(
     threads: int,
     dtype: str | None,
@@ -83,6 +96,7 @@ def plan(
 ) -> CpuPlan:
     """Threads and precision for one OpenVINO CPU load. ``threads`` is what the daemon hands the
     engine (0: OpenVINO's own choice, which is one thread per core, so ``usable_cpus`` here)."""
+    features = tuple(features)
     asked = precision_hint(dtype)
     default = default_precision(features, capabilities)
     precision = asked or default
@@ -90,10 +104,10 @@ def plan(
     if precision != "bf16" or effective >= BF16_MIN_THREADS:
         return CpuPlan(threads, precision, asked, "")
     if asked == "bf16" and usable_cpus >= BF16_MIN_THREADS:
-        note = f"bf16 compute crashes OpenVINO at one thread on this CPU: {BF16_MIN_THREADS} threads"
+        note = f"{one_thread_bf16_why(features)}: {BF16_MIN_THREADS} threads"
         return CpuPlan(BF16_MIN_THREADS, "bf16", "bf16", note)
     why = "one thread was asked for" if threads == 1 and usable_cpus >= BF16_MIN_THREADS else "one CPU"
-    note = f"bf16 compute crashes OpenVINO at one thread on this CPU ({why}): f32 compute"
+    note = f"{one_thread_bf16_why(features)} ({why}): f32 compute"
     return CpuPlan(threads, "f32", "f32", note)
 
 

@@ -9,9 +9,15 @@ core held by a CPU-bound program; docs/batching.md and docs/benchmarks.md have t
 
 - OpenVINO and ONNX Runtime get every core. Their pools, as hfd sets them up
   (``hfd.backends.cpu_pools``: ONNX Runtime not spinning), ran 1.4-1.8x
-  faster at two threads than at one on the idle box, and within about 10% of one thread with a
-  core taken. On the 2-core Intel Xeon (AMX) two threads are what OpenVINO needs anyway: bf16
-  compute crashes at one and served 2366 / 262 tokens/s at 32 / 1 streams at two
+  faster at two threads than at one on the idle AVX2 AMD box, and within about 10% of one thread
+  with a core taken. On the 2-core AMD EPYC Zen 5 (AVX-512-BF16, no AMX), where OpenVINO computes
+  in bf16, OpenVINO's two threads served 1.4-2.4x one thread (f32 there: the one-thread rule
+  below) at 1 and 32 streams, 1.2-4.6x with a core busy, and embedded 1.2-2.2x at 64 clients;
+  ONNX Runtime's embedded 1.1-1.6x at 64 clients and 1.2-1.4x at 1, but with a core busy only
+  0.4-0.6x of one thread (unlike the AVX2 box; still every core, an open trade-off: one thread
+  would give up the idle gain; docs/benchmarks.md, "Defaults on the AVX-512-BF16 AMD class").
+  On the 2-core Intel Xeon (AMX) two threads are what OpenVINO needs anyway: bf16 compute
+  crashed at one thread and served 2366 / 262 tokens/s at 32 / 1 streams at two
   (``hfd.backends.openvino_cpu`` keeps that floor for bf16 however threads are chosen).
 - torch leaves one core (``RESERVED_CORES``) to the event loop, the doors and the applications
   on the box. Its OpenMP barriers wait for every thread of a parallel region, so when another
@@ -36,11 +42,21 @@ if TYPE_CHECKING:
 
 # Cores left to the event loop and everything else when threads are automatic (torch).
 RESERVED_CORES = 1
-# Engines whose pools get every core when threads are automatic, and the figures why.
-_ALL_CORES_WHY = {
-    "openvino": "2 threads served 1.4-1.5x 1 thread on the 2-core AMD, alike with a core busy; "
-    "8x on the 2-core AMX Xeon",
-    "onnxruntime": "2 non-spinning threads embedded 1.8x 1 thread on the 2-core AMD, alike with a core busy",
+# Engines whose pools get every core when threads are automatic, and the figures why, per CPU
+# class (``cpu_class``): each line cites what was measured on that class.
+_ALL_CORES_WHY: dict[str, dict[str, str]] = {
+    "openvino": {
+        "avx2": "2 threads served 1.4-1.5x 1 thread on the 2-core AMD EPYC (AVX2), alike with a core busy",
+        "avx512_bf16": "bf16 at 2 threads served 1.4-2.4x f32 at 1 thread (1 and 32 streams; 1.2-4.6x "
+        "with a core busy) and embedded 1.2-2.2x at 64 clients on the 2-core AMD EPYC Zen 5 (AVX-512-BF16)",
+        "amx": "bf16 at 2 threads served 2366 / 262 tokens/s at 32 / 1 streams on the 2-core AMX Xeon "
+        "(torch: 298 / 57), where bf16 crashed at 1 thread",
+    },
+    "onnxruntime": {
+        "avx2": "2 non-spinning threads embedded 1.8x 1 thread on the 2-core AMD EPYC (AVX2), alike with a core busy",
+        "avx512_bf16": "2 non-spinning threads embedded 1.1-1.6x 1 thread at 64 clients, 1.2-1.4x at 1 (IPC), "
+        "on the idle 2-core AMD EPYC Zen 5 (AVX-512-BF16); with a core busy there 0.4-0.6x",
+    },
 }
 ALL_CORES_ENGINES = frozenset(_ALL_CORES_WHY)
 
@@ -105,15 +121,28 @@ class ThreadChoice:
     why: str  # one line, for ``hfd doctor``
 
 
-def auto_choice(engine: str | None, cores: int) -> ThreadChoice:
-    """The automatic thread count of ``engine`` on a box with ``cores`` usable physical cores."""
+def cpu_class(features: Iterable[str]) -> str:
+    """The CPU class the thread rules were measured on that ``features`` (the hardware report's
+    flags) belong to: "amx" (AMX-BF16), "avx512_bf16" (native bf16 without AMX), else "avx2"."""
+    flags = set(features)
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "avx2"
+
+
+def auto_choice(engine: str | None, cores: int, features: Iterable[str] = ()) -> ThreadChoice:
+    """The automatic thread count of ``engine`` on a box with ``cores`` usable physical cores;
+    ``features`` (the CPU's flags) pick which measurement the reason cites, not the count."""
     cores = max(1, cores)
     if engine in ALL_CORES_ENGINES:
-        return ThreadChoice(cores, f"all {cores} usable physical cores: {_ALL_CORES_WHY[engine]}")
+        measured = _ALL_CORES_WHY[engine]
+        basis = measured.get(cpu_class(features)) or measured["avx2"]
+        return ThreadChoice(cores, f"all {cores} usable physical cores: {basis}")
     threads = max(1, cores - RESERVED_CORES)
     why = (
         f"{cores} usable physical cores less {RESERVED_CORES} for the event loop and other programs: "
-        "two OpenMP threads collapsed generation to a tenth when another program took a core"
+        "two OpenMP threads collapsed generation to a tenth when another program took a core "
+        "(2-core AMD EPYC, AVX2)"
     )
     return ThreadChoice(threads, why if threads < cores else "the one usable physical core")
 
@@ -146,11 +175,15 @@ def thread_choice(
         return ThreadChoice(spec.threads, "the model's threads setting")
     if settings.threads is not None and settings.threads > 0:
         return ThreadChoice(settings.threads, "the daemon's threads setting")
-    choice = auto_choice(engine, available_cores())
-    if engine == "openvino" and device.strip().lower() in ("cpu", ""):
-        from hfd.backends import hardware, openvino_cpu
+    on_cpu = device.strip().lower() in ("cpu", "")
+    if on_cpu and engine in ALL_CORES_ENGINES and cpu is None:
+        from hfd.backends import hardware
 
-        cpu = cpu or hardware.probe_cpu()
+        cpu = hardware.probe_cpu()
+    choice = auto_choice(engine, available_cores(), cpu.features if cpu is not None and on_cpu else ())
+    if engine == "openvino" and on_cpu and cpu is not None:
+        from hfd.backends import openvino_cpu
+
         dtype = spec.options.get("dtype")
         try:
             floor = openvino_cpu.auto_threads(
@@ -159,5 +192,5 @@ def thread_choice(
         except ValueError:  # an unknown dtype: the engine refuses it at load, with its message
             return choice
         if floor > choice.threads:
-            return ThreadChoice(floor, f"{floor}: bf16 compute crashes OpenVINO at one thread on this CPU")
+            return ThreadChoice(floor, f"{floor}: {openvino_cpu.one_thread_bf16_why(cpu.features)}")
     return choice

@@ -52,6 +52,41 @@ def test_automatic_threads_by_engine(engine: str | None, cores: int, expected: i
     assert f"{cores} usable physical core" in choice.why or "the one usable physical core" in choice.why
 
 
+AVX2 = ("avx", "avx2", "fma")
+ZEN5 = (*AVX2, "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni")
+AMX = (*ZEN5, "amx_tile", "amx_bf16")
+
+
+def test_the_cpu_class_follows_its_features() -> None:
+    assert threads.cpu_class(AVX2) == "avx2"
+    assert threads.cpu_class(ZEN5) == "avx512_bf16"
+    assert threads.cpu_class(AMX) == "amx"
+    assert threads.cpu_class(()) == "avx2"
+
+
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_the_reason_cites_the_measurement_of_the_cpus_class(engine: str) -> None:
+    # The count is every core on each class; the reason names where its figures come from.
+    avx2, zen5, amx = (threads.auto_choice(engine, 2, f) for f in (AVX2, ZEN5, AMX))
+    assert avx2.threads == zen5.threads == amx.threads == 2
+    assert "AVX2" in avx2.why and "Zen 5" not in avx2.why
+    assert "Zen 5" in zen5.why and "AVX-512-BF16" in zen5.why and "AVX2" not in zen5.why
+    if engine == "openvino":
+        assert "AMX Xeon" in amx.why
+    else:  # not measured on AMX: the AVX2 figures, saying so
+        assert amx.why == avx2.why
+    assert threads.auto_choice(engine, 2).why == avx2.why  # features unknown
+
+
+def test_the_choice_passes_the_cpus_features_to_the_reason() -> None:
+    from hfd.backends.hardware import CpuInfo
+
+    zen5 = CpuInfo("v", "m", "x86_64", 2, 2, 2, ZEN5)
+    for engine in ("openvino", "onnxruntime"):
+        assert "Zen 5" in threads.thread_choice(settings(0), ModelSpec(ref="x"), engine, cpu=zen5).why
+    assert "AVX2" in threads.thread_choice(settings(0), ModelSpec(ref="x"), "torch", cpu=zen5).why
+
+
 def test_the_choice_says_which_setting_won() -> None:
     spec = ModelSpec(ref="x", threads=3)
     assert threads.thread_choice(settings(5), spec, "openvino") == threads.ThreadChoice(
