@@ -73,9 +73,7 @@ class PipelineProcess:
         """``init``: what the pipeline is made from (``openvino_engine.pipeline_init``)."""
         load_progress.report("compiling")  # the child starts (or the spare is taken), reads, compiles
         self._proc, self._tx, self._rx = _take_spare(self.module) or _spawn(self.module)
-        self._wake_read, self._wake_write = os.pipe()  # interrupt() -> a waiting step() returns
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        self._wake_read = self._wake_write = -1  # made in the try below: close() ends the child
         self._buffer = bytearray()
         self._lock = threading.Lock()  # one writer at a time on the request pipe
         self._fds_lock = threading.Lock()  # closing the descriptors vs interrupt()
@@ -85,6 +83,9 @@ class PipelineProcess:
         self.kv_cache_bytes = 0
         self.precision: str | None = None
         try:
+            self._wake_read, self._wake_write = os.pipe()  # interrupt() -> a waiting step() returns
+            os.set_blocking(self._wake_read, False)
+            os.set_blocking(self._wake_write, False)
             self._send({"op": "init", **init})
             # The child loads the pipeline and warms it up (one short batch) before it answers:
             # an engine that crashes on this CPU does so here, as a load failure, not on a
@@ -237,7 +238,8 @@ class PipelineProcess:
             if self._open:
                 self._open = False
                 for fd in (self._tx, self._rx, self._wake_read, self._wake_write):
-                    os.close(fd)
+                    if fd >= 0:
+                        os.close(fd)
 
 
 def _spawn(module: str) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -287,17 +289,28 @@ def start_spare(idle_s: float = SPARE_IDLE_S) -> int:
 
 
 def _take_spare(module: str) -> tuple[subprocess.Popen[bytes], int, int] | None:
-    """The spare for a load of ``module``; None when there is none (or it is not usable)."""
+    """The spare for a load of ``module``; None when there is none or it is not usable. A spare
+    of another module (a vision chat load runs its own) is left for the load it was started for."""
+    global _spare
+    with _spare_lock:
+        spare = _spare
+        if spare is None or spare[3] != module:
+            return None
+        _spare = None
+    proc, tx, rx, _ = spare
+    if proc.poll() is None:
+        return proc, tx, rx
+    _close_spare(spare)  # it exited: only its pipes to close
+    return None
+
+
+def close_spare() -> None:
+    """Close the spare unless a load took it (the daemon's shutdown)."""
     global _spare
     with _spare_lock:
         spare, _spare = _spare, None
-    if spare is None:
-        return None
-    proc, tx, rx, spare_module = spare
-    if spare_module == module and proc.poll() is None:
-        return proc, tx, rx
-    _close_spare(spare)
-    return None
+    if spare is not None:
+        _close_spare(spare)
 
 
 def _expire(spare: _Spare) -> None:

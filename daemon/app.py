@@ -31,7 +31,7 @@ from hfd.daemon.access.control import Access
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.http.tls import check_plaintext
 from hfd.daemon.metrics import METRICS, Metrics
-from hfd.daemon.models.exporting import start_importing
+from hfd.daemon.models.exporting import start_importing, stop_importing
 from hfd.daemon.models.manager import ModelManager
 from hfd.daemon.notify import Notifier, watchdog_interval
 from hfd.daemon.pulls import Pulls
@@ -128,7 +128,7 @@ class Daemon:
             await self.manager.preload()
             self._announce_ready()
             if s.models:  # transformers' import (seconds) off the first request's path
-                start_importing(s)
+                start_importing(s, self.store, [m.spec.public_name for m in self.manager.loaded()])
             interval = watchdog_interval()
             if interval:
                 tg.start_soon(self._watchdog, interval)
@@ -145,6 +145,7 @@ class Daemon:
                 for _, finished in servers:
                     await finished.wait()
             await self.manager.aclose(grace=0.0)
+            await anyio.to_thread.run_sync(stop_importing)  # the spare engine process no load took
             tg.cancel_scope.cancel()
         _remove(s.ipc_socket())
         log.info("stopped")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,6 +27,7 @@ from hfd.daemon.tasks import registry as task_registry
 if TYPE_CHECKING:
     from hfd.daemon.models.loading import Loader
     from hfd.daemon.settings import ModelSpec, Settings
+    from hfd.daemon.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,36 @@ async def export_first(loader: Loader, spec: ModelSpec, path: Path) -> dict[str,
     return None
 
 
-def start_importing(settings: Settings) -> None:
+def start_importing(settings: Settings, store: ModelStore, loaded: Iterable[str]) -> None:
     """Import the engine libraries, then transformers, in a background thread once the daemon
     is ready (``hfd.backends.preload``): a warm start's first request would pay for them. When
-    a configured model may generate on OpenVINO (no other engine pinned, no other task named),
-    a spare engine process is started for its load too."""
-    spare = any(
-        (spec.engine or settings.engine) in (None, "openvino") and spec.task in (None, "generate")
-        for spec in settings.models
+    a configured model not yet loaded (``loaded``: the preloaded models' names) generates text
+    and may run on OpenVINO (no other engine pinned), a spare engine process is started for its
+    load too: an idle one costs ~90 MiB no budget counts (``openvino_process.SPARE_BYTES``)."""
+    done = set(loaded)
+    waiting = [spec for spec in settings.models if spec.public_name not in done]
+    preload.start(
+        spare_generator=lambda: any(_generates_on_openvino(settings, store, spec) for spec in waiting)
     )
-    preload.start(spare_generator=spare)
+
+
+def stop_importing() -> None:
+    """At shutdown: close the spare engine process that no load took."""
+    preload.close_spare()
+
+
+def _generates_on_openvino(settings: Settings, store: ModelStore, spec: ModelSpec) -> bool:
+    """Whether a load of ``spec`` may generate on OpenVINO: no other engine pinned, and its task
+    (pinned, else detected from the stored snapshot; a model not stored yet counts as not)."""
+    if (spec.engine or settings.engine) not in (None, "openvino"):
+        return False
+    if spec.task is not None:
+        return spec.task == "generate"
+    try:
+        found = store.find(spec)
+    except Exception:  # a bad reference: its load says so
+        return False
+    return found is not None and task_registry.guess_task(found.path) == "generate"
 
 
 @contextlib.contextmanager

@@ -62,3 +62,20 @@ def test_a_load_that_never_ends_holds_it_back_no_longer_than_the_limit(
     assert preload._transformers.wait(3)
     hold.set()
     holder.join(5)
+
+
+def test_a_hung_engines_step_delays_a_load_that_waits_no_longer_than_the_limit(
+    preload: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(preload, "_WAIT_S", 0.3)
+    hung = threading.Event()
+    monkeypatch.setattr(preload, "_engines", lambda spare: hung.wait(10))  # a probe that hangs
+    preload.start()
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger=preload.__name__):
+        preload.wait_for_transformers()
+    assert time.monotonic() - started < 5
+    assert len(preload.imported) == 1  # imported by the waiting load itself
+    assert "importing transformers for the load" in caplog.text
+    hung.set()
+    assert preload._transformers.wait(5)
