@@ -172,13 +172,13 @@ def _compiled_run(compiled: Any) -> Run:
 
 def prepare(opts: LoadOptions, engine: str) -> tuple[Path, bool]:
     """The export directory of the towers for ``engine``, exported and checked on first use."""
+    from hfd.backends.exports import dist_version
     from hfd.backends.graph_heads import export_checked
-    from hfd.backends.onnx_backend import _version
 
     options = {"format": engine, "task": "image-text-towers", "revision": EXPORT_REVISION,
-               "torch": _version("torch"), "transformers": _version("transformers")}  # fmt: skip
+               "torch": dist_version("torch"), "transformers": dist_version("transformers")}  # fmt: skip
     return export_checked(
-        opts, engine, _version(_DIST[engine]), options,
+        opts, engine, dist_version(_DIST[engine]), options,
         lambda out, allow_pickle: export(opts.path, out, engine, opts.trust_remote_code, allow_pickle),
     )  # fmt: skip
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -55,6 +56,15 @@ class Export:
     built: bool
     seconds: float
     metadata: dict[str, Any]
+
+
+def dist_version(dist: str) -> str:
+    """An installed distribution's version, ``"none"`` when it is not installed: part of the
+    keys of what is built from a model with it (exports, tokenizer records)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def exports_root(cache_dir: Path) -> Path:

@@ -15,7 +15,6 @@ Nothing here imports onnxruntime or torch at module import time.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -29,7 +28,7 @@ import numpy as np
 
 from hfd.backends import _hf, cpu_pools, encoder_check, hardware, load_progress, preload
 from hfd.backends.base import LoadOptions, Task, TokenizedBatch
-from hfd.backends.exports import ExportCache, export_key
+from hfd.backends.exports import ExportCache, dist_version, export_key
 from hfd.backends.numpy_encoder import EncoderHead, GraphEncoder, encoder_feeds, load_head, pool
 from hfd.backends.policy import device_kind
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
@@ -128,13 +127,6 @@ def providers_for(device: str) -> list[Any]:
 # -- export -------------------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
 def shipped_graph(path: Path) -> Path | None:
     for candidate in (path / ONNX_FILE, path / "onnx" / ONNX_FILE):
         if candidate.is_file():
@@ -148,9 +140,9 @@ def export_options() -> dict[str, Any]:
         "task": "feature-extraction",
         "opset": ONNX_OPSET,
         "exporter": "dynamo",
-        "torch": _version("torch"),
-        "onnxscript": _version("onnxscript"),
-        "transformers": _version("transformers"),
+        "torch": dist_version("torch"),
+        "onnxscript": dist_version("onnxscript"),
+        "transformers": dist_version("transformers"),
         "revision": EXPORT_REVISION,
     }
 
@@ -160,7 +152,7 @@ def onnx_export_key(opts: LoadOptions) -> str:
     return export_key(
         opts.path,
         engine="onnxruntime",
-        engine_version=_version("onnxruntime"),
+        engine_version=dist_version("onnxruntime"),
         options=export_options(),
         # The graph depends on the config and weights only: folders that wrap one transformer
         # in different pooling configs share its export.

@@ -22,10 +22,10 @@ import numpy as np
 
 from hfd.backends import _hf, graph_heads
 from hfd.backends.base import LoadOptions
+from hfd.backends.exports import dist_version
 from hfd.backends.heads import HeadKind
 from hfd.backends.onnx_backend import (
     ONNX_FILE,
-    _version,
     check_session,
     export_dynamo,
     export_options,
@@ -92,7 +92,7 @@ def prepare(opts: LoadOptions, kind: HeadKind) -> tuple[Path, bool]:
         return shipped, False
     options = {**export_options(), "task": graph_heads.EXPORT_TASKS[kind], "head_revision": HEAD_REVISION}
     out, built = graph_heads.export_checked(
-        opts, "onnxruntime", _version("onnxruntime"), options,
+        opts, "onnxruntime", dist_version("onnxruntime"), options,
         lambda out, allow_pickle: export(opts.path, out, kind, opts.trust_remote_code, allow_pickle),
     )  # fmt: skip
     return out / ONNX_FILE, built

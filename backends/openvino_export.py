@@ -21,7 +21,6 @@ Nothing here imports openvino, optimum or nncf at module import time.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import shutil
@@ -31,7 +30,7 @@ from typing import Any
 
 from hfd.backends import _hf, encoder_check, families, gguf, preload
 from hfd.backends.base import LoadOptions, Task
-from hfd.backends.exports import ExportCache, export_key
+from hfd.backends.exports import ExportCache, dist_version, export_key
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -127,20 +126,13 @@ def _parameter_count(path: Path) -> int:
 # -- export -------------------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
 def export_options(task: Task, weight_format: str) -> dict[str, Any]:
     return {
         "format": "openvino-ir",
         "task": _EXPORT_TASKS[task],
         "weight_format": weight_format,
-        "optimum_intel": _version("optimum-intel"),
-        "nncf": _version("nncf") if weight_format in ("int8", "int4") else None,
+        "optimum_intel": dist_version("optimum-intel"),
+        "nncf": dist_version("nncf") if weight_format in ("int8", "int4") else None,
         "revision": EXPORT_REVISION,
     }
 
@@ -162,7 +154,7 @@ def prepare_ir(opts: LoadOptions, task: Task, weight_format: str) -> tuple[Path,
     key = export_key(
         opts.path,
         engine="openvino",
-        engine_version=_version("openvino"),
+        engine_version=dist_version("openvino"),
         options=options,
         # An encoder graph depends on its config and weights only (encoder_check.weights_identity).
         commit=opts.extra.get("commit")

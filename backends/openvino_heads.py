@@ -22,8 +22,9 @@ import numpy as np
 
 from hfd.backends import _hf, families, graph_heads, openvino_cpu
 from hfd.backends.base import LoadOptions
+from hfd.backends.exports import dist_version
 from hfd.backends.heads import HeadKind
-from hfd.backends.openvino_export import IR_FILE, _version, export_ir, export_options, ir_bytes
+from hfd.backends.openvino_export import IR_FILE, export_ir, export_options, ir_bytes
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def prepare(opts: LoadOptions, kind: HeadKind, weight_format: str) -> tuple[Path
         _check(opts.path, out, kind, weight_format, opts.trust_remote_code, allow_pickle)
 
     return graph_heads.export_checked(
-        opts, "openvino", _version("openvino"), options, build, weight_format=weight_format
+        opts, "openvino", dist_version("openvino"), options, build, weight_format=weight_format
     )
 
 

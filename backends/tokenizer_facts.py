@@ -6,9 +6,10 @@ through it: the Rust tokenizer as transformers sets it up (added and special tok
 post-processor), the tokenizer's ``model_max_length``, pad and eos ids, size, named special tokens
 and chat template, and (encoders) the config's position limit and hidden size under their common
 names. They are written to ``<cache_dir>/tokenizers/<key>.json``, where the key is the model
-folder's resolved path, its top-level files' names, sizes and modification times (``config.json``
-and the tokenizer files are there), what is recorded, and the transformers and tokenizers
-versions: a changed file or library reads the model through transformers again. A model with
+folder's resolved path, the relative paths, sizes and modification times of its files but the
+weights (``config.json``, the tokenizer files, ``additional_chat_templates/*.jinja``), what is
+recorded, and the transformers and tokenizers versions: a changed file or library reads the
+model through transformers again. A model with
 remote code is always read through transformers (its code decides what the tokenizer is).
 A generation engine renders the recorded chat template with ``chat_template``, as transformers
 would (``RecordedTokenizer``).
@@ -16,17 +17,20 @@ would (``RecordedTokenizer``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from hfd.backends import _hf, chat_template
+from hfd.backends.exports import dist_version
+from hfd.backends.formats import WEIGHT_SUFFIXES, file_stats
 
 log = logging.getLogger(__name__)
 
@@ -123,29 +127,20 @@ def _through_transformers(path: Path, trust_remote_code: bool, config: bool, nee
     )  # fmt: skip
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
 def _record_path(path: Path, cache_dir: Path, config: bool) -> Path | None:
     try:
         resolved = path.resolve()
-        files = []
-        for entry in sorted(resolved.iterdir()):
-            if entry.is_file():  # symlinks followed: the Hugging Face layout links to blobs
-                st = entry.stat()
-                files.append([entry.name, st.st_size, st.st_mtime_ns])
+        # Every file but the weights: transformers reads more than the top level (a tokenizer's
+        # additional_chat_templates/*.jinja).
+        files = file_stats(resolved, skip_suffixes=WEIGHT_SUFFIXES)
     except OSError:
         return None
     data = {
         "path": str(resolved),
         "files": files,
         "config": config,
-        "transformers": _version("transformers"),
-        "tokenizers": _version("tokenizers"),
+        "transformers": dist_version("transformers"),
+        "tokenizers": dist_version("tokenizers"),
         "revision": RECORD_REVISION,
     }
     key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
@@ -166,8 +161,15 @@ def _read(record: Path) -> TokenizerFacts | None:
 def _write(record: Path, facts: TokenizerFacts) -> None:
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(facts)), encoding="utf-8")
-        os.replace(tmp, record)
+        # A name of its own: two loads of one model may write its record at once.
+        fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{record.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(asdict(facts)))
+            os.replace(tmp, record)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError as exc:  # a record only saves time; never fail a load over it
         log.warning("cannot write tokenizer record", extra={"path": str(record), "error": repr(exc)})

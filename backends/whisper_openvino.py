@@ -28,7 +28,7 @@ import numpy as np
 
 from hfd.backends import _hf, whisper_common
 from hfd.backends.base import LoadOptions
-from hfd.backends.exports import ExportCache, export_key
+from hfd.backends.exports import ExportCache, dist_version, export_key
 from hfd.backends.whisper_common import SAMPLE_RATE, Segment, TranscribeOptions, Transcript, known_language
 from hfd.client.errors import HfdError, InvalidRequest, ModelUnavailable
 
@@ -104,11 +104,10 @@ def prepare_ir(opts: LoadOptions) -> Path:
     _hf.check_weights(opts.path, allow_pickle=bool(opts.extra.get("allow_pickle")))
     if opts.cache_dir is None:
         raise ModelUnavailable("the openvino engine needs a cache directory for its exports")
-    from hfd.backends.openvino_export import _version
 
-    options = {"format": "openvino-ir", "task": EXPORT_TASK, "optimum_intel": _version("optimum-intel"),
+    options = {"format": "openvino-ir", "task": EXPORT_TASK, "optimum_intel": dist_version("optimum-intel"),
                "revision": EXPORT_REVISION}  # fmt: skip
-    key = export_key(opts.path, engine="openvino", engine_version=_version("openvino"), options=options,
+    key = export_key(opts.path, engine="openvino", engine_version=dist_version("openvino"), options=options,
                      commit=opts.extra.get("commit"))  # fmt: skip
     meta = {"engine": "openvino", "task": "transcribe", "source": str(opts.path),
             "model_type": config.get("model_type"), "options": options}  # fmt: skip

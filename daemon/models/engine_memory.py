@@ -15,16 +15,15 @@ again. The records live in ``<state_dir>/engine-failures.json``; deleting it is 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from hfd.daemon.store.files import file_stats
+from hfd.backends.exports import dist_version
+from hfd.daemon.store.files import atomic_write_text, file_stats
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +40,7 @@ def engine_version(engine: str) -> str:
 
     record = registry.ENGINES.get(engine)
     dist = engine if record is None else record.dist
-    if dist is None:
-        return "none"
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
+    return "none" if dist is None else dist_version(dist)
 
 
 def machine() -> dict[str, Any]:
@@ -137,9 +131,7 @@ class EngineMemory:
         if self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(self._all(), indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            # A temporary name of its own: another process (a pull's measurement) may write too.
+            atomic_write_text(self.path, json.dumps(self._all(), indent=1, sort_keys=True))
         except OSError as exc:  # the records only save time; never fail a load over them
             log.warning("cannot write engine records", extra={"path": str(self.path), "error": repr(exc)})

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from hfd.backends.formats import file_stats as file_stats  # its readers here import it from the store
+
 
 def fsync_dir(path: Path) -> None:
     try:
@@ -90,20 +92,3 @@ def model_files(root: Path) -> Iterator[Path]:
                 path = Path(dirpath) / name
                 if path.is_file():
                     yield path
-
-
-def file_stats(path: Path) -> list[tuple[str, int, int]]:
-    """``(relative path, size, mtime in ns)`` of every file below ``path``, sorted, symlinks
-    followed (the Hugging Face cache layout links snapshots to blobs), hidden folders skipped:
-    what says that a model folder changed, for the response cache and the engine-crash memory."""
-    files: list[tuple[str, int, int]] = []
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            full = Path(root) / name
-            try:
-                st = full.stat()
-            except OSError:
-                continue
-            files.append((str(full.relative_to(path)), st.st_size, st.st_mtime_ns))
-    return files

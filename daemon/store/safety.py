@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import PurePosixPath
-from typing import Final
 
-from hfd.backends.formats import PICKLE_SUFFIXES
+from hfd.backends.formats import PICKLE_SUFFIXES, WEIGHT_SUFFIXES
 from hfd.client.errors import Forbidden
 from hfd.daemon.store.gguf_tags import select
 from hfd.daemon.store.layout import RepoDir
 from hfd.daemon.store.space import ensure_space
 from hfd.daemon.store.writer import FileSpec
 from hfd.ipfs.manifest import Manifest, ManifestFile
-
-# Files that hold weights in any format (used to tell "only pickled weights" apart).
-WEIGHT_SUFFIXES: Final = PICKLE_SUFFIXES | {".safetensors", ".onnx", ".gguf", ".h5", ".msgpack", ".xml"}
 
 
 def is_pickle(path: str) -> bool:

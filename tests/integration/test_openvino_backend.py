@@ -183,7 +183,7 @@ def test_warm_load_skips_the_export(
     key = openvino_export.export_key(
         opts.path,
         engine="openvino",
-        engine_version=openvino_export._version("openvino"),
+        engine_version=openvino_export.dist_version("openvino"),
         options=openvino_export.export_options("generate", "fp32"),
     )
     cache = ExportCache(cache_dir)
