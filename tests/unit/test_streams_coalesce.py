@@ -54,6 +54,7 @@ async def test_a_reader_that_fell_behind_gets_every_token_in_one_chunk(engine: G
         behind = await _read_all(late)
     finally:
         await sched.aclose()
+    assert len(eager) > 1  # the engine sent chunk by chunk: the late reader's one chunk is coalesced
     assert len(behind) == 1
     assert behind[0].token_ids == [t for c in eager for t in c.token_ids]
     assert len(behind[0].token_ids) == GREEDY.max_tokens
