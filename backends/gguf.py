@@ -93,7 +93,7 @@ def choose(path: Path, wanted: str | None) -> Path:
         names = [f.name for f in files]
         raise InvalidRequest(
             f"model option gguf_file={wanted!r} is not in the snapshot; it has {', '.join(names) or 'none'}",
-            param="gguf_file",
+            param="options.gguf_file",
         )
     files = model_files(path)
     names = [f.name for f in files]
@@ -101,7 +101,7 @@ def choose(path: Path, wanted: str | None) -> Path:
         raise InvalidRequest(
             f"{path.name} has {len(files)} GGUF files ({', '.join(names)}): choose one with the model "
             "option gguf_file, or pull one with org/name:TAG",
-            param="gguf_file",
+            param="options.gguf_file",
             details={"files": names},
         )
     return files[0]

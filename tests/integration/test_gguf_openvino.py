@@ -82,7 +82,7 @@ def test_torch_refuses_gguf_naming_openvino(tmp_path: Path) -> None:
 def test_unknown_gguf_file_option_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as err:
         OpenVINOBackend().load_generator(_opts(tiny_llama_gguf("f16"), tmp_path, gguf_file="other.gguf"))
-    assert err.value.param == "gguf_file"
+    assert err.value.param == "options.gguf_file"
     assert "tiny-llama-F16.gguf" in err.value.message
 
 
