@@ -186,8 +186,9 @@ def ps_table(models: Sequence[RunningModel]) -> str:
                 expires(m) if m.state == "ready" else loading_state(m),
             ]
         )
+        # Notes start "name:", so a script reading the table by its first column never takes one for a row.
         if m.engine_reason:  # measured here, or the static order
-            notes.append(f"{m.name} on {m.engine}, {m.engine_reason}")
+            notes.append(f"{m.name}: on {m.engine}, {m.engine_reason}")
         if m.preferred_engine and m.preferred_engine != m.engine:
             notes.append(
                 f"{m.name}: {m.engine} serves, {m.preferred_engine} preferred: {m.fallback_reason or 'unknown'}"

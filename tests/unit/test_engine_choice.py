@@ -192,7 +192,7 @@ async def test_ps_and_doctor_say_why(make: Any, bert: Path) -> None:
     await manager.tune("m")
     row = RunningModel.from_dict((await manager.load("m")).info(manager.now()))
     assert row.engine_reason is not None
-    assert f"m on torch, {row.engine_reason}" in ps_table([row]).splitlines()
+    assert f"m: on torch, {row.engine_reason}" in ps_table([row]).splitlines()
     [measured] = measured_rows(manager.settings)
     assert measured["model"] == "m" and measured["ranking"][0] == "torch"
     assert measured["why"].startswith("measured on this machine: torch ")
