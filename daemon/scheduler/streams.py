@@ -1,12 +1,6 @@
 """What a generation request reads: :class:`TokenChunk` pieces through a :class:`GenerationStream`,
 and :func:`deliver`, which the scheduler's worker thread hands a step's pieces to the streams'
 event loops with.
-
-A reader that fell behind (several chunks waiting when it asks for the next) gets them as one
-chunk: every token, in order, with their text joined (:func:`coalesce`). Each chunk a door sends
-costs the daemon and the client the same whatever its size (an SSE event to encode, write and
-parse; an IPC message), so a reader that cannot keep up with one chunk per step catches up
-instead of falling further behind. A reader that keeps up still gets one chunk per step.
 """
 
 from __future__ import annotations
@@ -118,19 +112,7 @@ class GenerationStream:
         item = self._buffer.popleft()
         if isinstance(item, HfdError):
             raise item
-        if self._buffer and isinstance(self._buffer[0], TokenChunk):
-            return self._coalesced(item)
         return item
-
-    def _coalesced(self, first: TokenChunk) -> TokenChunk:
-        """``first`` and the chunks waiting behind it, up to an error (which stays, to be raised
-        on the next read), as one chunk."""
-        chunks = [first]
-        while self._buffer and isinstance(self._buffer[0], TokenChunk):
-            chunk = self._buffer.popleft()
-            assert isinstance(chunk, TokenChunk)
-            chunks.append(chunk)
-        return coalesce(chunks)
 
     async def __aenter__(self) -> GenerationStream:
         return self
@@ -139,28 +121,6 @@ class GenerationStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-def coalesce(chunks: Sequence[TokenChunk]) -> TokenChunk:
-    """Consecutive chunks of one stream as one: texts joined, tokens (and their logprobs) in order,
-    the first one's prompt logprobs, the last one's finish reason and stop string."""
-    if len(chunks) == 1:
-        return chunks[0]
-    logprobs: list[TextLogprob | None] | None = None
-    if any(c.logprobs is not None for c in chunks):
-        # One entry per token: a chunk without logprobs (none asked) contributes a None each.
-        logprobs = [
-            lp for c in chunks for lp in (c.logprobs if c.logprobs is not None else [None] * len(c.token_ids))
-        ]
-    last = chunks[-1]
-    return TokenChunk(
-        text="".join(c.text for c in chunks),
-        token_ids=[t for c in chunks for t in c.token_ids],
-        finish_reason=last.finish_reason,
-        logprobs=logprobs,
-        prompt_logprobs=next((c.prompt_logprobs for c in chunks if c.prompt_logprobs is not None), None),
-        stop_sequence=last.stop_sequence,
-    )
 
 
 def deliver(items: Sequence[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
