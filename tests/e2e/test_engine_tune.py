@@ -50,7 +50,7 @@ def test_tune_ranks_the_engines_and_a_restart_loads_the_winner(
         assert stats["engine_measurements"] == 0
         assert not any("engine order measured" in line for line in daemon.output)
         assert main(["ps", "--ipc-path", str(daemon.ipc_path)]) == 0
-        assert f"e on {row['engine']}, measured on this machine" in capsys.readouterr().out
+        assert f"e: on {row['engine']}, measured on this machine" in capsys.readouterr().out
 
 
 def test_a_pull_measures_after_its_export(tmp_path: Path) -> None:
