@@ -158,8 +158,7 @@ def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
 
 def _ov_cpu_capabilities() -> list[str]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU ([] when it lists no CPU)."""
-    ov_cpu = hardware.probe_openvino().first("cpu")
-    return (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
+    return openvino_cpu.capabilities(hardware.probe_openvino().first("cpu"))
 
 
 def _cpu_precision(properties: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 # dtype names hfd accepts -> OpenVINO's INFERENCE_PRECISION_HINT values.
 PRECISION_HINTS = {"float32": "f32", "fp32": "f32", "f32": "f32", "float16": "f16", "fp16": "f16",
@@ -54,6 +55,12 @@ def native_bf16(features: Iterable[str], capabilities: Iterable[str] = ()) -> bo
     """Whether OpenVINO's CPU plugin computes in bf16 by default on this CPU."""
     flags = set(features)
     return bool(flags & {"avx512_bf16", "amx_bf16"}) or "BF16" in set(capabilities)
+
+
+def capabilities(ov_cpu: Any) -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of a probed CPU device (its ``capability``
+    text); [] when OpenVINO lists no CPU (``None``)."""
+    return (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
 
 
 def default_precision(features: Iterable[str], capabilities: Iterable[str] = ()) -> str:

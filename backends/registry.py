@@ -66,8 +66,7 @@ def _f32_graph(report: HardwareReport) -> tuple[str, str]:
 def _openvino_precision(report: HardwareReport) -> tuple[str, str]:
     from hfd.backends import openvino_cpu
 
-    ov_cpu = report.openvino.first("cpu")
-    caps = (ov_cpu.capability or "").split(",") if ov_cpu is not None else []
+    caps = openvino_cpu.capabilities(report.openvino.first("cpu"))
     precision = openvino_cpu.default_precision(report.cpu.features, caps)
     if precision == "bf16":
         why = (
