@@ -44,9 +44,9 @@ import msgpack
 import numpy as np
 from pydantic import BaseModel
 
+from hfd.backends.formats import file_stats
 from hfd.daemon.scheduler.generation import TokenChunk
 from hfd.daemon.settings import SettingsError
-from hfd.daemon.store.files import file_stats
 
 log = logging.getLogger(__name__)
 

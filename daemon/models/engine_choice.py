@@ -52,10 +52,10 @@ import anyio
 
 from hfd.backends import families
 from hfd.backends.base import EncoderModel, GenerationModel, LoadOptions, SamplingParams, Task
+from hfd.backends.formats import file_stats
 from hfd.client.errors import Cancelled, HfdError, InsufficientMemory, Timeout
 from hfd.daemon.models.engine_memory import EngineMemory, engine_version, machine
 from hfd.daemon.models.threads import engine_threads
-from hfd.daemon.store.files import file_stats
 from hfd.daemon.tasks import registry as task_registry
 
 if TYPE_CHECKING:

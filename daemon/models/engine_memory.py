@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from hfd.backends.exports import dist_version
-from hfd.daemon.store.files import atomic_write_text, file_stats
+from hfd.backends.formats import file_stats
+from hfd.daemon.store.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from hfd.backends.formats import file_stats as file_stats  # its readers here import it from the store
-
 
 def fsync_dir(path: Path) -> None:
     try:
