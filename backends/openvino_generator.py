@@ -259,7 +259,7 @@ class OVGenerator(_hf.PromptTokens):
                 StepOutput(
                     seq_id=seq_id,
                     token_ids=tokens,
-                    finished=cast(FinishReason | None, finished),
+                    finished=cast("FinishReason | None", finished),  # a string: never built per token
                     logprobs=ov_logprobs(tokens, lps),
                     prompt_logprobs=ov_prompt_logprobs(self._prompts.pop(seq_id, None), prompt),
                 )

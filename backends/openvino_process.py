@@ -44,7 +44,7 @@ from typing import Any, Final, NoReturn
 
 from hfd.backends import load_progress
 from hfd.backends.openvino_engine import PipelineEngine, warn_failed
-from hfd.backends.openvino_pipe import Channel, Output, frame, merge, read_chunk, readable, split_frames
+from hfd.backends.openvino_pipe import Channel, Output, frame, merge, read_chunk, split_frames
 from hfd.backends.proving import EngineCrashed, exit_description
 from hfd.client.errors import ModelUnavailable
 
@@ -176,14 +176,16 @@ class PipelineProcess:
                 self._died(repr(exc))
 
     def _read(self, *, wakeable: bool = False) -> list[dict[str, Any]]:
-        """Every complete message the child has sent; blocks until there is at least one, or,
-        when ``wakeable``, until ``interrupt()``."""
+        """The complete messages the child has sent; blocks until there is at least one, or,
+        when ``wakeable``, until ``interrupt()``. One read takes all the pipe holds then (up to
+        64 KiB: every step the child has finished meanwhile); what comes after waits for the
+        next call, which is one system call less per token than asking the pipe again."""
         self._check()
         frames: list[dict[str, Any]] = []
         try:
             while True:
                 frames.extend(split_frames(self._buffer))
-                if frames and not readable(self._rx, 0):
+                if frames:
                     return frames
                 if wakeable and not frames:
                     ready = select.select([self._rx, self._wake_read], [], [])[0]  # without the GIL

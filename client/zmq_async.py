@@ -43,6 +43,17 @@ async def _receive_loop(sock: zmq.asyncio.Socket, queues: dict[str, asyncio.Queu
             queue.put_nowait(reply)
 
 
+async def _get_within(queue: asyncio.Queue[Reply], seconds: float) -> Reply:
+    """``queue.get()`` or ``asyncio.TimeoutError`` after ``seconds``. Once per streamed chunk:
+    ``asyncio.timeout`` (Python 3.11) only sets a timer, where ``wait_for`` runs the get in a
+    task of its own."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(queue.get(), seconds)
+    async with timeout(seconds):
+        return await queue.get()
+
+
 class _AsyncSockets:
     """What an ``AsyncZmqTransport`` must close: its context, its socket, the receiver task and
     the handshake watch. No reference to the transport or client, so the finalizer that closes
@@ -235,8 +246,14 @@ class _AsyncZmqExchange:
         self._closed = False
 
     async def receive(self, timeout: float | None) -> Reply | None:
+        queue = self._queue
         try:
-            reply = await asyncio.wait_for(self._queue.get(), timeout)
+            if not queue.empty():
+                reply = queue.get_nowait()
+            elif timeout is None:
+                reply = await queue.get()
+            else:
+                reply = await _get_within(queue, timeout)
         except asyncio.TimeoutError:
             return None
         if reply.final:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -72,6 +72,7 @@ class Metrics:
                             "model direction")
         self.batch_size = hist("hfd_batch_size", "Inputs per encoder batch or sequences per generation step.",
                                "model kind", _BATCH_BUCKETS)
+        self._batch_children: dict[tuple[str, str], Any] = {}  # record_batch's, by (model, kind)
         self.fetched = count("hfd_fetch_bytes", "Model bytes fetched, by source (ipfs, hub, local).", "source")
         self.rate_limited = count("hfd_rate_limited", "Requests refused by a key's rate limit.", "door")
         self.auth_failures = count("hfd_auth_failures", "Requests refused: unauthorized (401) or forbidden (403).",
@@ -137,7 +138,13 @@ class Metrics:
             self.tokens.labels(label, "out").inc(completion)
 
     def record_batch(self, model: str, kind: str, size: int) -> None:
-        self.batch_size.labels(self.model_label(model), kind).observe(size)
+        """Once per engine step or encoder batch, so its labelled child is kept: ``model`` is a
+        scheduler's own (a configured model), never a client's, so it needs no ``model_label``
+        and the children are as many as the configured models."""
+        child = self._batch_children.get((model, kind))
+        if child is None:
+            child = self._batch_children[(model, kind)] = self.batch_size.labels(model, kind)
+        child.observe(size)
 
     def record_fetch(self, source: str, nbytes: int) -> None:
         if nbytes > 0:

@@ -92,14 +92,31 @@ def _user_system(pid: int) -> tuple[float, float]:
     return int(fields[11]) / hz, int(fields[12]) / hz
 
 
-def _threads_cpu(pid: int) -> dict[str, float]:
+def _thread_names(pid: int) -> dict[int, str]:
+    """Python's names of a process's threads by native id (``py-spy dump``; Python 3.11 leaves
+    every thread's OS name "python"); {} without py-spy."""
+    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(found).is_file():
+        return {}
+    try:
+        dump = subprocess.run([found, "dump", "--pid", str(pid), "--json", "--nonblocking"],
+                              capture_output=True, timeout=30, check=True).stdout  # fmt: skip
+        return {
+            int(t["os_thread_id"]): str(t.get("thread_name") or t["os_thread_id"]) for t in json.loads(dump)
+        }
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _threads_cpu(pid: int, names: dict[int, str]) -> dict[str, float]:
     """CPU seconds per thread name of a process (threads of one name summed; AnyIO's pool, for
-    one), from /proc/<pid>/task: exact, where a sampling profiler only estimates."""
+    one), from /proc/<pid>/task: exact, where a sampling profiler only estimates. A thread's name
+    is Python's where ``names`` has it, else its OS name."""
     out: dict[str, float] = collections.defaultdict(float)
     hz = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name = (task / "comm").read_text().strip()
+            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the thread ended meanwhile
             continue
@@ -153,11 +170,12 @@ async def _run_door(
         if profile is not None:
             spy = _start_py_spy(daemon.proc.pid, profile / f"{door}.txt")
             await asyncio.sleep(1.0)  # py-spy attaches before the load starts
+        names = _thread_names(daemon.proc.pid)
         box_before, us_before = _box_cpu(), _user_system(daemon.proc.pid)
-        threads_before = _threads_cpu(daemon.proc.pid)
+        threads_before = _threads_cpu(daemon.proc.pid, names)
         level = await closed_loop(door, streams, streams * rounds, request, daemon.proc.pid)
         box_after, us_after = _box_cpu(), _user_system(daemon.proc.pid)
-        threads_after = _threads_cpu(daemon.proc.pid)
+        threads_after = _threads_cpu(daemon.proc.pid, names)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
