@@ -86,9 +86,9 @@ def _measure(model: Path, threads: int, requests: int, workdir: Path) -> dict[st
     runs: list[dict[str, Any]] = []
     offline: list[float] = []
     try:
-        from serving_cpu import _settle
+        from bench_lib.load import settle
 
-        _settle(daemon.proc.pid)  # the daemon's background imports (hfd.backends.preload) are not measured
+        settle(daemon.proc.pid)  # the daemon's background imports (hfd.backends.preload) are not measured
         with httpx.Client(base_url=daemon.http, timeout=120) as client:
             for i in range(requests + 1):  # the first of each is a warm-up
                 body = {"model": "llm", "messages": chat_messages(), "max_tokens": TOKENS, "temperature": 0,

@@ -124,19 +124,6 @@ def _threads_cpu(pid: int, names: dict[int, str]) -> dict[str, float]:
     return dict(out)
 
 
-def _settle(pid: int, limit_s: float = 120.0) -> None:
-    """Wait until the daemon is idle (under 5% of a core over half a second): its background
-    imports of the engine libraries (``hfd.backends.preload``) must not be measured."""
-    from bench_lib.load import process_cpu
-
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        before = process_cpu(pid) or 0.0
-        time.sleep(0.5)
-        if (process_cpu(pid) or 0.0) - before < 0.025:
-            return
-
-
 def _py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(found).is_file():
@@ -154,7 +141,7 @@ async def _run_door(
     daemon: Any, door: str, streams: int, rounds: int, profile: Path | None
 ) -> dict[str, Any]:
     from bench_lib.drivers import http_chat, ipc_chat, ipc_client, openai_client
-    from bench_lib.load import closed_loop
+    from bench_lib.load import closed_loop, settle
     from bench_lib.workload import chat_messages
 
     client = openai_client(daemon.base_url, 2 * streams) if door == "http" else ipc_client(daemon.ipc)
@@ -165,7 +152,7 @@ async def _run_door(
 
     try:
         await request()  # warm-up: connections, first-call costs
-        _settle(daemon.proc.pid)
+        settle(daemon.proc.pid)
         spy = None
         if profile is not None:
             spy = _start_py_spy(daemon.proc.pid, profile / f"{door}.txt")

@@ -91,6 +91,18 @@ def process_cpu(pid: int) -> float | None:
     return None if split is None else split[1]
 
 
+def settle(pid: int, limit_s: float = 120.0) -> None:
+    """Wait until a daemon is idle (under 5% of a core over half a second, its engine processes
+    counted), at most ``limit_s``: its background imports of the engine libraries
+    (``hfd.backends.preload``, several CPU-seconds) must not be measured with what runs beside."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = process_cpu(pid) or 0.0
+        time.sleep(0.5)
+        if (process_cpu(pid) or 0.0) - before < 0.025:
+            return
+
+
 def process_cpu_split(pid: int) -> tuple[float, float] | None:
     """CPU seconds of the process alone and of it with its living descendants, from one walk of
     /proc; None elsewhere."""

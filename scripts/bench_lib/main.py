@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_lib import bounds, report, served
+from bench_lib import bounds, load, report, served
 from bench_lib.workload import Plan, full_plan, quick_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,6 +206,7 @@ def _start_daemon(
     started = time.perf_counter()
     daemon = start_daemon(workdir, {}, extra_config=config, args=extra, timeout=600)
     print(f"hfd serve ready in {time.perf_counter() - started:.1f}s: {daemon.http} {daemon.ipc}")
+    load.settle(daemon.proc.pid)  # its background imports would share the cores with what is measured
     return daemon
 
 
