@@ -13,7 +13,7 @@ Prints, per token, the median time of each hop: the engine's step, step end -> w
 pipe, pipe -> read by the daemon, read -> handed to the event loop (merge, detokenizing, stop
 strings, chunks), -> put in the stream on the loop, -> SSE chunk at the client; and the tokens/s
 served (first token to last, and whole request) against offline. Run from the repository root:
-``.venv/bin/python scripts/one_stream_hops.py [--threads N] [--requests 5] [--out FILE]``.
+``.venv/bin/python scripts/one_stream_hops.py [--threads N] [--dtype float32] [--requests 5] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure(model: Path, threads: int, requests: int, workdir: Path) -> dict[str, Any]:
+def _measure(model: Path, threads: int, dtype: str | None, requests: int, workdir: Path) -> dict[str, Any]:
     """Served and offline requests taken in turns (the box's load changes by the minute), with the
     daemon's and its engine process's CPU seconds for each served request."""
     import httpx
@@ -67,13 +67,13 @@ def _measure(model: Path, threads: int, requests: int, workdir: Path) -> dict[st
     }
     config = (
         f'[[models]]\nname = "llm"\nref = "{model}"\ntask = "generate"\npreload = true\nkeep_alive = -1\n'
-    )
+    ) + (f'options = {{ dtype = "{dtype}" }}\n' if dtype else "")
     args = ["--log-level", "warning", "--cache-dir", str(REPO / ".cache" / "bench"), "--engine", "openvino"]
     if threads:
         args += ["--threads", str(threads)]
     from hfd.daemon.models.threads import auto_threads
 
-    opts = LoadOptions(path=model, task="generate", threads=threads or auto_threads(engine="openvino"), cache_dir=REPO / ".cache" / "bench",
+    opts = LoadOptions(path=model, task="generate", threads=threads or auto_threads(engine="openvino"), cache_dir=REPO / ".cache" / "bench", dtype=dtype,
                        extra={"pipeline_process": False})  # fmt: skip
     local = get_backend("openvino").load_generator(opts)
     params = SamplingParams(max_tokens=TOKENS, temperature=0.0, ignore_eos=True, min_tokens=TOKENS)
@@ -151,6 +151,7 @@ def _hops(served: dict[str, Any]) -> dict[str, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=0, help="engine threads (0: the daemon's automatic choice)")
+    p.add_argument("--dtype", default=None, help="the model's dtype option (float32: f32 compute), both sides")
     p.add_argument("--requests", type=int, default=5)
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here too")
     args = p.parse_args()
@@ -160,13 +161,14 @@ def main() -> int:
     threads = args.threads or auto_threads(engine="openvino")
     model = bench_llama()
     with tempfile.TemporaryDirectory(prefix="hfd-hops-") as tmp:
-        m = _measure(model, args.threads, args.requests, Path(tmp))
+        m = _measure(model, args.threads, args.dtype, args.requests, Path(tmp))
     runs = m["runs"]
     whole = [TOKENS / ((r["done"] - r["sent"]) / 1e9) for r in runs]
     steady = [(len(r["chunks"]) - 1) / ((r["chunks"][-1] - r["chunks"][0]) / 1e9) for r in runs]
     offline = statistics.median(m["offline"])
     result = {
         "threads": threads,
+        "dtype": args.dtype or "the default",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "offline_tokens_per_s": round(offline, 1),
         "offline_each": [round(x, 1) for x in m["offline"]],

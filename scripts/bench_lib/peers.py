@@ -8,8 +8,10 @@ each chat figure beside the machine's bound on it (``bench_lib.bounds``).
 - embeddings: Infinity (``infinity-emb``, its ONNX engine, in a venv of its own) with
   all-MiniLM-L6-v2, one sentence per request, 1 and 64 clients, against hfd over HTTP and IPC.
 
-Every server gets the same thread count (``--threads``, default: every core) and runs alone:
-hfd first, then each peer in turn. A peer that cannot be built, converted, installed or
+Every server gets the same thread count (``--threads``, default: every core). hfd and the peers
+of one workload are up together and measured in interleaved rounds (``bench_lib.rounds``: each
+round visits every server in turn), so the box's drift weighs on all alike; each ratio is
+printed with its spread over the rounds. A peer that cannot be built, converted, installed or
 started is skipped, and the reason is printed and kept in the JSON. Builds, conversions and the
 venv live in ``~/.cache/hfd/peers`` (``HFD_PEERS_CACHE``). ``--build-only`` builds llama-server
 (about 45 minutes on two busy cores, at the lowest priority) and installs Infinity, then exits:
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sys
@@ -28,10 +31,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench_lib import bounds, report, served
+from bench_lib import bounds, report, rounds, served
 from bench_lib.cli import subcommand_parser
-from bench_lib.drivers import http_chat, http_embed, openai_client
-from bench_lib.load import Sample, closed_loop
+from bench_lib.drivers import http_chat, http_embed, ipc_chat, ipc_client, ipc_embed, openai_client
+from bench_lib.load import Sample
 from bench_lib.peers_proc import Unavailable
 from bench_lib.workload import Plan, chat_messages, full_plan, quick_plan, sentence
 
@@ -88,78 +91,92 @@ def _build_only(args: argparse.Namespace, wanted: set[str]) -> int:
     return failed
 
 
-async def _levels(
-    base_url: str, door: str, levels: tuple[int, ...], total: Callable[[int], int],
-    request_of: Callable[[Any], Awaitable[Sample]], unit: str, pid: int,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """A peer's closed loop at each concurrency, after one warm-up request (as hfd's doors get)."""
-    client = openai_client(base_url, 2 * max(levels))
-    try:
-        await request_of(client)
-        out = []
-        for c in levels:
-            level = await closed_loop(door, c, total(c), lambda: request_of(client), pid)
-            out.append(level.summary(unit))
-        return out
-    finally:
-        await client.close()
+# Rounds per level: every server is visited once per round (``bench_lib.rounds``).
+ROUNDS = 4
 
 
-def _chat_total(plan: Plan) -> Callable[[int], int]:
-    return lambda c: max(3, c * plan.gen_rounds)
+def _chat_per_round(c: int) -> int:
+    return max(3, c)  # one stream: 3 requests a round, 12 in all
 
 
-def llama_peer(plan: Plan, threads: int, skipped: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """llama-server on the bench model as GGUF f32 and q8_0: the chat levels of each."""
+def _embed_per_round(plan: Plan) -> Callable[[int], int]:
+    return lambda c: max(c, -(-plan.embed_requests(c) // ROUNDS))
+
+
+def _llama_servers(
+    stack: contextlib.ExitStack, plan: Plan, threads: int, skipped: dict[str, str]
+) -> dict[str, tuple[str, int]]:
+    """llama-server on the bench model as GGUF f32 and q8_0, both left running until ``stack``
+    closes: door name -> (OpenAI base URL, pid)."""
     from bench_lib import peers_llama
 
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, tuple[str, int]] = {}
     for outtype in ("f32", "q8_0"):
         door = f"llama.cpp-{outtype}"
         try:
             model_file = peers_llama.gguf(plan.gen_model(), outtype)
             print(
-                f"\n== {door}: {model_file.name}, {threads} threads, {max(plan.gen_levels)} slots", flush=True
+                f"== {door}: {model_file.name}, {threads} threads, {max(plan.gen_levels)} slots", flush=True
             )
-            with peers_llama.serve(
-                model_file, threads=threads, parallel=max(plan.gen_levels), name=served.GEN_MODEL
-            ) as (url, pid):
-
-                async def chat(client: Any) -> Sample:
-                    return await http_chat(client, served.GEN_MODEL, chat_messages(), plan.gen_tokens)
-
-                out[door] = asyncio.run(
-                    _levels(url, door, plan.gen_levels, _chat_total(plan), chat, "tokens", pid)
+            out[door] = stack.enter_context(
+                peers_llama.serve(
+                    model_file, threads=threads, parallel=max(plan.gen_levels), name=served.GEN_MODEL
                 )
-            report.print_levels(door, out[door], "tokens")
+            )
         except (Unavailable, RuntimeError) as exc:
             skipped[door] = str(exc)
             print(f"  {door} skipped: {exc}", file=sys.stderr)
     return out
 
 
-def infinity_peer(plan: Plan, threads: int, cache_dir: Path, skipped: dict[str, str]) -> list[dict[str, Any]]:
+def _infinity_server(
+    stack: contextlib.ExitStack, plan: Plan, threads: int, cache_dir: Path, skipped: dict[str, str]
+) -> tuple[str, int] | None:
     from bench_lib import peers_infinity
 
     try:
         folder = peers_infinity.model_dir(plan.embed_model(), cache_dir, threads)
-        print(f"\n== infinity {peers_infinity.VERSION}: {folder.name} (optimum engine)", flush=True)
-        with peers_infinity.serve(
-            folder, threads=threads, name=served.EMBED_MODEL, batch=plan.embed_batch
-        ) as (url, pid):
-
-            async def embed(client: Any) -> Sample:
-                return await http_embed(client, served.EMBED_MODEL, [sentence()])
-
-            levels = asyncio.run(
-                _levels(url, "infinity", plan.embed_levels, plan.embed_requests, embed, "inputs", pid)
-            )
-        report.print_levels("infinity (one sentence per request)", levels, "inputs")
-        return levels
+        print(f"== infinity {peers_infinity.VERSION}: {folder.name} (optimum engine)", flush=True)
+        return stack.enter_context(
+            peers_infinity.serve(folder, threads=threads, name=served.EMBED_MODEL, batch=plan.embed_batch)
+        )
     except (Unavailable, RuntimeError) as exc:
         skipped["infinity"] = str(exc)
         print(f"  infinity skipped: {exc}", file=sys.stderr)
-        return []
+        return None
+
+
+async def _rounds(
+    daemon: Any,
+    peers: dict[str, tuple[str, int]],
+    levels: tuple[int, ...],
+    per_round: Callable[[int], int],
+    request_of: Callable[[Any, bool], Awaitable[Sample]],
+    unit: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """hfd's two doors and each peer (OpenAI HTTP) in interleaved rounds; ``request_of(client,
+    ipc)`` makes one request."""
+    connections = 2 * max(levels)
+    http, ipc = openai_client(daemon.base_url, connections), ipc_client(daemon.ipc)
+    clients = {door: openai_client(url, connections) for door, (url, _) in peers.items()}
+    try:
+        doors = [
+            rounds.Door("http", lambda: request_of(http, False), daemon.proc.pid),
+            rounds.Door("ipc", lambda: request_of(ipc, True), daemon.proc.pid),
+        ]
+        for door, (_, pid) in peers.items():
+            doors.append(rounds.Door(door, lambda c=clients[door]: request_of(c, False), pid))
+        return await rounds.interleaved(doors, levels, ROUNDS, per_round, unit)
+    finally:
+        await http.close()
+        await ipc.aclose()
+        for client in clients.values():
+            await client.close()
+
+
+def _hfd_levels(measured: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """hfd's doors' levels, level by level (the order ``report.print_levels`` shows)."""
+    return sorted(measured["http"] + measured["ipc"], key=lambda lv: (lv["concurrency"], lv["door"]))
 
 
 def ratios(hfd: list[dict[str, Any]], peer: list[dict[str, Any]], unit: str) -> dict[str, float | None]:
@@ -172,6 +189,18 @@ def ratios(hfd: list[dict[str, Any]], peer: list[dict[str, Any]], unit: str) -> 
                 (h[f"{unit}_per_s"] for h in hfd if h["door"] == door and h["concurrency"] == c), None
             )
             out[f"hfd_{door}_vs_{lv['door']}_at_{c}"] = report.ratio(mine, lv[f"{unit}_per_s"])
+    return out
+
+
+def ratio_spreads(
+    hfd: list[dict[str, Any]], peer: list[dict[str, Any]]
+) -> dict[str, dict[str, float] | None]:
+    """The same ratios round by round (``rounds.round_ratios``): how far the box's noise moved them."""
+    out: dict[str, dict[str, float] | None] = {}
+    for lv in peer:
+        for h in hfd:
+            if h["concurrency"] == lv["concurrency"]:
+                out[f"hfd_{h['door']}_vs_{lv['door']}_at_{lv['concurrency']}"] = rounds.round_ratios(h, lv)
     return out
 
 
@@ -195,45 +224,68 @@ def main(argv: list[str]) -> int:
         "meta": _meta(args, plan, args.engine or "auto", args.threads, os.cpu_count() or 1, ["peers", *argv])
     }
     skipped: dict[str, str] = {}
-    hfd_chat: list[dict[str, Any]] = []
-    hfd_embed: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="hfd-bench-peers-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hfd-bench-peers-") as tmp, contextlib.ExitStack() as stack:
         daemon = _start_daemon(Path(tmp), models, args, cache_dir)
-        try:
-            rows = {m["name"]: m for m in served.ps(daemon.http)}
-            results["meta"]["engines"] = {name: m.get("engine") for name, m in rows.items()}
-            if served.GEN_MODEL in rows:
-                machine = bounds.measure(args.threads, **(bounds.QUICK if args.quick else {}))
-                print(f"machine bounds: {bounds.describe(machine)}", flush=True)
-                gen = rows[served.GEN_MODEL]
-                results["bounds"] = {"machine": machine, "hfd": bounds.model_bounds(
-                    plan.gen_model(), gen.get("weight_format"), gen.get("precision"))}  # fmt: skip
-                hfd_chat = asyncio.run(served._served_generation(daemon, plan))
-                report.print_levels(f"hfd ({gen.get('engine')})", hfd_chat, "tokens")
-            if served.EMBED_MODEL in rows:
-                hfd_embed = asyncio.run(served._served_embeddings(daemon, plan))
-                report.print_levels("hfd (one sentence per request)", hfd_embed, "inputs")
-        finally:
-            daemon.stop()
-    if "llama" in wanted:
-        llama = llama_peer(plan, args.threads, skipped)
-        machine = results["bounds"]["machine"]
-        weights = bounds.weights_of(plan.gen_model())
-        bounds.annotate(hfd_chat, machine, weights, results["bounds"]["hfd"]["bytes_per_weight"])
-        for door, levels in llama.items():
-            bounds.annotate(levels, machine, weights, bounds.bytes_per_weight(door.rsplit("-", 1)[1]))
-        results["generation"] = {
-            "model": plan.gen_model().name, "tokens_per_request": plan.gen_tokens,
-            "hfd": hfd_chat, "peers": llama,
-            "ratios": {k: v for door, levels in llama.items() for k, v in ratios(hfd_chat, levels, "tokens").items()},
-        }  # fmt: skip
-        print_bounds(results["generation"])
-    if "infinity" in wanted:
-        infinity = infinity_peer(plan, args.threads, cache_dir, skipped)
-        results["embeddings"] = {
-            "model": plan.embed_model().name, "hfd": hfd_embed, "peers": {"infinity": infinity} if infinity else {},
-            "ratios": ratios(hfd_embed, infinity, "inputs"),
-        }  # fmt: skip
+        stack.callback(daemon.stop)
+        rows = {m["name"]: m for m in served.ps(daemon.http)}
+        results["meta"]["engines"] = {name: m.get("engine") for name, m in rows.items()}
+        if served.GEN_MODEL in rows:
+            machine = bounds.measure(args.threads, **(bounds.QUICK if args.quick else {}))
+            print(f"machine bounds: {bounds.describe(machine)}", flush=True)
+            gen = rows[served.GEN_MODEL]
+            results["bounds"] = {"machine": machine, "hfd": bounds.model_bounds(
+                plan.gen_model(), gen.get("weight_format"), gen.get("precision"))}  # fmt: skip
+            with contextlib.ExitStack() as servers:
+                llama = _llama_servers(servers, plan, args.threads, skipped)
+                print(f"\n== chat: hfd ({gen.get('engine')}) and {', '.join(llama) or 'no peer'}, "
+                      f"{ROUNDS} interleaved rounds per level", flush=True)  # fmt: skip
+
+                async def chat(client: Any, ipc: bool) -> Sample:
+                    send = ipc_chat if ipc else http_chat
+                    return await send(client, served.GEN_MODEL, chat_messages(), plan.gen_tokens)
+
+                measured = asyncio.run(
+                    _rounds(daemon, llama, plan.gen_levels, _chat_per_round, chat, "tokens")
+                )
+            hfd_chat = _hfd_levels(measured)
+            report.print_levels(f"hfd ({gen.get('engine')})", hfd_chat, "tokens")
+            for door in llama:
+                report.print_levels(door, measured[door], "tokens")
+            weights = bounds.weights_of(plan.gen_model())
+            bounds.annotate(hfd_chat, machine, weights, results["bounds"]["hfd"]["bytes_per_weight"])
+            for door in llama:
+                bounds.annotate(
+                    measured[door], machine, weights, bounds.bytes_per_weight(door.rsplit("-", 1)[1])
+                )
+            peers = {door: measured[door] for door in llama}
+            results["generation"] = {
+                "model": plan.gen_model().name, "tokens_per_request": plan.gen_tokens, "rounds": ROUNDS,
+                "hfd": hfd_chat, "peers": peers,
+                "ratios": {k: v for levels in peers.values() for k, v in ratios(hfd_chat, levels, "tokens").items()},
+                "ratio_rounds": {k: v for levels in peers.values() for k, v in ratio_spreads(hfd_chat, levels).items()},
+            }  # fmt: skip
+            print_bounds(results["generation"])
+        if served.EMBED_MODEL in rows:
+            with contextlib.ExitStack() as servers:
+                infinity = _infinity_server(servers, plan, args.threads, cache_dir, skipped)
+                peer = {"infinity": infinity} if infinity else {}
+
+                async def embed(client: Any, ipc: bool) -> Sample:
+                    return await (ipc_embed if ipc else http_embed)(client, served.EMBED_MODEL, [sentence()])
+
+                measured = asyncio.run(
+                    _rounds(daemon, peer, plan.embed_levels, _embed_per_round(plan), embed, "inputs")
+                )
+            hfd_embed = _hfd_levels(measured)
+            report.print_levels("hfd (one sentence per request)", hfd_embed, "inputs")
+            if infinity:
+                report.print_levels("infinity (one sentence per request)", measured["infinity"], "inputs")
+            levels = measured.get("infinity", [])
+            results["embeddings"] = {
+                "model": plan.embed_model().name, "rounds": ROUNDS, "hfd": hfd_embed,
+                "peers": {"infinity": levels} if levels else {},
+                "ratios": ratios(hfd_embed, levels, "inputs"), "ratio_rounds": ratio_spreads(hfd_embed, levels),
+            }  # fmt: skip
     results["skipped"] = skipped
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_ratios(results)
@@ -271,7 +323,10 @@ def print_bounds(generation: dict[str, Any]) -> None:
 def print_ratios(results: dict[str, Any]) -> None:
     print("\nhfd / peer, within this run")
     for section in ("generation", "embeddings"):
+        spreads = results.get(section, {}).get("ratio_rounds", {})
         for key, value in results.get(section, {}).get("ratios", {}).items():
-            print(f"  {section:10} {key:44} {'-' if value is None else f'{value:.2f}'}")
+            spread = spreads.get(key)
+            rounds_text = f"  (rounds {spread['min']:.2f}-{spread['max']:.2f})" if spread else ""
+            print(f"  {section:10} {key:44} {'-' if value is None else f'{value:.2f}'}{rounds_text}")
     for name, why in results.get("skipped", {}).items():
         print(f"  skipped {name}: {why.splitlines()[0] if why else ''}")
