@@ -146,7 +146,7 @@ def check_names(options: Mapping[str, Any], task: Task, *, keys: Iterable[str] =
         option = table.get(name)
         if option is None:
             raise InvalidRequest(
-                _unknown(name, table, keys), param=f"options.{name}", details={"known": sorted(table)}
+                _unknown(name, keys), param=f"options.{name}", details={"known": sorted(_offered_names())}
             )
         if option.tasks is not None and task not in option.tasks:
             raise InvalidRequest(
@@ -156,10 +156,18 @@ def check_names(options: Mapping[str, Any], task: Task, *, keys: Iterable[str] =
             )
 
 
-def _unknown(name: str, table: Mapping[str, ModelOption], keys: set[str]) -> str:
+def _offered_names() -> list[str]:
+    """The options of the engines offered to users, for messages: the fake engine's (tests
+    pin it) are accepted but never suggested."""
+    from hfd.backends import registry
+
+    return list(dict.fromkeys(o.name for r in registry.RECORDS if r.default_offer for o in r.options))
+
+
+def _unknown(name: str, keys: set[str]) -> str:
     if name in keys:
         return f"{name} is a [[models]] key, not a model option: write it beside options, not in it"
-    close = difflib.get_close_matches(name, [*table, *keys], n=1)
+    close = difflib.get_close_matches(name, [*_offered_names(), *keys], n=1)
     hint = ""
     if close:
         hint = f" (did you mean {close[0]!r}" + (", a [[models]] key?)" if close[0] in keys else "?)")
@@ -167,11 +175,13 @@ def _unknown(name: str, table: Mapping[str, ModelOption], keys: set[str]) -> str
 
 
 def by_engine() -> str:
-    """Each engine's options, for messages: ``torch: dtype, ...; openvino: ...``."""
+    """Each offered engine's options, for messages: ``torch: dtype, ...; openvino: ...``."""
     from hfd.backends import registry
 
     return "; ".join(
-        f"{r.name}: {', '.join(o.name for o in r.options)}" for r in registry.RECORDS if r.options
+        f"{r.name}: {', '.join(o.name for o in r.options)}"
+        for r in registry.RECORDS
+        if r.options and r.default_offer
     )
 
 

@@ -146,6 +146,15 @@ async def test_a_misspelt_option_is_refused_naming_the_closest(make: Any) -> Non
     assert engines.tried == []
 
 
+async def test_the_test_engines_options_are_accepted_but_never_suggested(make: Any) -> None:
+    # "step_m" is closest to the fake engine's step_ms, which no user engine reads.
+    manager, _, _ = make(ModelSpec(ref="acme/chat", name="a", options={"step_m": 2}))
+    err = await _refused(manager, "a")
+    assert "step_ms" not in err.message and "fake:" not in err.message
+    assert "step_ms" not in err.details["known"] and "lookup_ngram" in err.details["known"]
+    model_options.check_names({"step_ms": 5}, "generate")  # the fake engine, pinned by tests, still reads it
+
+
 async def test_an_option_of_another_task_is_refused(make: Any) -> None:
     manager, engines, resolver = make(
         ModelSpec(ref="acme/bert", name="enc", options={"draft_model": "acme/draft"}),
