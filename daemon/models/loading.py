@@ -41,7 +41,7 @@ from hfd.daemon.models import engine_choice, engine_info, exporting
 from hfd.daemon.models.breaker import Breakers, CircuitBreaker
 from hfd.daemon.models.engine_memory import EARLY_DEATHS, EARLY_REQUESTS, EngineMemory, record_key
 from hfd.daemon.models.loaded import LoadedModel
-from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES, MemoryEstimate, estimate_model
+from hfd.daemon.models.memory import ENGINE_PROCESS_BYTES, MemoryEstimate, estimate_model, weights_bytes
 from hfd.daemon.models.phases import LoadPhases
 from hfd.daemon.models.residency import Residency
 from hfd.daemon.models.threads import engine_threads
@@ -285,6 +285,10 @@ class Loader:
             encoder_batch_tokens=s.encoder_batch_tokens, encoder_max_batch=s.encoder_max_batch,
             gguf_file=opts.extra.get("gguf_file"),
         )  # fmt: skip
+        draft = opts.extra.get(DRAFT_PATH)  # speculative decoding: the draft's weights are held too
+        if draft:
+            extra = weights_bytes(Path(draft), _load_dtype(engine, opts))
+            estimate = dataclasses.replace(estimate, weights=estimate.weights + extra)
         if _own_process(engine, task, opts):
             estimate = dataclasses.replace(estimate, overhead=estimate.overhead + ENGINE_PROCESS_BYTES)
         return estimate

@@ -284,3 +284,20 @@ def test_an_engine_in_its_own_process_is_charged_for_that_process(tmp_path: Path
     assert overhead("openvino") == overhead("torch") + ENGINE_PROCESS_BYTES
     assert overhead("openvino", pipeline_process=False) == overhead("torch")
     assert overhead("openvino", pipeline_process="false") == overhead("torch")
+
+
+def test_a_draft_models_weights_are_counted_in_the_estimate(tmp_path: Path) -> None:
+    from hfd.backends.base import LoadOptions
+    from hfd.backends.openvino_speculative import DRAFT_PATH
+    from hfd.daemon.models.memory import weights_bytes
+
+    manager = ModelManager(settings(tmp_path))
+    path, draft = fake_model(tmp_path / "main", "llama"), fake_model(tmp_path / "draft", "llama")
+
+    def weights(**extra: object) -> int:
+        opts = LoadOptions(path=path, task="generate", max_running=4, extra=dict(extra))
+        return manager.loader.estimate(path, "generate", "openvino", opts).weights
+
+    alone = weights()
+    assert weights_bytes(draft) > 0
+    assert weights(**{DRAFT_PATH: str(draft)}) == alone + weights_bytes(draft)
