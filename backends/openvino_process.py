@@ -32,13 +32,14 @@ Run as ``python -m hfd.backends.openvino_process <request fd> <reply fd>``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import select
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -276,6 +277,19 @@ SPARE_BYTES: Final = 96 * 1024 * 1024
 _Spare = tuple[subprocess.Popen[bytes], int, int, str]  # process, its pipes, its module
 _spare_lock = threading.Lock()
 _spare: _Spare | None = None
+# Set by ``spare_kept``: loads in its block start their own engine process.
+_keep_spare: contextvars.ContextVar[bool] = contextvars.ContextVar("hfd_keep_spare", default=False)
+
+
+@contextlib.contextmanager
+def spare_kept() -> Iterator[None]:
+    """Loads in this block (this thread or task) leave the spare for the load it was started
+    for: an engine measurement's loads (``daemon.models.engine_choice``) run just before it."""
+    token = _keep_spare.set(True)
+    try:
+        yield
+    finally:
+        _keep_spare.reset(token)
 
 
 def start_spare(idle_s: float = SPARE_IDLE_S) -> int:
@@ -294,6 +308,8 @@ def _take_spare(module: str) -> tuple[subprocess.Popen[bytes], int, int] | None:
     """The spare for a load of ``module``; None when there is none or it is not usable. A spare
     of another module (a vision chat load runs its own) is left for the load it was started for."""
     global _spare
+    if _keep_spare.get():
+        return None
     with _spare_lock:
         spare = _spare
         if spare is None or spare[3] != module:

@@ -301,8 +301,11 @@ async def _measure_one(loader: Loader, spec: ModelSpec, path: Path, p: Plan, eng
 def _load_and_time(loader: Loader, name: str, engine: str, task: Task, opts: LoadOptions) -> dict[str, Any]:
     """In a worker thread: the load as a real one does it (export, then the engine), the workload;
     ``name`` is the measurement's own (its `hfd ps` row), not the model's."""
+    from hfd.backends.openvino_process import spare_kept  # no engine library at import
+
     started = time.perf_counter()
-    model = loader._start(name, engine, task, opts)  # the load's own start-up: export, load
+    with spare_kept():  # the spare engine process is for the model's own load, which follows
+        model = loader._start(name, engine, task, opts)  # the load's own start-up: export, load
     load_seconds = time.perf_counter() - started
     try:
         loader.phases.enter(name, "measuring", task=task, engine=engine, device=opts.device)

@@ -51,6 +51,18 @@ def test_a_load_of_another_module_leaves_the_spare_for_a_generation_load(spare: 
     proc.wait(10)
 
 
+def test_an_engine_measurements_loads_leave_the_spare_for_the_models_own_load(spare: int) -> None:
+    with openvino_process.spare_kept():  # what engine_choice's measurement loads run in
+        assert openvino_process._take_spare(PipelineProcess.module) is None
+    assert _running(spare)
+    taken = openvino_process._take_spare(PipelineProcess.module)  # the model's own load, after
+    assert taken is not None and taken[0].pid == spare
+    proc, tx, rx = taken
+    for fd in (tx, rx):
+        os.close(fd)
+    proc.wait(10)
+
+
 def test_shutdown_closes_a_spare_no_load_took(spare: int) -> None:
     preload.close_spare()  # what the daemon's shutdown calls
     assert openvino_process._spare is None
