@@ -13,14 +13,20 @@ import httpx
 from bench_lib.load import Sample
 
 
-def openai_client(base_url: str, connections: int) -> Any:
+def openai_client(base_url: str, connections: int, *, keepalive_s: float = 5.0) -> Any:
+    """``keepalive_s``: how long an idle connection is kept for reuse. Interleaved rounds
+    (``bench_lib.rounds``) leave a server's connections idle while the others are measured;
+    kept past the server's own idle timeout (llama-server's is 5 s), the next request on one
+    fails with a connection error."""
     import openai
 
     sdk_httpx: types.ModuleType = httpx
     with contextlib.suppress(ImportError):  # recent SDKs ship their own fork of httpx
         import httpx2 as sdk_httpx
     # A connection pool as large as the number of concurrent clients.
-    limits = sdk_httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    limits = sdk_httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=keepalive_s
+    )
     http = openai.DefaultAsyncHttpxClient(limits=limits)
     return openai.AsyncOpenAI(
         base_url=base_url, api_key="bench", max_retries=0, timeout=600.0, http_client=http

@@ -60,6 +60,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="tiny models and small sizes: a smoke run")
     p.add_argument(
+        "--large",
+        action="store_true",
+        help="chat only, on the 496M-parameter bench Llama (built on first use, 2 GB), at 1 and 8 "
+        "streams: where one stream is bound by the weight bytes it reads",
+    )
+    p.add_argument(
         "--build-only", action="store_true", help="build llama-server and install Infinity, then exit"
     )
     p.add_argument("--jobs", type=int, default=2, help="parallel jobs of llama.cpp's build")
@@ -67,9 +73,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def plan_of(quick: bool) -> Plan:
+def plan_of(quick: bool, large: bool = False) -> Plan:
     if quick:
         return dataclasses.replace(quick_plan(), gen_levels=(1, 4), embed_levels=(1, 4))
+    if large:
+        from tests.support.models import bench_llama_large
+
+        return dataclasses.replace(full_plan(), gen_model=bench_llama_large, gen_levels=(1, 8))
     return dataclasses.replace(full_plan(), gen_levels=(1, 32), embed_levels=(1, 64))
 
 
@@ -157,8 +167,10 @@ async def _rounds(
     """hfd's two doors and each peer (OpenAI HTTP) in interleaved rounds; ``request_of(client,
     ipc)`` makes one request."""
     connections = 2 * max(levels)
-    http, ipc = openai_client(daemon.base_url, connections), ipc_client(daemon.ipc)
-    clients = {door: openai_client(url, connections) for door, (url, _) in peers.items()}
+    # Connections idle over a second are not reused: between a server's rounds they idle for
+    # as long as the other servers' rounds take, past a server's own keep-alive timeout.
+    http, ipc = openai_client(daemon.base_url, connections, keepalive_s=1.0), ipc_client(daemon.ipc)
+    clients = {door: openai_client(url, connections, keepalive_s=1.0) for door, (url, _) in peers.items()}
     try:
         doors = [
             rounds.Door("http", lambda: request_of(http, False), daemon.proc.pid),
@@ -213,7 +225,9 @@ def main(argv: list[str]) -> int:
         return _build_only(args, wanted)
     from bench_lib.main import _meta, _start_daemon
 
-    plan = plan_of(args.quick)
+    if args.large:
+        wanted &= {"llama"}
+    plan = plan_of(args.quick, args.large)
     cache_dir = REPO / ".cache" / "bench"
     models: dict[str, tuple[Path, str]] = {}
     if "llama" in wanted:
@@ -303,6 +317,8 @@ def results_stem(args: argparse.Namespace) -> str:
     if only != "-".join(PEERS):
         parts.append(only)
     parts += [v for v in (args.weight_format, args.dtype) if v]
+    if args.large:
+        parts.append("large")
     if args.quick:
         parts.append("quick")
     return "-".join(parts)

@@ -27,6 +27,7 @@ CACHE_ROOT = REPO_ROOT / ".cache" / "test-models"
 TINY_LLAMA_VERSION = 1
 TINY_BERT_VERSION = 2
 BENCH_LLAMA_VERSION = 1
+BENCH_LLAMA_LARGE_VERSION = 1
 
 
 def cosines(a: Any, b: Any) -> Any:
@@ -313,25 +314,21 @@ def _write_sentence_transformers_config(out: Path, *, dim: int, max_seq_length: 
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
 
 
-def _build_bench_llama(out: Path) -> None:
+def _build_bench_llama(out: Path, **shape: int) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm(), local_files_only=True)
     tokenizer.chat_template = BENCH_CHAT_TEMPLATE
     tokenizer.bos_token = tokenizer.cls_token
     tokenizer.eos_token = tokenizer.sep_token
-    _save_llama(
-        out,
-        tokenizer,
-        2026,
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=512,
-        intermediate_size=1408,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-    )
+    fields = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
+              "num_attention_heads": 8, "num_key_value_heads": 4, **shape}  # fmt: skip
+    _save_llama(out, tokenizer, 2026, vocab_size=tokenizer.vocab_size, max_position_embeddings=2048, **fields)
+
+
+def _build_bench_llama_large(out: Path) -> None:
+    _build_bench_llama(out, hidden_size=1536, intermediate_size=4096, num_hidden_layers=16,
+                       num_attention_heads=12, num_key_value_heads=4)  # fmt: skip
 
 
 def tiny_llama(path: Path | None = None) -> Path:
@@ -351,6 +348,14 @@ def bench_llama(path: Path | None = None) -> Path:
     intermediate 1408, fp32, seeded random weights (56M parameters), all-MiniLM-L6-v2's
     WordPiece tokenizer (vocab 30522, so every id decodes to text) and a plain chat template."""
     return _cached("bench-llama", BENCH_LLAMA_VERSION, _build_bench_llama, path)
+
+
+def bench_llama_large(path: Path | None = None) -> Path:
+    """The bench Llama at the size of a small real chat model, where one stream's decode is
+    bound by the weight bytes it reads, not by each layer's fixed costs: 16 layers, hidden 1536,
+    12 heads, 4 KV heads, intermediate 4096 (496M parameters, 2 GB in fp32; 450M read per token). For
+    ``scripts/bench peers --large`` only: no test builds it."""
+    return _cached("bench-llama-large", BENCH_LLAMA_LARGE_VERSION, _build_bench_llama_large, path)
 
 
 def minilm() -> Path:
