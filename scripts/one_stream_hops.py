@@ -151,7 +151,9 @@ def _hops(served: dict[str, Any]) -> dict[str, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=0, help="engine threads (0: the daemon's automatic choice)")
-    p.add_argument("--dtype", default=None, help="the model's dtype option (float32: f32 compute), both sides")
+    p.add_argument(
+        "--dtype", default=None, help="the model's dtype option (float32: f32 compute), both sides"
+    )
     p.add_argument("--requests", type=int, default=5)
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here too")
     args = p.parse_args()
