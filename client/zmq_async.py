@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
@@ -45,12 +46,11 @@ async def _receive_loop(sock: zmq.asyncio.Socket, queues: dict[str, asyncio.Queu
 
 async def _get_within(queue: asyncio.Queue[Reply], seconds: float) -> Reply:
     """``queue.get()`` or ``asyncio.TimeoutError`` after ``seconds``. Once per streamed chunk:
-    ``asyncio.timeout`` (Python 3.11) only sets a timer, where ``wait_for`` runs the get in a
+    ``asyncio.timeout`` (Python 3.11.3 on) only sets a timer, where ``wait_for`` runs the get in a
     task of its own."""
-    timeout = getattr(asyncio, "timeout", None)
-    if timeout is None:  # Python 3.10
+    if sys.version_info < (3, 11, 3):  # no asyncio.timeout, or one raising CancelledError (gh-102780)
         return await asyncio.wait_for(queue.get(), seconds)
-    async with timeout(seconds):
+    async with asyncio.timeout(seconds):
         return await queue.get()
 
 
