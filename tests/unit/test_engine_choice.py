@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support.fake_models import fake_model
 
+from hfd.backends import openvino_process
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.fake_backend import FakeBackend
 from hfd.backends.hardware import CpuInfo, Device, EngineProbe, HardwareReport, MemoryInfo
@@ -50,11 +51,16 @@ def report() -> HardwareReport:
     return HardwareReport(system="Linux", python="3.11", cpu=cpu, memory=memory, **probes)
 
 
-def fake_engines(latency_ms: dict[str, float], loads: list[str]) -> Callable[[str, Task, LoadOptions], Any]:
-    """An engine loader that loads the fake engine for every engine name, slowed per name."""
+def fake_engines(
+    latency_ms: dict[str, float], loads: list[str], kept: list[bool] | None = None
+) -> Callable[[str, Task, LoadOptions], Any]:
+    """An engine loader that loads the fake engine for every engine name, slowed per name;
+    ``kept``: whether each load was told to leave the spare engine process alone."""
 
     def load(engine: str, task: Task, opts: LoadOptions) -> Any:
         loads.append(engine)
+        if kept is not None:
+            kept.append(openvino_process._keep_spare.get())
         key = "batch_ms" if task == "embed" else "step_ms"
         opts = dataclasses.replace(opts, extra={**opts.extra, key: latency_ms[engine]})
         backend = FakeBackend()
@@ -73,7 +79,10 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., tuple[ModelManager
     made: list[ModelManager] = []
 
     def factory(
-        *specs: ModelSpec, latency: dict[str, float] = FASTEST_TORCH, **overrides: Any
+        *specs: ModelSpec,
+        latency: dict[str, float] = FASTEST_TORCH,
+        kept: list[bool] | None = None,
+        **overrides: Any,
     ) -> tuple[ModelManager, list[str]]:
         base = load_settings(
             environ={"HFD_CACHE_DIR": str(tmp_path / "cache"), "HFD_STATE_DIR": str(tmp_path / "state")}
@@ -84,7 +93,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., tuple[ModelManager
             settings,
             resolve=resolve_local,
             budgets=Budgets({RAM: 1 << 40}),
-            load_engine=fake_engines(latency, loads),
+            load_engine=fake_engines(latency, loads, kept),
             detect_hardware=report,
         )
         made.append(manager)
@@ -174,6 +183,17 @@ async def test_generation_is_measured_in_tokens_per_second(make: Any, tmp_path: 
     assert result["ranking"] == ["torch", "openvino"] and result["unit"] == "tok/s"
     assert set(result["figures"][0]["rates"]) == {"1 stream", f"{engine_choice.GEN_STREAMS} streams"}
     assert (await manager.load("m")).engine == "torch"  # the static order: openvino first
+
+
+async def test_a_measurements_loads_leave_the_spare_engine_process_to_the_real_load(
+    make: Any, tmp_path: Path
+) -> None:
+    kept: list[bool] = []
+    manager, loads = make(spec(fake_model(tmp_path / "models", "llama")), kept=kept)
+    await manager.tune("m")
+    await manager.load("m")
+    assert len(kept) == len(loads) == 3  # two measured candidates, then the model's own load
+    assert kept == [True, True, False]
 
 
 async def test_measure_engines_off_keeps_the_static_order(make: Any, bert: Path) -> None:
