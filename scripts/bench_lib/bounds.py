@@ -184,7 +184,7 @@ def _measure_here(threads: int, size: int, matmul_n: int, repeats: int) -> dict[
     b = torch.empty_like(a)
     # Read: a sum, the plainest streaming read. A matrix-vector product of a tall, narrow matrix
     # (what this measured before) read at 16-26 GB/s on the Zen 5 box where the sum read at
-    # 53-57, and llama.cpp's f32 decode ran at 146% of the bound it gave.
+    # 40-74 (53-57 in the same minute), and llama.cpp's f32 decode ran at 146% of its bound.
     read_s = _best(lambda: a.sum(), repeats)
     copy_s = _best(lambda: b.copy_(a), repeats)
     return {

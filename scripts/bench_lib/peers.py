@@ -105,8 +105,10 @@ def _build_only(args: argparse.Namespace, wanted: set[str]) -> int:
 ROUNDS = 4
 
 
-def _chat_per_round(c: int) -> int:
-    return max(3, c)  # one stream: 3 requests a round, 12 in all
+def _chat_per_round(plan: Plan) -> Callable[[int], int]:
+    # As many requests a round as scripts/bench's served levels run in all (gen_rounds waves of
+    # c): one stream 3 a round (12 in all), 32 streams 64.
+    return lambda c: max(3, c * plan.gen_rounds)
 
 
 def _embed_per_round(plan: Plan) -> Callable[[int], int]:
@@ -163,9 +165,10 @@ async def _rounds(
     per_round: Callable[[int], int],
     request_of: Callable[[Any, bool], Awaitable[Sample]],
     unit: str,
+    skipped: dict[str, str],
 ) -> dict[str, list[dict[str, Any]]]:
     """hfd's two doors and each peer (OpenAI HTTP) in interleaved rounds; ``request_of(client,
-    ipc)`` makes one request."""
+    ipc)`` makes one request. A door whose first request fails is skipped, with why."""
     connections = 2 * max(levels)
     # Connections idle over a second are not reused: between a server's rounds they idle for
     # as long as the other servers' rounds take, past a server's own keep-alive timeout.
@@ -178,7 +181,11 @@ async def _rounds(
         ]
         for door, (_, pid) in peers.items():
             doors.append(rounds.Door(door, lambda c=clients[door]: request_of(c, False), pid))
-        return await rounds.interleaved(doors, levels, ROUNDS, per_round, unit)
+        measured = await rounds.interleaved(doors, levels, ROUNDS, per_round, unit, failed=skipped)
+        for door in ("http", "ipc"):
+            if door not in measured:  # hfd's own door failed: nothing to compare with
+                raise RuntimeError(f"hfd's {door} door: {skipped[door]}")
+        return measured
     finally:
         await http.close()
         await ipc.aclose()
@@ -226,6 +233,8 @@ def main(argv: list[str]) -> int:
     from bench_lib.main import _meta, _start_daemon
 
     if args.large:
+        if "llama" not in wanted:
+            raise SystemExit("--large is a chat comparison: it needs the llama peer (--only llama)")
         wanted &= {"llama"}
     plan = plan_of(args.quick, args.large)
     cache_dir = REPO / ".cache" / "bench"
@@ -259,8 +268,9 @@ def main(argv: list[str]) -> int:
                     return await send(client, served.GEN_MODEL, chat_messages(), plan.gen_tokens)
 
                 measured = asyncio.run(
-                    _rounds(daemon, llama, plan.gen_levels, _chat_per_round, chat, "tokens")
+                    _rounds(daemon, llama, plan.gen_levels, _chat_per_round(plan), chat, "tokens", skipped)
                 )
+                llama = {door: peer for door, peer in llama.items() if door in measured}
             hfd_chat = _hfd_levels(measured)
             report.print_levels(f"hfd ({gen.get('engine')})", hfd_chat, "tokens")
             for door in llama:
@@ -288,11 +298,11 @@ def main(argv: list[str]) -> int:
                     return await (ipc_embed if ipc else http_embed)(client, served.EMBED_MODEL, [sentence()])
 
                 measured = asyncio.run(
-                    _rounds(daemon, peer, plan.embed_levels, _embed_per_round(plan), embed, "inputs")
+                    _rounds(daemon, peer, plan.embed_levels, _embed_per_round(plan), embed, "inputs", skipped)
                 )
             hfd_embed = _hfd_levels(measured)
             report.print_levels("hfd (one sentence per request)", hfd_embed, "inputs")
-            if infinity:
+            if "infinity" in measured:
                 report.print_levels("infinity (one sentence per request)", measured["infinity"], "inputs")
             levels = measured.get("infinity", [])
             results["embeddings"] = {

@@ -4,7 +4,7 @@ These boxes are noisy: the same offline run spread 170-390 tokens/s within minut
 one after the other (hfd's levels, then each peer's), a ratio partly compared two moments of
 the box. Here every server is up at once (idle ones cost nothing) and each level is run in
 ``rounds`` rounds, each round visiting every door in turn, in ABBA order (the second round
-goes backwards), so a steady drift weighs on each door alike. A door's figure is its rounds
+goes backwards; rounds come in pairs), so a steady drift weighs on each door alike. A door's figure is its rounds
 merged (all its tokens over all its seconds); ``per_round`` keeps each round's, so a ratio can
 be given with its spread over rounds (``round_ratios``).
 """
@@ -42,13 +42,27 @@ def merge(parts: list[Level]) -> Level:
 
 
 async def interleaved(
-    doors: list[Door], levels: tuple[int, ...], rounds: int, per_round: Callable[[int], int], unit: str
+    doors: list[Door],
+    levels: tuple[int, ...],
+    rounds: int,
+    per_round: Callable[[int], int],
+    unit: str,
+    failed: dict[str, str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each door's closed loop at each concurrency of ``levels``, ``per_round(c)`` requests in
-    each of ``rounds`` rounds, after one warm-up request per door; per door, one summary per
-    level (``Level.summary``) with ``per_round``: that round's ``unit`` per second."""
+    each of ``rounds`` rounds (an even number: ABBA needs pairs), after one warm-up request per
+    door; per door, one summary per level (``Level.summary``) with ``per_round``: that round's
+    ``unit`` per second. A door whose warm-up fails is left out and the others are measured;
+    its entry in ``failed`` (when given) says why."""
+    if rounds % 2:
+        raise ValueError(f"rounds must be even (ABBA order): {rounds}")
+    failed = {} if failed is None else failed
     for door in doors:
-        await door.request()
+        try:
+            await door.request()
+        except Exception as exc:
+            failed[door.name] = f"its warm-up request failed: {type(exc).__name__}: {exc}"
+    doors = [door for door in doors if door.name not in failed]
     out: dict[str, list[dict[str, Any]]] = {door.name: [] for door in doors}
     for c in levels:
         parts: dict[str, list[Level]] = {door.name: [] for door in doors}
