@@ -136,6 +136,11 @@ def unpackb(data: bytes, *, max_bytes: int = MAX_HEADER_BYTES, max_items: int = 
         spend(1 + len(value))
         return value
 
+    # Every msgpack object takes a byte at least and is counted at most twice (as an element and
+    # as a container), so a header of at most max_items / 2 bytes cannot go over the budget: it
+    # is decoded without the counting hooks, a Python call per map and list (every streamed
+    # chunk's header is such a one).
+    hooks: dict[str, Any] = {"object_hook": on_map, "list_hook": on_list} if 2 * len(data) > max_items else {}
     unpacker = msgpack.Unpacker(
         raw=False,
         strict_map_key=True,
@@ -146,8 +151,7 @@ def unpackb(data: bytes, *, max_bytes: int = MAX_HEADER_BYTES, max_items: int = 
         max_str_len=max_bytes,
         max_bin_len=max_bytes,
         max_ext_len=max_bytes,
-        object_hook=on_map,
-        list_hook=on_list,
+        **hooks,
     )
     try:
         unpacker.feed(data)

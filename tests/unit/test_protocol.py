@@ -142,6 +142,18 @@ def test_headers_within_the_item_bound_decode() -> None:
         decode_request([frame], max_items=items - 1)
 
 
+def test_a_header_too_short_to_exceed_the_item_bound_decodes_alike_without_counting() -> None:
+    # Every object takes a byte and counts at most twice, so twice the bytes bounds the count:
+    # from max_items = 2 x bytes on, the header is decoded without the counting hooks.
+    frame = packb({"v": 1, "id": "r", "op": "x", "body": {"l": [[] for _ in range(40)]}})
+    items = 9 + 3 + 41 + 40  # the header map, the body map, the list, its 40 empty lists
+    assert items < 2 * len(frame)
+    with pytest.raises(ProtocolError, match=f"more than {items - 1} items"):
+        decode_request([frame], max_items=items - 1)  # counted
+    for bound in (items, 2 * len(frame)):  # counted, then not
+        assert decode_request([frame], max_items=bound).body == {"l": [[] for _ in range(40)]}
+
+
 def test_header_size_bound_is_a_parameter() -> None:
     frame = packb({"v": 1, "id": "r", "op": "health", "body": {"x": "y" * 100}})
     assert decode_request([frame], max_header_bytes=len(frame)).op == "health"
