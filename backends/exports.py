@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hfd._atomic_files import atomic_write_text
 from hfd.client.errors import HfdError, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -213,12 +214,7 @@ def _summary(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 try:

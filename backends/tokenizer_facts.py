@@ -17,17 +17,15 @@ would (``RecordedTokenizer``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hfd._atomic_files import atomic_write_text
 from hfd.backends import _hf, chat_template
 from hfd.backends.exports import dist_version
 from hfd.backends.formats import WEIGHT_SUFFIXES, file_stats
@@ -159,17 +157,7 @@ def _read(record: Path) -> TokenizerFacts | None:
 
 
 def _write(record: Path, facts: TokenizerFacts) -> None:
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        # A name of its own: two loads of one model may write its record at once.
-        fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{record.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(json.dumps(asdict(facts)))
-            os.replace(tmp, record)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    try:  # a temporary name of its own: two loads of one model may write its record at once
+        atomic_write_text(record, json.dumps(asdict(facts)))
     except OSError as exc:  # a record only saves time; never fail a load over it
         log.warning("cannot write tokenizer record", extra={"path": str(record), "error": repr(exc)})

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hfd._atomic_files import atomic_write_text
 from hfd.backends.exports import dist_version
 from hfd.backends.formats import file_stats
-from hfd.daemon.store.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

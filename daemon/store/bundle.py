@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
+from hfd._atomic_files import atomic_file
 from hfd._digests import READ_CHUNK
 from hfd._safe_paths import check_relpath
 from hfd.client.errors import Cancelled, ValidationFailed, VerificationFailed
 from hfd.daemon.store.fetch import Fetched, ManifestFetch
-from hfd.daemon.store.files import atomic_file
 from hfd.daemon.store.writer import BlobSink, FileSpec, PlacedFile, existing_blob
 from hfd.ipfs.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 

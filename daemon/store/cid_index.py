@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hfd._atomic_files import atomic_write_text
 from hfd.daemon.store.fetch import Attempt
-from hfd.daemon.store.files import atomic_write_text
 
 if TYPE_CHECKING:
     from hfd.daemon.settings import Settings

@@ -1,73 +1,11 @@
-"""Crash-safe file operations: a reader never sees a half-written file, link or ref.
-
-Everything is written to a temporary name in the destination's own directory (same
-filesystem), flushed to disk, then renamed over the destination; the directory is fsynced so
-the rename itself survives a power cut.
-"""
+"""The files of a local model directory and their size (the crash-safe writes the store uses are
+``hfd._atomic_files``)."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # some platforms/filesystems cannot open a directory; the rename still happened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A file written in full or not at all: what is written goes to a temporary file beside
-    ``path``, which is synced and renamed over ``path`` when the block ends without an error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    try:
-        with tmp.open("wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_symlink(target: str, link: Path) -> None:
-    """Point ``link`` at ``target`` (relative), replacing whatever was there in one step."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(link)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def dir_size(path: Path) -> int:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from hfd._atomic_files import atomic_symlink, atomic_write_text, fsync_dir
 from hfd._safe_paths import COMMIT_RE, check_relpath
-from hfd.daemon.store.files import atomic_symlink, atomic_write_text, fsync_dir
 
 REPO_PREFIX: Final = "models--"
 INCOMPLETE_SUFFIX: Final = ".incomplete"

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from hfd._atomic_files import fsync_dir
 from hfd._digests import READ_CHUNK, Digester, is_git_sha1, is_sha256, sha256_file
 from hfd.client.errors import Cancelled, InsufficientStorage, VerificationFailed
-from hfd.daemon.store.files import fsync_dir
 from hfd.daemon.store.layout import INCOMPLETE_SUFFIX, RepoDir
 from hfd.daemon.store.space import is_no_space, no_space_error
 from hfd.ipfs.manifest import ManifestFile
