@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,15 +41,20 @@ def _running(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def _end(taken: tuple[subprocess.Popen[bytes], int, int]) -> None:
+    """End a spare a test took as a load would: its pipes closed, the child exits."""
+    proc, tx, rx = taken
+    for fd in (tx, rx):
+        os.close(fd)
+    proc.wait(10)
+
+
 def test_a_load_of_another_module_leaves_the_spare_for_a_generation_load(spare: int) -> None:
     assert openvino_process._take_spare(VISION_MODULE) is None
     assert _running(spare)  # not closed by the vision chat load
     taken = openvino_process._take_spare(PipelineProcess.module)
     assert taken is not None and taken[0].pid == spare
-    proc, tx, rx = taken
-    for fd in (tx, rx):
-        os.close(fd)
-    proc.wait(10)
+    _end(taken)
 
 
 def test_an_engine_measurements_loads_leave_the_spare_for_the_models_own_load(spare: int) -> None:
@@ -57,10 +63,7 @@ def test_an_engine_measurements_loads_leave_the_spare_for_the_models_own_load(sp
     assert _running(spare)
     taken = openvino_process._take_spare(PipelineProcess.module)  # the model's own load, after
     assert taken is not None and taken[0].pid == spare
-    proc, tx, rx = taken
-    for fd in (tx, rx):
-        os.close(fd)
-    proc.wait(10)
+    _end(taken)
 
 
 def test_shutdown_closes_a_spare_no_load_took(spare: int) -> None:
