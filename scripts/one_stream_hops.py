@@ -34,18 +34,11 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 TOKENS = 64
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...); [] if gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return ["", ""]
-
-
 def _cpu(pid: int) -> float:
-    """CPU seconds of one process (all its threads), from /proc."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of one process alone (all its threads), from /proc; 0 once it is gone."""
+    from bench_lib.load import process_cpu_split
+
+    return (process_cpu_split(pid) or (0.0, 0.0))[0]
 
 
 def _measure(model: Path, threads: int, dtype: str | None, requests: int, workdir: Path) -> dict[str, Any]:
@@ -78,16 +71,12 @@ def _measure(model: Path, threads: int, dtype: str | None, requests: int, workdi
     local = get_backend("openvino").load_generator(opts)
     params = SamplingParams(max_tokens=TOKENS, temperature=0.0, ignore_eos=True, min_tokens=TOKENS)
     daemon = start_daemon(workdir / "d", {}, extra_config=config, args=args, env=env, timeout=600)
-    engine_pid = next(
-        int(e.name)
-        for e in Path("/proc").iterdir()
-        if e.name.isdigit() and _stat(int(e.name))[1] == str(daemon.proc.pid)
-    )
+    from bench_lib.load import proc_parents, settle
+
+    engine_pid = next(pid for pid, parent in proc_parents().items() if parent == daemon.proc.pid)
     runs: list[dict[str, Any]] = []
     offline: list[float] = []
     try:
-        from bench_lib.load import settle
-
         settle(daemon.proc.pid)  # the daemon's background imports (hfd.backends.preload) are not measured
         with httpx.Client(base_url=daemon.http, timeout=120) as client:
             for i in range(requests + 1):  # the first of each is a warm-up
