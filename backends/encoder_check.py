@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hfd._atomic_files import atomic_write_text
 from hfd.backends import _hf
 from hfd.backends.numpy_encoder import encoder_feeds
 from hfd.client.errors import ModelUnavailable
@@ -123,9 +123,7 @@ def load_reference(source: Path, *, trust_remote_code: bool, allow_pickle: bool)
 
 
 def write(export_dir: Path, result: dict[str, Any]) -> None:
-    tmp = export_dir / f".{CHECK_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, export_dir / CHECK_FILE)
+    atomic_write_text(export_dir / CHECK_FILE, json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 def read(export_dir: Path) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from hfd._atomic_files import atomic_write_text
 from hfd.client.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,7 @@ def probe_compile(
         return {"ok": None}
     log.info("openvino compile probe", extra={"model_path": str(xml), "verdict": verdict, "seconds": seconds})
     if record is not None and fault is None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(verdict))
-        os.replace(tmp, record)
+        atomic_write_text(record, json.dumps(verdict))
     _check(verdict, cached=False)
     return verdict
 

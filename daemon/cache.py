@@ -28,9 +28,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import struct
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -44,6 +42,7 @@ import msgpack
 import numpy as np
 from pydantic import BaseModel
 
+from hfd._atomic_files import atomic_file, is_tmp_name
 from hfd.backends.formats import file_stats
 from hfd.daemon.scheduler.generation import TokenChunk
 from hfd.daemon.settings import SettingsError
@@ -299,18 +298,11 @@ class ResponseCache:
         path = self._path(key)
         digest = hashlib.blake2b(key.encode() + value, digest_size=_DIGEST).digest()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(_HEADER.pack(_MAGIC, created, len(value)))
-                    fh.write(value)
-                    fh.write(digest)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            # No disk flush: an entry carries its own digest, and one lost to a power cut is a miss.
+            with atomic_file(path, durable=False) as fh:
+                fh.write(_HEADER.pack(_MAGIC, created, len(value)))
+                fh.write(value)
+                fh.write(digest)
         except OSError as exc:
             # A full or read-only disk costs the persistence, not the request.
             log.warning("cannot persist a cached response", extra={"path": str(path), "error": str(exc)})
@@ -342,7 +334,7 @@ class ResponseCache:
         """After a restart: list what is on disk (values stay there until asked for)."""
         found: list[tuple[float, str, int]] = []
         for path in directory.glob("??/*"):
-            if path.name.startswith(".tmp-"):
+            if is_tmp_name(path.name) or path.name.startswith(".tmp-"):  # ".tmp-": older releases' names
                 with contextlib.suppress(OSError):
                     path.unlink()  # a write interrupted by a crash
                 continue

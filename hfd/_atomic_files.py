@@ -5,6 +5,10 @@ Everything is written to a temporary name of its own in the destination's direct
 filesystem; two writers of one file never share it), flushed to disk, then renamed over the
 destination; the directory is fsynced so the rename itself survives a power cut. Only the
 standard library: the engines import this without the daemon.
+
+Every such write in hfd goes through here (the store, the engines' records and export checks,
+the key database's version stamp, the Ollama aliases, the stored Responses, the response
+cache): one rule for temporary names, so the sweeps of crashed writes know them.
 """
 
 from __future__ import annotations
@@ -30,34 +34,49 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_TMP_SUFFIX = ".tmp"
+
+
 def tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+
+
+def is_tmp_name(name: str) -> bool:
+    """Whether a file name is one of ``tmp_name``'s: what a crash mid-write leaves behind, for
+    the directories that sweep them (the response cache, the stored Responses)."""
+    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     """A file written in full or not at all: what is written goes to a temporary file beside
-    ``path``, which is synced and renamed over ``path`` when the block ends without an error."""
+    ``path``, which is synced and renamed over ``path`` when the block ends without an error.
+
+    ``durable=False`` skips the syncs, for files worth no disk flush (the response cache, whose
+    entries carry their own digest): a reader still never sees half a file, but a power cut may
+    lose the write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
         with tmp.open("wb") as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as fh:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    with atomic_file(path, durable=durable) as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), durable=durable)
 
 
 def atomic_symlink(target: str, link: Path) -> None:

@@ -22,7 +22,6 @@ import os
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from hfd._atomic_files import atomic_write_text
 from hfd.client.errors import InvalidRequest, KeyStoreError, NotFound
 from hfd.daemon.access.locked_db import locked_duckdb
 
@@ -138,9 +138,7 @@ class KeyStore:
         )
 
     def _bump_version(self) -> None:
-        tmp = self._version_path.with_name(f".keys.version.{uuid.uuid4().hex}")
-        tmp.write_text(f"{time.time_ns()}\n")
-        os.replace(tmp, self._version_path)
+        atomic_write_text(self._version_path, f"{time.time_ns()}\n")
         self._match_owner()
 
     def _match_owner(self) -> None:

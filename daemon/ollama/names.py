@@ -24,12 +24,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from hfd._atomic_files import atomic_write_text
 from hfd.client.errors import InvalidRequest
 from hfd.daemon.store.gguf_tags import quant_tag, split_tag
 
@@ -134,17 +133,7 @@ class Aliases:
 
     def _write(self, table: dict[str, str]) -> None:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".aliases-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(table, fh, indent=1, sort_keys=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_text(self.path, json.dumps(table, indent=1, sort_keys=True))
 
 
 def _key(alias: str) -> str:

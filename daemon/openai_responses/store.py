@@ -16,15 +16,16 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hfd._atomic_files import atomic_write_bytes, is_tmp_name
+
 _ID = re.compile(r"resp_[0-9a-f]{32}")
 _SUFFIX = ".json"
-_TMP = ".tmp-"
+_LEGACY_TMP = ".tmp-"  # older releases' temporary names (now hfd._atomic_files.tmp_name's)
 # A temporary file this old is a crashed write's leftover (a write takes milliseconds).
 _STALE_TMP_SECONDS = 60.0
 
@@ -51,17 +52,7 @@ class ResponseStore:
             raise ValueError(f"not a response id: {rid!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=_TMP)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, data)
         self.prune()
 
     def get(self, rid: str) -> dict[str, Any] | None:
@@ -99,7 +90,7 @@ class ResponseStore:
                 mtime = entry.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if entry.name.startswith(_TMP):
+            if is_tmp_name(entry.name) or entry.name.startswith(_LEGACY_TMP):
                 if now - mtime > _STALE_TMP_SECONDS:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)

@@ -11,6 +11,7 @@ import pytest
 from support.clocks import Clock
 from support.models import tiny_bert
 
+from hfd._atomic_files import tmp_name
 from hfd.daemon import cache as rc
 from hfd.daemon.cache import ResponseCache
 from hfd.daemon.cache_streams import ReplayStream
@@ -134,11 +135,13 @@ def test_corrupt_or_torn_files_are_dropped(tmp_path: Path) -> None:
     raw[rc._HEADER.size + 1] ^= 0xFF  # flip a byte of the value: the checksum fails
     path.write_bytes(bytes(raw))
     (tmp_path / "dd" / ("d" * 64)).write_bytes(b"HFDC1")  # torn: shorter than its header
-    (tmp_path / "dd" / ".tmp-abc").write_bytes(b"half")  # an interrupted write
+    interrupted = [tmp_name(tmp_path / "dd" / ("e" * 64)), tmp_path / "dd" / ".tmp-abc"]  # and an older name
+    for path in interrupted:
+        path.write_bytes(b"half")
     again = ResponseCache(max_bytes=1000, ttl=0, directory=tmp_path)
     assert again.get("c" * 64) is None
     assert again.get("d" * 64) is None
-    assert not (tmp_path / "dd" / ".tmp-abc").exists()
+    assert not any(path.exists() for path in interrupted)
     assert again.stats()["entries"] == 0
 
 

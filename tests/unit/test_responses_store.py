@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hfd._atomic_files import tmp_name
 from hfd.daemon.openai_responses.store import ResponseStore
 
 
@@ -90,11 +91,17 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
     clock = Clock()
     s = store(tmp_path, clock)
     s.root.mkdir(parents=True)
-    leftover = s.root / ".tmp-crashed"
-    leftover.write_text('{"partial')
-    os.utime(leftover, (clock.now - 3600, clock.now - 3600))
+    # A crashed write's temporary file, and one of an older release's naming.
+    leftovers = [tmp_name(s.root / f"resp_{'a' * 32}.json"), s.root / ".tmp-crashed"]
+    fresh = tmp_name(s.root / f"resp_{'b' * 32}.json")  # a write under way right now
+    for path in [*leftovers, fresh]:
+        path.write_text('{"partial')
+    for path in leftovers:
+        os.utime(path, (clock.now - 3600, clock.now - 3600))
+    os.utime(fresh, (clock.now, clock.now))
     s.prune()
-    assert not leftover.exists()
+    assert [p.exists() for p in leftovers] == [False, False]
+    assert fresh.exists()
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "resp_../x", "resp_" + "g" * 32, "", "resp_ABC"])
