@@ -279,16 +279,23 @@ _spare_lock = threading.Lock()
 _spare: _Spare | None = None
 # Set by ``spare_kept``: loads in its block start their own engine process.
 _keep_spare: contextvars.ContextVar[bool] = contextvars.ContextVar("hfd_keep_spare", default=False)
+_keepers = 0  # ``spare_kept`` blocks open in any thread: the spare does not expire meanwhile
 
 
 @contextlib.contextmanager
 def spare_kept() -> Iterator[None]:
     """Loads in this block (this thread or task) leave the spare for the load it was started
-    for: an engine measurement's loads (``daemon.models.engine_choice``) run just before it."""
+    for: an engine measurement's loads (``daemon.models.engine_choice``) run just before it. The
+    spare's idle time does not end while such a block is open: a measurement may take longer."""
+    global _keepers
     token = _keep_spare.set(True)
+    with _spare_lock:
+        _keepers += 1
     try:
         yield
     finally:
+        with _spare_lock:
+            _keepers -= 1
         _keep_spare.reset(token)
 
 
@@ -298,10 +305,14 @@ def start_spare(idle_s: float = SPARE_IDLE_S) -> int:
     with _spare_lock:
         if _spare is None:
             _spare = (*_spawn(PipelineProcess.module), PipelineProcess.module)
-            timer = threading.Timer(idle_s, _expire, args=(_spare,))
-            timer.daemon = True
-            timer.start()
+            _expire_after(_spare, idle_s)
         return _spare[0].pid
+
+
+def _expire_after(spare: _Spare, idle_s: float) -> None:
+    timer = threading.Timer(idle_s, _expire, args=(spare, idle_s))
+    timer.daemon = True
+    timer.start()
 
 
 def _take_spare(module: str) -> tuple[subprocess.Popen[bytes], int, int] | None:
@@ -331,11 +342,15 @@ def close_spare() -> None:
         _close_spare(spare)
 
 
-def _expire(spare: _Spare) -> None:
-    """The spare's idle time is over: close it, unless a load took it."""
+def _expire(spare: _Spare, idle_s: float) -> None:
+    """The spare's idle time is over: close it, unless a load took it or a measurement that
+    keeps it for the next load is still running (then it waits another ``idle_s``)."""
     global _spare
     with _spare_lock:
         if _spare is not spare:
+            return
+        if _keepers:
+            _expire_after(spare, idle_s)
             return
         _spare = None
     _close_spare(spare)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -64,6 +65,25 @@ def test_an_engine_measurements_loads_leave_the_spare_for_the_models_own_load(sp
     taken = openvino_process._take_spare(PipelineProcess.module)  # the model's own load, after
     assert taken is not None and taken[0].pid == spare
     _end(taken)
+
+
+def test_the_spare_outlives_its_idle_time_while_a_measurement_keeps_it() -> None:
+    idle = 0.3
+    pid = openvino_process.start_spare(idle_s=idle)
+    try:
+        with openvino_process.spare_kept():  # a measurement longer than the spare's idle time
+            time.sleep(3 * idle)
+            assert openvino_process._spare is not None and _running(pid)
+        deadline = time.monotonic() + 10 * idle  # its idle time runs again once the block ends
+        while openvino_process._spare is not None and time.monotonic() < deadline:
+            time.sleep(idle / 10)
+        assert openvino_process._spare is None
+    finally:
+        openvino_process.close_spare()
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
 
 
 def test_shutdown_closes_a_spare_no_load_took(spare: int) -> None:
