@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hfd.backends.base import Task
+from hfd.backends.openvino_cpu import ACTIVATION_GROUP_OPTION
 from hfd.backends.openvino_speculative import DRAFT_MODEL
 from hfd.client.errors import InvalidRequest
 
@@ -74,6 +75,12 @@ PIPELINE_PROCESS = ModelOption(
 )
 KV_CACHE_GB = ModelOption(
     "kv_cache_gb", "the paged KV cache's size in GiB (default: the memory estimate's KV part)", GENERATE
+)
+ACTIVATION_GROUP = ModelOption(
+    ACTIVATION_GROUP_OPTION,
+    "int8/int4 weights on the CPU: activations are quantized in groups of this many values before "
+    "each matmul; 0 off (default: 128 for int8 on AVX-512 VNNI CPUs without AMX, else OpenVINO's 32)",
+    GENERATE,
 )
 SPECULATIVE = ModelOption("speculative", '"prompt-lookup": prompt-lookup decoding (default off)', GENERATE)
 LOOKUP_TOKENS = ModelOption("lookup_tokens", "prompt lookup: candidate tokens per step (default 5)", GENERATE)

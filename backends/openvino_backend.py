@@ -92,18 +92,21 @@ class OpenVINOBackend:
             raise ModelUnavailable("OpenVINO continuous batching does not run on the NPU; use CPU or GPU")
         weight_format = resolve_weight_format(opts, device)
         start = time.perf_counter()
-        model_dir, built = prepare_ir(opts, "generate", weight_format)  # a GGUF snapshot: its .gguf file
-        properties = _compile_properties(opts, device)
+        properties = _compile_properties(opts, device)  # a bad option is refused before any export
         if weight_format == gguf.WEIGHT_FORMAT:
             properties = gguf.properties(device, properties, _cpu_precision(properties))
+        properties = _activation_group(opts, properties, weight_format, device)
+        model_dir, built = prepare_ir(opts, "generate", weight_format)  # a GGUF snapshot: its .gguf file
         generator = OVGenerator(model_dir, opts, device, properties, fault=_test_fault(opts))
         generator.weight_format = weight_format
         generator.threads = int(properties.get("INFERENCE_NUM_THREADS", 0))
+        generator.activation_group = properties.get("DYNAMIC_QUANTIZATION_GROUP_SIZE")
         log.info(
             "generator loaded",
             extra={"engine": self.name, "model_path": str(opts.path), "device": device,
                    "weight_format": weight_format, "precision": generator.precision,
                    "threads": generator.threads, "exported": built,
+                   "activation_group": generator.activation_group,
                    "kv_cache_bytes": generator.kv_cache_bytes, "context_length": generator.context_length,
                    "seconds": round(time.perf_counter() - start, 3)},
         )  # fmt: skip
@@ -154,6 +157,30 @@ def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
     if hint is not None:
         props["INFERENCE_PRECISION_HINT"] = hint
     return props
+
+
+def _activation_group(
+    opts: LoadOptions, properties: dict[str, Any], weight_format: str, device: str = "CPU"
+) -> dict[str, Any]:
+    """The compile properties with the group size activations are quantized in before each
+    compressed-weight matmul, where the model asks (also over a GGUF pipeline's "off") or
+    ``openvino_cpu.activation_group``'s measured rule applies. A CPU property: asked for
+    another device, the load is refused rather than the option ignored."""
+    name = openvino_cpu.ACTIVATION_GROUP_OPTION
+    if not device.startswith("CPU"):
+        if opts.extra.get(name) is not None:
+            raise InvalidRequest(
+                f"the model option {name} applies to the CPU only; this model loads on {device}",
+                param=f"options.{name}",
+            )
+        return properties
+    try:
+        group = openvino_cpu.activation_group(
+            opts.extra.get(name), weight_format, _cpu_precision(properties), hardware.probe_cpu().features
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param=f"options.{name}") from None
+    return properties if group is None else {**properties, "DYNAMIC_QUANTIZATION_GROUP_SIZE": group}
 
 
 def _ov_cpu_capabilities() -> list[str]:

@@ -69,6 +69,7 @@ class OVGenerator(_hf.PromptTokens):
     )
     weight_format = "fp32"
     threads = 0
+    activation_group: int | None = None  # DYNAMIC_QUANTIZATION_GROUP_SIZE when set (openvino_cpu)
 
     def __init__(
         self,

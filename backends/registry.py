@@ -129,7 +129,7 @@ RECORDS: Final[tuple[EngineRecord, ...]] = (
             options=(mo.DTYPE, mo.PREFIX_CACHING, mo.PREFIX_CACHE_BYTES)),
     _engine("openvino", "openvino_backend:OpenVINOBackend", "openvino_probe:probe_openvino", ("generate", "embed"),
             own_process=_openvino_own_process, load_dtype=_openvino_dtype, cpu_precision=_openvino_precision,
-            options=(mo.DTYPE, mo.PREFIX_CACHING, mo.SPLIT_FUSE, mo.PIPELINE_PROCESS, mo.KV_CACHE_GB,
+            options=(mo.DTYPE, mo.PREFIX_CACHING, mo.SPLIT_FUSE, mo.PIPELINE_PROCESS, mo.KV_CACHE_GB, mo.ACTIVATION_GROUP,
                      mo.SPECULATIVE, mo.LOOKUP_TOKENS, mo.LOOKUP_NGRAM, mo.DRAFT, mo.DRAFT_TOKENS,
                      mo.GGUF_FILE, mo.TEST_FAULT)),
     # Its graphs are exported and computed in fp32: a dtype asks for nothing else.

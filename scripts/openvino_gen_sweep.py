@@ -40,6 +40,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
 CACHE = REPO / ".cache" / "bench"
+LARGE = False  # --large: the 496M-parameter bench Llama instead (tests.support.models.bench_llama_large)
+
+
+def subject() -> Path:
+    """The model swept: the bench Llama, or with ``--large`` its 496M-parameter sibling, where one
+    stream's decode is bound by the weight bytes read rather than by each layer's fixed costs."""
+    from support.models import bench_llama, bench_llama_large
+
+    return bench_llama_large() if LARGE else bench_llama()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,19 +92,17 @@ def load_average() -> list[float]:
 def export_dir(weight_format: str, nncf: dict[str, Any] | None) -> Path:
     """hfd's export of the bench model in ``weight_format``; with ``nncf``, the fp32 export
     compressed with those options instead (kept beside hfd's exports)."""
-    from support.models import bench_llama
-
     from hfd.backends.base import LoadOptions
     from hfd.backends.openvino_export import prepare_ir
 
-    opts = LoadOptions(path=bench_llama(), task="generate", cache_dir=CACHE)
+    opts = LoadOptions(path=subject(), task="generate", cache_dir=CACHE)
     if nncf is None:
         return prepare_ir(opts, "generate", weight_format)[0]
     import nncf as nncf_lib
 
     from hfd.backends.openvino_export import compress_ir
 
-    tag = f"{nncf['mode'].lower()}-g{nncf['group_size']}"
+    tag = f"{subject().name}-{nncf['mode'].lower()}-g{nncf['group_size']}"
     out = CACHE / "sweep" / tag
     if not (out / "openvino_model.xml").is_file():
         fp32 = prepare_ir(opts, "generate", "fp32")[0]
@@ -112,29 +119,30 @@ def export_dir(weight_format: str, nncf: dict[str, Any] | None) -> Path:
     return out
 
 
-def hfd_config(threads: int, max_running: int) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """What hfd would build the bench model's pipeline with: (properties, scheduler, context)."""
-    from support.models import bench_llama
-
+def hfd_config(
+    threads: int, max_running: int, weight_format: str = "fp32"
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """What hfd would build the model's pipeline with: (properties, scheduler, context)."""
     from hfd.backends import _hf
     from hfd.backends.base import LoadOptions
-    from hfd.backends.openvino_backend import _compile_properties
+    from hfd.backends.openvino_backend import _activation_group, _compile_properties
     from hfd.backends.openvino_generator import scheduler_fields
     from hfd.backends.openvino_kv import size_kv_cache
 
-    model = bench_llama()
+    model = subject()
     opts = LoadOptions(path=model, task="generate", threads=threads, max_running=max_running, cache_dir=CACHE)
     config = _hf.require_model_dir(model)
     context = int(config.get("max_position_embeddings") or 2048)
     scheduler = scheduler_fields(opts, context)
     size_kv_cache(scheduler, opts, config, "CPU", context)
-    return _compile_properties(opts, "CPU"), scheduler, context
+    properties = _activation_group(opts, _compile_properties(opts, "CPU"), weight_format, "CPU")
+    return properties, scheduler, context
 
 
 def build(weight_format: str, variant: Variant, threads: int, max_running: int) -> Any:
     from hfd.backends.openvino_engine import LocalPipeline, pipeline_init
 
-    properties, scheduler, _ = hfd_config(threads, max_running)
+    properties, scheduler, _ = hfd_config(threads, max_running, weight_format)
     scheduler.update(variant.scheduler)
     if variant.kv_scale != 1.0:
         scheduler["num_kv_blocks"] = max(max_running * 4, int(scheduler["num_kv_blocks"] * variant.kv_scale))
@@ -146,10 +154,9 @@ def build(weight_format: str, variant: Variant, threads: int, max_running: int) 
 
 def prompt_ids(index: int) -> list[int]:
     from bench_lib.workload import chat_messages
-    from support.models import bench_llama
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(bench_llama())
+    tok = AutoTokenizer.from_pretrained(subject())
     got = tok.apply_chat_template(
         chat_messages(index), add_generation_prompt=True, tokenize=True, return_dict=True
     )
@@ -181,10 +188,9 @@ def run(pipeline: Any, prompts: list[list[int]], tokens: int, on_step: Callable[
 
 def transformers_greedy(prompt: list[int], tokens: int) -> list[int]:
     import torch
-    from support.models import bench_llama
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(bench_llama(), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(subject(), dtype=torch.float32)
     ids = torch.tensor([prompt])
     with torch.no_grad():
         got = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
@@ -265,10 +271,9 @@ def sweep(args: argparse.Namespace) -> None:
 def curve(args: argparse.Namespace) -> None:
     """Median decode-step time for 1..64 sequences, beside the matmul bound for that batch."""
     from bench_lib import bounds
-    from support.models import bench_llama
 
     machine = bounds.measure(args.threads, repeats=3)
-    weights = bounds.weights_of(bench_llama())
+    weights = bounds.weights_of(subject())
     for weight_format in args.weights:
         pipe = build(weight_format, BASELINE, args.threads, 64)
         for batch in (1, 2, 4, 8, 16, 32, 64):
@@ -349,7 +354,12 @@ def main() -> int:
     ap.add_argument("--curve", action="store_true", help="step time against batch size instead")
     ap.add_argument("--profile", action="store_true", help="PERF_COUNT per node type instead")
     ap.add_argument("--out", type=Path, default=None, help="append the JSON lines here too")
+    ap.add_argument(
+        "--large", action="store_true", help="sweep the 496M-parameter bench Llama (built on first use, 2 GB)"
+    )
     args = ap.parse_args()
+    global LARGE
+    LARGE = args.large
     unknown = set(args.factors) - set(FACTORS)
     if unknown:
         ap.error(f"unknown factors {sorted(unknown)}; choose from {', '.join(FACTORS)}")
@@ -359,7 +369,7 @@ def main() -> int:
                 ("KV_CACHE_PRECISION", "DYNAMIC_QUANTIZATION_GROUP_SIZE", "INFERENCE_PRECISION_HINT",
                  "PERFORMANCE_HINT", "ENABLE_CPU_PINNING")}  # fmt: skip
     emit(args, {"openvino": ov.__version__, "cpu_defaults": defaults, "threads": args.threads,
-                "load_average": load_average()})  # fmt: skip
+                "model": subject().name, "load_average": load_average()})  # fmt: skip
     (profile if args.profile else curve if args.curve else sweep)(args)
     return 0
 

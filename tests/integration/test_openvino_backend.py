@@ -3,6 +3,7 @@ ContinuousBatchingPipeline, real compiled encoders."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -266,6 +267,30 @@ def test_weight_formats_are_stored_as_asked(cache_dir: Path, weight_format: str,
     ref = OpenVINOBackend().load_encoder(_opts(tiny_bert(), "embed", cache_dir))
     a, b = encoder.embed(encoder.tokenize(TEXTS)), ref.embed(ref.tokenize(TEXTS))
     assert cosines(a, b).min() >= 0.95  # lossy, but still the same model
+
+
+@pytest.mark.slow
+def test_an_asked_activation_group_reaches_the_pipeline_and_a_bad_one_is_refused(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    # int8 weights: OpenVINO quantizes activations before their matmuls, in groups of this many.
+    asked = _opts(tiny_llama(), "generate", cache_dir, weight_format="int8",
+                  extra={"dynamic_quantization_group_size": 16})  # fmt: skip
+    gen = OpenVINOBackend().load_generator(asked)  # an unknown property would fail the compile
+    try:
+        assert gen.activation_group == 16
+        ids = gen.encode_prompt("the quick brown fox")
+        gen.add(1, ids, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+        tokens = [t for _ in range(100) if gen.has_work() for out in gen.step() for t in out.token_ids]
+        assert len(tokens) == 8
+    finally:
+        gen.close()
+    fresh = tmp_path / "cache"
+    bad = dataclasses.replace(asked, cache_dir=fresh, extra={"dynamic_quantization_group_size": -1})
+    with pytest.raises(InvalidRequest) as err:
+        OpenVINOBackend().load_generator(bad)
+    assert err.value.param == "options.dynamic_quantization_group_size"
+    assert not fresh.exists()  # refused before anything was exported
 
 
 def test_option_errors(tmp_path: Path) -> None:

@@ -194,3 +194,26 @@ def test_doctor_shows_the_default_precision_per_engine(feats: tuple[str, ...], p
         assert "float32" in defaults["openvino"]["why"]  # how to get transformers' results
     # The measured gain is cited only on the class it was measured on.
     assert ("Zen 5" in defaults["openvino"]["why"]) == (feats == ZEN5)
+
+
+def test_activations_are_quantized_in_groups_of_128_only_where_that_was_measured() -> None:
+    group = openvino_cpu.activation_group
+    assert group(None, "int8", "bf16", ZEN5) == openvino_cpu.MEASURED_ACTIVATION_GROUP == 128
+    # Elsewhere OpenVINO's own default stays: other CPU classes, other weights, f32 compute.
+    assert group(None, "int8", "bf16", INTEL) is None  # AMX: not measured
+    assert group(None, "int8", "f32", AMD) is None
+    assert group(None, "int8", "f32", ZEN5) is None
+    assert group(None, "int4", "bf16", ZEN5) is None
+    assert group(None, "fp32", "bf16", ZEN5) is None
+
+
+@pytest.mark.parametrize("asked", [0, 64, "256", 1 << 16])
+def test_an_asked_activation_group_is_kept_on_every_cpu(asked: object) -> None:
+    for feats in (AMD, INTEL, ZEN5):
+        assert openvino_cpu.activation_group(asked, "int4", "f32", feats) == int(asked)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("asked", [-1, (1 << 16) + 1, "many", True, 1.5j])
+def test_a_bad_activation_group_names_the_option(asked: object) -> None:
+    with pytest.raises(ValueError, match="dynamic_quantization_group_size must be an integer in"):
+        openvino_cpu.activation_group(asked, "int8", "bf16", ZEN5)
