@@ -78,7 +78,8 @@ def _openvino_precision(report: HardwareReport) -> tuple[str, str]:
             why += "; on the 2-core AMD EPYC Zen 5 bf16 served 1.4-2.0x float32 at 1 stream, 0.9-1.65x at 32"
     else:
         why = "no native bf16 on this CPU"
-    return precision, why
+    note = openvino_cpu.activation_group_note(report.cpu.features, precision)
+    return precision, f"{why}; {note}" if note else why
 
 
 @dataclass(frozen=True)

@@ -217,3 +217,9 @@ def test_an_asked_activation_group_is_kept_on_every_cpu(asked: object) -> None:
 def test_a_bad_activation_group_names_the_option(asked: object) -> None:
     with pytest.raises(ValueError, match="dynamic_quantization_group_size must be an integer in"):
         openvino_cpu.activation_group(asked, "int8", "bf16", ZEN5)
+
+
+def test_doctor_names_the_activation_group_only_where_it_is_set() -> None:
+    assert "groups of 128" in openvino_cpu.activation_group_note(ZEN5, "bf16")
+    assert openvino_cpu.activation_group_note(INTEL, "bf16") == ""
+    assert openvino_cpu.activation_group_note(AMD, "f32") == ""
