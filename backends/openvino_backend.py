@@ -100,7 +100,8 @@ class OpenVINOBackend:
         generator = OVGenerator(model_dir, opts, device, properties, fault=_test_fault(opts))
         generator.weight_format = weight_format
         generator.threads = int(properties.get("INFERENCE_NUM_THREADS", 0))
-        generator.activation_group = properties.get("DYNAMIC_QUANTIZATION_GROUP_SIZE")
+        group = properties.get("DYNAMIC_QUANTIZATION_GROUP_SIZE")  # GGUF's "0" is text
+        generator.activation_group = None if group is None else int(group)
         log.info(
             "generator loaded",
             extra={"engine": self.name, "model_path": str(opts.path), "device": device,
@@ -157,6 +158,14 @@ def _compile_properties(opts: LoadOptions, device: str) -> dict[str, Any]:
     if hint is not None:
         props["INFERENCE_PRECISION_HINT"] = hint
     return props
+
+
+def check_generator_options(opts: LoadOptions) -> None:
+    """The generation load's own option checks, made before its export (the model manager
+    exports before it loads): a bad option is refused without building anything."""
+    device = ov_device(opts.device)
+    _compile_properties(opts, device)
+    _activation_group(opts, {}, resolve_weight_format(opts, device), device)
 
 
 def _activation_group(

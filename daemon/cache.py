@@ -299,7 +299,7 @@ class ResponseCache:
         digest = hashlib.blake2b(key.encode() + value, digest_size=_DIGEST).digest()
         try:
             # No disk flush: an entry carries its own digest, and one lost to a power cut is a miss.
-            with atomic_file(path, durable=False) as fh:
+            with atomic_file(path, durable=False, mode=0o600) as fh:  # replies: the daemon's own
                 fh.write(_HEADER.pack(_MAGIC, created, len(value)))
                 fh.write(value)
                 fh.write(digest)

@@ -48,17 +48,19 @@ def is_tmp_name(name: str) -> bool:
 
 
 @contextmanager
-def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, *, durable: bool = True, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A file written in full or not at all: what is written goes to a temporary file beside
     ``path``, which is synced and renamed over ``path`` when the block ends without an error.
 
     ``durable=False`` skips the syncs, for files worth no disk flush (the response cache, whose
     entries carry their own digest): a reader still never sees half a file, but a power cut may
-    lose the write."""
+    lose the write. ``mode``: the file's permissions before the umask (0o600: the daemon's user
+    only, for what holds users' conversations)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        with tmp.open("wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+        with os.fdopen(fd, "wb") as fh:
             yield fh
             if durable:
                 fh.flush()
@@ -70,13 +72,13 @@ def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
         fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    with atomic_file(path, durable=durable) as fh:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o666) -> None:
+    with atomic_file(path, durable=durable, mode=mode) as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
-    atomic_write_bytes(path, text.encode(), durable=durable)
+def atomic_write_text(path: Path, text: str, *, durable: bool = True, mode: int = 0o666) -> None:
+    atomic_write_bytes(path, text.encode(), durable=durable, mode=mode)
 
 
 def atomic_symlink(target: str, link: Path) -> None:

@@ -297,9 +297,9 @@ def profile(args: argparse.Namespace) -> None:
     import numpy as np
     import openvino as ov
 
-    properties, _, _ = hfd_config(args.threads, args.max_running)
     core = ov.Core()
     for weight_format in args.weights:
+        properties, _, _ = hfd_config(args.threads, args.max_running, weight_format)
         xml = export_dir(weight_format, None) / "openvino_model.xml"
         compiled = core.compile_model(core.read_model(xml), "CPU", {**properties, "PERF_COUNT": True})
         for batch in (1, args.streams):

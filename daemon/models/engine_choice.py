@@ -65,7 +65,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE_NAME: Final = "engine-choice.json"
-REVISION: Final = 1  # bump when the workload changes: older rankings are measured again
+# Bump when the workload or an engine's default changes: older rankings are measured again
+# (2: int8 weights' activation groups on the AVX-512 VNNI class, openvino_cpu.activation_group).
+REVISION: Final = 2
 # A measured winner must beat the static order's first engine by more than this share of its
 # score to go first (two runs on the loaded 2-core box differed by up to a third).
 MARGIN: Final = 0.10
@@ -303,20 +305,22 @@ def _load_and_time(loader: Loader, name: str, engine: str, task: Task, opts: Loa
     ``name`` is the measurement's own (its `hfd ps` row), not the model's."""
     from hfd.backends.openvino_process import spare_kept  # no engine library at import
 
-    started = time.perf_counter()
-    with spare_kept():  # the spare engine process is for the model's own load, which follows
+    # The spare engine process is for the model's own load, which follows: not taken here, and
+    # kept alive for the whole measurement, however long (openvino_process.spare_kept).
+    with spare_kept():
+        started = time.perf_counter()
         model = loader._start(name, engine, task, opts)  # the load's own start-up: export, load
-    load_seconds = time.perf_counter() - started
-    try:
-        loader.phases.enter(name, "measuring", task=task, engine=engine, device=opts.device)
-        if isinstance(model, GenerationModel) and task == "generate":
-            rates = generation_rates(model, min(GEN_STREAMS, opts.max_running or GEN_STREAMS))
-        elif isinstance(model, EncoderModel):
-            rates = encoder_rates(model, loader.settings.encoder_max_batch)
-        else:
-            raise TypeError(f"{engine} loaded no {task} model")
-    finally:
-        model.close()
+        load_seconds = time.perf_counter() - started
+        try:
+            loader.phases.enter(name, "measuring", task=task, engine=engine, device=opts.device)
+            if isinstance(model, GenerationModel) and task == "generate":
+                rates = generation_rates(model, min(GEN_STREAMS, opts.max_running or GEN_STREAMS))
+            elif isinstance(model, EncoderModel):
+                rates = encoder_rates(model, loader.settings.encoder_max_batch)
+            else:
+                raise TypeError(f"{engine} loaded no {task} model")
+        finally:
+            model.close()
     score = math.exp(sum(math.log(r) for r in rates.values()) / len(rates))
     return {"score": round(score, 2), "rates": {k: round(v, 2) for k, v in rates.items()},
             "load_seconds": round(load_seconds, 3)}  # fmt: skip

@@ -55,6 +55,10 @@ def export(engine: str, opts: LoadOptions, counters: dict[str, int]) -> bool:
             from hfd.backends import vlm_openvino
 
             vlm_openvino.check_family(families.model_type(opts.path))  # before its export
+        elif opts.task == "generate":
+            from hfd.backends.openvino_backend import check_generator_options
+
+            check_generator_options(opts)  # a bad option costs no export
         _, built = prepare_ir(opts, opts.task, resolve_weight_format(opts, ov_device(opts.device)))
     else:
         from hfd.backends.onnx_backend import prepare_onnx

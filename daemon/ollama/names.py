@@ -133,7 +133,7 @@ class Aliases:
 
     def _write(self, table: dict[str, str]) -> None:
         with self._lock:
-            atomic_write_text(self.path, json.dumps(table, indent=1, sort_keys=True))
+            atomic_write_text(self.path, json.dumps(table, indent=1, sort_keys=True), mode=0o600)
 
 
 def _key(alias: str) -> str:

@@ -4,7 +4,8 @@
 A record holds the response object, this request's input items, and the whole conversation up
 to and including them (what a later request chaining on it continues from). Writes are atomic:
 a temporary file in the same directory, flushed to disk, then renamed over the name, so a crash
-mid-write leaves no partial record (only a ``.tmp-`` file, removed by the next prune).
+mid-write leaves no partial record (only a temporary file, ``hfd._atomic_files.tmp_name``'s, removed
+by the next prune). Records are the daemon's user's alone (mode 0600).
 Retention is bounded: records older than ``max_age`` seconds are gone (not served, and deleted at
 the next write), and beyond ``max_count`` the oldest go first. Calls block (file I/O): the route
 runs them off the event loop.
@@ -52,7 +53,7 @@ class ResponseStore:
             raise ValueError(f"not a response id: {rid!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, mode=0o600)  # conversations: the daemon's user only
         self.prune()
 
     def get(self, rid: str) -> dict[str, Any] | None:

@@ -39,6 +39,17 @@ def test_durable_writes_sync_the_file_and_its_directory(
     assert len(synced) == syncs  # the file, then the directory holding the rename
 
 
+def test_a_private_file_is_created_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        af.atomic_write_text(tmp_path / "private", "conversation", mode=0o600)
+        af.atomic_write_text(tmp_path / "shared", "record")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "shared").stat().st_mode & 0o777 == 0o644  # the umask's, as open() gives
+
+
 def test_temporary_names_are_recognised(tmp_path: Path) -> None:
     tmp = af.tmp_name(tmp_path / "aliases.json")
     assert tmp.parent == tmp_path and af.is_tmp_name(tmp.name)

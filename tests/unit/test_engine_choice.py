@@ -196,6 +196,24 @@ async def test_a_measurements_loads_leave_the_spare_engine_process_to_the_real_l
     assert kept == [True, True, False]
 
 
+async def test_the_spare_engine_process_is_kept_for_the_whole_measurement(
+    make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not only during each candidate's load: its workload too may outlast the spare's idle time.
+    keepers_while_timed: list[int] = []
+    timed = engine_choice.generation_rates
+
+    def recording(model: Any, streams: int) -> dict[str, float]:
+        keepers_while_timed.append(openvino_process._keepers)
+        return timed(model, streams)
+
+    monkeypatch.setattr(engine_choice, "generation_rates", recording)
+    manager, _ = make(spec(fake_model(tmp_path / "models", "llama")))
+    await manager.tune("m")
+    assert len(keepers_while_timed) == 2 and all(n > 0 for n in keepers_while_timed)
+    assert openvino_process._keepers == 0  # the spare's idle time runs again afterwards
+
+
 async def test_measure_engines_off_keeps_the_static_order(make: Any, bert: Path) -> None:
     manager, _ = make(spec(bert))
     await manager.tune("m")

@@ -27,8 +27,11 @@ def _cpu(monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
     monkeypatch.setattr(
         hardware, "probe_cpu", lambda: CpuInfo("v", "m", "x86_64", 2, 2, 2, tuple(sorted(found)))
     )
+    cpu_device = hardware.Device("openvino", "CPU", "cpu", "CPU")
     monkeypatch.setattr(
-        hardware, "probe_openvino", lambda: hardware.EngineProbe(name="openvino", installed=True)
+        hardware,
+        "probe_openvino",
+        lambda: hardware.EngineProbe(name="openvino", installed=True, devices=(cpu_device,)),
     )
 
 
@@ -68,3 +71,20 @@ def test_the_option_is_refused_off_the_cpu_and_out_of_range(monkeypatch: pytest.
         with pytest.raises(InvalidRequest) as err:
             _properties("int8", device=device, dynamic_quantization_group_size=value)
         assert err.value.param == "options.dynamic_quantization_group_size"
+
+
+def test_the_model_manager_refuses_a_bad_group_before_it_exports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from hfd.daemon.models import exporting
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("exported before the options were checked")
+
+    monkeypatch.setattr("hfd.backends.openvino_export.prepare_ir", no_export)
+    _cpu(monkeypatch, ZEN5)
+    opts = LoadOptions(path=tmp_path, task="generate", threads=2, cache_dir=tmp_path / "cache",
+                       extra={"dynamic_quantization_group_size": "lots"})  # fmt: skip
+    with pytest.raises(InvalidRequest) as err:
+        exporting.export("openvino", opts, {})  # what a load, a pull and a measurement run first
+    assert err.value.param == "options.dynamic_quantization_group_size"

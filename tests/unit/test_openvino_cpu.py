@@ -213,7 +213,7 @@ def test_an_asked_activation_group_is_kept_on_every_cpu(asked: object) -> None:
         assert openvino_cpu.activation_group(asked, "int4", "f32", feats) == int(asked)  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("asked", [-1, (1 << 16) + 1, "many", True, 1.5j])
+@pytest.mark.parametrize("asked", [-1, (1 << 16) + 1, "many", True, 128.9, 1.5j])
 def test_a_bad_activation_group_names_the_option(asked: object) -> None:
     with pytest.raises(ValueError, match="dynamic_quantization_group_size must be an integer in"):
         openvino_cpu.activation_group(asked, "int8", "bf16", ZEN5)
