@@ -276,6 +276,7 @@ def curve(args: argparse.Namespace) -> None:
     weights = bounds.weights_of(subject())
     for weight_format in args.weights:
         pipe = build(weight_format, BASELINE, args.threads, 64)
+        peak = bounds.compute_peak(machine, bounds.compute_kind(weight_format, pipe.precision))
         for batch in (1, 2, 4, 8, 16, 32, 64):
             steps: list[float] = []
             run(pipe, [prompt_ids(i) for i in range(batch)], args.tokens, steps.append)
@@ -284,8 +285,8 @@ def curve(args: argparse.Namespace) -> None:
             flops = 2.0 * weights.read_per_token * batch / step_s
             emit(args, {"curve": weight_format, "batch": batch, "step_ms": round(1000 * step_s, 2),
                         "tok_s": round(batch / step_s, 1), "matmul_gflop_s": round(flops / 1e9, 1),
-                        "share_of_matmul_peak": round(flops / machine["matmul_flops_per_s"], 3),
-                        "peak_gflop_s": round(machine["matmul_flops_per_s"] / 1e9, 1),
+                        "share_of_matmul_peak": round(flops / peak, 3),
+                        "peak_gflop_s": round(peak / 1e9, 1),
                         "read_gb_s": round(machine["read_bytes_per_s"] / 1e9, 1),
                         "precision": pipe.precision, "load_average": load_average()})  # fmt: skip
         pipe.close()

@@ -5,7 +5,9 @@ child process so its thread pool does not linger in the benchmark's):
 
 - memory bandwidth: a 1 GiB fp32 matrix times a vector (every byte read once: "read") and a
   copy of 1 GiB into another (bytes read plus bytes written: "copy");
-- fp32 matmul peak: a square ``matmul_n`` x ``matmul_n`` product, 2 n^3 floating-point operations.
+- matmul peaks: a square ``matmul_n`` x ``matmul_n`` product, 2 n^3 operations, in fp32, in bf16
+  and in int8 (``torch._int_mm``, int32 sums: the dot products of int8 weights whose activations
+  are quantized too, OpenVINO's with dynamic quantization and llama.cpp's q8_0).
 
 And what they allow a model (the pure arithmetic below, unit-tested):
 
@@ -14,7 +16,10 @@ And what they allow a model (the pure arithmetic below, unit-tested):
   (its table is not counted when the output head is a separate matrix); KV-cache reads are left
   out (small at the benchmark's short contexts), so the bound is an upper one;
 - ``n`` streams decode at most ``min(matmul peak / FLOPs per token, n x the one-stream bound)``
-  tokens/s together (2 FLOPs per weight read per token; the roofline of the two limits).
+  tokens/s together (2 FLOPs per weight read per token; the roofline of the two limits). The
+  peak is the one of what the server computes in (``compute_kind``: int8 weights in int8, bf16
+  compute in bf16, else fp32), never below the fp32 one: an fp32 peak under a bf16 or int8
+  engine put batched figures at 125-195% of their "bound".
 """
 
 from __future__ import annotations
@@ -103,6 +108,28 @@ def batched_bound(
     return min(compute, streams * one_stream_bound(read_bytes_per_s, weights, per_weight))
 
 
+def compute_kind(weight_format: str | None, precision: str | None = None) -> str:
+    """What a server's matmuls compute in: "int8" for 8-bit weights (their activations are
+    quantized too), "bf16" for bf16 compute, else "fp32"."""
+    if (weight_format or "").lower() in ("int8", "q8_0"):
+        return "int8"
+    return "bf16" if (precision or "").lower() in ("bf16", "bfloat16") else "fp32"
+
+
+_PEAK_KEYS = {
+    "fp32": "matmul_flops_per_s",
+    "bf16": "bf16_matmul_flops_per_s",
+    "int8": "int8_matmul_ops_per_s",
+}
+
+
+def compute_peak(machine: dict[str, Any], kind: str = "fp32") -> float:
+    """The matmul peak for ``kind`` (``compute_kind``), at least the fp32 one (a figure this box
+    could not measure, or an emulated path slower than fp32, does not lower the bound)."""
+    fp32 = float(machine["matmul_flops_per_s"])
+    return max(fp32, float(machine.get(_PEAK_KEYS[kind]) or 0.0))
+
+
 def share(figure: float | None, bound: float | None) -> float | None:
     """A figure's share of its bound (1.0: at the bound)."""
     if not figure or not bound:
@@ -110,19 +137,21 @@ def share(figure: float | None, bound: float | None) -> float | None:
     return round(figure / bound, 3)
 
 
-def bound_for(machine: dict[str, Any], weights: Weights, per_weight: float, streams: int) -> float:
+def bound_for(
+    machine: dict[str, Any], weights: Weights, per_weight: float, streams: int, kind: str = "fp32"
+) -> float:
     """The bound on ``streams`` streams' tokens/s, from ``measure``'s figures."""
     read = float(machine["read_bytes_per_s"])
     if streams <= 1:
         return one_stream_bound(read, weights, per_weight)
-    return batched_bound(float(machine["matmul_flops_per_s"]), read, weights, per_weight, streams)
+    return batched_bound(compute_peak(machine, kind), read, weights, per_weight, streams)
 
 
 def annotate(levels: list[dict[str, Any]], machine: dict[str, Any], weights: Weights, per_weight: float,
-             unit: str = "tokens") -> None:  # fmt: skip
+             unit: str = "tokens", kind: str = "fp32") -> None:  # fmt: skip
     """Put each level's bound and its share of it beside its figure (in place)."""
     for level in levels:
-        bound = bound_for(machine, weights, per_weight, int(level["concurrency"]))
+        bound = bound_for(machine, weights, per_weight, int(level["concurrency"]), kind)
         level["bound_tokens_per_s"] = round(bound, 1)
         level["share_of_bound"] = share(level.get(f"{unit}_per_s"), bound)
 
@@ -131,7 +160,8 @@ def model_bounds(model: Path, weight_format: str | None, precision: str | None) 
     """What the report keeps about a model for its bounds."""
     weights = weights_of(model)
     return {**asdict(weights), "read_per_token": weights.read_per_token, "weight_format": weight_format,
-            "precision": precision, "bytes_per_weight": bytes_per_weight(weight_format, precision)}  # fmt: skip
+            "precision": precision, "bytes_per_weight": bytes_per_weight(weight_format, precision),
+            "compute": compute_kind(weight_format, precision)}  # fmt: skip
 
 
 def for_generation(
@@ -141,9 +171,11 @@ def for_generation(
     batch get their bound and share (in place); returns what the report keeps, and prints it."""
     info = model_bounds(model, row.get("weight_format"), row.get("precision"))
     weights = weights_of(model)
-    annotate(generation["served"], machine, weights, info["bytes_per_weight"])
+    annotate(generation["served"], machine, weights, info["bytes_per_weight"], kind=info["compute"])
     offline = generation["offline"]
-    bound = bound_for(machine, weights, info["bytes_per_weight"], int(offline.get("requests") or 1))
+    bound = bound_for(
+        machine, weights, info["bytes_per_weight"], int(offline.get("requests") or 1), info["compute"]
+    )
     offline["bound_tokens_per_s"] = round(bound, 1)
     offline["share_of_bound"] = share(offline.get("tokens_per_s"), bound)
     print(f"\n  bounds ({describe(machine)}; {info['read_per_token'] / 1e6:.1f}M weights read per token, "
@@ -180,6 +212,15 @@ def _measure_here(threads: int, size: int, matmul_n: int, repeats: int) -> dict[
     x = torch.rand(matmul_n, matmul_n, dtype=torch.float32)
     y = torch.rand(matmul_n, matmul_n, dtype=torch.float32)
     mm_s = _best(lambda: torch.mm(x, y), repeats)
+    xb, yb = x.bfloat16(), y.bfloat16()
+    bf16_s = _best(lambda: torch.mm(xb, yb), repeats)
+    int8_s: float | None = None
+    xi = torch.randint(-128, 128, (matmul_n, matmul_n), dtype=torch.int8)
+    yi = torch.randint(-128, 128, (matmul_n, matmul_n), dtype=torch.int8)
+    try:
+        int8_s = _best(lambda: torch._int_mm(xi, yi), repeats)
+    except (RuntimeError, AttributeError):  # a torch without int8 matmul on this CPU
+        int8_s = None
     a = torch.ones(size // 4, dtype=torch.float32)
     b = torch.empty_like(a)
     # Read: a sum, the plainest streaming read. A matrix-vector product of a tall, narrow matrix
@@ -195,6 +236,8 @@ def _measure_here(threads: int, size: int, matmul_n: int, repeats: int) -> dict[
         "copy_bytes_per_s": 2 * size / copy_s,
         "matmul_n": matmul_n,
         "matmul_flops_per_s": 2.0 * matmul_n**3 / mm_s,
+        "bf16_matmul_flops_per_s": 2.0 * matmul_n**3 / bf16_s,
+        "int8_matmul_ops_per_s": None if int8_s is None else 2.0 * matmul_n**3 / int8_s,
     }
 
 
@@ -203,7 +246,7 @@ QUICK: dict[str, int] = {"size": 64 << 20, "matmul_n": 512, "repeats": 2}
 
 
 def measure(threads: int, *, size: int = GIB, matmul_n: int = 2048, repeats: int = 5) -> dict[str, Any]:
-    """The box's read and copy bandwidth (bytes/s) and fp32 matmul peak (FLOP/s) at ``threads``
+    """The box's read and copy bandwidth (bytes/s) and matmul peaks (fp32, bf16, int8; per s) at ``threads``
     threads, best of ``repeats``, in a child process."""
     cmd = [sys.executable, __file__, str(threads), str(size), str(matmul_n), str(repeats)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -215,7 +258,9 @@ def measure(threads: int, *, size: int = GIB, matmul_n: int = 2048, repeats: int
 def describe(machine: dict[str, Any]) -> str:
     return (
         f"read {machine['read_bytes_per_s'] / 1e9:.1f} GB/s, copy {machine['copy_bytes_per_s'] / 1e9:.1f} GB/s, "
-        f"fp32 matmul {machine['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s at {machine['threads']} threads"
+        f"matmul fp32 {machine['matmul_flops_per_s'] / 1e9:.0f} / bf16 "
+        f"{(machine.get('bf16_matmul_flops_per_s') or 0) / 1e9:.0f} / int8 "
+        f"{(machine.get('int8_matmul_ops_per_s') or 0) / 1e9:.0f} G/s at {machine['threads']} threads"
     )
 
 

@@ -276,11 +276,14 @@ def main(argv: list[str]) -> int:
             for door in llama:
                 report.print_levels(door, measured[door], "tokens")
             weights = bounds.weights_of(plan.gen_model())
-            bounds.annotate(hfd_chat, machine, weights, results["bounds"]["hfd"]["bytes_per_weight"])
+            hfd_bounds = results["bounds"]["hfd"]
+            bounds.annotate(
+                hfd_chat, machine, weights, hfd_bounds["bytes_per_weight"], kind=hfd_bounds["compute"]
+            )
             for door in llama:
-                bounds.annotate(
-                    measured[door], machine, weights, bounds.bytes_per_weight(door.rsplit("-", 1)[1])
-                )
+                quant = door.rsplit("-", 1)[1]  # llama.cpp-q8_0: its GGUF's type
+                bounds.annotate(measured[door], machine, weights, bounds.bytes_per_weight(quant),
+                                kind=bounds.compute_kind(quant))  # fmt: skip
             peers = {door: measured[door] for door in llama}
             results["generation"] = {
                 "model": plan.gen_model().name, "tokens_per_request": plan.gen_tokens, "rounds": ROUNDS,
@@ -336,7 +339,8 @@ def results_stem(args: argparse.Namespace) -> str:
 
 def print_bounds(generation: dict[str, Any]) -> None:
     print(
-        "\ngeneration against the machine's bound (one stream: bandwidth / weight bytes; batched: matmul peak)"
+        "\ngeneration against the machine's bound (one stream: bandwidth / weight bytes; batched: the matmul "
+        "peak of what each computes in)"
     )
     print(f"  {'server':16} {'streams':>7} {'tokens/s':>9} {'bound':>9} {'share':>6}")
     rows = [(f"hfd {lv['door']}", lv) for lv in generation["hfd"]]

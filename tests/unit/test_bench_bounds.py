@@ -120,3 +120,23 @@ def test_the_measurement_reports_bandwidth_and_peak() -> None:
     m = bounds.measure(1, size=8 << 20, matmul_n=64, repeats=1)
     assert m["threads"] == 1 and m["bytes"] == 8 << 20
     assert m["read_bytes_per_s"] > 1e8 and m["copy_bytes_per_s"] > 1e8 and m["matmul_flops_per_s"] > 1e6
+    assert m["bf16_matmul_flops_per_s"] > 1e6 and (
+        m["int8_matmul_ops_per_s"] is None or m["int8_matmul_ops_per_s"] > 1e6
+    )
+
+
+def test_the_batched_bound_is_the_peak_of_what_the_server_computes_in() -> None:
+    assert [bounds.compute_kind(w, p) for w, p in [("int8", "bf16"), ("q8_0", None), ("fp32", "bf16"),
+                                                    ("f32", None), ("fp32", "f32")]] == [
+        "int8", "int8", "bf16", "fp32", "fp32"]  # fmt: skip
+    machine = {"read_bytes_per_s": 1e12, "matmul_flops_per_s": 100e9, "bf16_matmul_flops_per_s": 300e9,
+               "int8_matmul_ops_per_s": None}  # fmt: skip
+    assert bounds.bound_for(machine, W, 2.0, 32, "bf16") == pytest.approx(
+        3 * bounds.bound_for(machine, W, 2.0, 32)
+    )
+    # Not measured (None), or slower than fp32 (an emulated path): the fp32 peak stands.
+    assert (
+        bounds.compute_peak(machine, "int8")
+        == bounds.compute_peak({**machine, "bf16_matmul_flops_per_s": 1.0}, "bf16")
+        == 100e9
+    )
