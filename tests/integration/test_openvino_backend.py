@@ -293,6 +293,31 @@ def test_an_asked_activation_group_reaches_the_pipeline_and_a_bad_one_is_refused
     assert not fresh.exists()  # refused before anything was exported
 
 
+def _measured_class() -> bool:
+    from hfd.backends import openvino_cpu
+
+    return openvino_cpu.activation_group(None, "int8", "bf16", hardware.probe_cpu().features) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _measured_class(), reason="groups of 128 are the default only on AVX-512 VNNI CPUs without AMX"
+)
+def test_int8_weights_get_the_measured_activation_group_by_default(cache_dir: Path) -> None:
+    # OpenVINO's default precision here is bf16 (AVX-512 BF16): two threads, as the daemon gives it.
+    opts = _opts(tiny_llama(), "generate", cache_dir, weight_format="int8", dtype=None, threads=2)
+    gen = OpenVINOBackend().load_generator(opts)
+    try:
+        assert (gen.precision, gen.activation_group) == ("bf16", 128)
+        gen.add(1, gen.encode_prompt("the quick brown fox"), SamplingParams(max_tokens=8, temperature=0.0,
+                                                                          ignore_eos=True))  # fmt: skip
+        assert (
+            len([t for _ in range(100) if gen.has_work() for out in gen.step() for t in out.token_ids]) == 8
+        )
+    finally:
+        gen.close()
+
+
 def test_option_errors(tmp_path: Path) -> None:
     backend = OpenVINOBackend()
     with pytest.raises(InvalidRequest) as err:
