@@ -60,7 +60,7 @@ class Level:
             out["ttft_p50_ms"] = ms(percentile(ttft, 50))
             out["ttft_p95_ms"] = ms(percentile(ttft, 95))
         if self.errors:
-            out["first_error"] = self.errors[0][:300]
+            out["first_error"] = self.errors[0][:600]
         return out
 
 
@@ -144,6 +144,19 @@ def descendants(pid: int, parents: dict[int, int]) -> set[int]:
     return tree
 
 
+def describe_error(exc: BaseException) -> str:
+    """A failed request, with what caused it: the SDKs' connection errors ("Connection error.")
+    wrap the transport's own (a refused connect, a peer that closed a kept-alive connection, a
+    read timeout), which is what tells a server's failure from the client's."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    depth = 0
+    while cause is not None and depth < 3:
+        text += f" <- {type(cause).__name__}: {cause}"
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
+    return text
+
+
 async def closed_loop(
     door: str,
     concurrency: int,
@@ -163,7 +176,7 @@ async def closed_loop(
             try:
                 level.samples.append(await request())
             except Exception as exc:
-                level.errors.append(f"{type(exc).__name__}: {exc}")
+                level.errors.append(describe_error(exc))
 
     daemon_before = process_cpu_split(daemon_pid) if daemon_pid else None
     client_before = time.process_time()
