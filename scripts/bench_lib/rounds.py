@@ -27,12 +27,13 @@ class Door:
 
 
 def merge(parts: list[Level]) -> Level:
-    """One door's rounds at one level as one: seconds, samples, errors and CPU summed."""
+    """One door's rounds at one level as one: seconds, samples, errors, retries and CPU summed."""
     first = parts[0]
     merged = Level(door=first.door, concurrency=first.concurrency, seconds=sum(p.seconds for p in parts))
     for part in parts:
         merged.samples += part.samples
         merged.errors += part.errors
+        merged.retries += part.retries
         merged.client_cpu += part.client_cpu
     for name in ("daemon_cpu", "daemon_own_cpu"):
         values = [getattr(p, name) for p in parts]

@@ -35,3 +35,41 @@ def test_a_plain_error_and_a_cycle_stay_short() -> None:
     a, b = RuntimeError("a"), RuntimeError("b")
     a.__cause__, b.__cause__ = b, a  # a chain that loops is cut after three causes
     assert describe_error(a).count("<-") == 3
+
+
+class RemoteProtocolError(Exception):  # httpx's, by name: the SDKs ship their own fork of httpx
+    pass
+
+
+def _wrapped(message: str) -> APIConnectionError:
+    try:
+        try:
+            raise RemoteProtocolError(message)
+        except RemoteProtocolError as exc:
+            raise APIConnectionError("Connection error.") from exc
+    except APIConnectionError as exc:
+        return exc
+
+
+def test_only_a_request_the_server_never_answered_is_sent_again() -> None:
+    import asyncio
+
+    from bench_lib.load import Sample, closed_loop, stale_connection
+
+    stale = _wrapped("Server disconnected without sending a response.")
+    assert stale_connection(stale)
+    assert not stale_connection(_wrapped("peer closed connection without sending complete message body"))
+    assert not stale_connection(ValueError("Server disconnected without sending a response."))
+
+    failures = [stale, None, _wrapped("incomplete chunked read"), None]
+
+    async def request() -> Sample:
+        failure = failures.pop(0)
+        if failure is not None:
+            raise failure
+        return Sample(latency=0.01, units=1)
+
+    level = asyncio.run(closed_loop("door", 1, 3, request))
+    # The stale try is sent again and served; the broken stream is an error; the third is served.
+    assert len(level.samples) == 2 and len(level.errors) == 1 and len(level.retries) == 1
+    assert level.summary("tokens")["retried_stale_connections"] == 1
