@@ -79,8 +79,8 @@ KV_CACHE_GB = ModelOption(
 ACTIVATION_GROUP = ModelOption(
     ACTIVATION_GROUP_OPTION,
     "int8/int4 weights on the CPU: activations are quantized in groups of this many values before "
-    "each matmul; 0 off (default: 128 for int8 weights with bf16 compute on AVX-512 VNNI CPUs without "
-    "AMX; 0 for GGUF files; else OpenVINO's 32)",
+    "each matmul; 0 off (default: 128 for int8 weights, and int4 ones whose groups of 128 fit the model, "
+    "with bf16 compute on AVX-512 VNNI CPUs without AMX; 0 for GGUF files; else OpenVINO's 32)",
     GENERATE,
 )
 SPECULATIVE = ModelOption("speculative", '"prompt-lookup": prompt-lookup decoding (default off)', GENERATE)

@@ -16,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from hfd.backends import gguf, hardware, load_progress, openvino_cpu
+from hfd.backends import _hf, gguf, hardware, load_progress, openvino_cpu
 from hfd.backends.base import LoadOptions, Task
 from hfd.backends.numpy_encoder import load_head
 from hfd.backends.openvino_encoder import OVEncoder
@@ -183,13 +183,33 @@ def _activation_group(
                 param=f"options.{name}",
             )
         return properties
+    widths = _matrix_inputs(opts) if weight_format == "int4" and opts.extra.get(name) is None else ()
     try:
         group = openvino_cpu.activation_group(
-            opts.extra.get(name), weight_format, _cpu_precision(properties), hardware.probe_cpu().features
+            opts.extra.get(name),
+            weight_format,
+            _cpu_precision(properties),
+            hardware.probe_cpu().features,
+            widths,
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc), param=f"options.{name}") from None
     return properties if group is None else {**properties, "DYNAMIC_QUANTIZATION_GROUP_SIZE": group}
+
+
+def _matrix_inputs(opts: LoadOptions) -> tuple[int, ...]:
+    """The input widths of a decoder's matrices from its config (hidden size, the attention
+    output's, the feed-forward's); () when the config does not say."""
+    try:
+        config = _hf.require_model_dir(opts.path)
+    except Exception:  # not a model directory: the export says so
+        return ()
+    text = config.get("text_config") or config
+    hidden = int(text.get("hidden_size") or 0)
+    inter = int(text.get("intermediate_size") or 0)
+    heads = int(text.get("num_attention_heads") or 0)
+    attention = int(text.get("head_dim") or 0) * heads or hidden
+    return (hidden, attention, inter) if hidden and inter else ()
 
 
 def _ov_cpu_capabilities() -> list[str]:

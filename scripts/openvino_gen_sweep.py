@@ -69,7 +69,7 @@ FACTORS: dict[str, tuple[tuple[str, ...], list[Variant]]] = {
     "precision": (("fp32", "int8"), [Variant("precision f32", {"INFERENCE_PRECISION_HINT": "f32"}),
                                      Variant("precision bf16", {"INFERENCE_PRECISION_HINT": "bf16"})]),
     "kv": (("fp32", "int8"), [Variant(f"kv {p}", {"KV_CACHE_PRECISION": p}) for p in ("f32", "f16", "bf16", "u8")]),
-    "dq": (("int8",), [Variant(f"dq group {g}", {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(g)})
+    "dq": (("int8", "int4"), [Variant(f"dq group {g}", {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(g)})
                        for g in (0, 32, 64, 128, 256)]),
     # NNCF 3.4 has no group-wise int8 ("INT8 modes require per-channel quantization"): only the
     # symmetric per-channel variant of hfd's asymmetric per-channel int8.

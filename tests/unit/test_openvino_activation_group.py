@@ -35,8 +35,10 @@ def _cpu(monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
     )
 
 
-def _properties(weight_format: str, device: str = "CPU", **extra: object) -> dict[str, object]:
-    opts = LoadOptions(path=Path("."), task="generate", threads=2, extra=dict(extra))
+def _properties(
+    weight_format: str, device: str = "CPU", path: Path = Path("."), **extra: object
+) -> dict[str, object]:
+    opts = LoadOptions(path=path, task="generate", threads=2, extra=dict(extra))
     base = openvino_backend._compile_properties(opts, "CPU")
     if weight_format == gguf.WEIGHT_FORMAT:
         base = gguf.properties("CPU", base, openvino_backend._cpu_precision(base))
@@ -45,7 +47,7 @@ def _properties(weight_format: str, device: str = "CPU", **extra: object) -> dic
 
 @pytest.mark.parametrize(("flags", "weights", "group"), [
     (ZEN5, "int8", 128),  # measured there
-    (ZEN5, "fp32", None), (ZEN5, "int4", None),  # not measured with these weights
+    (ZEN5, "fp32", None), (ZEN5, "int4", None),  # fp32: nothing to quantize; int4: its widths unknown here
     (AMX, "int8", None), (AVX2, "int8", None),  # nor on these classes: OpenVINO's default stays
 ])  # fmt: skip
 def test_the_default_group_where_it_was_measured(
@@ -88,3 +90,17 @@ def test_the_model_manager_refuses_a_bad_group_before_it_exports(
     with pytest.raises(InvalidRequest) as err:
         exporting.export("openvino", opts, {})  # what a load, a pull and a measurement run first
     assert err.value.param == "options.dynamic_quantization_group_size"
+
+
+@pytest.mark.parametrize(("hidden", "intermediate", "group"), [(1536, 4096, 128), (576, 1536, None)])
+def test_int4_weights_get_the_group_where_their_own_groups_fit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hidden: int, intermediate: int, group: int | None
+) -> None:
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "hidden_size": hidden, "intermediate_size": intermediate, "num_attention_heads": 12}
+    ))  # fmt: skip
+    _cpu(monkeypatch, ZEN5)
+    assert _properties("int4", path=tmp_path).get(KEY) == group
+    assert KEY not in _properties("int4")  # no config to read: OpenVINO's default

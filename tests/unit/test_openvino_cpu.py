@@ -203,7 +203,11 @@ def test_activations_are_quantized_in_groups_of_128_only_where_that_was_measured
     assert group(None, "int8", "bf16", INTEL) is None  # AMX: not measured
     assert group(None, "int8", "f32", AMD) is None
     assert group(None, "int8", "f32", ZEN5) is None
-    assert group(None, "int4", "bf16", ZEN5) is None
+    assert group(None, "int4", "bf16", ZEN5) is None  # widths unknown
+    # int4: only where the weights' own groups of 128 divide every matrix's input width.
+    assert group(None, "int4", "bf16", ZEN5, (1536, 1536, 4096)) == 128
+    assert group(None, "int4", "bf16", ZEN5, (576, 576, 1536)) is None  # SmolLM2-135M-like: 576 = 4.5 x 128
+    assert group(None, "int4", "bf16", INTEL, (1536, 1536, 4096)) is None
     assert group(None, "fp32", "bf16", ZEN5) is None
 
 
