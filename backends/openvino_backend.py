@@ -164,8 +164,7 @@ def check_generator_options(opts: LoadOptions) -> None:
     """The generation load's own option checks, made before its export (the model manager
     exports before it loads): a bad option is refused without building anything."""
     device = ov_device(opts.device)
-    _compile_properties(opts, device)
-    _activation_group(opts, {}, resolve_weight_format(opts, device), device)
+    _activation_group(opts, _compile_properties(opts, device), resolve_weight_format(opts, device), device)
 
 
 def _activation_group(
@@ -176,17 +175,18 @@ def _activation_group(
     ``openvino_cpu.activation_group``'s measured rule applies. A CPU property: asked for
     another device, the load is refused rather than the option ignored."""
     name = openvino_cpu.ACTIVATION_GROUP_OPTION
+    asked = opts.extra.get(name)
     if not device.startswith("CPU"):
-        if opts.extra.get(name) is not None:
+        if asked is not None:
             raise InvalidRequest(
                 f"the model option {name} applies to the CPU only; this model loads on {device}",
                 param=f"options.{name}",
             )
         return properties
-    widths = _matrix_inputs(opts) if weight_format == "int4" and opts.extra.get(name) is None else ()
+    widths = _matrix_inputs(opts) if weight_format == "int4" and asked is None else ()
     try:
         group = openvino_cpu.activation_group(
-            opts.extra.get(name),
+            asked,
             weight_format,
             _cpu_precision(properties),
             hardware.probe_cpu().features,

@@ -334,7 +334,7 @@ class ResponseCache:
         """After a restart: list what is on disk (values stay there until asked for)."""
         found: list[tuple[float, str, int]] = []
         for path in directory.glob("??/*"):
-            if is_tmp_name(path.name) or path.name.startswith(".tmp-"):  # ".tmp-": older releases' names
+            if is_tmp_name(path.name):
                 with contextlib.suppress(OSError):
                     path.unlink()  # a write interrupted by a crash
                 continue

@@ -41,10 +41,16 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
 
 
+# What older releases' writers (mkstemp with this prefix) left behind in the response cache and
+# the stored Responses.
+_LEGACY_TMP_PREFIX = ".tmp-"
+
+
 def is_tmp_name(name: str) -> bool:
-    """Whether a file name is one of ``tmp_name``'s: what a crash mid-write leaves behind, for
-    the directories that sweep them (the response cache, the stored Responses)."""
-    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+    """Whether a file name is one of ``tmp_name``'s, or an older release's temporary name: what
+    a crash mid-write leaves behind, for the directories that sweep them (the response cache,
+    the stored Responses)."""
+    return (name.startswith(".") and name.endswith(_TMP_SUFFIX)) or name.startswith(_LEGACY_TMP_PREFIX)
 
 
 @contextmanager

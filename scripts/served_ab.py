@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -105,7 +106,7 @@ def main() -> int:
                     "a_tok_s": [round(x, 1) for x in rates["A"]], "b_tok_s": [round(x, 1) for x in rates["B"]],
                     "b_over_a_median": round(statistics.median(ratios), 3),
                     "b_over_a_min": round(min(ratios), 3), "b_over_a_max": round(max(ratios), 3),
-                    "load_average": [round(x, 2) for x in __import__("os").getloadavg()],
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
                     "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 }), flush=True)  # fmt: skip
         finally:

@@ -26,7 +26,6 @@ from hfd._atomic_files import atomic_write_bytes, is_tmp_name
 
 _ID = re.compile(r"resp_[0-9a-f]{32}")
 _SUFFIX = ".json"
-_LEGACY_TMP = ".tmp-"  # older releases' temporary names (now hfd._atomic_files.tmp_name's)
 # A temporary file this old is a crashed write's leftover (a write takes milliseconds).
 _STALE_TMP_SECONDS = 60.0
 
@@ -91,7 +90,7 @@ class ResponseStore:
                 mtime = entry.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if is_tmp_name(entry.name) or entry.name.startswith(_LEGACY_TMP):
+            if is_tmp_name(entry.name):
                 if now - mtime > _STALE_TMP_SECONDS:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)

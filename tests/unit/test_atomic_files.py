@@ -54,6 +54,7 @@ def test_temporary_names_are_recognised(tmp_path: Path) -> None:
     tmp = af.tmp_name(tmp_path / "aliases.json")
     assert tmp.parent == tmp_path and af.is_tmp_name(tmp.name)
     assert tmp != af.tmp_name(tmp_path / "aliases.json")  # two writers never share one
+    assert af.is_tmp_name(".tmp-k3x9q")  # an older release's mkstemp name
     for ordinary in ["aliases.json", "resp_" + "a" * 32 + ".json", "notes.tmp", ".hidden"]:
         assert not af.is_tmp_name(ordinary), ordinary
 
