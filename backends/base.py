@@ -53,6 +53,9 @@ class LoadOptions:
     trust_remote_code: bool = False
     max_running: int = 32  # generation: most sequences in one decoding step
     max_batched_tokens: int = 4096  # generation: most prompt tokens prefilled in one step
+    # Generation: the shortest time between two outputs of one sequence that an engine pacing its
+    # own output (``paces_stream``) keeps; 0: an output per step.
+    stream_interval_ms: float = 0.0
     cache_dir: Path | None = None  # where derived artifacts (exports) live
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -213,6 +216,13 @@ class Supervised(Protocol):
 def interrupter(model: object) -> Callable[[], None] | None:
     """The model's ``interrupt``, or None for a model whose steps cannot be woken."""
     return model.interrupt if isinstance(model, Interruptible) else None
+
+
+def paces_stream(model: object) -> bool:
+    """Whether the model spaces each sequence's outputs by ``LoadOptions.stream_interval_ms``
+    itself (OpenVINO's engine process does: the daemon then wakes once per interval rather than
+    once per token); the scheduler passes such a model's outputs on as they come."""
+    return bool(getattr(model, "paces_stream", False))
 
 
 def is_alive(model: object) -> bool:

@@ -123,8 +123,11 @@ class OVGenerator(_hf.PromptTokens):
         # The pipeline runs in a child process: its step() keeps the GIL (see openvino_process).
         where = PipelineProcess if opts.flag("pipeline_process", True) else LocalPipeline
         self._pipeline: PipelineProcess | LocalPipeline | None = where(
-            pipeline_init(model_dir, device, properties, scheduler, fault)
-        )
+            {**pipeline_init(model_dir, device, properties, scheduler, fault),
+             "stream_interval_ms": opts.stream_interval_ms}
+        )  # fmt: skip
+        # The engine process spaces each sequence's outputs itself (openvino_pipe.Pacer).
+        self.paces_stream = where is PipelineProcess
         # What the device computes in, as the engine process found it (hint or plugin default).
         self.precision = self._pipeline.precision or "unknown"
         self._live: set[int] = set()

@@ -2,8 +2,8 @@
 (``openvino_process``): each message is a little-endian u32 length and a msgpack map.
 
 Here: framing (``frame``, ``split_frames``), one sequence's step output and how several steps'
-outputs merge (``Output``, ``merge``), and the child's ends of the pipes (``Channel``), which
-never blocks on writing without also reading.
+outputs merge (``Output``, ``merge``), the child's ends of the pipes (``Channel``), which
+never blocks on writing without also reading, and the child's pacing of its outputs (``Pacer``).
 """
 
 from __future__ import annotations
@@ -91,3 +91,38 @@ class Channel:
                 self.receive(0)
             if writable:
                 data = data[os.write(self._tx, data[:_CHUNK]) :]
+
+
+class Pacer:
+    """The child's step outputs, sent at most once per ``interval_s`` (``LoadOptions.stream_interval_ms``):
+    each message then carries every step since the last, and the daemon, which merges a read's
+    messages per sequence anyway, wakes once per interval instead of once per token. A
+    sequence's first output, its last (a finish reason, a failure) and the last output before
+    the pipeline goes idle are sent at once, with everything held."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._held: list[list[Any]] = []
+        self._started: set[int] = set()  # sequences whose first output was sent and not the last
+        self._sent_at = float("-inf")
+
+    def take(self, outputs: list[list[Any]], *, idle: bool, now: float) -> list[list[Any]]:
+        """What to send now (``outputs`` after what was held; empty: hold them)."""
+        urgent = idle or now - self._sent_at >= self.interval_s
+        for seq_id, _tokens, finished, *_ in outputs:
+            if finished is not None:
+                urgent = True
+                self._started.discard(seq_id)
+            elif seq_id not in self._started:
+                urgent = True
+                self._started.add(seq_id)
+        self._held += outputs
+        if not urgent or not self._held:
+            return []
+        sent, self._held = self._held, []
+        self._sent_at = now
+        return sent
+
+    def forget(self, seq_id: int) -> None:
+        """A sequence the daemon cancelled: no last output of it will come."""
+        self._started.discard(seq_id)

@@ -39,13 +39,14 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from hfd.backends import load_progress
 from hfd.backends.openvino_engine import PipelineEngine, warn_failed
-from hfd.backends.openvino_pipe import Channel, Output, frame, merge, read_chunk, split_frames
+from hfd.backends.openvino_pipe import Channel, Output, Pacer, frame, merge, read_chunk, split_frames
 from hfd.backends.proving import EngineCrashed, exit_description
 from hfd.client.errors import ModelUnavailable
 
@@ -384,6 +385,7 @@ def _serve(channel: Channel) -> int:
     # next "go", as they would in-process, so what shares a first step does not depend on how
     # the pipe happened to deliver them (GenAI's seeded sampling depends on it).
     held: dict[int, dict[str, Any]] = {}
+    pacer = Pacer(0.0)
     while True:
         # Wait for the parent only with nothing to do (messages may have come in during a send).
         idle = not channel.inbox and (engine is None or not engine.busy)
@@ -395,6 +397,7 @@ def _serve(channel: Channel) -> int:
             if op == "close":
                 return 0
             if op == "init":
+                pacer = Pacer(float(message.get("stream_interval_ms") or 0) / 1000)
                 try:
                     engine = PipelineEngine(message)
                     channel.send({"phase": "warming"})  # compiled: the parent's hfd ps says so
@@ -407,6 +410,7 @@ def _serve(channel: Channel) -> int:
             elif engine is not None and op == "add":
                 held[int(message["id"])] = message
             elif engine is not None and op == "cancel":
+                pacer.forget(int(message["id"]))
                 if held.pop(int(message["id"]), None) is None:
                     engine.cancel(int(message["id"]))
             elif engine is not None and op == "go":
@@ -420,6 +424,7 @@ def _serve(channel: Channel) -> int:
             return 0  # the daemon closed the pipe or died
         if engine is not None and (failed or engine.busy):
             outputs = failed + (engine.step() if engine.busy else [])
+            outputs = pacer.take(outputs, idle=not engine.busy, now=time.monotonic())
             if outputs:
                 channel.send({"out": outputs, "kv": engine.kv_bytes()})
 

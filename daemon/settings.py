@@ -286,6 +286,11 @@ class Settings:
     max_batched_tokens: int = _setting(
         4096, "batching", "Generation: most prompt tokens prefilled in one step."
     )
+    stream_interval_ms: float = _setting(
+        20.0,
+        "batching",
+        "Generation streams: the shortest time between two chunks of one stream; tokens made meanwhile go out together (a stream's first token and its end go at once). 0: a chunk per engine step.",
+    )
     max_queue: int = _setting(
         256, "batching", "Most requests waiting per model before new ones get 'overloaded' (HTTP 429)."
     )
@@ -709,6 +714,8 @@ def _validate(s: Settings) -> None:
     ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1")
+    if not (0 <= s.stream_interval_ms <= 1000):  # NaN compares false too
+        raise SettingsError("stream_interval_ms must be a number of milliseconds from 0 to 1000")
     if not (0 < s.audio_max_seconds < float("inf")):
         raise SettingsError("audio_max_seconds must be a positive number of seconds")
     if s.log_format not in ("json", "text", "auto"):

@@ -5,12 +5,16 @@ Starts two ``hfd serve`` daemons (one model each, so neither evicts the other), 
 level runs ``--rounds`` rounds of closed-loop completions over HTTP with the ``openai`` client,
 alternating A and B in ABBA order so the box's drift cancels, and prints B / A per round with
 its median, lowest and highest. For a default that differs from a model option by one setting:
-A is the model with ``--a`` options, B with ``--b`` (TOML inline tables).
+A is the model with ``--a`` options, B with ``--b`` (TOML inline tables); for a daemon setting,
+``--a-flags`` / ``--b-flags`` (its ``hfd serve`` flags).
 
     .venv/bin/python scripts/served_ab.py --large --weight-format int8 \\
         --a '{ dynamic_quantization_group_size = 32 }' --b '{}'
+    .venv/bin/python scripts/served_ab.py --stream --levels 1 --rounds 12 \\
+        --a-flags '--stream-interval-ms 0' --b-flags '--stream-interval-ms 10'
 
-Each request: a short prompt, 64 greedy tokens (``ignore_eos``), response cache off.
+Each request: a short prompt, 64 greedy tokens (``ignore_eos``), response cache off; with
+``--stream``, a streamed chat completion (its tokens counted from the usage chunk).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -43,9 +48,17 @@ def main() -> int:
     ap.add_argument("--weight-format", default=None)
     ap.add_argument("--a", default="{}", help="model options of A, a TOML inline table")
     ap.add_argument("--b", default="{}", help="model options of B, a TOML inline table")
+    ap.add_argument("--a-flags", default="", help="more hfd serve flags of A's daemon")
+    ap.add_argument("--b-flags", default="", help="more hfd serve flags of B's daemon")
+    ap.add_argument(
+        "--stream", action="store_true", help="streamed chat completions (else plain completions)"
+    )
     ap.add_argument("--levels", default="1,8", help="concurrent streams, comma-separated")
     ap.add_argument("--rounds", type=int, default=6, help="rounds per level (even: ABBA)")
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument(
+        "--requests", type=int, default=0, help="requests per round (0: twice the streams, at least 3)"
+    )
     args = ap.parse_args()
     if args.rounds % 2:
         ap.error("--rounds must be even (ABBA pairs)")
@@ -60,7 +73,7 @@ def main() -> int:
         work = Path(tmp)
         daemons: dict[str, Any] = {}
         try:
-            for name, options in (("A", args.a), ("B", args.b)):
+            for name, options, more in (("A", args.a, args.a_flags), ("B", args.b, args.b_flags)):
                 (work / name).mkdir()
                 config = model_config(name, ref, args.weight_format, options)
                 flags = [
@@ -70,6 +83,7 @@ def main() -> int:
                     str(work / "cache"),
                     "--cache-enabled",
                     "false",
+                    *shlex.split(more),
                 ]
                 daemons[name] = start_daemon(work / name, {}, extra_config=config, args=flags, timeout=900)
             for d in daemons.values():
@@ -79,6 +93,17 @@ def main() -> int:
             }
 
             def one(name: str, i: int) -> int:
+                if args.stream:
+                    stream = clients[name].chat.completions.create(
+                        model=name, messages=[{"role": "user", "content": f"request {i} about the sea"}],
+                        max_tokens=args.tokens, temperature=0, stream=True, stream_options={"include_usage": True},
+                        extra_body={"ignore_eos": True, "cache": False},
+                    )  # fmt: skip
+                    produced = 0
+                    for chunk in stream:
+                        if chunk.usage is not None:
+                            produced = chunk.usage.completion_tokens
+                    return produced
                 r = clients[name].completions.create(
                     model=name, prompt=f"request {i} about the sea and", max_tokens=args.tokens, temperature=0,
                     extra_body={"ignore_eos": True, "cache": False},
@@ -87,7 +112,7 @@ def main() -> int:
                 return int(r.usage.completion_tokens)
 
             def level(name: str, streams: int) -> float:
-                requests = max(3, 2 * streams)
+                requests = args.requests or max(3, 2 * streams)
                 started = time.perf_counter()
                 with ThreadPoolExecutor(streams) as pool:
                     tokens = sum(pool.map(lambda i: one(name, i), range(requests)))
@@ -102,7 +127,8 @@ def main() -> int:
                         rates[name].append(level(name, streams))
                 ratios = [b / a for a, b in zip(rates["A"], rates["B"], strict=True)]
                 print(json.dumps({
-                    "streams": streams, "a": args.a, "b": args.b,
+                    "streams": streams, "a": args.a, "b": args.b, "a_flags": args.a_flags, "b_flags": args.b_flags,
+                    "stream": args.stream,
                     "a_tok_s": [round(x, 1) for x in rates["A"]], "b_tok_s": [round(x, 1) for x in rates["B"]],
                     "b_over_a_median": round(statistics.median(ratios), 3),
                     "b_over_a_min": round(min(ratios), 3), "b_over_a_max": round(max(ratios), 3),

@@ -268,6 +268,7 @@ class Loader:
             trust_remote_code=spec.trust_remote_code,
             max_running=spec.max_running or self.settings.max_running,
             max_batched_tokens=self.settings.max_batched_tokens,
+            stream_interval_ms=self.settings.stream_interval_ms,
             cache_dir=self.settings.cache_dir,
             extra={
                 "allow_pickle": spec.allow_pickle,
@@ -417,6 +418,7 @@ class Loader:
                 name=spec.public_name,
                 max_queue=s.max_queue,
                 max_running=spec.max_running or s.max_running,
+                stream_interval_ms=s.stream_interval_ms,
             )
         assert isinstance(model, EncoderModel)
         return EncoderScheduler(

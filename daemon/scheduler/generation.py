@@ -7,6 +7,13 @@ incrementally, match stop strings, enforce ``max_tokens`` and hand the pieces to
 stream on its event loop. Sequences join and leave between any two steps. With nothing to do the
 thread sleeps on a condition.
 
+Pacing: a stream's chunks are at least ``stream_interval_ms`` apart; what a stream's steps make
+meanwhile is held and goes out with its next chunk, so a fast engine costs the event loop, the
+socket and the client one wake-up per interval rather than one per token. A stream's first chunk
+and its last go at once; a held chunk goes out at the first step end after its interval, or with
+the stream's end. An engine that paces its own outputs (``paces_stream``: OpenVINO's engine
+process, which so also spares the daemon's worker its wake-ups) is passed on as it comes.
+
 Back-pressure is on admission only: ``submit`` raises ``Overloaded`` when ``max_queue``
 requests are already waiting for a row. Output buffers are unbounded (a request's output is
 bounded by its ``max_tokens``), so a slow reader never stalls the batch.
@@ -30,7 +37,7 @@ from collections.abc import Callable
 
 import anyio
 
-from hfd.backends.base import GenerationModel, SamplingParams, StepOutput, interrupter
+from hfd.backends.base import GenerationModel, SamplingParams, StepOutput, interrupter, paces_stream
 from hfd.client.errors import Cancelled, HfdError, InternalError, InvalidRequest, ModelUnavailable, Overloaded
 from hfd.daemon.metrics import record_batch
 from hfd.daemon.scheduler.base import GenerationStats, ThreadedScheduler
@@ -49,7 +56,8 @@ _ids = itertools.count(1)
 class _Seq:
     """A request as the worker thread sees it."""
 
-    __slots__ = ("detok", "generated", "params", "prompt_ids", "seq_id", "stop", "stream", "submitted")
+    __slots__ = ("detok", "generated", "held", "params", "prompt_ids", "sent_at", "seq_id", "stop", "stream",
+                 "submitted")  # fmt: skip
 
     def __init__(
         self,
@@ -67,18 +75,33 @@ class _Seq:
         self.stop = StopMatcher(params.stop)
         self.generated = 0
         self.submitted = time.perf_counter()
+        self.held: TokenChunk | None = None  # output not yet sent: its stream's interval is not over
+        self.sent_at: float | None = None  # when its last chunk was handed on (None: none yet)
 
 
 class GenerationScheduler(ThreadedScheduler[GenerationModel]):
     thread_tag = "gen"
 
-    def __init__(self, model: GenerationModel, *, name: str, max_queue: int, max_running: int) -> None:
+    def __init__(
+        self,
+        model: GenerationModel,
+        *,
+        name: str,
+        max_queue: int,
+        max_running: int,
+        stream_interval_ms: float = 0.0,
+    ) -> None:
         if max_queue < 1 or max_running < 1:
             raise ValueError("max_queue and max_running must be at least 1")
+        if not 0 <= stream_interval_ms < float("inf"):
+            raise ValueError("stream_interval_ms must be a finite number, 0 or more")
         super().__init__(model, name=name, max_queue=max_queue)
         # Optional on engines: wakes a step() that waits on another process (see backends.base).
         self._interrupt: Callable[[], None] | None = interrupter(model)
         self.max_running = max_running
+        # A model that paces itself was given the interval at its load (LoadOptions).
+        self._interval_s = 0.0 if paces_stream(model) else stream_interval_ms / 1000
+        self._holding: set[int] = set()  # worker thread only: running sequences with a held chunk
         # Guarded by _cond: requests not yet admitted, cancellations to apply (and the stop flag).
         self._waiting: collections.deque[_Seq] = collections.deque()
         self._cancels: set[int] = set()
@@ -238,6 +261,7 @@ class GenerationScheduler(ThreadedScheduler[GenerationModel]):
                 self._finish(seq, out, _engine_error(exc))
             return
         if not outputs:
+            self._release_due(out)
             return  # woken by interrupt() before the engine finished a step
         self._steps += 1
         self._rows += rows
@@ -247,6 +271,7 @@ class GenerationScheduler(ThreadedScheduler[GenerationModel]):
             owner = self._running.get(output.seq_id)
             if owner is not None:  # None: cancelled meanwhile, its output is dropped
                 self._on_output(owner, output, out)
+        self._release_due(out)
 
     def _on_output(
         self, seq: _Seq, output: StepOutput, out: list[tuple[GenerationStream, TokenChunk | HfdError]]
@@ -278,12 +303,47 @@ class GenerationScheduler(ThreadedScheduler[GenerationModel]):
         elif capped:
             finish = "length"
         else:
-            out.append((seq.stream, TokenChunk(text, tokens, None, lps, prompt_lps)))
+            self._send(seq, TokenChunk(text, tokens, None, lps, prompt_lps), out)
             return
         if output.finished is None:  # the engine still holds it: a stop string or our length cap
             self._engine_cancel(seq.seq_id)
         last = TokenChunk(text + seq.stop.flush(), tokens, finish, lps, prompt_lps, seq.stop.matched)
         self._finish(seq, out, last)
+
+    def _send(
+        self, seq: _Seq, chunk: TokenChunk, out: list[tuple[GenerationStream, TokenChunk | HfdError]]
+    ) -> None:
+        """Hand a chunk on, or hold it (with what is held) while its stream's interval lasts."""
+        if seq.held is not None:
+            chunk = seq.held.then(chunk)
+        now = time.monotonic()
+        if seq.sent_at is not None and now - seq.sent_at < self._interval_s:
+            seq.held = chunk
+            self._holding.add(seq.seq_id)
+            return
+        seq.held = None
+        self._holding.discard(seq.seq_id)
+        self._hand_on(seq, chunk, out, now)
+
+    def _release_due(self, out: list[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
+        """Held chunks whose interval is over go now, whether their sequence had output this
+        step or not (an engine's prefill step, say, has none for the others)."""
+        if not self._holding:
+            return
+        now = time.monotonic()
+        for seq_id in list(self._holding):
+            seq = self._running[seq_id]
+            if seq.held is not None and now - (seq.sent_at or 0.0) >= self._interval_s:
+                self._holding.discard(seq_id)
+                self._hand_on(seq, seq.held, out, now)
+                seq.held = None
+
+    @staticmethod
+    def _hand_on(
+        seq: _Seq, chunk: TokenChunk, out: list[tuple[GenerationStream, TokenChunk | HfdError]], now: float
+    ) -> None:
+        seq.sent_at = now
+        out.append((seq.stream, chunk))
 
     def _flush(self, seq: _Seq) -> str:
         return seq.stop.push(seq.detok.flush(), match=False) + seq.stop.flush()
@@ -295,6 +355,12 @@ class GenerationScheduler(ThreadedScheduler[GenerationModel]):
         last: TokenChunk | HfdError,
     ) -> None:
         self._running.pop(seq.seq_id, None)
+        held, seq.held = seq.held, None
+        self._holding.discard(seq.seq_id)
+        if held is not None and isinstance(last, TokenChunk):
+            last = held.then(last)
+        elif held is not None:  # the tokens made before a failure still reach the reader first
+            out.append((seq.stream, held))
         out.append((seq.stream, last))
         self._finished += 1
         seconds = time.perf_counter() - seq.submitted

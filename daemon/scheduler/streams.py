@@ -31,6 +31,18 @@ class TokenChunk:
     # On the last chunk, when a stop string ended the output: which one.
     stop_sequence: str | None = None
 
+    def then(self, later: TokenChunk) -> TokenChunk:
+        """This chunk and a later one of the same stream as one (a stream's pacing holds chunks)."""
+        lps = (
+            None
+            if self.logprobs is None and later.logprobs is None
+            else [*(self.logprobs or ()), *(later.logprobs or ())]
+        )
+        return TokenChunk(
+            self.text + later.text, [*self.token_ids, *later.token_ids], later.finish_reason, lps,
+            self.prompt_logprobs if self.prompt_logprobs is not None else later.prompt_logprobs, later.stop_sequence,
+        )  # fmt: skip
+
 
 class GenerationStream:
     """The output of one request: an async iterator of ``TokenChunk`` and a context manager.

@@ -16,7 +16,7 @@ import pytest
 from support.models import EMBED_TEXTS, cosines, minilm, tiny_bert, tiny_llama
 
 from hfd.backends import hardware
-from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams
+from hfd.backends.base import GenerationModel, LoadOptions, SamplingParams, StepOutput
 
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed")
 pytest.importorskip("optimum.intel", reason="optimum-intel is not installed (needed to export)")
@@ -395,3 +395,36 @@ def test_interrupt_wakes_a_waiting_step_and_the_in_process_pipeline_agrees(
         assert run_all(local, prompts, params) == run_all(ov_llama, prompts, params)
     finally:
         local.close()
+
+
+def test_the_engine_process_paces_its_outputs_and_loses_no_token(
+    ov_llama: OVGenerator, cache_dir: Path
+) -> None:
+    prompts = [ov_llama.encode_prompt(p) for p in PROMPTS]
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    paced = OpenVINOBackend().load_generator(
+        _opts(tiny_llama(), "generate", cache_dir, stream_interval_ms=60_000)
+    )
+    try:
+        assert (
+            paced.paces_stream and ov_llama.paces_stream
+        )  # the scheduler then passes outputs on as they come
+        for i, ids in enumerate(prompts):
+            paced.add(i, ids, params)
+        reads: list[list[StepOutput]] = []
+        while paced.has_work():
+            if outputs := paced.step():
+                reads.append(outputs)
+        # Each sequence's first token at once (all three joined the first step), then nothing
+        # until their last: a minute's interval holds every token between.
+        assert [sorted((o.seq_id, len(o.token_ids), o.finished) for o in r) for r in reads] == [
+            [(0, 1, None), (1, 1, None), (2, 1, None)],
+            [(0, 23, "length"), (1, 23, "length"), (2, 23, "length")],
+        ]
+        got = {o.seq_id: [] for o in reads[0]}
+        for r in reads:
+            for o in r:
+                got[o.seq_id] += o.token_ids
+        assert got == run_all(ov_llama, prompts, params)
+    finally:
+        paced.close()

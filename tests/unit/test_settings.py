@@ -64,6 +64,9 @@ def test_models_from_toml_env_and_cli(tmp_path: Path) -> None:
         ("[[models]]\nref = 'a'\nwat = 1\n", "unknown keys"),
         ("[[models]]\nref = 'a'\n[[models]]\nref = 'a'\n", "unique"),
         ("[daemon]\nlog_format = 'xml'\n", "log_format"),
+        ("[batching]\nstream_interval_ms = -1\n", "stream_interval_ms"),
+        ("[batching]\nstream_interval_ms = 1001\n", "stream_interval_ms"),
+        ("[batching]\nstream_interval_ms = nan\n", "stream_interval_ms"),
         ("not toml [", "c.toml"),
     ],
 )
