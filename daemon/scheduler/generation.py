@@ -313,17 +313,10 @@ class GenerationScheduler(ThreadedScheduler[GenerationModel]):
     def _send(
         self, seq: _Seq, chunk: TokenChunk, out: list[tuple[GenerationStream, TokenChunk | HfdError]]
     ) -> None:
-        """Hand a chunk on, or hold it (with what is held) while its stream's interval lasts."""
-        if seq.held is not None:
-            chunk = seq.held.then(chunk)
-        now = time.monotonic()
-        if seq.sent_at is not None and now - seq.sent_at < self._interval_s:
-            seq.held = chunk
-            self._holding.add(seq.seq_id)
-            return
-        seq.held = None
-        self._holding.discard(seq.seq_id)
-        self._hand_on(seq, chunk, out, now)
+        """Hold a chunk (after what is held) until its stream's interval is over: the step's end
+        hands it on (``_release_due``); a stream's first chunk is due at once."""
+        seq.held = chunk if seq.held is None else seq.held.then(chunk)
+        self._holding.add(seq.seq_id)
 
     def _release_due(self, out: list[tuple[GenerationStream, TokenChunk | HfdError]]) -> None:
         """Held chunks whose interval is over go now, whether their sequence had output this
@@ -333,17 +326,10 @@ class GenerationScheduler(ThreadedScheduler[GenerationModel]):
         now = time.monotonic()
         for seq_id in list(self._holding):
             seq = self._running[seq_id]
-            if seq.held is not None and now - (seq.sent_at or 0.0) >= self._interval_s:
+            if seq.held is not None and (seq.sent_at is None or now - seq.sent_at >= self._interval_s):
                 self._holding.discard(seq_id)
-                self._hand_on(seq, seq.held, out, now)
-                seq.held = None
-
-    @staticmethod
-    def _hand_on(
-        seq: _Seq, chunk: TokenChunk, out: list[tuple[GenerationStream, TokenChunk | HfdError]], now: float
-    ) -> None:
-        seq.sent_at = now
-        out.append((seq.stream, chunk))
+                out.append((seq.stream, seq.held))
+                seq.held, seq.sent_at = None, now
 
     def _flush(self, seq: _Seq) -> str:
         return seq.stop.push(seq.detok.flush(), match=False) + seq.stop.flush()
