@@ -52,10 +52,13 @@ def generation(
     }
 
 
-def transformers_static_batch(path: Path, *, requests: int, tokens: int, threads: int) -> dict[str, Any]:
+def transformers_static_batch(
+    path: Path, *, requests: int, tokens: int, threads: int, repeats: int = 1
+) -> dict[str, Any]:
     """transformers' own ``generate`` on one static batch of ``requests`` chat prompts (left-padded,
-    greedy, exactly ``tokens`` new tokens each), at ``threads`` torch threads: what the torch
-    engine's continuous batching is measured against on the same thread count."""
+    greedy, exactly ``tokens`` new tokens each), at ``threads`` torch threads, ``repeats`` batches
+    one after another: what the torch engine is measured against on the same thread count (a batch
+    of 32 for its continuous batching, batches of one for one stream)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,10 +93,10 @@ def transformers_static_batch(path: Path, *, requests: int, tokens: int, threads
     ids, mask = batch(requests)
     cpu = _cpu()
     started = time.perf_counter()
-    produced = generate(ids, mask)
+    produced = sum(generate(ids, mask) for _ in range(repeats))
     seconds = time.perf_counter() - started
     cpu = _cpu() - cpu
-    return {"engine": "transformers generate (static batch)", "requests": requests, "tokens": produced,
+    return {"engine": "transformers generate (static batch)", "requests": requests * repeats, "batch": requests, "tokens": produced,
             "threads": threads, **_rates("tokens", produced, seconds, cpu)}  # fmt: skip
 
 

@@ -77,8 +77,8 @@ def generation(daemon: Any, plan: Plan, engine: str, threads: int, cache_dir: Pa
             per_cpu(door, plan.gen_batch), off["tokens_per_cpu_s"]
         )
     report.print_cpu_ratios("generation", cpu_ratios)
-    static = None
-    if engine == "torch":  # the torch engine against transformers' own batched generate
+    static = one = None
+    if engine == "torch":  # the torch engine against transformers' own generate
         static = offline.transformers_static_batch(
             plan.gen_model(), requests=plan.gen_batch, tokens=plan.gen_tokens, threads=threads
         )
@@ -91,11 +91,23 @@ def generation(daemon: Any, plan: Plan, engine: str, threads: int, cache_dir: Pa
         }
         print(f"  transformers static batch of {plan.gen_batch}, {threads} threads: {static['tokens_per_s']} tokens/s; "
               + ", ".join(f"{k} {v}" for k, v in static["ratios"].items()))  # fmt: skip
+        # One stream: as many one-prompt generate calls in a row as the served level's requests.
+        one_requests = next(lv["requests"] for lv in served if lv["concurrency"] == 1)
+        one = offline.transformers_static_batch(
+            plan.gen_model(), requests=1, tokens=plan.gen_tokens, threads=threads, repeats=one_requests
+        )
+        one["ratios"] = {
+            f"{door}_one_vs_generate": report.ratio(tps(door, 1), one["tokens_per_s"])
+            for door in ("http", "ipc")
+        }
+        print(f"  transformers generate, one prompt at a time ({one_requests}): {one['tokens_per_s']} tokens/s; "
+              + ", ".join(f"{k} {v}" for k, v in one["ratios"].items()))  # fmt: skip
     return {
         "model": plan.gen_model().name,
         "tokens_per_request": plan.gen_tokens,
         "offline": off,
         **({"offline_transformers_static": static} if static else {}),
+        **({"offline_transformers_one": one} if one else {}),
         "served": served,
         "ratios": ratios,
         "cpu_ratios": cpu_ratios,

@@ -61,6 +61,13 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert static["tokens"] == gen["offline"]["requests"] * gen["tokens_per_request"]
     assert static["tokens_per_s"] > 0
     assert set(static["ratios"]) == {"engine_offline_vs_static", "http_vs_static", "ipc_vs_static"}
+    # ... and one stream against generate called once per prompt, as many prompts as served.
+    one = gen["offline_transformers_one"]
+    one_level = next(lv for lv in gen["served"] if lv["concurrency"] == 1)
+    assert one["batch"] == 1 and one["requests"] == one_level["requests"]
+    assert one["tokens"] == one["requests"] * gen["tokens_per_request"]
+    assert set(one["ratios"]) == {"http_one_vs_generate", "ipc_one_vs_generate"}
+    assert all(v > 0 for v in one["ratios"].values())
     assert set(gen["ratios"]) == {
         "http_vs_offline",
         "ipc_vs_offline",
