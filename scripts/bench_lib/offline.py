@@ -52,13 +52,14 @@ def generation(
     }
 
 
-def transformers_static_batch(
-    path: Path, *, requests: int, tokens: int, threads: int, repeats: int = 1
-) -> dict[str, Any]:
-    """transformers' own ``generate`` on one static batch of ``requests`` chat prompts (left-padded,
-    greedy, exactly ``tokens`` new tokens each), at ``threads`` torch threads, ``repeats`` batches
-    one after another: what the torch engine is measured against on the same thread count (a batch
-    of 32 for its continuous batching, batches of one for one stream)."""
+def transformers_static_batches(
+    path: Path, *, runs: list[tuple[int, int]], tokens: int, threads: int
+) -> list[dict[str, Any]]:
+    """transformers' own ``generate`` on static batches of chat prompts (left-padded, greedy,
+    exactly ``tokens`` new tokens each), at ``threads`` torch threads, the model loaded once: for
+    each ``(batch, repeats)`` of ``runs``, ``repeats`` batches of ``batch`` prompts one after
+    another. What the torch engine is measured against on the same thread count (a batch of 32
+    for its continuous batching, batches of one for one stream)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,14 +91,18 @@ def transformers_static_batch(
         return int(out.shape[0] * (out.shape[1] - ids.shape[1]))
 
     generate(*batch(2))  # warm-up
-    ids, mask = batch(requests)
-    cpu = _cpu()
-    started = time.perf_counter()
-    produced = sum(generate(ids, mask) for _ in range(repeats))
-    seconds = time.perf_counter() - started
-    cpu = _cpu() - cpu
-    return {"engine": "transformers generate (static batch)", "requests": requests * repeats, "batch": requests, "tokens": produced,
-            "threads": threads, **_rates("tokens", produced, seconds, cpu)}  # fmt: skip
+    results = []
+    for requests, repeats in runs:
+        ids, mask = batch(requests)
+        cpu = _cpu()
+        started = time.perf_counter()
+        produced = sum(generate(ids, mask) for _ in range(repeats))
+        seconds = time.perf_counter() - started
+        cpu = _cpu() - cpu
+        results.append({"engine": "transformers generate (static batch)", "requests": requests * repeats,
+                        "batch": requests, "tokens": produced, "threads": threads,
+                        **_rates("tokens", produced, seconds, cpu)})  # fmt: skip
+    return results
 
 
 def run_batch(model: Any, prompts: list[list[int]], params: SamplingParams) -> tuple[int, float]:

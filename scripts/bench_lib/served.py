@@ -79,29 +79,25 @@ def generation(daemon: Any, plan: Plan, engine: str, threads: int, cache_dir: Pa
     report.print_cpu_ratios("generation", cpu_ratios)
     static = one = None
     if engine == "torch":  # the torch engine against transformers' own generate
-        static = offline.transformers_static_batch(
-            plan.gen_model(), requests=plan.gen_batch, tokens=plan.gen_tokens, threads=threads
-        )
-        static["ratios"] = {
-            "engine_offline_vs_static": report.ratio(off["tokens_per_s"], static["tokens_per_s"]),
-            **{
-                f"{door}_vs_static": report.ratio(tps(door, plan.gen_batch), static["tokens_per_s"])
-                for door in ("http", "ipc")
-            },
-        }
-        print(f"  transformers static batch of {plan.gen_batch}, {threads} threads: {static['tokens_per_s']} tokens/s; "
-              + ", ".join(f"{k} {v}" for k, v in static["ratios"].items()))  # fmt: skip
         # One stream: as many one-prompt generate calls in a row as the served level's requests.
         one_requests = next(lv["requests"] for lv in served if lv["concurrency"] == 1)
-        one = offline.transformers_static_batch(
-            plan.gen_model(), requests=1, tokens=plan.gen_tokens, threads=threads, repeats=one_requests
-        )
+        static, one = offline.transformers_static_batches(
+            plan.gen_model(), runs=[(plan.gen_batch, 1), (1, one_requests)], tokens=plan.gen_tokens, threads=threads
+        )  # fmt: skip
+        static["ratios"] = {
+            "engine_offline_vs_static": report.ratio(off["tokens_per_s"], static["tokens_per_s"]),
+            **{f"{door}_vs_static": report.ratio(tps(door, plan.gen_batch), static["tokens_per_s"]) for door in ("http", "ipc")},
+        }  # fmt: skip
         one["ratios"] = {
             f"{door}_one_vs_generate": report.ratio(tps(door, 1), one["tokens_per_s"])
             for door in ("http", "ipc")
         }
-        print(f"  transformers generate, one prompt at a time ({one_requests}): {one['tokens_per_s']} tokens/s; "
-              + ", ".join(f"{k} {v}" for k, v in one["ratios"].items()))  # fmt: skip
+        for what, result in (
+            (f"static batch of {plan.gen_batch}", static),
+            (f"one prompt at a time ({one_requests})", one),
+        ):
+            print(f"  transformers generate, {what}, {threads} threads: {result['tokens_per_s']} tokens/s; "
+                  + ", ".join(f"{k} {v}" for k, v in result["ratios"].items()))  # fmt: skip
     return {
         "model": plan.gen_model().name,
         "tokens_per_request": plan.gen_tokens,
